@@ -1,0 +1,1 @@
+"""Configuration: settings files, validation, compiled snapshots."""

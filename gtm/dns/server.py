@@ -1,0 +1,91 @@
+"""The DNS transports: thin asyncio protocols in front of the Engine."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from gtm import log
+from gtm.dns.engine import Engine
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        # The fast path: a cached response needs one lookup and one concatenation.
+        cached = self.engine.udp_cache.get(data[2:])
+        transport = self.transport
+        assert transport is not None
+        if cached is not None:
+            transport.sendto(data[:2] + cached, addr)
+            return
+        reply = self.engine.respond(data, tcp=False)
+        if reply is not None:
+            transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.dns.debug("UDP socket error: %s", exc)
+
+
+class TcpProtocol(asyncio.Protocol):
+    """DNS over TCP (RFC 7766): length-prefixed messages, pipelined, answered in order."""
+
+    def __init__(self, engine: Engine, idle_timeout: float, connections: set[TcpProtocol]):
+        self.engine = engine
+        self.idle_timeout = idle_timeout
+        self.connections = connections
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.connections.add(self)
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._arm_idle_timer()
+        while len(self.buffer) >= 2:
+            (length,) = struct.unpack_from("!H", self.buffer)
+            if len(self.buffer) < 2 + length:
+                break
+            message = bytes(self.buffer[2 : 2 + length])
+            del self.buffer[: 2 + length]
+            reply = self.engine.respond(message, tcp=True)
+            if reply is None:
+                # A packet that gets no reply over UDP ends a TCP conversation.
+                self.close()
+                return
+            assert self.transport is not None
+            self.transport.write(struct.pack("!H", len(reply)) + reply)
+
+    def pause_writing(self) -> None:
+        # A client that does not read its answers gets no more of them read for it.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle_timer = loop.call_later(self.idle_timeout, self.close)

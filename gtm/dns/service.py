@@ -1,0 +1,102 @@
+"""One DNS worker: its transports, its engine, and the reloads that swap its zones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from gtm import log
+from gtm.config.settings import DnsSettings
+from gtm.dns.engine import Engine
+from gtm.dns.loader import LoadResult, Signature, load_directory, signature
+from gtm.dns.render import ServerIdentity
+from gtm.dns.server import TcpProtocol, UdpProtocol
+from gtm.dns.sockets import WorkerSockets
+
+
+class DnsService:
+    """Serves the zones of one directory on the given sockets until stopped."""
+
+    def __init__(self, settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult):
+        identity = ServerIdentity(
+            edns_udp_size=settings.edns_udp_size,
+            nsid=settings.nsid.encode() if settings.nsid else None,
+        )
+        self.settings = settings
+        self.sockets = sockets
+        self.engine = Engine(initial.zones, identity, settings.cache_entries)
+        self.loaded_signature: Signature = initial.signature
+        self.connections: set[TcpProtocol] = set()
+        self.transports: list[asyncio.BaseTransport] = []
+        self.servers: list[asyncio.base_events.Server] = []
+        self.watcher: asyncio.Task[None] | None = None
+        self.reload_lock = asyncio.Lock()
+
+    @property
+    def zones_dir(self) -> Path:
+        return self.settings.zones_dir
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets.udp:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: UdpProtocol(self.engine), sock=sock
+            )
+            self.transports.append(transport)
+        for sock in self.sockets.tcp:
+            server = await loop.create_server(
+                lambda: TcpProtocol(self.engine, self.settings.tcp_idle_timeout, self.connections),
+                sock=sock,
+            )
+            self.servers.append(server)
+        if self.settings.watch_interval > 0:
+            self.watcher = asyncio.create_task(self._watch())
+
+    async def reload(self) -> LoadResult:
+        """Compile the zone directory off the event loop, then swap it in at once."""
+        async with self.reload_lock:
+            loop = asyncio.get_running_loop()
+            previous = self.engine.zones
+            result = await loop.run_in_executor(None, load_directory, self.zones_dir, previous)
+            self.engine.swap(result.zones)
+            self.loaded_signature = result.signature
+            log.zones.info(
+                "reloaded %d zones (%d errors)", len(result.zones.zones), len(result.errors)
+            )
+            return result
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.watch_interval)
+            try:
+                current = await asyncio.get_running_loop().run_in_executor(
+                    None, signature, self.zones_dir
+                )
+                if current != self.loaded_signature:
+                    await self.reload()
+            except Exception:  # the watcher must outlive any one bad reload
+                log.zones.exception("zone directory watch failed")
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting, let open TCP conversations end, then close everything."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
+        for server in self.servers:
+            server.close()
+        for transport in self.transports:
+            transport.close()
+        # Between messages a connection has nothing in flight: close it now. One
+        # holding part of a message gets the grace period to finish sending it.
+        for connection in list(self.connections):
+            if not connection.buffer:
+                connection.close()
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.close()
+        for server in self.servers:
+            await server.wait_closed()

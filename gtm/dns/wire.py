@@ -1,0 +1,265 @@
+"""Parsing of DNS queries from wire format (RFC 1035 section 4, RFC 6891, RFC 7871).
+
+The server parses only what a query may carry: the header, one question, and the
+additional section's OPT record with its options. Anything malformed raises a
+:class:`FormErr`; packets that must not be answered at all raise :class:`Drop`.
+Written by hand rather than with dnspython because the rules for what is FORMERR,
+NOTIMP or silence are the server's to decide, and because it is the slow path's
+first cost.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+import dns.name
+
+from gtm.errors import DnsWireError
+
+HEADER_LEN = 12
+OPCODE_QUERY = 0
+TYPE_OPT = 41
+OPTION_NSID = 3
+OPTION_ECS = 8
+MAX_POINTER_HOPS = 64
+MAX_NAME_WIRE_LEN = 255
+MAX_LABEL_LEN = 63
+
+FLAG_QR = 0x8000
+FLAG_AA = 0x0400
+FLAG_TC = 0x0200
+FLAG_RD = 0x0100
+FLAG_CD = 0x0010
+
+
+class Drop(DnsWireError):
+    """A packet that gets no reply: too short to carry a header, or a response."""
+
+
+class FormErr(DnsWireError):
+    """A malformed query; answered with FORMERR."""
+
+
+class NotImp(DnsWireError):
+    """A well-formed header with an opcode this server does not implement."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSubnet:
+    """An EDNS Client Subnet option as the client sent it (RFC 7871)."""
+
+    family: int
+    source_prefix: int
+    scope_prefix: int
+    address: bytes  # exactly ceil(source_prefix / 8) octets, as on the wire
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        width = 4 if self.family == 1 else 16
+        packed = self.address + bytes(width - len(self.address))
+        return ipaddress.ip_network((packed, self.source_prefix))
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    """The requester's OPT record (RFC 6891 section 6.1)."""
+
+    version: int
+    udp_size: int
+    dnssec_ok: bool
+    client_subnet: ClientSubnet | None
+    nsid_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    id: int
+    flags: int
+    qname: dns.name.Name
+    qtype: int
+    qclass: int
+    question_wire: bytes  # name, type and class exactly as asked (case kept)
+    edns: Edns | None
+
+    @property
+    def recursion_desired(self) -> bool:
+        return bool(self.flags & FLAG_RD)
+
+
+def opcode_of(flags: int) -> int:
+    return (flags >> 11) & 0xF
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse a query, or raise Drop, NotImp or FormErr."""
+    if len(data) < HEADER_LEN:
+        raise Drop("shorter than a DNS header")
+    qid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
+    if flags & FLAG_QR:
+        raise Drop("QR set: a response, not a query")
+    if opcode_of(flags) != OPCODE_QUERY:
+        raise NotImp(f"opcode {opcode_of(flags)} is not implemented")
+    if qdcount != 1:
+        raise FormErr(f"QDCOUNT is {qdcount}, must be 1")
+    labels, offset = read_name(data, HEADER_LEN)
+    if offset + 4 > len(data):
+        raise FormErr("question truncated")
+    qtype, qclass = struct.unpack_from("!HH", data, offset)
+    question_end = offset + 4
+    offset = skip_records(data, question_end, ancount + nscount)
+    edns, offset = read_additional(data, offset, arcount)
+    if offset != len(data):
+        raise FormErr(f"{len(data) - offset} octets after the last record")
+    return Query(
+        id=qid,
+        flags=flags,
+        qname=dns.name.Name(labels),
+        qtype=qtype,
+        qclass=qclass,
+        question_wire=data[HEADER_LEN:question_end],
+        edns=edns,
+    )
+
+
+def read_name(data: bytes, offset: int) -> tuple[list[bytes], int]:
+    """Read a possibly compressed name; return its labels (root included) and the end offset."""
+    labels: list[bytes] = []
+    wire_len = 1
+    end: int | None = None
+    hops = 0
+    position = offset
+    while True:
+        if position >= len(data):
+            raise FormErr("name runs past the end of the message")
+        length = data[position]
+        kind = length & 0xC0
+        if kind == 0xC0:
+            if position + 1 >= len(data):
+                raise FormErr("compression pointer truncated")
+            target = ((length & 0x3F) << 8) | data[position + 1]
+            if end is None:
+                end = position + 2
+            hops += 1
+            # Pointers must point backwards; that alone makes loops impossible,
+            # and the hop limit bounds the work on pathological chains.
+            if target >= position or hops > MAX_POINTER_HOPS:
+                raise FormErr("compression pointer loop or forward pointer")
+            position = target
+            continue
+        if kind != 0:
+            raise FormErr(f"unsupported label type 0x{kind:02x}")
+        if length == 0:
+            labels.append(b"")
+            return labels, (end if end is not None else position + 1)
+        wire_len += length + 1
+        if wire_len > MAX_NAME_WIRE_LEN:
+            raise FormErr("name longer than 255 octets")
+        label = data[position + 1 : position + 1 + length]
+        if len(label) != length:
+            raise FormErr("label runs past the end of the message")
+        labels.append(label)
+        position += 1 + length
+
+
+def skip_records(data: bytes, offset: int, count: int) -> int:
+    for _ in range(count):
+        offset = _record_bounds(data, offset)[1]
+    return offset
+
+
+def _record_bounds(data: bytes, offset: int) -> tuple[int, int]:
+    """Return (start of the fixed fields, end of rdata) of the record at offset."""
+    _, fixed = read_name(data, offset)
+    if fixed + 10 > len(data):
+        raise FormErr("resource record truncated")
+    (rdlength,) = struct.unpack_from("!H", data, fixed + 8)
+    end = fixed + 10 + rdlength
+    if end > len(data):
+        raise FormErr("rdata runs past the end of the message")
+    return fixed, end
+
+
+def read_additional(data: bytes, offset: int, count: int) -> tuple[Edns | None, int]:
+    edns: Edns | None = None
+    for _ in range(count):
+        start = offset
+        fixed, end = _record_bounds(data, offset)
+        (rtype,) = struct.unpack_from("!H", data, fixed)
+        if rtype == TYPE_OPT:
+            if edns is not None:
+                raise FormErr("more than one OPT record")
+            if data[start] != 0 or fixed != start + 1:
+                raise FormErr("OPT owner name is not the root")
+            edns = _parse_opt(data, fixed, end)
+        offset = end
+    return edns, offset
+
+
+def _parse_opt(data: bytes, fixed: int, end: int) -> Edns:
+    udp_size, ext_rcode, version, zflags, _ = struct.unpack_from("!HBBHH", data, fixed + 2)
+    subnet: ClientSubnet | None = None
+    nsid = False
+    position = fixed + 10
+    while position < end:
+        if position + 4 > end:
+            raise FormErr("EDNS option header truncated")
+        code, length = struct.unpack_from("!HH", data, position)
+        value = data[position + 4 : position + 4 + length]
+        if position + 4 + length > end:
+            raise FormErr(f"EDNS option {code} runs past the OPT record")
+        if code == OPTION_ECS:
+            if subnet is not None:
+                raise FormErr("more than one client-subnet option")
+            subnet = parse_client_subnet(value)
+        elif code == OPTION_NSID:
+            nsid = True
+        position += 4 + length
+    return Edns(
+        version=version,
+        udp_size=udp_size,
+        dnssec_ok=bool(zflags & 0x8000),
+        client_subnet=subnet,
+        nsid_requested=nsid,
+    )
+
+
+def parse_client_subnet(value: bytes) -> ClientSubnet:
+    """Validate an ECS option payload as RFC 7871 section 6 asks."""
+    if len(value) < 4:
+        raise FormErr("client-subnet option shorter than 4 octets")
+    family, source, scope = struct.unpack_from("!HBB", value)
+    address = value[4:]
+    if family not in (1, 2):
+        raise FormErr(f"client-subnet family {family} is not IPv4 (1) or IPv6 (2)")
+    max_prefix = 32 if family == 1 else 128
+    if source > max_prefix:
+        raise FormErr(f"client-subnet source prefix {source} exceeds {max_prefix}")
+    if scope != 0:
+        raise FormErr("client-subnet scope prefix must be 0 in a query")
+    if len(address) != (source + 7) // 8:
+        raise FormErr(
+            f"client-subnet address has {len(address)} octets, "
+            f"source prefix /{source} needs {(source + 7) // 8}"
+        )
+    if source % 8 and address[-1] & (0xFF >> (source % 8)):
+        raise FormErr("client-subnet address has bits set beyond the source prefix")
+    return ClientSubnet(family, source, scope, address)
+
+
+def client_subnet_option(subnet: ClientSubnet, scope_prefix: int) -> bytes:
+    """The ECS option for a response: the client's option echoed with our scope."""
+    payload = struct.pack("!HBB", subnet.family, subnet.source_prefix, scope_prefix)
+    payload += subnet.address
+    return struct.pack("!HH", OPTION_ECS, len(payload)) + payload
+
+
+def error_reply(data: bytes, rcode: int) -> bytes:
+    """A bare reply (no sections) for a query that could not be answered normally.
+
+    Only the header is trusted: ID, opcode and RD are copied, QR is set.
+    """
+    qid, flags = struct.unpack_from("!HH", data)
+    reply_flags = FLAG_QR | (flags & 0x7800) | (flags & FLAG_RD) | (rcode & 0xF)
+    return struct.pack("!6H", qid, reply_flags, 0, 0, 0, 0)

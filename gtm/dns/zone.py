@@ -1,0 +1,203 @@
+"""A zone compiled for answering: validated once, then read-only.
+
+Names are keyed by their lower-cased label tuples (root label included), which
+makes lookups case-insensitive and cheaper to hash than dnspython Names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import dns.name
+import dns.rdatatype
+import dns.rrset
+
+from gtm.dns.zonefile import Record
+from gtm.errors import ZoneError
+
+NameKey = tuple[bytes, ...]
+Node = Mapping[int, dns.rrset.RRset]
+
+SOA = dns.rdatatype.SOA
+NS = dns.rdatatype.NS
+CNAME = dns.rdatatype.CNAME
+A = dns.rdatatype.A
+AAAA = dns.rdatatype.AAAA
+DS = dns.rdatatype.DS
+ADDRESS_TYPES = (A, AAAA)
+EMPTY_NODE: Node = MappingProxyType({})
+
+
+def name_key(name: dns.name.Name) -> NameKey:
+    return tuple(label.lower() for label in name.labels)
+
+
+@dataclass(frozen=True)
+class Zone:
+    origin: dns.name.Name
+    source: str
+    nodes: Mapping[NameKey, Node]
+    existing: frozenset[NameKey]  # names with data, plus empty non-terminals
+    cuts: frozenset[NameKey]  # delegation points below the apex
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> NameKey:
+        return name_key(self.origin)
+
+    @property
+    def soa(self) -> dns.rrset.RRset:
+        return self.nodes[self.key][SOA]
+
+    @property
+    def serial(self) -> int:
+        return int(self.soa[0].serial)  # type: ignore[attr-defined]
+
+    @property
+    def negative_soa(self) -> dns.rrset.RRset:
+        """The SOA for negative answers, its TTL capped by MINIMUM (RFC 2308 section 3)."""
+        soa = self.soa
+        ttl = min(soa.ttl, int(soa[0].minimum))  # type: ignore[attr-defined]
+        capped = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
+        capped.update(soa)
+        capped.ttl = ttl
+        return capped
+
+    def node(self, key: NameKey) -> Node:
+        return self.nodes.get(key, EMPTY_NODE)
+
+    def addresses_for(self, target: dns.name.Name) -> list[dns.rrset.RRset]:
+        """A and AAAA RRsets of a name in this zone (authoritative data or glue)."""
+        node = self.node(name_key(target))
+        return [node[t] for t in ADDRESS_TYPES if t in node]
+
+
+def compile_zone(origin: dns.name.Name, records: Iterable[Record], source: str) -> Zone:
+    """Build a Zone from records, or raise ZoneError naming the file, line and reason."""
+    origin_key = name_key(origin)
+    first_line: dict[tuple[NameKey, int], Record] = {}
+    grouped: dict[NameKey, dict[int, dns.rrset.RRset]] = {}
+    warnings: list[str] = []
+    for record in records:
+        key = name_key(record.name)
+        _check_in_zone(record, origin, key, origin_key)
+        rrsets = grouped.setdefault(key, {})
+        rrset = rrsets.get(record.rdtype)
+        if rrset is None:
+            rrset = rrsets[record.rdtype] = dns.rrset.RRset(record.name, 1, record.rdtype)
+            first_line[(key, record.rdtype)] = record
+            rrset.update_ttl(record.ttl)
+        elif record.ttl != rrset.ttl:
+            warnings.append(
+                f"{record.source}:{record.line}: TTL {record.ttl} differs within the "
+                f"{dns.rdatatype.to_text(record.rdtype)} RRset; using {min(rrset.ttl, record.ttl)}"
+            )
+            rrset.update_ttl(record.ttl)
+        rrset.add(record.rdata)
+    _check_apex(grouped, origin_key, origin, source)
+    cuts = frozenset(k for k, n in grouped.items() if NS in n and k != origin_key)
+    for key, rrsets in grouped.items():
+        _check_node(key, rrsets, first_line, origin_key, cuts)
+    existing = _existing_names(grouped, origin_key)
+    nodes = {k: MappingProxyType(dict(v)) for k, v in grouped.items()}
+    zone = Zone(origin, source, MappingProxyType(nodes), existing, cuts, tuple(warnings))
+    _check_glue(zone, first_line)
+    return zone
+
+
+def _check_in_zone(record: Record, origin: dns.name.Name, key: NameKey, origin_key: NameKey):
+    if key[len(key) - len(origin_key) :] != origin_key or len(key) < len(origin_key):
+        raise ZoneError(
+            f"{record.name} is outside the zone {origin}", record.source, record.line
+        )
+
+
+def _check_apex(
+    grouped: Mapping[NameKey, Mapping[int, dns.rrset.RRset]],
+    origin_key: NameKey,
+    origin: dns.name.Name,
+    source: str,
+) -> None:
+    apex = grouped.get(origin_key, {})
+    if SOA not in apex:
+        raise ZoneError(f"no SOA record at the apex {origin}", source)
+    if len(apex[SOA]) != 1:
+        raise ZoneError(f"more than one SOA record at the apex {origin}", source)
+    if NS not in apex:
+        raise ZoneError(f"no NS records at the apex {origin}", source)
+
+
+def _check_node(
+    key: NameKey,
+    rrsets: Mapping[int, dns.rrset.RRset],
+    first_line: Mapping[tuple[NameKey, int], Record],
+    origin_key: NameKey,
+    cuts: frozenset[NameKey],
+) -> None:
+    def fail(rdtype: int, reason: str) -> None:
+        record = first_line[(key, rdtype)]
+        raise ZoneError(reason, record.source, record.line)
+
+    name = rrsets[next(iter(rrsets))].name
+    if SOA in rrsets and key != origin_key:
+        fail(SOA, f"SOA record at {name}, which is not the zone apex")
+    if CNAME in rrsets:
+        if len(rrsets[CNAME]) > 1:
+            fail(CNAME, f"more than one CNAME record at {name}")
+        others = [t for t in rrsets if t != CNAME]
+        if others:
+            fail(
+                CNAME,
+                f"CNAME at {name} next to other data "
+                f"({', '.join(dns.rdatatype.to_text(t) for t in others)})",
+            )
+    below = _enclosing_cut(key, cuts)
+    if below is not None:
+        stray = [t for t in rrsets if t not in ADDRESS_TYPES]
+        if stray:
+            fail(stray[0], f"{name} lies below the delegation at {_text(below)}; only glue may")
+    elif key in cuts:
+        stray = [t for t in rrsets if t not in (NS, DS, *ADDRESS_TYPES)]
+        if stray:
+            fail(stray[0], f"{name} is a delegation point; it may hold only NS, DS and glue")
+
+
+def _enclosing_cut(key: NameKey, cuts: frozenset[NameKey]) -> NameKey | None:
+    """The delegation strictly above key, if any."""
+    for depth in range(1, len(key)):
+        if key[depth:] in cuts:
+            return key[depth:]
+    return None
+
+
+def _existing_names(
+    grouped: Mapping[NameKey, Mapping[int, dns.rrset.RRset]], origin_key: NameKey
+) -> frozenset[NameKey]:
+    """Every owner name and every empty non-terminal between it and the apex."""
+    existing: set[NameKey] = set()
+    for key in grouped:
+        for depth in range(len(key) - len(origin_key) + 1):
+            existing.add(key[depth:])
+    return frozenset(existing)
+
+
+def _check_glue(zone: Zone, first_line: Mapping[tuple[NameKey, int], Record]) -> None:
+    """In-zone name servers need addresses, or resolvers cannot reach them."""
+    for key in (zone.key, *sorted(zone.cuts)):
+        for ns in zone.nodes[key][NS]:
+            target: dns.name.Name = ns.target  # type: ignore[attr-defined]
+            if not target.is_subdomain(zone.origin) or zone.addresses_for(target):
+                continue
+            record = first_line[(key, NS)]
+            kind = "glue" if key != zone.key else "address records"
+            raise ZoneError(
+                f"name server {target} is inside the zone but has no {kind} (A or AAAA)",
+                record.source,
+                record.line,
+            )
+
+
+def _text(key: NameKey) -> str:
+    return dns.name.Name(key).to_text()

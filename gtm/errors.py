@@ -1,0 +1,40 @@
+"""The one error hierarchy of the project.
+
+Every error raised on purpose derives from :class:`GtmError`, carries a message a
+user can act on, and, where the error comes from input, says where in that input.
+"""
+
+from __future__ import annotations
+
+
+class GtmError(Exception):
+    """Root of every error this project raises deliberately."""
+
+
+class ConfigError(GtmError):
+    """Invalid configuration: names the source, the place inside it and the reason."""
+
+    def __init__(self, reason: str, source: str | None = None, where: str | int | None = None):
+        self.reason = reason
+        self.source = source
+        self.where = where
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if self.source is None:
+            return self.reason
+        if self.where is None:
+            return f"{self.source}: {self.reason}"
+        return f"{self.source}:{self.where}: {self.reason}"
+
+
+class ZoneError(ConfigError):
+    """A zone file that cannot be served: file, line and reason."""
+
+
+class DnsWireError(GtmError):
+    """A DNS message that cannot be parsed; the server answers FORMERR or nothing."""
+
+
+class ServeError(GtmError):
+    """A server that cannot start: an address in use, a port not allowed, ..."""

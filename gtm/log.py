@@ -1,0 +1,24 @@
+"""Every named logger of the project is declared here, and logging is set up here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+dns = logging.getLogger("gtm.dns")
+zones = logging.getLogger("gtm.zones")
+workers = logging.getLogger("gtm.workers")
+cli = logging.getLogger("gtm.cli")
+
+
+def setup(level: str | None = None) -> None:
+    """Log to stderr with the process id, so lines from several workers can be told apart."""
+    chosen = (level or os.environ.get("GTM_LOG_LEVEL") or "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(chosen)
