@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from gtm import log
+from gtm import log, metrics
 from gtm.config.settings import DnsSettings
 from gtm.dns.engine import Engine
 from gtm.dns.loader import LoadResult, Signature, load_directory, signature
@@ -61,6 +61,9 @@ class DnsService:
             result = await loop.run_in_executor(None, load_directory, self.zones_dir, previous)
             self.engine.swap(result.zones)
             self.loaded_signature = result.signature
+            metrics.zone_reloads.labels("error" if result.errors else "ok").inc()
+            for zone in result.zones.zones.values():
+                metrics.zone_serial.labels(zone.origin.to_text()).set(zone.serial)
             log.zones.info(
                 "reloaded %d zones (%d errors)", len(result.zones.zones), len(result.errors)
             )
