@@ -56,6 +56,13 @@ def read_master_file(path: Path, origin: dns.name.Name) -> list[Record]:
     return records
 
 
+def read_master_text(text: str, origin: dns.name.Name, source: str) -> list[Record]:
+    """Read master-file text that has no directory of its own ($INCLUDE is refused)."""
+    records: list[Record] = []
+    _read_text(text, Path(source), _State(origin=origin), records, MAX_INCLUDE_DEPTH, ())
+    return records
+
+
 def _read_file(
     path: Path, state: _State, out: list[Record], depth: int, seen: tuple[Path, ...]
 ) -> None:
@@ -66,11 +73,17 @@ def _read_file(
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ZoneError(f"cannot read: {exc}", str(path)) from exc
+    _read_text(text, path, state, out, depth, (*seen, resolved))
+
+
+def _read_text(
+    text: str, path: Path, state: _State, out: list[Record], depth: int, seen: tuple[Path, ...]
+) -> None:
     tok = dns.tokenizer.Tokenizer(text, filename=str(path))
     while True:
         line = tok.line_number
         try:
-            if not _read_entry(tok, path, state, out, depth, (*seen, resolved)):
+            if not _read_entry(tok, path, state, out, depth, seen):
                 return
         except ZoneError:
             raise
@@ -153,7 +166,7 @@ def _include(
         origin = tok.as_name(following, state.origin)
         tok.get_eol()
     if depth + 1 > MAX_INCLUDE_DEPTH:
-        raise ZoneError("$INCLUDE nested too deeply", str(path), line)
+        raise ZoneError("$INCLUDE nested too deeply, or not allowed here", str(path), line)
     if not target.is_absolute():
         target = path.parent / target
     # The included file gets its own origin and owner; the parent's resume after it
