@@ -49,6 +49,35 @@ def build_parser() -> argparse.ArgumentParser:
     _dns_options(serve)
     serve.set_defaults(handler=cmd_serve)
 
+    explain = commands.add_parser("explain", help="why a steered name answers what it does")
+    explain.add_argument("name")
+    who = explain.add_mutually_exclusive_group()
+    who.add_argument("--client", help="resolver address asking (no ECS)")
+    who.add_argument("--subnet", help="client subnet sent as EDNS Client Subnet (CIDR)")
+    explain.add_argument("--type", default="A", choices=["A", "AAAA", "CNAME", "ANY"])
+    explain.add_argument("--zones", type=Path, help="zone directory (default: as gtm up)")
+    explain.add_argument("--geoip", type=Path, help="mmdb file (default: the shipped one)")
+    explain.set_defaults(handler=cmd_explain)
+
+    steer = commands.add_parser("steer", help="set endpoint or region state by hand")
+    steer_commands = steer.add_subparsers(dest="steer_command", required=True)
+    endpoint = steer_commands.add_parser("endpoint", help="health or admin state of one")
+    endpoint.add_argument("zone")
+    endpoint.add_argument("endpoint")
+    endpoint.add_argument("--health", choices=["up", "down"])
+    endpoint.add_argument("--admin", choices=["none", "force_up", "force_down", "drain"])
+    endpoint.add_argument("--reason", default="set by hand")
+    endpoint.add_argument("--zones", type=Path)
+    endpoint.set_defaults(handler=cmd_steer_endpoint)
+    region = steer_commands.add_parser("region", help="health or headroom of a region")
+    region.add_argument("zone")
+    region.add_argument("region")
+    region.add_argument("--health", choices=["up", "down"])
+    region.add_argument("--headroom", type=float, help="0 (saturated) to 1 (idle)")
+    region.add_argument("--reason", default="set by hand")
+    region.add_argument("--zones", type=Path)
+    region.set_defaults(handler=cmd_steer_region)
+
     zones = commands.add_parser("zones", help="zone files")
     zone_commands = zones.add_subparsers(dest="zones_command", required=True)
     check = zone_commands.add_parser("check", help="validate a zone directory")
@@ -66,6 +95,7 @@ def _dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="worker processes (serve: one per core)")
     parser.add_argument("--nsid", help="name server identifier returned for NSID (RFC 5001)")
     parser.add_argument("--edns-size", type=int, help="advertised EDNS UDP size (1232)")
+    parser.add_argument("--geoip", type=Path, help="mmdb geo database (default: geodata/)")
 
 
 def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
@@ -73,7 +103,7 @@ def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
     changes: dict[str, object] = {}
     if args.config is None:
         changes["workers"] = workers
-        changes["zones_dir"] = Path("zones") if Path("zones").is_dir() else REPO_ZONES
+        changes["zones_dir"] = default_zones_dir()
     if args.zones is not None:
         changes["zones_dir"] = args.zones
     if args.listen:
@@ -84,6 +114,8 @@ def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
         changes["nsid"] = args.nsid
     if args.edns_size is not None:
         changes["edns_udp_size"] = args.edns_size
+    if args.geoip is not None:
+        changes["geoip_database"] = args.geoip
     return validate(replace(settings, **changes), "command line")  # type: ignore[arg-type]
 
 
@@ -102,6 +134,42 @@ def cmd_up(args: argparse.Namespace) -> int:
             settings, listen=tuple(Listen(item.host, args.port) for item in settings.listen)
         )
     return node.serve(settings)
+
+
+def default_zones_dir() -> Path:
+    return Path("zones") if Path("zones").is_dir() else REPO_ZONES
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from gtm.config.settings import DnsSettings
+    from gtm.dns.node import open_locator
+    from gtm.steering.explain import Question, explain_directory
+
+    if args.log_level is None:
+        log.setup("WARNING")  # the explanation is the output; keep start-up notes out
+    locator = open_locator(DnsSettings(geoip_database=args.geoip))
+    question = Question(args.name, args.type, args.client, args.subnet)
+    print(explain_directory(args.zones or default_zones_dir(), question, locator))
+    return 0
+
+
+def cmd_steer_endpoint(args: argparse.Namespace) -> int:
+    from gtm.steering.admin import set_endpoint
+
+    state = set_endpoint(args.zones or default_zones_dir(), args.zone, args.endpoint,
+                         args.health, args.admin, args.reason)
+    print(f"{args.endpoint}: health {state.health}, admin {state.admin} ({state.reason})")
+    return 0
+
+
+def cmd_steer_region(args: argparse.Namespace) -> int:
+    from gtm.steering.admin import set_region
+
+    state = set_region(args.zones or default_zones_dir(), args.zone, args.region,
+                       args.health, args.headroom, args.reason)
+    headroom = "unreported" if state.headroom is None else f"{state.headroom:.2f}"
+    print(f"{args.region}: health {state.health}, headroom {headroom} ({state.reason})")
+    return 0
 
 
 def cmd_zones_check(args: argparse.Namespace) -> int:

@@ -10,6 +10,10 @@ dns = logging.getLogger("gtm.dns")
 zones = logging.getLogger("gtm.zones")
 workers = logging.getLogger("gtm.workers")
 cli = logging.getLogger("gtm.cli")
+geo = logging.getLogger("gtm.geo")
+control = logging.getLogger("gtm.control")
+follower = logging.getLogger("gtm.control.follower")
+audit = logging.getLogger("gtm.control.audit")
 
 
 def setup(level: str | None = None) -> None:

@@ -39,6 +39,8 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     watch_interval: float = 1.0
     cache_entries: int = 100_000
+    # An mmdb file (GeoLite2, DB-IP, or the NRO country file); None: the one shipped.
+    geoip_database: Path | None = None
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_DNS_PORT) -> Listen:
@@ -105,7 +107,7 @@ def _convert(key: str, raw: Any, source: str, base: Path) -> Any:
             return tuple(parse_listen(x) for x in raw)
         except ConfigError as exc:
             raise ConfigError(exc.reason, source, f"{where} ({exc.where})") from exc
-    if key == "zones_dir":
+    if key in ("zones_dir", "geoip_database"):
         if not isinstance(raw, str):
             raise ConfigError("must be a path", source, where)
         return (base / raw) if not Path(raw).is_absolute() else Path(raw)

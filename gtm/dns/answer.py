@@ -16,6 +16,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from gtm.dns.steered import SteerInput, record_type_for, steer
 from gtm.dns.zone import (
     ADDRESS_TYPES,
     CNAME,
@@ -26,6 +27,7 @@ from gtm.dns.zone import (
     Zone,
     name_key,
 )
+from gtm.steering.model import SteeredName
 
 MAX_CNAME_CHAIN = 16
 ANY = dns.rdatatype.ANY
@@ -48,6 +50,8 @@ class Answer:
     additional_required: bool = False
     # The ECS scope this answer is valid for: 0 when it does not depend on the client.
     scope_prefix: int = 0
+    # Steered answers: every answer section the cache should rotate through.
+    variants: tuple[tuple[dns.rrset.RRset, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,13 @@ class ZoneSet:
         return None
 
 
-def answer(qname: dns.name.Name, qtype: int, qclass: int, zones: ZoneSet) -> Answer:
+def answer(
+    qname: dns.name.Name,
+    qtype: int,
+    qclass: int,
+    zones: ZoneSet,
+    steer_input: SteerInput | None = None,
+) -> Answer:
     """Answer one question from the zones, as an authoritative server that never recurses."""
     if qtype == dns.rdatatype.OPT:
         return Answer(dns.rcode.FORMERR)
@@ -78,15 +88,16 @@ def answer(qname: dns.name.Name, qtype: int, qclass: int, zones: ZoneSet) -> Ans
     zone = zones.find(key)
     if zone is None or qclass not in (CLASS_IN, CLASS_ANY) or qtype in REFUSED_TYPES:
         return Answer(dns.rcode.REFUSED)
-    return _Lookup(zone, qtype).run(qname, key)
+    return _Lookup(zone, qtype, steer_input or SteerInput()).run(qname, key)
 
 
 class _Lookup:
     """One question's walk through one zone, accumulating the CNAME chain."""
 
-    def __init__(self, zone: Zone, qtype: int):
+    def __init__(self, zone: Zone, qtype: int, steer_input: SteerInput):
         self.zone = zone
         self.qtype = qtype
+        self.steer_input = steer_input
         self.chain: list[dns.rrset.RRset] = []
         self.visited: set[NameKey] = set()
 
@@ -98,7 +109,7 @@ class _Lookup:
                 return outcome
             cname = outcome
             self.chain.append(cname)
-            target: dns.name.Name = cname[0].target  # type: ignore[attr-defined]
+            target: dns.name.Name = cname[0].target
             target_key = name_key(target)
             # Chains are followed inside this zone only; a loop or an overlong chain
             # ends with what was found, as a resolver would then give up anyway.
@@ -118,9 +129,29 @@ class _Lookup:
                 return self._referral(ancestor)
             if ancestor not in zone.existing:
                 return self._wildcard(qname, key[len(key) - depth + 1 :])
+        steered = zone.steering.names.get(key) if zone.steering is not None else None
+        if steered is not None:
+            rdtype = record_type_for(steered, zone, self.qtype)
+            if rdtype is not None:
+                return self._steered(qname, steered, rdtype)
         return self._from_node(qname, zone.node(key), synthesized=False)
 
-    def _wildcard(self, qname: dns.name.Name, closest_encloser: NameKey) -> Answer | dns.rrset.RRset:
+    def _steered(self, qname: dns.name.Name, steered: SteeredName, rdtype: int) -> Answer:
+        records = steer(self.zone, steered, qname, rdtype, self.steer_input)
+        if records.variants[0] is None:
+            return self._negative(dns.rcode.NOERROR)
+        sections = tuple((*self.chain, rrset) for rrset in records.variants if rrset is not None)
+        return Answer(
+            dns.rcode.NOERROR,
+            authoritative=True,
+            answer=sections[0],
+            scope_prefix=records.scope,
+            variants=sections,
+        )
+
+    def _wildcard(
+        self, qname: dns.name.Name, closest_encloser: NameKey
+    ) -> Answer | dns.rrset.RRset:
         source = (b"*", *closest_encloser)
         if source not in self.zone.existing:
             return self._negative(dns.rcode.NXDOMAIN)

@@ -8,12 +8,19 @@ snapshot, so a snapshot swap simply starts new caches.
 
 from __future__ import annotations
 
+import ipaddress
+import random
+from dataclasses import replace
+from typing import TypeVar
+
 import dns.rcode
 
 from gtm import log
 from gtm.dns.answer import ZoneSet, answer
 from gtm.dns.render import TCP_LIMIT, ServerIdentity, badvers, render, udp_limit
-from gtm.dns.wire import Drop, FormErr, NotImp, error_reply, parse_query
+from gtm.dns.steered import SteerInput
+from gtm.dns.wire import Drop, FormErr, NotImp, Query, error_reply, parse_query
+from gtm.steering.chain import Client, LocatorLike
 
 
 class Stats:
@@ -31,29 +38,46 @@ class Stats:
 
 
 class Engine:
-    def __init__(self, zones: ZoneSet, server: ServerIdentity, cache_entries: int = 100_000):
+    def __init__(
+        self,
+        zones: ZoneSet,
+        server: ServerIdentity,
+        cache_entries: int = 100_000,
+        locator: LocatorLike | None = None,
+    ):
         self.server = server
         self.cache_entries = cache_entries
+        self.locator = locator
         self.stats = Stats()
         self.zones = zones
         self.udp_cache: dict[bytes, bytes] = {}
         self.tcp_cache: dict[bytes, bytes] = {}
+        # Steered answers depend on the client: keyed on the packet and the peer.
+        self.steered_udp: dict[tuple[bytes, str | None], Rotation] = {}
+        self.steered_tcp: dict[tuple[bytes, str | None], Rotation] = {}
 
     def swap(self, zones: ZoneSet) -> None:
         """Serve new zones from the next packet on; old cached answers go with the old zones."""
         self.zones = zones
         self.udp_cache = {}
         self.tcp_cache = {}
+        self.steered_udp = {}
+        self.steered_tcp = {}
 
-    def respond(self, data: bytes, tcp: bool) -> bytes | None:
-        """The response to one packet, or None when it must get none."""
+    def respond(self, data: bytes, tcp: bool, peer: str | None = None) -> bytes | None:
+        """The response to one packet from peer (an IP address), or None for no reply."""
         cache = self.tcp_cache if tcp else self.udp_cache
         cached = cache.get(data[2:])
         if cached is not None:
             self.stats.cache_hits += 1
             return data[:2] + cached
+        steered = self.steered_tcp if tcp else self.steered_udp
+        rotation = steered.get((data[2:], peer))
+        if rotation is not None:
+            self.stats.cache_hits += 1
+            return data[:2] + rotation.next()
         try:
-            reply = self._answer(data, tcp)
+            reply = self._answer(data, tcp, peer)
         except Drop:
             self.stats.dropped += 1
             return None
@@ -67,16 +91,69 @@ class Engine:
             self.stats.servfail += 1
             log.dns.exception("internal error answering a query")
             return error_reply(data, dns.rcode.SERVFAIL)
-        if len(cache) >= self.cache_entries:
-            cache.clear()
-        cache[data[2:]] = reply[2:]
         self.stats.answered += 1
+        if isinstance(reply, Rotation):
+            _bounded_put(steered, (data[2:], peer), reply, self.cache_entries)
+            return data[:2] + reply.next()
+        _bounded_put(cache, data[2:], reply[2:], self.cache_entries)
         return reply
 
-    def _answer(self, data: bytes, tcp: bool) -> bytes:
+    def _answer(self, data: bytes, tcp: bool, peer: str | None) -> bytes | Rotation:
         query = parse_query(data)
         if query.edns is not None and query.edns.version > 0:
             return badvers(query, self.server)
-        result = answer(query.qname, query.qtype, query.qclass, self.zones)
+        inputs = SteerInput(client_of(query, peer), self.locator)
+        result = answer(query.qname, query.qtype, query.qclass, self.zones, inputs)
         limit = TCP_LIMIT if tcp else udp_limit(query, self.server)
-        return render(query, result, self.server, limit)
+        if not result.variants:
+            return render(query, result, self.server, limit)
+        return Rotation(tuple(
+            render(query, replace(result, answer=section), self.server, limit)[2:]
+            for section in result.variants
+        ))
+
+
+class Rotation:
+    """Pre-rendered steered replies (without their ID), handed out in turn."""
+
+    __slots__ = ("replies", "turn")
+
+    def __init__(self, replies: tuple[bytes, ...]):
+        self.replies = replies
+        # A random start: clients whose every query misses the cache (a fresh EDNS
+        # cookie each time) must not all get the first variant.
+        self.turn = random.randrange(len(replies))
+
+    def next(self) -> bytes:
+        turn = self.turn
+        self.turn = (turn + 1) % len(self.replies)
+        return self.replies[turn]
+
+
+def client_of(query: Query, peer: str | None) -> Client | None:
+    """The ECS subnet when the resolver sent one (and did not opt out with /0), else the
+    resolver's own address."""
+    subnet = query.edns.client_subnet if query.edns is not None else None
+    if subnet is not None and subnet.source_prefix > 0:
+        network = subnet.network
+        return Client(network.network_address, subnet.source_prefix, from_ecs=True)
+    if peer is None:
+        return None
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return None
+    return Client(address, address.max_prefixlen)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _bounded_put(cache: dict[K, V], key: K, value: V, limit: int) -> None:
+    # Clearing when full is crude but O(1) amortised and keeps memory bounded
+    # whatever a flood of distinct questions does.
+    if len(cache) >= limit:
+        cache.clear()
+    if limit > 0:
+        cache[key] = value

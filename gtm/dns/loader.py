@@ -16,9 +16,11 @@ import dns.name
 
 from gtm import log
 from gtm.dns.answer import ZoneSet
-from gtm.dns.zone import Zone, compile_zone, name_key
+from gtm.dns.zone import Zone, attach_steering, compile_zone, name_key
 from gtm.dns.zonefile import read_master_file
-from gtm.errors import ZoneError
+from gtm.errors import ConfigError, ZoneError
+from gtm.steering.definitions import STEERING_SUFFIX, load_steering_file
+from gtm.steering.state import STATE_SUFFIX, load_state
 
 ZONE_SUFFIX = ".zone"
 
@@ -28,7 +30,7 @@ Signature = tuple[tuple[str, int, int], ...]
 @dataclass(frozen=True)
 class LoadResult:
     zones: ZoneSet
-    errors: tuple[ZoneError, ...]
+    errors: tuple[ConfigError, ...]
     signature: Signature
 
 
@@ -49,9 +51,17 @@ def origin_of(path: Path) -> dns.name.Name:
 
 
 def load_zone(path: Path) -> Zone:
+    """A zone file, with its steering definitions and state when they sit beside it."""
     origin = origin_of(path)
     records = read_master_file(path, origin)
-    return compile_zone(origin, records, str(path))
+    zone = compile_zone(origin, records, str(path))
+    stem = path.name[: -len(ZONE_SUFFIX)]
+    steering_file = path.with_name(stem + STEERING_SUFFIX)
+    if not steering_file.exists():
+        return zone
+    steering = load_steering_file(steering_file, origin)
+    state = load_state(path.with_name(stem + STATE_SUFFIX))
+    return attach_steering(zone, steering, state)
 
 
 def signature(directory: Path) -> Signature:
@@ -72,11 +82,11 @@ def load_directory(directory: Path, previous: ZoneSet | None = None) -> LoadResu
     """Load every zone; a zone that fails keeps its previous version when there is one."""
     sig = signature(directory)
     zones: list[Zone] = []
-    errors: list[ZoneError] = []
+    errors: list[ConfigError] = []
     for path in zone_files(directory):
         try:
             zone = load_zone(path)
-        except ZoneError as exc:
+        except ConfigError as exc:
             errors.append(exc)
             kept = _previous_version(path, previous)
             if kept is not None:

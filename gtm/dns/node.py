@@ -14,6 +14,7 @@ from gtm.dns.loader import LoadResult, load_directory
 from gtm.dns.service import DnsService
 from gtm.dns.sockets import WorkerSockets, bind_workers
 from gtm.errors import ZoneError
+from gtm.geo.locate import DEFAULT_DATABASE, Locator
 from gtm.workers import Supervisor
 
 
@@ -28,18 +29,30 @@ def load_or_fail(settings: DnsSettings) -> LoadResult:
     return result
 
 
+def open_locator(settings: DnsSettings) -> Locator | None:
+    """The geo database for steering; the shipped one unless another is configured."""
+    path = settings.geoip_database or DEFAULT_DATABASE
+    if settings.geoip_database is None and not path.exists():
+        log.dns.warning("no geo database at %s: steering by location uses defaults", path)
+        return None
+    locator = Locator(path)
+    log.dns.info("geo database %s", path)
+    return locator
+
+
 def serve(settings: DnsSettings) -> int:
     initial = load_or_fail(settings)
+    locator = open_locator(settings)
     sockets = bind_workers(settings.listen, settings.workers)
     announce(settings, sockets[0], initial)
     if settings.workers == 1:
-        return run_worker(settings, sockets[0], initial)
+        return run_worker(settings, sockets[0], initial, locator)
 
     def worker(index: int) -> int:
         for other, socks in enumerate(sockets):
             if other != index:
                 socks.close()
-        return run_worker(settings, sockets[index], initial)
+        return run_worker(settings, sockets[index], initial, locator)
 
     return Supervisor(settings.workers, worker).run()
 
@@ -53,9 +66,14 @@ def announce(settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult)
                  settings.workers)
 
 
-def run_worker(settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult) -> int:
+def run_worker(
+    settings: DnsSettings,
+    sockets: WorkerSockets,
+    initial: LoadResult,
+    locator: Locator | None = None,
+) -> int:
     async def main() -> None:
-        service = DnsService(settings, sockets, initial)
+        service = DnsService(settings, sockets, initial, locator)
         await service.start()
         await wait_for_stop(on_reload=service.reload)
         await service.stop()

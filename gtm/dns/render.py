@@ -105,7 +105,7 @@ class _Opt:
 
     @property
     def size(self) -> int:
-        return OPT_FIXED_LEN + sum(4 + len(option.to_wire()) for option in self.options)
+        return OPT_FIXED_LEN + sum(4 + len(option.to_wire() or b"") for option in self.options)
 
 
 def _opt_for(query: Query, server: ServerIdentity, rcode: int, scope: int) -> _Opt | None:

@@ -25,7 +25,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if cached is not None:
             transport.sendto(data[:2] + cached, addr)
             return
-        reply = self.engine.respond(data, tcp=False)
+        reply = self.engine.respond(data, tcp=False, peer=addr[0])
         if reply is not None:
             transport.sendto(reply, addr)
 
@@ -43,9 +43,12 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.peer: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = peername[0] if peername else None
         self.connections.add(self)
         self._arm_idle_timer()
 
@@ -63,7 +66,7 @@ class TcpProtocol(asyncio.Protocol):
                 break
             message = bytes(self.buffer[2 : 2 + length])
             del self.buffer[: 2 + length]
-            reply = self.engine.respond(message, tcp=True)
+            reply = self.engine.respond(message, tcp=True, peer=self.peer)
             if reply is None:
                 # A packet that gets no reply over UDP ends a TCP conversation.
                 self.close()

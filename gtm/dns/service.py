@@ -13,19 +13,26 @@ from gtm.dns.loader import LoadResult, Signature, load_directory, signature
 from gtm.dns.render import ServerIdentity
 from gtm.dns.server import TcpProtocol, UdpProtocol
 from gtm.dns.sockets import WorkerSockets
+from gtm.steering.chain import LocatorLike
 
 
 class DnsService:
     """Serves the zones of one directory on the given sockets until stopped."""
 
-    def __init__(self, settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult):
+    def __init__(
+        self,
+        settings: DnsSettings,
+        sockets: WorkerSockets,
+        initial: LoadResult,
+        locator: LocatorLike | None = None,
+    ):
         identity = ServerIdentity(
             edns_udp_size=settings.edns_udp_size,
             nsid=settings.nsid.encode() if settings.nsid else None,
         )
         self.settings = settings
         self.sockets = sockets
-        self.engine = Engine(initial.zones, identity, settings.cache_entries)
+        self.engine = Engine(initial.zones, identity, settings.cache_entries, locator)
         self.loaded_signature: Signature = initial.signature
         self.connections: set[TcpProtocol] = set()
         self.transports: list[asyncio.BaseTransport] = []

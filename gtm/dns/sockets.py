@@ -15,6 +15,7 @@ from gtm.errors import ServeError
 
 UDP_BUFFER = 4 * 1024 * 1024
 TCP_BACKLOG = 1024
+PORT_ATTEMPTS = 20  # for port 0: fresh kernel choices until one is free for TCP too
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,42 @@ def bind_workers(listen: tuple[Listen, ...], workers: int) -> list[WorkerSockets
     ]
     try:
         for address in listen:
-            udp_port = _bind_group(address, socket.SOCK_DGRAM, [u for u, _ in per_worker])
-            # TCP takes the same port as UDP, even when the port was chosen by the kernel.
-            _bind_group(Listen(address.host, udp_port), socket.SOCK_STREAM,
-                        [t for _, t in per_worker])
+            _bind_address(address, per_worker)
     except (OSError, ServeError):
         for udp, tcp in per_worker:
             for sock in (*udp, *tcp):
                 sock.close()
         raise
     return [WorkerSockets(tuple(u), tuple(t)) for u, t in per_worker]
+
+
+def _bind_address(
+    address: Listen, per_worker: list[tuple[list[socket.socket], list[socket.socket]]]
+) -> None:
+    """UDP and TCP sockets on one address, for every worker.
+
+    TCP takes the same port as UDP, even when the port was chosen by the kernel. A
+    port the kernel found free for UDP may be taken for TCP (a connection in
+    TIME_WAIT, say), so a kernel-chosen port is tried again with a fresh choice.
+    """
+    attempts = PORT_ATTEMPTS if address.port == 0 else 1
+    for attempt in range(attempts):
+        udp: list[list[socket.socket]] = [[] for _ in per_worker]
+        tcp: list[list[socket.socket]] = [[] for _ in per_worker]
+        try:
+            udp_port = _bind_group(address, socket.SOCK_DGRAM, udp)
+            _bind_group(Listen(address.host, udp_port), socket.SOCK_STREAM, tcp)
+        except ServeError:
+            for bucket in (*udp, *tcp):
+                for sock in bucket:
+                    sock.close()
+            if attempt + 1 == attempts:
+                raise
+            continue
+        for (worker_udp, worker_tcp), new_udp, new_tcp in zip(per_worker, udp, tcp, strict=True):
+            worker_udp.extend(new_udp)
+            worker_tcp.extend(new_tcp)
+        return
 
 
 def _bind_group(address: Listen, kind: int, targets: list[list[socket.socket]]) -> int:

@@ -198,7 +198,7 @@ def read_additional(data: bytes, offset: int, count: int) -> tuple[Edns | None, 
 
 
 def _parse_opt(data: bytes, fixed: int, end: int) -> Edns:
-    udp_size, ext_rcode, version, zflags, _ = struct.unpack_from("!HBBHH", data, fixed + 2)
+    udp_size, _ext_rcode, version, zflags, _ = struct.unpack_from("!HBBHH", data, fixed + 2)
     subnet: ClientSubnet | None = None
     nsid = False
     position = fixed + 10

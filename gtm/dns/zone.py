@@ -7,15 +7,18 @@ makes lookups case-insensitive and cheaper to hash than dnspython Names.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import dns.name
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
 from gtm.dns.zonefile import Record
 from gtm.errors import ZoneError
+from gtm.steering.model import Steering
+from gtm.steering.state import SteeringState
 
 NameKey = tuple[bytes, ...]
 Node = Mapping[int, dns.rrset.RRset]
@@ -42,6 +45,8 @@ class Zone:
     existing: frozenset[NameKey]  # names with data, plus empty non-terminals
     cuts: frozenset[NameKey]  # delegation points below the apex
     warnings: tuple[str, ...] = field(default=())
+    steering: Steering | None = None
+    state: SteeringState = field(default_factory=SteeringState)
 
     @property
     def key(self) -> NameKey:
@@ -53,13 +58,13 @@ class Zone:
 
     @property
     def serial(self) -> int:
-        return int(self.soa[0].serial)  # type: ignore[attr-defined]
+        return int(self.soa[0].serial)
 
     @property
     def negative_soa(self) -> dns.rrset.RRset:
         """The SOA for negative answers, its TTL capped by MINIMUM (RFC 2308 section 3)."""
         soa = self.soa
-        ttl = min(soa.ttl, int(soa[0].minimum))  # type: ignore[attr-defined]
+        ttl = min(soa.ttl, int(soa[0].minimum))
         capped = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
         capped.update(soa)
         capped.ttl = ttl
@@ -86,17 +91,23 @@ def compile_zone(origin: dns.name.Name, records: Iterable[Record], source: str) 
         rrsets = grouped.setdefault(key, {})
         rrset = rrsets.get(record.rdtype)
         if rrset is None:
-            rrset = rrsets[record.rdtype] = dns.rrset.RRset(record.name, 1, record.rdtype)
+            rrset = dns.rrset.RRset(record.name, dns.rdataclass.IN, record.rdata.rdtype)
+            rrsets[record.rdtype] = rrset
             first_line[(key, record.rdtype)] = record
             rrset.update_ttl(record.ttl)
+        elif dns.rdatatype.is_singleton(record.rdata.rdtype):
+            # dnspython would silently replace the first record; a second one is an error.
+            kind = dns.rdatatype.to_text(record.rdata.rdtype)
+            reason = f"more than one {kind} record at {record.name}"
+            raise ZoneError(reason, record.source, record.line)
         elif record.ttl != rrset.ttl:
             warnings.append(
                 f"{record.source}:{record.line}: TTL {record.ttl} differs within the "
-                f"{dns.rdatatype.to_text(record.rdtype)} RRset; using {min(rrset.ttl, record.ttl)}"
+                f"{dns.rdatatype.to_text(rrset.rdtype)} RRset; using {min(rrset.ttl, record.ttl)}"
             )
             rrset.update_ttl(record.ttl)
         rrset.add(record.rdata)
-    _check_apex(grouped, origin_key, origin, source)
+    _check_apex(grouped, origin_key, origin, source, first_line)
     cuts = frozenset(k for k, n in grouped.items() if NS in n and k != origin_key)
     for key, rrsets in grouped.items():
         _check_node(key, rrsets, first_line, origin_key, cuts)
@@ -105,6 +116,29 @@ def compile_zone(origin: dns.name.Name, records: Iterable[Record], source: str) 
     zone = Zone(origin, source, MappingProxyType(nodes), existing, cuts, tuple(warnings))
     _check_glue(zone, first_line)
     return zone
+
+
+def attach_steering(zone: Zone, steering: Steering, state: SteeringState) -> Zone:
+    """The zone with its steered names, which must not clash with its static data."""
+    for key, steered in steering.names.items():
+        pool = steering.pools[steered.pool]
+        node = zone.node(key)
+        clashing = [t for t in node if pool.is_cname or t in (CNAME, *ADDRESS_TYPES)]
+        where = f"names.{steered.name}"
+        if clashing:
+            kinds = ", ".join(dns.rdatatype.to_text(t) for t in clashing)
+            raise ZoneError(f"steered name {steered.name} clashes with static {kinds} records",
+                            steering.source, where)
+        if key == zone.key and pool.is_cname:
+            raise ZoneError("the zone apex cannot be a CNAME", steering.source, where)
+        if key in zone.cuts or _enclosing_cut(key, zone.cuts) is not None:
+            raise ZoneError(f"steered name {steered.name} is at or below a delegation",
+                            steering.source, where)
+    existing = set(zone.existing)
+    for key in steering.names:
+        for depth in range(len(key) - len(zone.key) + 1):
+            existing.add(key[depth:])
+    return replace(zone, existing=frozenset(existing), steering=steering, state=state)
 
 
 def _check_in_zone(record: Record, origin: dns.name.Name, key: NameKey, origin_key: NameKey):
@@ -119,14 +153,17 @@ def _check_apex(
     origin_key: NameKey,
     origin: dns.name.Name,
     source: str,
+    first_line: Mapping[tuple[NameKey, int], Record],
 ) -> None:
     apex = grouped.get(origin_key, {})
     if SOA not in apex:
-        raise ZoneError(f"no SOA record at the apex {origin}", source)
-    if len(apex[SOA]) != 1:
-        raise ZoneError(f"more than one SOA record at the apex {origin}", source)
+        # Name where the zone's data begins (the first record read), where its SOA belongs.
+        first = next(iter(first_line.values()), None)
+        where = (first.source, first.line) if first is not None else (source, 1)
+        raise ZoneError(f"no SOA record at the apex {origin}", *where)
     if NS not in apex:
-        raise ZoneError(f"no NS records at the apex {origin}", source)
+        soa = first_line[(origin_key, SOA)]
+        raise ZoneError(f"no NS records at the apex {origin}", soa.source, soa.line)
 
 
 def _check_node(
@@ -144,14 +181,12 @@ def _check_node(
     if SOA in rrsets and key != origin_key:
         fail(SOA, f"SOA record at {name}, which is not the zone apex")
     if CNAME in rrsets:
-        if len(rrsets[CNAME]) > 1:
-            fail(CNAME, f"more than one CNAME record at {name}")
         others = [t for t in rrsets if t != CNAME]
         if others:
             fail(
                 CNAME,
                 f"CNAME at {name} next to other data "
-                f"({', '.join(dns.rdatatype.to_text(t) for t in others)})",
+                f"({', '.join(dns.rdatatype.to_text(rrsets[t].rdtype) for t in others)})",
             )
     below = _enclosing_cut(key, cuts)
     if below is not None:
@@ -187,7 +222,7 @@ def _check_glue(zone: Zone, first_line: Mapping[tuple[NameKey, int], Record]) ->
     """In-zone name servers need addresses, or resolvers cannot reach them."""
     for key in (zone.key, *sorted(zone.cuts)):
         for ns in zone.nodes[key][NS]:
-            target: dns.name.Name = ns.target  # type: ignore[attr-defined]
+            target: dns.name.Name = ns.target
             if not target.is_subdomain(zone.origin) or zone.addresses_for(target):
                 continue
             record = first_line[(key, NS)]

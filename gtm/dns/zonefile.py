@@ -169,6 +169,11 @@ def _include(
         raise ZoneError("$INCLUDE nested too deeply, or not allowed here", str(path), line)
     if not target.is_absolute():
         target = path.parent / target
+    # Name the $INCLUDE line itself when the file it names cannot be read.
+    if target.resolve() in seen:
+        raise ZoneError(f"$INCLUDE loop: {target} is already being read", str(path), line)
+    if not target.is_file():
+        raise ZoneError(f"cannot read included file {target}", str(path), line)
     # The included file gets its own origin and owner; the parent's resume after it
     # (RFC 1035 section 5.1). The default TTL carries across, as BIND does.
     inner = _State(origin=origin, default_ttl=state.default_ttl, last_ttl=state.last_ttl)
@@ -199,7 +204,9 @@ def _read_record(
     out.append(Record(owner, ttl, rdata, str(path), line))
 
 
-def _ttl_and_class(tok: dns.tokenizer.Tokenizer) -> tuple[int | None, int, str]:
+def _ttl_and_class(
+    tok: dns.tokenizer.Tokenizer,
+) -> tuple[int | None, dns.rdataclass.RdataClass, str]:
     """TTL and class may come in either order before the type (RFC 1035 section 5.1)."""
     ttl: int | None = None
     rdclass = dns.rdataclass.IN
