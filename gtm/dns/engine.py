@@ -57,12 +57,14 @@ class Engine:
         self.steered_tcp: dict[tuple[bytes, str | None], Rotation] = {}
 
     def swap(self, zones: ZoneSet) -> None:
-        """Serve new zones from the next packet on; old cached answers go with the old zones."""
+        """Serve new zones from the next packet on; old cached answers go with the old zones.
+
+        Caches are cleared in place (transports hold them); this runs on the event
+        loop between two packets, so no packet sees new zones with old answers.
+        """
         self.zones = zones
-        self.udp_cache = {}
-        self.tcp_cache = {}
-        self.steered_udp = {}
-        self.steered_tcp = {}
+        for cache in (self.udp_cache, self.tcp_cache, self.steered_udp, self.steered_tcp):
+            cache.clear()
 
     def respond(self, data: bytes, tcp: bool, peer: str | None = None) -> bytes | None:
         """The response to one packet from peer (an IP address), or None for no reply."""
