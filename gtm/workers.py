@@ -7,6 +7,7 @@ before the fork, so workers start at once and a bad config fails before any star
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -104,7 +105,5 @@ class Supervisor:
 
 
 def _signal(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass

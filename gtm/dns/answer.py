@@ -86,6 +86,9 @@ def answer(
         return Answer(dns.rcode.NOTIMP)
     key = name_key(qname)
     zone = zones.find(key)
+    if zone is not None and qtype == DS and key == zone.key:
+        # DS belongs to the parent side of the cut (RFC 4035 3.1.4.1), when we serve it too.
+        zone = zones.find(key[1:]) or zone
     if zone is None or qclass not in (CLASS_IN, CLASS_ANY) or qtype in REFUSED_TYPES:
         return Answer(dns.rcode.REFUSED)
     return _Lookup(zone, qtype, steer_input or SteerInput()).run(qname, key)

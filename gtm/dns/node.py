@@ -6,16 +6,21 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from gtm import log
 from gtm.config.settings import DnsSettings
+from gtm.dns.answer import ZoneSet
 from gtm.dns.loader import LoadResult, load_directory
 from gtm.dns.service import DnsService
 from gtm.dns.sockets import WorkerSockets, bind_workers
 from gtm.errors import ZoneError
 from gtm.geo.locate import DEFAULT_DATABASE, Locator
 from gtm.workers import Supervisor
+
+if TYPE_CHECKING:
+    from gtm.control.follower import FollowerSettings
 
 
 def load_or_fail(settings: DnsSettings) -> LoadResult:
@@ -40,19 +45,23 @@ def open_locator(settings: DnsSettings) -> Locator | None:
     return locator
 
 
-def serve(settings: DnsSettings) -> int:
-    initial = load_or_fail(settings)
+def serve(settings: DnsSettings, follow: FollowerSettings | None = None) -> int:
+    """Serve the zone directory or, with ``follow``, the control plane's configuration."""
+    # Following: the zones come from the snapshot or the store, swapped in before serving.
+    initial = load_or_fail(settings) if follow is None else LoadResult(ZoneSet.of([]), (), ())
+    if follow is not None:  # the zone directory is not what this node serves: no watching
+        settings = replace(settings, watch_interval=0)
     locator = open_locator(settings)
     sockets = bind_workers(settings.listen, settings.workers)
     announce(settings, sockets[0], initial)
     if settings.workers == 1:
-        return run_worker(settings, sockets[0], initial, locator)
+        return run_worker(settings, sockets[0], initial, locator, follow)
 
     def worker(index: int) -> int:
         for other, socks in enumerate(sockets):
             if other != index:
                 socks.close()
-        return run_worker(settings, sockets[index], initial, locator)
+        return run_worker(settings, sockets[index], initial, locator, follow, index)
 
     return Supervisor(settings.workers, worker).run()
 
@@ -71,11 +80,22 @@ def run_worker(
     sockets: WorkerSockets,
     initial: LoadResult,
     locator: Locator | None = None,
+    follow: FollowerSettings | None = None,
+    index: int = 0,
 ) -> int:
     async def main() -> None:
         service = DnsService(settings, sockets, initial, locator)
+        if follow is None:
+            await service.start()
+            await wait_for_stop(on_reload=service.reload)
+            await service.stop()
+            return
+        from gtm.control.dnsnode import follow_dns
+
+        follower = await follow_dns(service, follow, index)
         await service.start()
-        await wait_for_stop(on_reload=service.reload)
+        await wait_for_stop(on_reload=follower.sync_now)
+        await follower.stop()
         await service.stop()
 
     run_async(main)

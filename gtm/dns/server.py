@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 
 from gtm import log
 from gtm.dns.engine import Engine
@@ -15,12 +16,12 @@ class UdpProtocol(asyncio.DatagramProtocol):
         # The engine clears this dict in place on every swap, so holding it is safe
         # and saves an attribute lookup per packet.
         self.cache = engine.udp_cache
-        self.sendto = _not_connected
+        self.sendto: Callable[..., None] = _not_connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.sendto = transport.sendto  # type: ignore[attr-defined]
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # The fast path: a cached response costs one lookup and one concatenation.
         cached = self.cache.get(data[2:])
         if cached is not None:

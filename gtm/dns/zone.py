@@ -109,8 +109,9 @@ def compile_zone(origin: dns.name.Name, records: Iterable[Record], source: str) 
         rrset.add(record.rdata)
     _check_apex(grouped, origin_key, origin, source, first_line)
     cuts = frozenset(k for k, n in grouped.items() if NS in n and k != origin_key)
+    glue_names = frozenset(name_key(ns.target) for n in grouped.values() for ns in n.get(NS, ()))
     for key, rrsets in grouped.items():
-        _check_node(key, rrsets, first_line, origin_key, cuts)
+        _check_node(key, rrsets, first_line, origin_key, cuts, glue_names)
     existing = _existing_names(grouped, origin_key)
     nodes = {k: MappingProxyType(dict(v)) for k, v in grouped.items()}
     zone = Zone(origin, source, MappingProxyType(nodes), existing, cuts, tuple(warnings))
@@ -126,7 +127,8 @@ def attach_steering(zone: Zone, steering: Steering, state: SteeringState) -> Zon
         clashing = [t for t in node if pool.is_cname or t in (CNAME, *ADDRESS_TYPES)]
         where = f"names.{steered.name}"
         if clashing:
-            kinds = ", ".join(dns.rdatatype.to_text(t) for t in clashing)
+            kinds = ", ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType.make(t))
+                              for t in clashing)
             raise ZoneError(f"steered name {steered.name} clashes with static {kinds} records",
                             steering.source, where)
         if key == zone.key and pool.is_cname:
@@ -172,6 +174,7 @@ def _check_node(
     first_line: Mapping[tuple[NameKey, int], Record],
     origin_key: NameKey,
     cuts: frozenset[NameKey],
+    glue_names: frozenset[NameKey],
 ) -> None:
     def fail(rdtype: int, reason: str) -> None:
         record = first_line[(key, rdtype)]
@@ -188,13 +191,15 @@ def _check_node(
                 f"CNAME at {name} next to other data "
                 f"({', '.join(dns.rdatatype.to_text(rrsets[t].rdtype) for t in others)})",
             )
+    # Glue: addresses of a name some NS record names; any other address there is occluded.
+    glue_types = ADDRESS_TYPES if key in glue_names else ()
     below = _enclosing_cut(key, cuts)
     if below is not None:
-        stray = [t for t in rrsets if t not in ADDRESS_TYPES]
+        stray = [t for t in rrsets if t not in glue_types]
         if stray:
             fail(stray[0], f"{name} lies below the delegation at {_text(below)}; only glue may")
     elif key in cuts:
-        stray = [t for t in rrsets if t not in (NS, DS, *ADDRESS_TYPES)]
+        stray = [t for t in rrsets if t not in (NS, DS, *glue_types)]
         if stray:
             fail(stray[0], f"{name} is a delegation point; it may hold only NS, DS and glue")
 
