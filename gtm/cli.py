@@ -16,6 +16,7 @@ from gtm.config.settings import (
     parse_listen,
     validate,
 )
+from gtm.control import cli as control_cli
 from gtm.errors import GtmError
 
 REPO_ZONES = Path(__file__).resolve().parent.parent / "zones"
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run a DNS node alone")
     _dns_options(serve)
+    control_cli.add_follow_options(serve)
     serve.set_defaults(handler=cmd_serve)
+    control_cli.add_commands(commands)
 
     explain = commands.add_parser("explain", help="why a steered name answers what it does")
     explain.add_argument("name")
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = zone_commands.add_parser("check", help="validate a zone directory")
     check.add_argument("directory", type=Path)
     check.set_defaults(handler=cmd_zones_check)
+    _geo_commands(commands)
     return parser
 
 
@@ -122,7 +126,8 @@ def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gtm.dns import node
 
-    return node.serve(dns_settings(args, workers=default_workers()))
+    follow = control_cli.follower_settings(args)
+    return node.serve(dns_settings(args, workers=default_workers()), follow)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -182,6 +187,41 @@ def cmd_zones_check(args: argparse.Namespace) -> int:
         print(f"error {error}")
     return 1 if result.errors else 0
 
+
+
+def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    geo = commands.add_parser("geo", help="GeoIP databases")
+    geo_commands = geo.add_subparsers(dest="geo_command", required=True)
+    build = geo_commands.add_parser("build", help="build an mmdb file from a CSV of networks")
+    build.add_argument("csv", type=Path, help="network,country,continent,subdivision,...")
+    build.add_argument("out", type=Path, help="the mmdb file to write")
+    build.set_defaults(handler=cmd_geo_build)
+    lookup = geo_commands.add_parser("lookup", help="where an IP address is located")
+    lookup.add_argument("ip")
+    lookup.add_argument("--db", type=Path, help="mmdb file (default: the shipped one)")
+    lookup.add_argument(
+        "--trust-private", action="store_true", help="use the file's records for private networks"
+    )
+    lookup.set_defaults(handler=cmd_geo_lookup)
+
+
+def cmd_geo_build(args: argparse.Namespace) -> int:
+    from gtm.geo.build import build_mmdb
+
+    count = build_mmdb(args.csv, args.out)
+    print(f"wrote {count} networks to {args.out}")
+    return 0
+
+
+def cmd_geo_lookup(args: argparse.Namespace) -> int:
+    from gtm.geo.locate import DEFAULT_DATABASE, Locator
+
+    with Locator(args.db or DEFAULT_DATABASE, trust_private=args.trust_private) as locator:
+        where = locator.locate(args.ip)
+    for name in ("country", "continent", "subdivision", "latitude", "longitude", "prefix_len"):
+        value = getattr(where, name)
+        print(f"{name:12} {'-' if value is None else value}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,7 +59,10 @@ def build_mmdb(csv_path: str | Path, out_path: str | Path) -> int:
     # Wide networks first, so that each narrower one overrides its part of them.
     for network, row in sorted(placed, key=lambda item: _tree_prefix_len(item[0])):
         writer.insert(network, row.record)
-    writer.write(out_path)
+    try:
+        writer.write(out_path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror}", str(out_path)) from None
     log.geo.info("built %s: %d networks from %s", out_path, len(placed), source)
     return len(placed)
 
@@ -119,7 +122,7 @@ def _networks(values: dict[str, str]) -> tuple[IPNetwork, ...]:
     first, last = _address(values["start"]), _address(values["end"])
     if first.version != last.version or int(first) > int(last):
         raise ValueError(f"bad range {first} - {last}: start must not follow end")
-    return tuple(ipaddress.summarize_address_range(first, last))  # type: ignore[arg-type]
+    return tuple(ipaddress.summarize_address_range(first, last))
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -199,7 +202,8 @@ def _place_networks(rows: list[_Row], source: str) -> list[tuple[IPNetwork, _Row
             place = (int(network.network_address), _tree_prefix_len(network))
             earlier = first_line.setdefault(place, row.line)
             if earlier != row.line:
-                raise ConfigError(f"network {network} is already on line {earlier}", source, row.line)
+                reason = f"network {network} is already on line {earlier}"
+                raise ConfigError(reason, source, row.line)
             placed.append((network, row))
     return placed
 

@@ -129,7 +129,7 @@ class Locator:
         self.database_type: str = metadata.database_type
         self.build_epoch: int = metadata.build_epoch
         self._ipv6 = metadata.ip_version == 6
-        log.geo.info(
+        log.geo.debug(
             "GeoIP database %s: %s, built %d, %s reader",
             self.path,
             self.database_type,

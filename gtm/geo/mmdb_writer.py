@@ -1,8 +1,9 @@
 """A writer of MaxMind DB (format 2.0) files, written from the public format spec.
 
-Why not a PyPI package: the one candidate (mmdb-writer) has a single maintainer, pulls
-in netaddr, and decides integer types and IPv4 placement for us; the format is small
-enough that owning it costs less than auditing it, and our tests pin what we write.
+Why not a PyPI package: the one Python candidate (mmdb-writer) is a small one-person
+project that brings netaddr along; the format is small enough that owning the writer
+costs less than auditing and tracking it, and our tests pin exactly what we write
+against both maxminddb readers (libmaxminddb and the pure-Python one).
 
 A file is three parts:
 

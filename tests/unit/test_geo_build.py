@@ -150,6 +150,14 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
         build_mmdb(tmp_path / "missing.csv", tmp_path / "out.mmdb")
 
 
+def test_unwritable_output(tmp_path: Path) -> None:
+    source = tmp_path / "nets.csv"
+    source.write_text("network\n1.0.0.0/8\n")
+    with pytest.raises(ConfigError, match="cannot write") as caught:
+        build_mmdb(source, tmp_path / "no-such-dir" / "out.mmdb")
+    assert caught.value.source == str(tmp_path / "no-such-dir" / "out.mmdb")
+
+
 def test_undecodable_csv(tmp_path: Path) -> None:
     source = tmp_path / "latin1.csv"
     source.write_bytes(b"network,country\n1.0.0.0/8,US\n\xff\xfe\n")

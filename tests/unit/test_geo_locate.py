@@ -177,7 +177,7 @@ def test_address_objects_and_text_agree(shipped: Locator) -> None:
 
 
 def test_bad_address_text(shipped: Locator) -> None:
-    with pytest.raises(ConfigError, match="'8.8.8' is not an IP address"):
+    with pytest.raises(ConfigError, match=r"'8\.8\.8' is not an IP address"):
         shipped.locate("8.8.8")
 
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gtm.errors import ConfigError
+from gtm.geo import mmdb_writer
 from gtm.geo.mmdb_writer import Int32, MmdbWriter, Uint16, Uint32, Uint64
 
 READERS = [maxminddb.MODE_MMAP_EXT, maxminddb.MODE_FILE]
@@ -57,7 +58,7 @@ def test_ipv4_only_database(tmp_path: Path, mode: int) -> None:
 
 
 def test_every_data_type_round_trips(tmp_path: Path, mode: int) -> None:
-    record = {
+    record: dict[str, Any] = {
         "map": {"nested": {"deeper": "yes"}},
         "utf8": "Zürich 東京",
         "double": -12.5,
@@ -124,8 +125,19 @@ def test_28_bit_records_above_2_to_the_24(tmp_path: Path) -> None:
         writer.to_bytes()
 
 
-def test_repeated_strings_become_pointers_at_every_distance(tmp_path: Path, mode: int) -> None:
+def test_repeated_strings_become_pointers_at_every_distance(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Keys first seen beyond 2,048 and beyond 526,336 bytes need the longer pointer forms.
+    forms: set[int] = set()
+    encode_pointer = mmdb_writer._encode_pointer
+
+    def spy(offset: int) -> bytes:
+        encoded = encode_pointer(offset)
+        forms.add(len(encoded))
+        return encoded
+
+    monkeypatch.setattr(mmdb_writer, "_encode_pointer", spy)
     writer = MmdbWriter()
     records = []
     for index in range(700):
@@ -136,8 +148,20 @@ def test_repeated_strings_become_pointers_at_every_distance(tmp_path: Path, mode
     reader = read_back(writer, tmp_path, mode)
     for index in (0, 1, 2, 3, 350, 520, 521, 522, 523, 699):
         assert reader.get(f"10.{index // 256}.{index % 256}.1") == records[index]
+    assert forms == {2, 3, 4}, "pointers of 11, 19 and 27 bits were all written"
     plain_size = sum(len(str(r)) for r in records)
     assert (tmp_path / "test.mmdb").stat().st_size < plain_size
+
+
+def test_pointer_forms_at_their_boundaries() -> None:
+    # The spec's biases: 0, 2,048 and 526,336 for the 11-, 19- and 27-bit forms.
+    encode_pointer = mmdb_writer._encode_pointer
+    assert encode_pointer(2047) == b"\x27\xff"
+    assert encode_pointer(2048) == b"\x28\x00\x00"
+    assert encode_pointer(526_335) == b"\x2f\xff\xff"
+    assert encode_pointer(526_336) == b"\x30\x00\x00\x00"
+    assert encode_pointer(134_744_063) == b"\x37\xff\xff\xff"
+    assert encode_pointer(134_744_064) == b"\x38" + (134_744_064).to_bytes(4, "big")
 
 
 def test_identical_records_are_stored_once() -> None:
@@ -268,7 +292,7 @@ def _expected(places: dict[tuple[int, int], int], address: int) -> tuple[int | N
     return (best[1] if best else None), depth
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     networks=st.lists(st.one_of(_network(4), _network(6)), max_size=25),
     probes=st.lists(st.one_of(_network(4), _network(6)), max_size=10),
