@@ -39,8 +39,10 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                # A reload asked for before the worker's loop listens must not kill it.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 code = self.run_worker(index)
             except BaseException:
                 log.workers.exception("worker %d failed", index)

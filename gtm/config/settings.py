@@ -72,10 +72,11 @@ def default_workers() -> int:
 _DNS_KEYS = {f.name for f in fields(DnsSettings)}
 
 
-def load_dns_settings(path: Path | None) -> DnsSettings:
-    """Settings from the ``[dns]`` table of a TOML file (defaults when path is None)."""
+def load_dns_settings(path: Path | None, defaults: DnsSettings | None = None) -> DnsSettings:
+    """Settings from the ``[dns]`` table of a TOML file over the given defaults."""
+    defaults = defaults or DnsSettings()
     if path is None:
-        return DnsSettings()
+        return defaults
     table = _read_toml(path).get("dns", {})
     if not isinstance(table, dict):
         raise ConfigError("[dns] must be a table", str(path), "dns")
@@ -85,7 +86,7 @@ def load_dns_settings(path: Path | None) -> DnsSettings:
     values: dict[str, Any] = {}
     for key, raw in table.items():
         values[key] = _convert(key, raw, str(path), path.parent)
-    return validate(replace(DnsSettings(), **values), str(path))
+    return validate(replace(defaults, **values), str(path))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -49,6 +49,8 @@ def open_locator(settings: DnsSettings) -> Locator | None:
 
 def serve(settings: DnsSettings, follow: FollowerSettings | None = None) -> int:
     """Serve the zone directory or, with ``follow``, the control plane's configuration."""
+    # Until a handler is installed, SIGHUP (reload) must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Following: the zones come from the snapshot or the store, swapped in before serving.
     initial = load_or_fail(settings) if follow is None else LoadResult(ZoneSet.of([]), (), ())
     if follow is not None:  # the zone directory is not what this node serves: no watching

@@ -106,6 +106,9 @@ class DnsService:
         deadline = asyncio.get_running_loop().time() + grace
         while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
+            for connection in list(self.connections):
+                if not connection.buffer:  # its last message is answered
+                    connection.close()
         for connection in list(self.connections):
             connection.close()
         for server in self.servers:

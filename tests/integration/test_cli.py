@@ -1,0 +1,124 @@
+"""The commands as an operator runs them: `gtm serve` refusing bad zones, `gtm zones check`,
+and `gtm up` serving the repository's example zones."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dns.rcode
+import pytest
+
+from tests.integration.servers import (
+    EXAMPLE_ZONES,
+    ServerFactory,
+    free_port,
+    gtm_command,
+    ipv6_loopback_available,
+    subprocess_env,
+)
+
+pytestmark = pytest.mark.integration
+
+ZONE_HEAD = (
+    "$TTL 300\n"
+    "@     SOA  ns1 hostmaster 1 7200 1800 1209600 60\n"
+    "@     NS   ns1\n"
+    "ns1   A    127.0.0.1\n"
+)
+# (id, what follows ZONE_HEAD, the line at fault, a regex for the reason)
+BAD_ZONES = [
+    ("bad-address", "www   A    127.0.0.999\n", 5, r"\S"),
+    ("unknown-type", "www   AX   127.0.0.1\n", 5, r"unknown record type 'AX'"),
+    (
+        "cname-and-other-data",
+        "www   CNAME ns1\nwww   A    127.0.0.9\n",
+        5,
+        r"CNAME at www\.bad\.test\. next to other data \(A\)",
+    ),
+    ("outside-the-zone", "www.example.com.  A  127.0.0.1\n", 5, r"outside the zone bad\.test\."),
+]
+
+
+def run_gtm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        gtm_command(*args),
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+@pytest.fixture(params=BAD_ZONES, ids=[case[0] for case in BAD_ZONES])
+def bad_zones(request: pytest.FixtureRequest, zones_dir: Path) -> tuple[Path, int, str]:
+    _, body, line, reason = request.param
+    path = zones_dir / "bad.test.zone"
+    path.write_text(ZONE_HEAD + body)
+    return path, line, reason
+
+
+def test_serve_refuses_to_start_with_an_invalid_zone(
+    bad_zones: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    path, line, reason = bad_zones
+    result = run_gtm(
+        "serve", "--zones", str(path.parent), "--listen", "127.0.0.1:0", "--workers", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "refusing to start with invalid zones" in result.stderr
+    assert_names_file_line_reason(result.stderr, path, line, reason)
+    assert "listening on" not in result.stderr
+
+
+def test_zones_check_reports_each_invalid_zone(
+    bad_zones: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    path, line, reason = bad_zones
+    result = run_gtm("zones", "check", str(path.parent), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_names_file_line_reason(result.stdout, path, line, reason)
+    assert "example.test." in result.stdout  # the good zones are still listed as ok
+
+
+def test_zones_check_passes_the_example_zones(tmp_path: Path) -> None:
+    result = run_gtm("zones", "check", str(EXAMPLE_ZONES), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checked = [line for line in result.stdout.splitlines() if line.startswith("ok ")]
+    assert len(checked) == len(list(EXAMPLE_ZONES.glob("*.zone")))
+    assert not [line for line in result.stdout.splitlines() if line.startswith("error")]
+
+
+def assert_names_file_line_reason(output: str, path: Path, line: int, reason: str) -> None:
+    pattern = rf"{re.escape(str(path))}:{line}: .*{reason}"
+    assert re.search(pattern, output), f"expected {pattern!r} in:\n{output}"
+
+
+def test_up_serves_the_example_zones_on_the_given_port(
+    gtm_server: ServerFactory, tmp_path: Path
+) -> None:
+    if not ipv6_loopback_available():
+        pytest.skip("`gtm up` listens on ::1 as well, and IPv6 loopback is not available")
+    hosts = ("127.0.0.1", "::1")
+    port = free_port(hosts)
+    script = Path(sys.executable).parent / "gtm"
+    command = [str(script)] if script.exists() else gtm_command()
+    # Started in an empty directory, so the zones served are the repository's.
+    server = gtm_server(
+        None, workers=None, subcommand="up", listen=hosts, extra=["--port", str(port)],
+        command=command,
+    )  # fmt: skip
+    assert server.ports == {"127.0.0.1": port, "::1": port}
+    for host in hosts:
+        for tcp in (False, True):
+            assert server.addresses("www.example.test.", host=host, tcp=tcp) == {
+                "127.0.10.1",
+                "127.0.10.2",
+            }
+            assert server.addresses("example.org.", host=host, tcp=tcp) == {"127.0.30.1"}
+    assert server.query("db.example.test.", "A").rcode() == dns.rcode.NOERROR
