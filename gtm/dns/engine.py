@@ -73,6 +73,11 @@ class Engine:
         if cached is not None:
             self.stats.cache_hits += 1
             return data[:2] + cached
+        return self.respond_uncached(data, tcp, peer)
+
+    def respond_uncached(self, data: bytes, tcp: bool, peer: str | None) -> bytes | None:
+        """As respond, for a packet the caller already missed in the static cache."""
+        cache = self.tcp_cache if tcp else self.udp_cache
         steered = self.steered_tcp if tcp else self.steered_udp
         rotation = steered.get((data[2:], peer))
         if rotation is not None:

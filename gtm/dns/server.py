@@ -27,7 +27,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if cached is not None:
             self.sendto(data[:2] + cached, addr)
             return
-        reply = self.engine.respond(data, tcp=False, peer=addr[0])
+        reply = self.engine.respond_uncached(data, False, addr[0])
         if reply is not None:
             self.sendto(reply, addr)
 
