@@ -38,3 +38,36 @@ class DnsWireError(GtmError):
 
 class ServeError(GtmError):
     """A server that cannot start: an address in use, a port not allowed, ..."""
+
+
+class StoreError(GtmError):
+    """A config store operation that failed for a reason the caller can act on."""
+
+
+class StoreUnavailable(StoreError):
+    """The config store cannot be reached; writes are refused (HTTP 503), serving goes on."""
+
+
+class VersionConflict(StoreError):
+    """A write based on a version that is no longer the latest (HTTP 409); nothing was stored."""
+
+    def __init__(self, base: int, current: int):
+        self.base = base
+        self.current = current
+        super().__init__(
+            f"the write was based on version {base} but version {current} is live; "
+            "fetch it, reapply your change and try again"
+        )
+
+
+class NotFound(StoreError):
+    """A version, token or resource that does not exist (HTTP 404)."""
+
+
+class RequestError(GtmError):
+    """An API request that cannot be acted on: its HTTP status, and the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        self.status = status
+        self.field = field
+        super().__init__(message)

@@ -1,0 +1,323 @@
+"""The REST API (aiohttp): the configuration, its versions, nodes, audit and tokens.
+
+Reads carry the version as an ETag; writes name their base version (If-Match or
+``base_version``) and get 409 when it is stale. Every write goes through
+ConfigService, so it is validated, diffed, audited and announced the same way as
+from the CLI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gtm.config.document import ZONES, known_sections
+from gtm.control.auth import Authenticator, actor, principal, requires
+from gtm.control.diff import diff_documents
+from gtm.control.http import (
+    base_version,
+    error_boundary,
+    etag,
+    field,
+    json_body,
+    page,
+    page_args,
+    query_flag,
+    query_int,
+)
+from gtm.control.openapi import openapi_document
+from gtm.control.service import ConfigService, Document, Proposal
+from gtm.control.store import NodeStatus, hash_secret, new_token
+from gtm.errors import NotFound, RequestError
+
+MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
+SERVICE = web.AppKey("service", ConfigService)
+AUTH = web.AppKey("auth", Authenticator)
+
+
+def build_app(service: ConfigService) -> web.Application:
+    auth = Authenticator(service)
+    app = web.Application(middlewares=[error_boundary, auth.middleware], client_max_size=MAX_BODY)
+    app[SERVICE] = service
+    app[AUTH] = auth
+    routes = [
+        web.get("/openapi.json", get_openapi),
+        web.get("/v1/health", get_health),
+        web.get("/v1/config", get_config),
+        web.put("/v1/config", put_config),
+        web.get("/v1/config/zones", list_zones),
+        web.get("/v1/config/zones/{name}", get_zone),
+        web.put("/v1/config/zones/{name}", put_zone),
+        web.delete("/v1/config/zones/{name}", delete_zone),
+        web.get("/v1/config/sections/{name}", get_section),
+        web.put("/v1/config/sections/{name}", put_section),
+        web.delete("/v1/config/sections/{name}", delete_section),
+        web.get("/v1/versions", list_versions),
+        web.get("/v1/versions/{number}", get_version),
+        web.get("/v1/versions/{number}/diff", get_diff),
+        web.post("/v1/versions/{number}/rollback", post_rollback),
+        web.get("/v1/nodes", list_nodes),
+        web.get("/v1/audit", list_audit),
+        web.get("/v1/tokens", list_tokens),
+        web.post("/v1/tokens", post_token),
+        web.delete("/v1/tokens/{id}", delete_token),
+    ]
+    app.add_routes(routes)
+    return app
+
+
+def service_of(request: web.Request) -> ConfigService:
+    return request.app[SERVICE]
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+@requires("viewer")
+async def get_config(request: web.Request) -> web.Response:
+    service = service_of(request)
+    head = await service.store.head()
+    document = await service.document_at(head)
+    return versioned({"version": head, "document": document}, head)
+
+
+@requires("editor")
+async def put_config(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    document = field(body, "document", dict)
+    return await write(request, body, lambda _old: document)
+
+
+@requires("viewer")
+async def list_zones(request: web.Request) -> web.Response:
+    cursor, limit = page_args(request)
+    service = service_of(request)
+    head = await service.store.head()
+    names = sorted((await service.document_at(head)).get(ZONES, {}))
+    start = cursor or 0
+    items = [{"name": n, "index": start + i + 1} for i, n in enumerate(names[start:start + limit])]
+    return page(items, limit, "index")
+
+
+@requires("viewer")
+async def get_zone(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    service = service_of(request)
+    head = await service.store.head()
+    zones = (await service.document_at(head)).get(ZONES, {})
+    if name not in zones:
+        raise NotFound(f"no zone {name!r} in version {head}")
+    return versioned({"version": head, "name": name, "text": zones[name]}, head)
+
+
+@requires("editor")
+async def put_zone(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = await json_body(request)
+    text = field(body, "text", str)
+
+    def change(doc: Document) -> Document:
+        doc.setdefault(ZONES, {})[name] = text
+        return doc
+
+    return await write(request, body, change, f"zone {name} set")
+
+
+@requires("editor")
+async def delete_zone(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+
+    def change(doc: Document) -> Document:
+        if name not in doc.get(ZONES, {}):
+            raise NotFound(f"no zone {name!r}")
+        del doc[ZONES][name]
+        return doc
+
+    return await write(request, {}, change, f"zone {name} removed")
+
+
+def section_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if name not in known_sections() or name == ZONES:
+        sections = ", ".join(s for s in known_sections() if s != ZONES)
+        raise RequestError(404, f"no section {name!r} (sections: {sections})", "name")
+    return name
+
+
+@requires("viewer")
+async def get_section(request: web.Request) -> web.Response:
+    name = section_name(request)
+    service = service_of(request)
+    head = await service.store.head()
+    document = await service.document_at(head)
+    if name not in document:
+        raise NotFound(f"section {name!r} is not set in version {head}")
+    return versioned({"version": head, "name": name, "value": document[name]}, head)
+
+
+@requires("editor")
+async def put_section(request: web.Request) -> web.Response:
+    name = section_name(request)
+    body = await json_body(request)
+    if "value" not in body:
+        raise RequestError(400, "'value' is required", "value")
+    value = body["value"]
+
+    def change(doc: Document) -> Document:
+        doc[name] = value
+        return doc
+
+    return await write(request, body, change, f"section {name} set")
+
+
+@requires("editor")
+async def delete_section(request: web.Request) -> web.Response:
+    name = section_name(request)
+
+    def change(doc: Document) -> Document:
+        if doc.pop(name, None) is None:
+            raise NotFound(f"section {name!r} is not set")
+        return doc
+
+    return await write(request, {}, change, f"section {name} removed")
+
+
+async def write(
+    request: web.Request, body: dict[str, Any], change: Callable[[Document], Document],
+    default_message: str = "",
+) -> web.Response:
+    """Apply ``change`` to the document at the base version, as one new version."""
+    base = base_version(request, body)
+    message = field(body, "message", str, default_message or "change through the API")
+    dry_run = query_flag(request, "dry_run")
+    who = actor(principal(request))
+    proposal = await service_of(request).edit(base, who, message, change, dry_run)
+    return proposal_response(proposal, dry_run)
+
+
+def proposal_response(proposal: Proposal, dry_run: bool) -> web.Response:
+    body: dict[str, Any] = {
+        "dry_run": dry_run,
+        "base_version": proposal.base,
+        "diff": proposal.diff,
+        "warnings": list(proposal.warnings),
+    }
+    if proposal.version is None:
+        return web.json_response(body)
+    body["version"] = proposal.version.summary()
+    number = proposal.version.number
+    return web.json_response(body, status=201, headers={
+        "ETag": etag(number), "Location": f"/v1/versions/{number}",
+    })
+
+
+def versioned(body: dict[str, Any], version: int) -> web.Response:
+    return web.json_response(body, headers={"ETag": etag(version)})
+
+
+def version_number(request: web.Request) -> int:
+    text = request.match_info["number"]
+    if not text.isdigit():
+        raise RequestError(400, "a version number is a whole number", "number")
+    return int(text)
+
+
+@requires("viewer")
+async def list_versions(request: web.Request) -> web.Response:
+    cursor, limit = page_args(request)
+    records = await service_of(request).store.history(cursor, limit)
+    return page([r.summary() for r in records], limit, "version")
+
+
+@requires("viewer")
+async def get_version(request: web.Request) -> web.Response:
+    number = version_number(request)
+    record = await service_of(request).store.get(number)
+    if record is None:
+        raise NotFound(f"no version {number}")
+    body = {**record.summary(), "diff": record.diff, "document": record.document}
+    return versioned(body, number)
+
+
+@requires("viewer")
+async def get_diff(request: web.Request) -> web.Response:
+    number = version_number(request)
+    against = query_int(request, "against", max(number - 1, 0), 0, 2**62)
+    assert against is not None
+    service = service_of(request)
+    changes = diff_documents(await service.document_at(against), await service.document_at(number))
+    return web.json_response({"from": against, "to": number, "diff": changes})
+
+
+@requires("editor")
+async def post_rollback(request: web.Request) -> web.Response:
+    number = version_number(request)
+    body = await json_body(request) if request.can_read_body else {}
+    base = base_version(request, body)
+    message = field(body, "message", str, "")
+    proposal = await service_of(request).rollback(number, base, actor(principal(request)), message)
+    return proposal_response(proposal, False)
+
+
+@requires("viewer")
+async def list_nodes(request: web.Request) -> web.Response:
+    service = service_of(request)
+    head = await service.store.head()
+    latest: dict[str, NodeStatus] = {s.node_id: s for s in await service.store.nodes()}
+    if service.fanout is not None:
+        for status in await service.fanout.nodes():
+            known = latest.get(status.node_id)
+            if known is None or status.last_contact > known.last_contact:
+                latest[status.node_id] = status
+    now = time.time()
+    items = [
+        {**s.public(), "lag_versions": max(head - s.version, 0),
+         "seconds_since_contact": round(max(now - s.last_contact, 0.0), 3)}
+        for s in sorted(latest.values(), key=lambda s: s.node_id)
+    ]
+    return web.json_response({"version": head, "items": items})
+
+
+@requires("admin")
+async def list_audit(request: web.Request) -> web.Response:
+    cursor, limit = page_args(request)
+    entries = await service_of(request).store.audit(cursor, limit)
+    return page([e.public() for e in entries], limit, "id")
+
+
+@requires("admin")
+async def list_tokens(request: web.Request) -> web.Response:
+    tokens = await service_of(request).store.tokens()
+    return web.json_response({"items": [t.public() for t in tokens], "next_cursor": None})
+
+
+@requires("admin")
+async def post_token(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    name, role = field(body, "name", str), field(body, "role", str)
+    who = actor(principal(request))
+    record, secret = new_token(name, role, who)
+    service = service_of(request)
+    await service.store.add_token(record, hash_secret(secret))
+    await service.audit(who, "token.create", record.id, "ok", {"name": name, "role": role})
+    return web.json_response({**record.public(), "token": secret}, status=201)
+
+
+@requires("admin")
+async def delete_token(request: web.Request) -> web.Response:
+    token_id = request.match_info["id"]
+    service = service_of(request)
+    if not await service.store.revoke_token(token_id):
+        raise NotFound(f"no live token {token_id!r}")
+    request.app[AUTH].forget(token_id)
+    await service.audit(actor(principal(request)), "token.revoke", token_id, "ok", {})
+    return web.json_response({"id": token_id, "revoked": True})
+

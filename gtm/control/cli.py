@@ -1,0 +1,284 @@
+"""The control plane's subcommands: `gtm api`, `gtm config ...`, `gtm token ...`, `gtm status`.
+
+`config`, `token` and `status` talk to the API (``--api``, ``GTM_API``) with a
+bearer token (``--token``, ``GTM_TOKEN``, or the embedded default's admin token
+file). `token create --store URL` works on the store directly: that is how the
+first admin token of a PostgreSQL deployment is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gtm.control.client import Client
+from gtm.control.diff import render
+from gtm.control.follower import FollowerSettings
+from gtm.control.plane import ADMIN_TOKEN_FILE, ControlSettings
+from gtm.errors import ConfigError
+
+DEFAULT_API = "http://127.0.0.1:8080"
+DEFAULT_STATE = Path("var/control")
+
+
+def add_follow_options(serve: argparse.ArgumentParser) -> None:
+    """`gtm serve --control URL ...`: follow the control plane instead of a zone directory."""
+    group = serve.add_argument_group("control plane")
+    group.add_argument("--control", metavar="STORE_URL",
+                       help="follow this store (postgresql://... or sqlite:///path)")
+    group.add_argument("--node-id", help="this node's name in `gtm status` (default: host:pid)")
+    group.add_argument("--state-dir", type=Path, help="where the snapshot is kept")
+    group.add_argument("--redis", metavar="URL", help="Redis for instant announcements")
+    group.add_argument("--namespace", default="gtm", help="schema and key prefix (gtm)")
+    group.add_argument("--reconcile-interval", type=float, default=2.0,
+                       help="seconds between checks of the store (2)")
+    group.add_argument("--no-store-notify", action="store_true",
+                       help="ignore PostgreSQL NOTIFY (to measure Redis or reconcile alone)")
+
+
+def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
+    if args.control is None:
+        return None
+    if args.state_dir is None:
+        raise ConfigError("--control needs --state-dir (the snapshot lives there)",
+                          "command line", "--state-dir")
+    if args.reconcile_interval <= 0:
+        raise ConfigError("must be above 0", "command line", "--reconcile-interval")
+    node_id = args.node_id or f"{os.uname().nodename}:{os.getpid()}"
+    return FollowerSettings(node_id=node_id, state_dir=args.state_dir, store_url=args.control,
+                            redis_url=args.redis, namespace=args.namespace,
+                            reconcile_interval=args.reconcile_interval,
+                            store_notify=not args.no_store_notify)
+
+
+def add_commands(commands: Any) -> None:
+    api = commands.add_parser("api", help="run the control plane API (PostgreSQL + Redis)")
+    api.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    api.add_argument("--postgres", "--store", dest="store", metavar="URL",
+                     help="store URL (default: SQLite in --state-dir)")
+    api.add_argument("--redis", metavar="URL")
+    api.add_argument("--namespace", default="gtm")
+    api.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    api.set_defaults(handler=cmd_api)
+
+    config = commands.add_parser("config", help="the versioned configuration")
+    sub = config.add_subparsers(dest="config_command", required=True)
+    apply = _client_options(sub.add_parser("apply", help="make the live config equal FILE"))
+    apply.add_argument("-f", "--file", type=Path, required=True, help="JSON document")
+    apply.add_argument("-m", "--message", default="")
+    apply.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    apply.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    apply.set_defaults(handler=cmd_apply)
+    diff = _client_options(sub.add_parser("diff", help="FILE against live, or two versions"))
+    diff.add_argument("-f", "--file", type=Path)
+    diff.add_argument("--from", dest="from_version", type=int)
+    diff.add_argument("--to", dest="to_version", type=int)
+    diff.set_defaults(handler=cmd_diff)
+    history = _client_options(sub.add_parser("history", help="versions, newest first"))
+    history.add_argument("--limit", type=int, default=20)
+    history.set_defaults(handler=cmd_history)
+    get = _client_options(sub.add_parser("get", help="print a version's document"))
+    get.add_argument("--version", dest="number", type=int)
+    get.set_defaults(handler=cmd_get)
+    rollback = _client_options(sub.add_parser("rollback", help="new version equal to N"))
+    rollback.add_argument("number", type=int)
+    rollback.add_argument("-m", "--message", default="")
+    rollback.set_defaults(handler=cmd_rollback)
+
+    token = commands.add_parser("token", help="API tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    create = _client_options(tsub.add_parser("create", help="create a token (shown once)"))
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=["viewer", "editor", "admin"])
+    create.add_argument("--store", metavar="URL", help="write to the store directly")
+    create.add_argument("--namespace", default="gtm")
+    create.set_defaults(handler=cmd_token_create)
+    revoke = _client_options(tsub.add_parser("revoke", help="revoke a token by id"))
+    revoke.add_argument("id")
+    revoke.set_defaults(handler=cmd_token_revoke)
+    tlist = _client_options(tsub.add_parser("list", help="list tokens"))
+    tlist.set_defaults(handler=cmd_token_list)
+
+    status = _client_options(commands.add_parser("status", help="every node and its version"))
+    status.set_defaults(handler=cmd_status)
+
+
+def _client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--api", default=os.environ.get("GTM_API", DEFAULT_API))
+    parser.add_argument("--token", default=os.environ.get("GTM_TOKEN"),
+                        help=f"bearer token (default: $GTM_TOKEN, or {DEFAULT_STATE}/"
+                        f"{ADMIN_TOKEN_FILE})")
+    return parser
+
+
+def client(args: argparse.Namespace) -> Client:
+    token = args.token
+    default_file = DEFAULT_STATE / ADMIN_TOKEN_FILE
+    if token is None and default_file.exists():
+        token = default_file.read_text().strip()
+    return Client(args.api, token)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from gtm.config.settings import parse_listen
+    from gtm.control.plane import start_control_plane
+    from gtm.dns.node import run_async, wait_for_stop
+
+    listen = parse_listen(args.listen, default_port=8080)
+    settings = ControlSettings(host=listen.host, port=listen.port, store_url=args.store,
+                               redis_url=args.redis, namespace=args.namespace,
+                               state_dir=args.state_dir)
+
+    async def main() -> None:
+        plane = await start_control_plane(settings)
+        print(f"control plane API on {plane.url}", file=sys.stderr, flush=True)
+
+        async def nothing() -> None:
+            return None
+
+        await wait_for_stop(on_reload=nothing)
+        await plane.stop()
+
+    run_async(main)
+    return 0
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
+    except ValueError as exc:
+        raise ConfigError(f"not JSON: {exc}", str(path)) from exc
+    if not isinstance(document, dict):
+        raise ConfigError("the document must be a JSON object", str(path), "$")
+    return document
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    api = client(args)
+    document = read_document(args.file)
+    live = api.call("GET", "/v1/config")
+    base = int(live.body["version"])
+    body = {"document": document, "message": args.message or f"apply {args.file.name}"}
+    preview = api.call("PUT", "/v1/config?dry_run=true", body, if_match=base).body
+    print(f"changes against version {base}:")
+    sys.stdout.write(render(preview["diff"]))
+    for warning in preview.get("warnings", []):
+        print(f"warning: {warning}")
+    if args.dry_run or not preview["diff"]:
+        return 0
+    if not args.yes and sys.stdin.isatty() and not _confirm("apply these changes?"):
+        print("nothing changed")
+        return 1
+    # Same base as the preview: if anyone committed since, this is a 409, not a surprise.
+    stored = api.call("PUT", "/v1/config", body, if_match=base).body
+    print(f"version {stored['version']['version']} is live")
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    api = client(args)
+    if args.file is not None:
+        base = int(api.get("/v1/config")["version"])
+        body = {"document": read_document(args.file)}
+        reply = api.call("PUT", "/v1/config?dry_run=true", body, if_match=base).body
+        print(f"changes from version {base} to {args.file}:")
+        sys.stdout.write(render(reply["diff"]))
+        return 0
+    to = args.to_version if args.to_version is not None else int(api.get("/v1/config")["version"])
+    query = "" if args.from_version is None else f"?against={args.from_version}"
+    reply = api.get(f"/v1/versions/{to}/diff{query}")
+    print(f"changes from version {reply['from']} to {reply['to']}:")
+    sys.stdout.write(render(reply["diff"]))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    items = client(args).get(f"/v1/versions?limit={max(1, min(args.limit, 500))}")["items"]
+    for item in items:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["created_at"]))
+        extra = f" (rollback to {item['rollback_of']})" if item["rollback_of"] else ""
+        print(f"{item['version']:>6}  {when}  {item['author']:<24} {item['changes']:>3} changes"
+              f"  {item['message']}{extra}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    api = client(args)
+    path = "/v1/config" if args.number is None else f"/v1/versions/{args.number}"
+    print(json.dumps(api.get(path)["document"], indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    api = client(args)
+    base = int(api.get("/v1/config")["version"])
+    reply = api.call("POST", f"/v1/versions/{args.number}/rollback",
+                     {"message": args.message}, if_match=base).body
+    sys.stdout.write(render(reply["diff"]))
+    print(f"version {reply['version']['version']} is live (equal to version {args.number})")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    if args.store:
+        secret, token_id = asyncio.run(_create_in_store(args))
+    else:
+        reply = client(args).call("POST", "/v1/tokens", {"name": args.name, "role": args.role})
+        secret, token_id = reply.body["token"], reply.body["id"]
+    print(f"token {token_id} ({args.role}); shown once, keep it safe:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
+async def _create_in_store(args: argparse.Namespace) -> tuple[str, str]:
+    from gtm.control.service import ConfigService
+    from gtm.control.store import hash_secret, new_token
+    from gtm.control.stores import store_from_url
+
+    store = store_from_url(args.store, args.namespace)
+    await store.open()
+    try:
+        record, secret = new_token(args.name, args.role, f"cli:{os.environ.get('USER', '?')}")
+        await store.add_token(record, hash_secret(secret))
+        await ConfigService(store).audit(record.created_by, "token.create", record.id, "ok",
+                                         {"name": args.name, "role": args.role})
+        return secret, record.id
+    finally:
+        await store.close()
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    client(args).call("DELETE", f"/v1/tokens/{args.id}")
+    print(f"token {args.id} revoked")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    for item in client(args).get("/v1/tokens")["items"]:
+        state = "revoked" if item["revoked_at"] else "live"
+        print(f"{item['id']}  {item['role']:<7} {state:<8} {item['name']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = client(args).get("/v1/nodes")
+    print(f"live version {reply['version']}")
+    print(f"{'NODE':<28} {'KIND':<6} {'VERSION':>7} {'LAG':>4} {'LAST CONTACT':>13}  ERROR")
+    for node in reply["items"]:
+        error = (node.get("info") or {}).get("error") or ""
+        print(f"{node['node_id']:<28} {node['kind']:<6} {node['version']:>7} "
+              f"{node['lag_versions']:>4} {node['seconds_since_contact']:>11.1f} s  {error}")
+    return 0
+

@@ -1,0 +1,67 @@
+"""A small synchronous client of the API, for the CLI (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from gtm.errors import GtmError
+
+TIMEOUT = 30.0
+
+
+class ApiError(GtmError):
+    """The API refused a request; carries its status and the field it named."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        self.status = status
+        self.body = body
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        message = error.get("detail") or error.get("message") or f"HTTP {status}"
+        field = error.get("field")
+        super().__init__(f"{message} (HTTP {status}{', field ' + field if field else ''})")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    etag: str | None
+
+
+class Client:
+    def __init__(self, base_url: str, token: str | None):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None,
+             if_match: int | None = None) -> Reply:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        if if_match is not None:
+            request.add_header("If-Match", f'"{if_match}"')
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                return Reply(response.status, _json(response.read()), response.headers["ETag"])
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, _json(exc.read())) from None
+        except urllib.error.URLError as exc:
+            raise GtmError(f"cannot reach the API at {self.base_url}: {exc.reason}") from None
+
+    def get(self, path: str) -> Any:
+        return self.call("GET", path).body
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return {"error": {"message": raw.decode(errors="replace")[:200]}}

@@ -1,0 +1,27 @@
+"""Wiring a DNS worker to the control plane: each new version swaps its zones at once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gtm import metrics
+from gtm.config.document import CompiledConfig
+from gtm.control.follower import ConfigFollower, FollowerSettings
+from gtm.dns.service import DnsService
+
+
+async def follow_dns(
+    service: DnsService, settings: FollowerSettings, worker: int = 0
+) -> ConfigFollower:
+    """Start following; returns once the snapshot (or a first version) is being served."""
+    if worker:  # every worker reports on its own, so `gtm status` shows a stuck one
+        settings = replace(settings, node_id=f"{settings.node_id}/{worker}")
+
+    async def apply(version: int, compiled: CompiledConfig) -> None:
+        service.engine.swap(compiled.zones)
+        for zone in compiled.zones.zones.values():
+            metrics.zone_serial.labels(zone.origin.to_text()).set(zone.serial)
+
+    follower = ConfigFollower(settings, apply)
+    await follower.start()
+    return follower

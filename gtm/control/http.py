@@ -1,0 +1,141 @@
+"""The API's HTTP conventions: one error boundary, JSON bodies, versions, pages.
+
+Every error leaves as ``{"error": {"status", "message", "field"}}``; ``field``
+names the offending input (a JSON path into the document, a query parameter, a
+header) so a client can point at it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gtm import log
+from gtm.errors import ConfigError, NotFound, RequestError, StoreUnavailable, VersionConflict
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+RETRY_AFTER = "5"
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+def error_response(
+    status: int, message: str, field: str | None = None, **extra: Any
+) -> web.Response:
+    body = {"error": {"status": status, "message": message, "field": field, **extra}}
+    headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def error_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return error_response(exc.status, str(exc), exc.field)
+    except ConfigError as exc:
+        field = None if exc.where is None else str(exc.where)
+        return error_response(422, exc.reason, field, detail=str(exc))
+    except VersionConflict as exc:
+        # HTTP would say 412 for a failed If-Match; the contract of this API is 409 for
+        # every stale write, whether the base came in If-Match or in the body.
+        return error_response(409, str(exc), "If-Match", current_version=exc.current)
+    except NotFound as exc:
+        return error_response(404, str(exc))
+    except StoreUnavailable as exc:
+        log.control.warning("%s %s: %s", request.method, request.path, exc)
+        return error_response(503, f"the config store is unavailable: {exc}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+    except Exception:  # the error boundary: a bug answers 500, never kills the server
+        log.control.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal error; see the control plane's log")
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"the body is not valid JSON: {exc}", "body") from exc
+    if not isinstance(body, dict):
+        raise RequestError(400, "the body must be a JSON object", "body")
+    return body
+
+
+def field(
+    body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
+) -> Any:
+    if name not in body:
+        if default is ...:
+            raise RequestError(400, f"{name!r} is required", name)
+        return default
+    value = body[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise RequestError(400, f"{name!r} must be of type {names}", name)
+    return value
+
+
+def base_version(request: web.Request, body: dict[str, Any] | None = None) -> int:
+    """The version a write was based on: If-Match, else ``base_version`` in the body."""
+    header = request.headers.get("If-Match")
+    if header is not None:
+        match = _ETAG.match(header)
+        if match is None:
+            raise RequestError(400, 'If-Match must be a version ETag such as "12"', "If-Match")
+        return int(match.group(1))
+    if body is not None and "base_version" in body:
+        value = field(body, "base_version", int)
+        if value < 0:
+            raise RequestError(400, "'base_version' must be 0 or more", "base_version")
+        return int(value)
+    raise RequestError(
+        428, 'name the version this change is based on (If-Match: "N" or base_version)',
+        "If-Match",
+    )
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise RequestError(400, f"{name!r} must be true or false", name)
+    return value in ("true", "1")
+
+
+def query_int(
+    request: web.Request, name: str, default: int | None, low: int, high: int
+) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise RequestError(400, f"{name!r} must be a whole number", name) from exc
+    if not low <= value <= high:
+        raise RequestError(400, f"{name!r} must be {low} to {high}", name)
+    return value
+
+
+def page_args(request: web.Request) -> tuple[int | None, int]:
+    """``cursor`` (opaque: the id of the last item of the previous page) and ``limit``."""
+    limit = query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    cursor = query_int(request, "cursor", None, 0, 2**62)
+    return cursor, limit or DEFAULT_PAGE
+
+
+def page(items: list[dict[str, Any]], limit: int, key: str) -> web.Response:
+    next_cursor = str(items[-1][key]) if len(items) == limit and items else None
+    return web.json_response({"items": items, "next_cursor": next_cursor})

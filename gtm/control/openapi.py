@@ -1,0 +1,188 @@
+"""The OpenAPI 3.1 description of the API, served at /openapi.json.
+
+Written out by hand, path by path, next to helpers that keep the repetition down;
+a test checks that every route the app serves is described here and the reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gtm import __version__
+
+Json = dict[str, Any]
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Json, description: str = "OK") -> Json:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS: Json = {
+    "400": {"$ref": "#/components/responses/Error"},
+    "401": {"$ref": "#/components/responses/Error"},
+    "403": {"$ref": "#/components/responses/Error"},
+    "503": {"$ref": "#/components/responses/Error"},
+}
+_WRITE_ERRORS: Json = {
+    **_ERRORS,
+    "409": {"$ref": "#/components/responses/Error"},
+    "422": {"$ref": "#/components/responses/Error"},
+    "428": {"$ref": "#/components/responses/Error"},
+}
+_IF_MATCH: Json = {
+    "name": "If-Match", "in": "header", "required": False,
+    "description": 'The version the change is based on ("N"); or base_version in the body.',
+    "schema": {"type": "string"},
+}
+_DRY_RUN: Json = {
+    "name": "dry_run", "in": "query", "schema": {"type": "boolean"},
+    "description": "Validate and return the diff without storing anything.",
+}
+_PAGE: list[Json] = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string"},
+     "description": "next_cursor of the previous page"},
+]
+
+
+def _op(summary: str, role: str | None, ok: Json, *, write: bool = False,
+        body: Json | None = None, params: list[Json] | None = None) -> Json:
+    op: Json = {"summary": summary, "responses": {"200": ok}}
+    if role is None:
+        op["security"] = []
+    else:
+        op["description"] = f"Needs the {role} role."
+        op["responses"].update(_WRITE_ERRORS if write else _ERRORS)
+    if write:
+        op["responses"]["201"] = _json(_ref("Proposal"), "Stored as a new version")
+        op["responses"]["200"] = _json(_ref("Proposal"), "Dry run: nothing stored")
+        params = [*(params or []), _IF_MATCH, _DRY_RUN]
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _page_of(schema: str) -> Json:
+    return {"type": "object", "properties": {
+        "items": {"type": "array", "items": _ref(schema)},
+        "next_cursor": {"type": ["string", "null"]}}}
+
+
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+_NUMBER = [{"name": "number", "in": "path", "required": True, "schema": {"type": "integer"}}]
+_WRITE_BODY: Json = {"message": {"type": "string"}, "base_version": {"type": "integer"}}
+
+
+def _paths() -> Json:
+    return {
+        "/openapi.json": {"get": _op("This document", None, _json({"type": "object"}))},
+        "/v1/health": {"get": _op("Liveness", None, _json({"type": "object"}))},
+        "/v1/config": {
+            "get": _op("The live document and its version (ETag)", "viewer",
+                       _json(_ref("Config"))),
+            "put": _op("Replace the whole document", "editor", {}, write=True,
+                       body={"type": "object", "required": ["document"], "properties": {
+                           "document": _ref("Document"), **_WRITE_BODY}}),
+        },
+        "/v1/config/zones": {"get": _op("Zone names", "viewer",
+                                        _json({"type": "object"}), params=_PAGE)},
+        "/v1/config/zones/{name}": {
+            "get": _op("One zone's master-file text", "viewer", _json(_ref("Zone")),
+                       params=_NAME),
+            "put": _op("Set one zone", "editor", {}, write=True, params=_NAME,
+                       body={"type": "object", "required": ["text"], "properties": {
+                           "text": {"type": "string"}, **_WRITE_BODY}}),
+            "delete": _op("Remove one zone", "editor", {}, write=True, params=_NAME),
+        },
+        "/v1/config/sections/{name}": {
+            "get": _op("One section (steering, lb, ...)", "viewer", _json({"type": "object"}),
+                       params=_NAME),
+            "put": _op("Set one section", "editor", {}, write=True, params=_NAME,
+                       body={"type": "object", "required": ["value"], "properties": {
+                           "value": {}, **_WRITE_BODY}}),
+            "delete": _op("Remove one section", "editor", {}, write=True, params=_NAME),
+        },
+        "/v1/versions": {"get": _op("Version history, newest first", "viewer",
+                                    _json(_page_of("VersionSummary")), params=_PAGE)},
+        "/v1/versions/{number}": {"get": _op("One version with its document and diff",
+                                             "viewer", _json({"type": "object"}),
+                                             params=_NUMBER)},
+        "/v1/versions/{number}/diff": {"get": _op(
+            "Diff between two versions", "viewer", _json({"type": "object"}),
+            params=[*_NUMBER, {"name": "against", "in": "query",
+                               "schema": {"type": "integer"}}])},
+        "/v1/versions/{number}/rollback": {"post": {
+            **_op("New version equal to this one", "editor", {}, write=True, params=_NUMBER),
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": {"type": "object", "properties": _WRITE_BODY}}}}}},
+        "/v1/nodes": {"get": _op("Every node, the version it serves, lag, last contact",
+                                 "viewer", _json({"type": "object"}))},
+        "/v1/audit": {"get": _op("Audit log, newest first", "admin",
+                                 _json(_page_of("AuditEntry")), params=_PAGE)},
+        "/v1/tokens": {
+            "get": _op("API tokens (never their secrets)", "admin", _json({"type": "object"})),
+            "post": _op("Create a token; its secret is returned once", "admin",
+                        _json({"type": "object"}),
+                        body={"type": "object", "required": ["name", "role"], "properties": {
+                            "name": {"type": "string"},
+                            "role": {"enum": ["viewer", "editor", "admin"]}}}),
+        },
+        "/v1/tokens/{id}": {"delete": _op(
+            "Revoke a token", "admin", _json({"type": "object"}),
+            params=[{"name": "id", "in": "path", "required": True,
+                     "schema": {"type": "string"}}])},
+    }
+
+
+def _schemas() -> Json:
+    return {
+        "Document": {"type": "object", "properties": {
+            "zones": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "zone name (absolute) -> RFC 1035 master-file text"},
+            "steering": {"type": "object"}, "lb": {"type": "object"}}},
+        "Config": {"type": "object", "properties": {
+            "version": {"type": "integer"}, "document": _ref("Document")}},
+        "Zone": {"type": "object", "properties": {
+            "version": {"type": "integer"}, "name": {"type": "string"},
+            "text": {"type": "string"}}},
+        "VersionSummary": {"type": "object", "properties": {
+            "version": {"type": "integer"}, "created_at": {"type": "number"},
+            "author": {"type": "string"}, "message": {"type": "string"},
+            "digest": {"type": "string"}, "rollback_of": {"type": ["integer", "null"]},
+            "changes": {"type": "integer"}}},
+        "Proposal": {"type": "object", "properties": {
+            "dry_run": {"type": "boolean"}, "base_version": {"type": "integer"},
+            "diff": {"type": "array", "items": {"type": "object"}},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+            "version": _ref("VersionSummary")}},
+        "AuditEntry": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "at": {"type": "number"}, "actor": {"type": "string"},
+            "action": {"type": "string"}, "target": {"type": "string"},
+            "outcome": {"type": "string"}, "detail": {"type": "object"}}},
+        "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+            "status": {"type": "integer"}, "message": {"type": "string"},
+            "field": {"type": ["string", "null"],
+                      "description": "the offending input: JSON path, parameter or header"},
+        }}}},
+    }
+
+
+def openapi_document() -> Json:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "gtm control plane", "version": __version__},
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {"Error": _json(_ref("Error"), "An error naming the field at fault")},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,118 @@
+"""Running the control plane: store, optional Redis fan-out, and the API server.
+
+``start_control_plane(settings)`` is what ``gtm up`` (embedded SQLite) and
+``gtm api`` (PostgreSQL + Redis) call. It starts even when PostgreSQL is down:
+the API then answers 503 until the store is back, and nodes keep serving from
+their snapshots meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gtm import log
+from gtm.control.api import build_app
+from gtm.control.fanout import RedisFanout
+from gtm.control.service import ConfigService
+from gtm.control.store import Store, hash_secret, new_token, validate_namespace
+from gtm.control.stores import DEFAULT_SQLITE_NAME, describe, store_from_url
+from gtm.errors import StoreUnavailable
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0 picks a free port (tests)
+    store_url: str | None = None  # None: the embedded SQLite file in state_dir
+    redis_url: str | None = None
+    namespace: str = "gtm"
+    state_dir: Path = Path("var/control")
+    # With no token in the store yet, create an admin token and write it to
+    # state_dir/admin.token (mode 0600): the embedded default needs no setup step.
+    bootstrap_admin: bool = True
+    # Stored as version 1 when the store has no version yet (the embedded default
+    # starts from the example zones).
+    seed_document: dict[str, Any] | None = None
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
+
+
+class ControlPlane:
+    """A running control plane; ``await stop()`` ends it."""
+
+    def __init__(self, settings: ControlSettings, store: Store, service: ConfigService,
+                 runner: web.AppRunner, url: str):
+        self.settings = settings
+        self.store = store
+        self.service = service
+        self.runner = runner
+        self.url = url
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.settings.state_dir / ADMIN_TOKEN_FILE
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        if self.service.fanout is not None:
+            await self.service.fanout.close()
+        await self.store.close()
+
+
+async def start_control_plane(settings: ControlSettings) -> ControlPlane:
+    namespace = validate_namespace(settings.namespace)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = store_from_url(settings.resolved_store_url(), namespace)
+    fanout = RedisFanout(settings.redis_url, namespace) if settings.redis_url else None
+    service = ConfigService(store, fanout)
+    try:
+        await store.open()
+        await _first_start(settings, service)
+    except StoreUnavailable as exc:
+        log.control.error("starting without the config store (%s); writes get 503", exc)
+    runner = web.AppRunner(build_app(service), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    host, port = _bound(runner)
+    url = f"http://{host}:{port}"
+    log.control.info("control plane API on %s (store %s, redis %s)", url,
+                     describe(settings.resolved_store_url()), settings.redis_url or "off")
+    return ControlPlane(settings, store, service, runner, url)
+
+
+def _bound(runner: web.AppRunner) -> tuple[str, int]:
+    host, port = runner.addresses[0][:2]
+    return (f"[{host}]" if ":" in host else host), port
+
+
+async def _first_start(settings: ControlSettings, service: ConfigService) -> None:
+    store = service.store
+    if settings.seed_document is not None and await store.head() == 0:
+        await service.propose(settings.seed_document, 0, "gtm-up", "initial configuration")
+    if settings.bootstrap_admin and not await store.tokens():
+        record, secret = new_token("bootstrap-admin", "admin", "gtm-up")
+        await store.add_token(record, hash_secret(secret))
+        path = settings.state_dir / ADMIN_TOKEN_FILE
+        write_secret(path, secret)
+        await service.audit("gtm-up", "token.create", record.id, "ok",
+                            {"name": record.name, "role": "admin", "file": str(path)})
+        log.control.info("created an admin token in %s", path)
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write a secret readable by its owner only, never visible with wider permissions."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")

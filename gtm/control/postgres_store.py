@@ -1,0 +1,321 @@
+"""The config store on PostgreSQL (asyncpg), for deployments across regions.
+
+Everything lives in one schema named after the namespace, so several deployments
+(or test runs) share a database without meeting. The pool connects lazily and
+reconnects on its own: a store created while PostgreSQL is down works as soon as
+it is back, and meanwhile every call raises StoreUnavailable quickly (short
+timeouts) rather than hanging a caller.
+
+A commit sends ``NOTIFY <namespace>_config`` inside its transaction, so the
+announcement goes out exactly when the version becomes visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from gtm import log
+from gtm.control.store import (
+    AuditEntry,
+    Listener,
+    NewVersion,
+    NodeStatus,
+    Store,
+    TokenRecord,
+    VersionRecord,
+    dump,
+    validate_namespace,
+)
+from gtm.errors import StoreUnavailable, VersionConflict
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
+
+MIGRATIONS = (
+    """
+    CREATE TABLE versions (
+        number BIGINT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL,
+        author TEXT NOT NULL, message TEXT NOT NULL, digest TEXT NOT NULL,
+        rollback_of BIGINT, diff TEXT NOT NULL, document TEXT NOT NULL);
+    CREATE TABLE audit (
+        id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL,
+        action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,
+        detail TEXT NOT NULL);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+        secret_hash TEXT NOT NULL UNIQUE, created_at DOUBLE PRECISION NOT NULL,
+        created_by TEXT NOT NULL, revoked_at DOUBLE PRECISION);
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version BIGINT NOT NULL,
+        last_contact DOUBLE PRECISION NOT NULL, info TEXT NOT NULL);
+    """,
+)
+
+VERSION_COLUMNS = "number, created_at, author, message, digest, rollback_of, diff"
+TOKEN_COLUMNS = "id, name, role, created_at, created_by, revoked_at"
+
+# What a lost or refused connection looks like through asyncpg.
+UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, namespace: str = "gtm"):
+        self.url = url
+        self.namespace = validate_namespace(namespace)
+        self.channel = f"{self.namespace}_config"
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._listen_conn: asyncpg.Connection | None = None
+        self._listeners: list[Listener] = []
+
+    @property
+    def schema(self) -> str:
+        return self.namespace
+
+    async def open(self) -> None:
+        await self._ready()
+
+    async def close(self) -> None:
+        if self._listen_conn is not None:
+            await _quietly(self._listen_conn.close(timeout=1))
+            self._listen_conn = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 2)
+            except (TimeoutError, *UNAVAILABLE):
+                pool.terminate()
+
+    async def _ready(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._pool is None:
+                try:
+                    await self._migrate()
+                    self._pool = await asyncpg.create_pool(
+                        self.url, min_size=0, max_size=4, timeout=CONNECT_TIMEOUT,
+                        command_timeout=COMMAND_TIMEOUT,
+                        server_settings={"search_path": self.schema},
+                    )
+                except UNAVAILABLE as exc:
+                    raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+            return self._pool
+
+    async def _migrate(self) -> None:
+        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        try:
+            # One migrator at a time across every process of the deployment.
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await conn.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{self.schema}".migrations '
+                    "(number INT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                done = await conn.fetchval(
+                    f'SELECT COALESCE(MAX(number), 0) FROM "{self.schema}".migrations'
+                )
+                await conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
+                for index, script in enumerate(MIGRATIONS[done:], start=done + 1):
+                    await conn.execute(script)
+                    await conn.execute(
+                        "INSERT INTO migrations VALUES ($1, $2)", index, time.time()
+                    )
+        finally:
+            await conn.close()
+
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        pool = await self._ready()
+        try:
+            async with pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                return await work(conn)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+
+    async def head(self) -> int:
+        return await self._run(_head)
+
+    async def get(self, number: int) -> VersionRecord | None:
+        async def get(conn: asyncpg.Connection) -> VersionRecord | None:
+            row = await conn.fetchrow(
+                f"SELECT {VERSION_COLUMNS}, document FROM versions WHERE number = $1", number
+            )
+            return _version(row) if row else None
+
+        return await self._run(get)
+
+    async def history(self, before: int | None, limit: int) -> list[VersionRecord]:
+        async def history(conn: asyncpg.Connection) -> list[VersionRecord]:
+            rows = await conn.fetch(
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE number < $1 "
+                "ORDER BY number DESC LIMIT $2",
+                before if before is not None else 2**62, limit,
+            )
+            return [_version(row) for row in rows]
+
+        return await self._run(history)
+
+    async def commit(self, new: NewVersion) -> VersionRecord:
+        async def commit(conn: asyncpg.Connection) -> VersionRecord:
+            async with conn.transaction():
+                current = await _head(conn)
+                if current != new.base:
+                    raise VersionConflict(new.base, current)
+                record = VersionRecord(
+                    current + 1, time.time(), new.author, new.message, new.digest,
+                    new.diff, new.rollback_of,
+                )
+                try:
+                    await conn.execute(
+                        "INSERT INTO versions VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        record.number, record.created_at, record.author, record.message,
+                        record.digest, record.rollback_of, dump(record.diff),
+                        new.document_json,
+                    )
+                except asyncpg.UniqueViolationError as exc:
+                    # Two writers read the same head; the primary key lets one win.
+                    raise VersionConflict(new.base, current + 1) from exc
+                await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(record.number))
+                return record
+
+        return await self._run(commit)
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO audit (at, actor, action, target, outcome, detail) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            entry.at, entry.actor, entry.action, entry.target, entry.outcome,
+            dump(entry.detail),
+        ))
+
+    async def audit(self, before: int | None, limit: int) -> list[AuditEntry]:
+        async def audit(conn: asyncpg.Connection) -> list[AuditEntry]:
+            rows = await conn.fetch(
+                "SELECT actor, action, target, outcome, detail, at, id FROM audit "
+                "WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                before if before is not None else 2**62, limit,
+            )
+            return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+        return await self._run(audit)
+
+    async def add_token(self, token: TokenRecord, secret_hash: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO tokens VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            token.id, token.name, token.role, secret_hash, token.created_at,
+            token.created_by, token.revoked_at,
+        ))
+
+    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
+        async def find(conn: asyncpg.Connection) -> TokenRecord | None:
+            row = await conn.fetchrow(
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1", secret_hash
+            )
+            return TokenRecord(*row) if row else None
+
+        return await self._run(find)
+
+    async def tokens(self) -> list[TokenRecord]:
+        async def tokens(conn: asyncpg.Connection) -> list[TokenRecord]:
+            rows = await conn.fetch(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id")
+            return [TokenRecord(*row) for row in rows]
+
+        return await self._run(tokens)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        async def revoke(conn: asyncpg.Connection) -> bool:
+            status = await conn.execute(
+                "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                time.time(), token_id,
+            )
+            return bool(status == "UPDATE 1")
+
+        return await self._run(revoke)
+
+    async def report_node(self, status: NodeStatus) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO nodes VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node_id) DO UPDATE SET "
+            "kind = excluded.kind, version = excluded.version, "
+            "last_contact = excluded.last_contact, info = excluded.info",
+            status.node_id, status.kind, status.version, status.last_contact,
+            dump(status.info),
+        ))
+
+    async def nodes(self) -> list[NodeStatus]:
+        async def nodes(conn: asyncpg.Connection) -> list[NodeStatus]:
+            rows = await conn.fetch(
+                "SELECT node_id, kind, version, last_contact, info FROM nodes ORDER BY node_id"
+            )
+            return [NodeStatus(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+        return await self._run(nodes)
+
+    async def subscribe(self, listener: Listener) -> bool:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+        conn = self._listen_conn
+        if conn is not None and not conn.is_closed():
+            return True
+        try:
+            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+            await conn.add_listener(self.channel, self._on_notify)
+        except UNAVAILABLE as exc:
+            log.control.debug("cannot LISTEN on PostgreSQL: %s", exc)
+            return False
+        self._listen_conn = conn
+        return True
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            number = int(payload)
+        except ValueError:
+            log.control.warning("ignoring a malformed NOTIFY payload %r", payload)
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(number)
+            except Exception:  # one bad listener must not hide the version from the rest
+                log.control.exception("config listener failed")
+
+    async def drop_schema(self) -> None:
+        """Remove everything of this namespace (used by tests and teardown)."""
+        await self.close()
+        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def _head(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT COALESCE(MAX(number), 0) FROM versions"))
+
+
+def _version(row: Any) -> VersionRecord:
+    document = json.loads(row["document"]) if "document" in row else None
+    return VersionRecord(
+        row["number"], row["created_at"], row["author"], row["message"], row["digest"],
+        json.loads(row["diff"]), row["rollback_of"], document,
+    )
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except (TimeoutError, *UNAVAILABLE):
+        pass

@@ -1,0 +1,75 @@
+"""The last-known-good snapshot on local disk: what a node serves when nothing answers.
+
+Written atomically (temporary file, fsync, rename, fsync of the directory), so
+a crash at any moment leaves either the old snapshot or the new one, never half
+of one. A snapshot that cannot be read is set aside (``.bad``) rather than
+deleted, for whoever investigates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gtm import log
+from gtm.config.document import canonical_json
+
+SNAPSHOT_FILE = "snapshot.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    document: dict[str, Any]
+
+
+def snapshot_path(state_dir: Path) -> Path:
+    return state_dir / SNAPSHOT_FILE
+
+
+def write_snapshot(state_dir: Path, version: int, document: dict[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    text = canonical_json({"format": FORMAT, "version": version, "document": document})
+    fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=state_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, snapshot_path(state_dir))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(state_dir)
+
+
+def read_snapshot(state_dir: Path) -> Snapshot | None:
+    path = snapshot_path(state_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unknown snapshot format {data.get('format')!r}")
+        return Snapshot(int(data["version"]), dict(data["document"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.follower.error("snapshot %s is unreadable (%s); setting it aside", path, exc)
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_suffix(".bad"))
+        return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk too.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

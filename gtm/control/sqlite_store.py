@@ -1,0 +1,264 @@
+"""The embedded config store: one SQLite file, standard library only, zero setup.
+
+sqlite3 is blocking, so every call runs in a worker thread (one connection,
+serialised by a lock); the event loop never waits on the disk. WAL mode lets
+follower processes read the same file while the control plane writes. New
+versions are announced in-process to subscribed listeners; other processes learn
+of them through their reconcile loop (or Redis when configured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gtm import log
+from gtm.control.store import (
+    AuditEntry,
+    Listener,
+    NewVersion,
+    NodeStatus,
+    Store,
+    TokenRecord,
+    VersionRecord,
+    dump,
+)
+from gtm.errors import StoreUnavailable, VersionConflict
+
+T = TypeVar("T")
+
+MIGRATIONS = (
+    """
+    CREATE TABLE versions (
+        number INTEGER PRIMARY KEY, created_at REAL NOT NULL, author TEXT NOT NULL,
+        message TEXT NOT NULL, digest TEXT NOT NULL, rollback_of INTEGER,
+        diff TEXT NOT NULL, document TEXT NOT NULL);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
+        action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,
+        detail TEXT NOT NULL);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+        secret_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
+        created_by TEXT NOT NULL, revoked_at REAL);
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL,
+        last_contact REAL NOT NULL, info TEXT NOT NULL);
+    """,
+)
+
+VERSION_COLUMNS = "number, created_at, author, message, digest, rollback_of, diff"
+
+
+class SqliteStore(Store):
+    def __init__(self, path: Path):
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open_sync)
+
+    def _open_sync(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            _migrate(conn)
+            self._conn = conn
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await asyncio.to_thread(close)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            with self._lock:
+                if self._conn is None:
+                    raise StoreUnavailable(f"the SQLite store {self.path} is not open")
+                try:
+                    return work(self._conn)
+                except sqlite3.OperationalError as exc:
+                    raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(call)
+
+    async def head(self) -> int:
+        return await self._run(_head)
+
+    async def get(self, number: int) -> VersionRecord | None:
+        def get(conn: sqlite3.Connection) -> VersionRecord | None:
+            row = conn.execute(
+                f"SELECT {VERSION_COLUMNS}, document FROM versions WHERE number = ?", (number,)
+            ).fetchone()
+            return _version(row) if row else None
+
+        return await self._run(get)
+
+    async def history(self, before: int | None, limit: int) -> list[VersionRecord]:
+        def history(conn: sqlite3.Connection) -> list[VersionRecord]:
+            rows = conn.execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE number < ? "
+                "ORDER BY number DESC LIMIT ?",
+                (before if before is not None else 2**62, limit),
+            ).fetchall()
+            return [_version(row) for row in rows]
+
+        return await self._run(history)
+
+    async def commit(self, new: NewVersion) -> VersionRecord:
+        def commit(conn: sqlite3.Connection) -> VersionRecord:
+            # IMMEDIATE takes the write lock up front, so the head read below cannot
+            # go stale before the insert: two writers on one base cannot both win.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = _head(conn)
+                if current != new.base:
+                    raise VersionConflict(new.base, current)
+                record = VersionRecord(
+                    current + 1, time.time(), new.author, new.message, new.digest,
+                    new.diff, new.rollback_of,
+                )
+                conn.execute(
+                    "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.number, record.created_at, record.author, record.message,
+                     record.digest, record.rollback_of, dump(record.diff), new.document_json),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return record
+
+        record = await self._run(commit)
+        self._announce(record.number)
+        return record
+
+    def _announce(self, number: int) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(number)
+            except Exception:  # one bad listener must not hide the version from the rest
+                log.control.exception("config listener failed")
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO audit (at, actor, action, target, outcome, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (entry.at, entry.actor, entry.action, entry.target, entry.outcome,
+             dump(entry.detail)),
+        ))
+
+    async def audit(self, before: int | None, limit: int) -> list[AuditEntry]:
+        def audit(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT actor, action, target, outcome, detail, at, id FROM audit "
+                "WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (before if before is not None else 2**62, limit),
+            ).fetchall()
+            return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+        return await self._run(audit)
+
+    async def add_token(self, token: TokenRecord, secret_hash: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (token.id, token.name, token.role, secret_hash, token.created_at,
+             token.created_by, token.revoked_at),
+        ))
+
+    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
+        def find(conn: sqlite3.Connection) -> TokenRecord | None:
+            row = conn.execute(
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = ?", (secret_hash,)
+            ).fetchone()
+            return TokenRecord(*row) if row else None
+
+        return await self._run(find)
+
+    async def tokens(self) -> list[TokenRecord]:
+        def tokens(conn: sqlite3.Connection) -> list[TokenRecord]:
+            rows = conn.execute(
+                f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+            ).fetchall()
+            return [TokenRecord(*row) for row in rows]
+
+        return await self._run(tokens)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        def revoke(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (time.time(), token_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(revoke)
+
+    async def report_node(self, status: NodeStatus) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+            "kind = excluded.kind, version = excluded.version, "
+            "last_contact = excluded.last_contact, info = excluded.info",
+            (status.node_id, status.kind, status.version, status.last_contact,
+             dump(status.info)),
+        ))
+
+    async def nodes(self) -> list[NodeStatus]:
+        def nodes(conn: sqlite3.Connection) -> list[NodeStatus]:
+            rows = conn.execute(
+                "SELECT node_id, kind, version, last_contact, info FROM nodes ORDER BY node_id"
+            ).fetchall()
+            return [NodeStatus(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+        return await self._run(nodes)
+
+    async def subscribe(self, listener: Listener) -> bool:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+        return True
+
+
+TOKEN_COLUMNS = "id, name, role, created_at, created_by, revoked_at"
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT COALESCE(MAX(number), 0) FROM versions").fetchone()
+    return int(row[0])
+
+
+def _version(row: tuple[Any, ...]) -> VersionRecord:
+    document = json.loads(row[7]) if len(row) > 7 else None
+    return VersionRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[6]), row[5],
+                         document)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations this file has not seen yet (PRAGMA user_version counts them)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        for index, script in enumerate(MIGRATIONS[done:], start=done + 1):
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {index}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

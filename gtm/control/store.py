@@ -1,0 +1,223 @@
+"""The config store: what both backends (SQLite, PostgreSQL) promise, and their records.
+
+A store keeps numbered versions of the document and never changes one once
+written. ``commit`` is the only way to add a version and it is atomic: it names
+the version it was based on and fails with VersionConflict, storing nothing, when
+that is no longer the latest. Every backend behaves the same; one test suite
+runs against each.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gtm.errors import ConfigError
+
+ROLES = ("viewer", "editor", "admin")  # each role can do everything the previous can
+TOKEN_PREFIX = "gtm_"
+
+Listener = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    number: int
+    created_at: float
+    author: str
+    message: str
+    digest: str
+    diff: list[dict[str, Any]]
+    rollback_of: int | None = None
+    document: dict[str, Any] | None = None  # None in listings, to keep them small
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": self.number,
+            "created_at": self.created_at,
+            "author": self.author,
+            "message": self.message,
+            "digest": self.digest,
+            "rollback_of": self.rollback_of,
+            "changes": len(self.diff),
+        }
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What a writer hands to commit; the store adds the number and the time."""
+
+    base: int
+    document_json: str
+    author: str
+    message: str
+    digest: str
+    diff: list[dict[str, Any]]
+    rollback_of: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str
+    name: str
+    role: str
+    created_at: float
+    created_by: str
+    revoked_at: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "revoked_at": self.revoked_at,
+        }
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+    id: int = 0
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: str
+    kind: str
+    version: int
+    last_contact: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "kind": self.kind,
+            "version": self.version,
+            "last_contact": self.last_contact,
+            "info": self.info,
+        }
+
+
+class Store(abc.ABC):
+    """The contract of a config store. Every method may raise StoreUnavailable."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply schema migrations (idempotent)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def head(self) -> int:
+        """The latest version number, 0 when nothing has been stored yet."""
+
+    @abc.abstractmethod
+    async def get(self, number: int) -> VersionRecord | None:
+        """One version with its document."""
+
+    @abc.abstractmethod
+    async def history(self, before: int | None, limit: int) -> list[VersionRecord]:
+        """Versions below ``before`` (all when None), newest first, without documents."""
+
+    @abc.abstractmethod
+    async def commit(self, new: NewVersion) -> VersionRecord:
+        """Store version base+1, or raise VersionConflict when base is not the head."""
+
+    @abc.abstractmethod
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+
+    @abc.abstractmethod
+    async def audit(self, before: int | None, limit: int) -> list[AuditEntry]: ...
+
+    @abc.abstractmethod
+    async def add_token(self, token: TokenRecord, secret_hash: str) -> None: ...
+
+    @abc.abstractmethod
+    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    async def tokens(self) -> list[TokenRecord]: ...
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str) -> bool:
+        """True when a live token was revoked."""
+
+    @abc.abstractmethod
+    async def report_node(self, status: NodeStatus) -> None: ...
+
+    @abc.abstractmethod
+    async def nodes(self) -> list[NodeStatus]: ...
+
+    @abc.abstractmethod
+    async def subscribe(self, listener: Listener) -> bool:
+        """Call ``listener(version)`` on every new version; True while that works.
+
+        Idempotent: followers call it on every reconcile tick, so a subscription
+        lost with its connection is made again.
+        """
+
+    async def latest(self) -> VersionRecord | None:
+        number = await self.head()
+        return await self.get(number) if number else None
+
+
+def hash_secret(secret: str) -> str:
+    # Token secrets are 256 random bits, not passwords: a plain SHA-256 cannot be
+    # brute-forced, and a fast hash keeps authentication off the critical path.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token(name: str, role: str, created_by: str) -> tuple[TokenRecord, str]:
+    """A token record and its secret; the secret is shown once and stored hashed."""
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r} (one of {', '.join(ROLES)})", "token", "role")
+    if not name or len(name) > 100:
+        raise ConfigError("a token needs a name of 1 to 100 characters", "token", "name")
+    token_id = secrets.token_hex(6)
+    secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    record = TokenRecord(token_id, name, role, time.time(), created_by)
+    return record, secret
+
+
+def role_allows(role: str, needed: str) -> bool:
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def validate_namespace(namespace: str) -> str:
+    """Namespaces become a schema name, a NOTIFY channel and a Redis key prefix."""
+    if not namespace.isidentifier() or not namespace.isascii() or len(namespace) > 40:
+        raise ConfigError(
+            "a namespace is 1-40 ASCII letters, digits or '_' and starts with a letter",
+            "settings",
+            "namespace",
+        )
+    return namespace.lower()

@@ -1,0 +1,36 @@
+"""Choosing a config store from a URL: ``postgresql://...`` or ``sqlite:///path``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gtm.control.store import Store
+from gtm.errors import ConfigError
+
+DEFAULT_SQLITE_NAME = "gtm.db"
+
+
+def store_from_url(url: str, namespace: str = "gtm") -> Store:
+    """A store for the URL; nothing connects until ``open()`` or the first call."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from gtm.control.postgres_store import PostgresStore
+
+        return PostgresStore(url, namespace)
+    if url.startswith("sqlite://"):
+        from gtm.control.sqlite_store import SqliteStore
+
+        path = url.removeprefix("sqlite://")
+        if not path:
+            raise ConfigError("sqlite:// needs a path (sqlite:///var/gtm/gtm.db)", url)
+        return SqliteStore(Path(path))
+    raise ConfigError("a store URL starts with postgresql:// or sqlite://", url)
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        rest = f"{user}@{host}"
+    return f"{scheme}{sep}{rest}"

@@ -1,0 +1,234 @@
+"""Outages without touching the shared servers: a TCP relay to cut, a Redis of our own,
+and real `gtm serve --control` node processes, each stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import pytest
+
+LISTENING = re.compile(r"listening on (\S+) port (\d+)")
+
+
+class TcpRelay:
+    """Forwards 127.0.0.1:<port> to a target; ``cut()`` makes the target unreachable.
+
+    While cut, open connections are closed and new ones are accepted and closed at
+    once, which is what a client sees of a server that went away.
+    """
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.is_cut = False
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, template: str) -> str:
+        """``template`` (a URL naming the target) pointed at the relay instead."""
+        host, port = self.target
+        return template.replace(f"{host}:{port}", f"127.0.0.1:{self.port}")
+
+    def cut(self) -> None:
+        with self.lock:
+            self.is_cut = True
+            for sock in list(self.open):
+                _close(sock)
+            self.open.clear()
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        _close(self.listener)
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.is_cut:
+                _close(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                _close(client)
+                continue
+            with self.lock:
+                self.open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.open.discard(source)
+                self.open.discard(sink)
+            _close(source)
+            _close(sink)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OwnRedis:
+    """A throwaway redis-server on a free port; stop() and start() it at will."""
+
+    def __init__(self, directory: Path):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is not installed: CI requires it")
+            pytest.skip("!!! SKIPPED: redis-server is not installed !!!")
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.2
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@dataclass
+class Node:
+    """One `gtm serve --control` process."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int = 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Nodes:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.nodes: list[Node] = []
+
+    def start(self, node_id: str, store_url: str, namespace: str, *,
+              redis_url: str | None = None, reconcile: float = 0.5) -> Node:
+        state_dir = self.directory / node_id
+        state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = state_dir / "node.log"
+        args = [sys.executable, "-m", "gtm.cli", "serve", "--listen", "127.0.0.1:0",
+                "--workers", "1", "--control", store_url, "--node-id", node_id,
+                "--state-dir", str(state_dir), "--namespace", namespace,
+                "--reconcile-interval", str(reconcile)]
+        if redis_url:
+            args += ["--redis", redis_url]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "GTM_LOG_LEVEL": "INFO"}
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(args, stdout=log_file, stderr=log_file, env=env)
+        node = Node(process, log_path)
+        self.nodes.append(node)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            match = LISTENING.search(node.log())
+            if match:
+                node.port = int(match.group(2))
+                return node
+            if process.poll() is not None:
+                raise RuntimeError(f"node {node_id} exited:\n{node.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"node {node_id} did not start:\n{node.log()}")
+
+    def kill(self, node: Node) -> None:
+        if node.process.poll() is None:
+            node.process.send_signal(signal.SIGKILL)
+            node.process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            try:
+                node.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill(node)
+
+
+async def www(port: int, name: str = "www.example.test.") -> str | None:
+    """The first A address the node at ``port`` answers for ``name``; None otherwise."""
+    query = dns.message.make_query(name, "A")
+    try:
+        reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=1.0)
+    except (TimeoutError, OSError, dns.exception.DNSException):
+        return None
+    if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
+        return None
+    return str(reply.answer[0][0])
+
+
+async def wait_for_answer(port: int, expected: str, timeout: float) -> float:
+    """Seconds until the node at ``port`` answers ``expected``; fails after ``timeout``."""
+    import asyncio
+
+    started = time.monotonic()
+    last = None
+    while time.monotonic() - started < timeout:
+        last = await www(port)
+        if last == expected:
+            return time.monotonic() - started
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"node on port {port} answers {last}, not {expected}, after {timeout}s")

@@ -1,0 +1,158 @@
+"""The REST API against a real server on port 0, on both stores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
+from tests.control.apiclient import Api
+from tests.control.conftest import POSTGRES_URL, example_document
+
+
+@pytest.fixture
+def settings(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> ControlSettings:
+    if store_kind == "sqlite":
+        return ControlSettings(port=0, state_dir=tmp_path / "control")
+    request.getfixturevalue("postgres_url")
+    return ControlSettings(port=0, state_dir=tmp_path / "control", store_url=POSTGRES_URL,
+                           namespace=request.getfixturevalue("namespace"))
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ControlSettings) -> AsyncIterator[tuple[ControlPlane, Api]]:
+    plane = await start_control_plane(settings)
+    api = Api(plane.url, plane.admin_token_path.read_text().strip())
+    try:
+        yield plane, api
+    finally:
+        await api.close()
+        await plane.stop()
+
+
+async def test_write_read_and_versions(settings: ControlSettings) -> None:
+    async with running(settings) as (_plane, api):
+        status, body, headers = await api.call("GET", "/v1/config")
+        assert (status, body["version"], headers["ETag"]) == (200, 0, '"0"')
+        status, body, headers = await api.call(
+            "PUT", "/v1/config", {"document": example_document(), "message": "first"}, if_match=0)
+        assert status == 201, body
+        assert body["version"]["version"] == 1 and headers["ETag"] == '"1"'
+        status, body, _ = await api.call(
+            "PUT", "/v1/config/zones/example.test.",
+            {"text": example_document("192.0.2.7")["zones"]["example.test."],
+             "base_version": 1})
+        assert status == 201 and body["diff"][0]["op"] == "change"
+        status, body, headers = await api.call("GET", "/v1/config/zones/example.test.")
+        assert "192.0.2.7" in body["text"] and headers["ETag"] == '"2"'
+        status, body, _ = await api.call("GET", "/v1/versions?limit=1")
+        assert [v["version"] for v in body["items"]] == [2] and body["next_cursor"] == "2"
+        status, body, _ = await api.call("GET", "/v1/versions?limit=1&cursor=2")
+        assert [v["version"] for v in body["items"]] == [1]
+        status, body, _ = await api.call("GET", "/v1/versions/2/diff")
+        assert body["from"] == 1 and body["diff"][0]["path"] == 'zones["example.test."]'
+
+
+async def test_stale_writes_get_409_and_racers_one_wins(settings: ControlSettings) -> None:
+    async with running(settings) as (_plane, api):
+        await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
+        racers = [
+            api.call("PUT", "/v1/config", {"document": example_document(f"192.0.2.{i}")},
+                     if_match=1)
+            for i in (10, 11)
+        ]
+        results = await asyncio.gather(*racers)
+        assert sorted(status for status, _, _ in results) == [201, 409]
+        [(_, loser, _)] = [r for r in results if r[0] == 409]
+        assert loser["error"]["current_version"] == 2
+        status, body, _ = await api.call("GET", "/v1/config")
+        winner = next(r for r in results if r[0] == 201)
+        assert body["version"] == 2 and winner[1]["version"]["version"] == 2
+        status, body, _ = await api.call("PUT", "/v1/config", {"document": {}})
+        assert status == 428 and body["error"]["field"] == "If-Match"
+
+
+async def test_invalid_changes_name_the_field_and_store_nothing(
+    settings: ControlSettings,
+) -> None:
+    async with running(settings) as (_plane, api):
+        await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
+        bad_zone = example_document()["zones"]["example.test."] + "www CNAME x.example.\n"
+        cases = [
+            ({"document": {"zonez": {}}}, 422, "zonez"),
+            ({"document": {"zones": {"example.test.": bad_zone}}}, 422,
+             'zones["example.test."]:6'),
+            ({"document": {"zones": {"bad..name.": "x"}}}, 422, 'zones["bad..name."]'),
+            ({"document": []}, 400, "document"),
+            ({"document": {}, "message": 5}, 400, "message"),
+        ]
+        for body, expected, where in cases:
+            status, reply, _ = await api.call("PUT", "/v1/config", body, if_match=1)
+            assert (status, reply["error"]["field"]) == (expected, where), reply
+        status, reply, _ = await api.call("GET", "/v1/versions?limit=0")
+        assert (status, reply["error"]["field"]) == (400, "limit")
+        status, reply, _ = await api.call("GET", "/v1/config")
+        assert reply["version"] == 1
+
+
+async def test_rollback_dry_run_and_sections(settings: ControlSettings) -> None:
+    async with running(settings) as (_plane, api):
+        await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
+        await api.call("PUT", "/v1/config/sections/steering", {"value": {"pools": []}},
+                       if_match=1)
+        status, body, _ = await api.call("GET", "/v1/config/sections/steering")
+        assert (status, body["value"]) == (200, {"pools": []})
+        status, body, _ = await api.call(
+            "PUT", "/v1/config?dry_run=true", {"document": {}}, if_match=2)
+        assert status == 200 and body["dry_run"] and len(body["diff"]) == 2
+        status, body, _ = await api.call("POST", "/v1/versions/1/rollback", if_match=2)
+        assert status == 201 and body["version"]["rollback_of"] == 1
+        status, body, _ = await api.call("GET", "/v1/config")
+        assert body["version"] == 3 and body["document"] == example_document()
+        status, body, _ = await api.call("GET", "/v1/config/sections/nope")
+        assert status == 404 and body["error"]["field"] == "name"
+
+
+async def test_tokens_roles_and_audit(settings: ControlSettings) -> None:
+    async with running(settings) as (plane, api):
+        status, viewer, _ = await api.call("POST", "/v1/tokens",
+                                           {"name": "dash", "role": "viewer"})
+        assert status == 201 and viewer["token"].startswith("gtm_")
+        status, body, _ = await api.call("GET", "/v1/config", token=viewer["token"])
+        assert status == 200
+        status, body, _ = await api.call("PUT", "/v1/config", {"document": {}},
+                                         token=viewer["token"], if_match=0)
+        assert status == 403 and body["error"]["field"] == "Authorization"
+        status, body, headers = await api.call("GET", "/v1/config", token="gtm_nope")
+        assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
+        status, body, _ = await api.call("GET", "/v1/config", token=None)
+        assert status == 401
+        status, _, _ = await api.call("DELETE", f"/v1/tokens/{viewer['id']}")
+        assert status == 200
+        status, _, _ = await api.call("GET", "/v1/config", token=viewer["token"])
+        assert status == 401
+        status, body, _ = await api.call("GET", "/v1/audit?limit=100")
+        actions = [(e["action"], e["outcome"]) for e in body["items"]]
+        assert actions.count(("auth.refused", "refused")) == 4
+        assert ("token.revoke", "ok") in actions and ("token.create", "ok") in actions
+        tokens = await plane.store.tokens()
+        assert all("token" not in t.public() for t in tokens)
+
+
+async def test_openapi_describes_every_route(settings: ControlSettings) -> None:
+    async with running(settings) as (plane, api):
+        status, spec, _ = await api.call("GET", "/openapi.json", token=None)
+        assert status == 200 and spec["openapi"].startswith("3.")
+        app = plane.runner.app
+        served = {
+            (route.method.lower(), route.resource.canonical)
+            for route in app.router.routes() if route.method != "HEAD"
+            and route.resource is not None
+        }
+        described = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+        renamed = {(m, p.replace("{id}", "{id}")) for m, p in served}
+        assert renamed == described

@@ -1,0 +1,72 @@
+"""The `gtm config`, `gtm token` and `gtm status` commands against a real API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from gtm.control.plane import ControlSettings, start_control_plane
+from tests.control.conftest import example_document
+
+
+async def gtm(*args: str, token: str | None = None, api: str = "") -> tuple[int, str, str]:
+    env = {**os.environ, "GTM_API": api}
+    env.pop("GTM_TOKEN", None)
+    if token:
+        env["GTM_TOKEN"] = token
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gtm.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_config_token_and_status_commands(tmp_path: Path) -> None:
+    state = tmp_path / "control"
+    db = state / "gtm.db"
+    plane = await start_control_plane(
+        ControlSettings(port=0, state_dir=state, bootstrap_admin=False))
+    try:
+        code, secret, err = await gtm("token", "create", "--name", "ops", "--role", "admin",
+                                      "--store", f"sqlite://{db}")
+        assert code == 0, err
+        token = secret.strip()
+        run = {"token": token, "api": plane.url}
+        doc = tmp_path / "gtm.json"
+        doc.write_text(json.dumps(example_document("192.0.2.1")))
+        code, out, err = await gtm("config", "apply", "-f", str(doc), "--dry-run", **run)
+        assert code == 0 and 'add    zones["example.test."]' in out, err
+        assert await plane.store.head() == 0
+        code, out, err = await gtm("config", "apply", "-f", str(doc), "-m", "first", **run)
+        assert code == 0 and "version 1 is live" in out, err
+        doc.write_text(json.dumps(example_document("192.0.2.2")))
+        code, out, _ = await gtm("config", "diff", "-f", str(doc), **run)
+        assert "-www  A    192.0.2.1" in out and "+www  A    192.0.2.2" in out
+        await gtm("config", "apply", "-f", str(doc), "--yes", **run)
+        code, out, _ = await gtm("config", "history", **run)
+        assert out.splitlines()[0].split()[0] == "2" and "first" in out
+        code, out, _ = await gtm("config", "rollback", "1", **run)
+        assert code == 0 and "version 3 is live (equal to version 1)" in out
+        code, out, _ = await gtm("config", "get", **run)
+        assert json.loads(out) == example_document("192.0.2.1")
+        doc.write_text(json.dumps({"zones": {"example.test.": "nonsense"}}))
+        code, _, err = await gtm("config", "apply", "-f", str(doc), "--yes", **run)
+        assert code == 2 and 'zones["example.test."]' in err and "HTTP 422" in err
+        code, out, err = await gtm("token", "create", "--name", "dash", "--role", "viewer",
+                                   **run)
+        viewer = out.strip()
+        code, _, err = await gtm("config", "rollback", "2", token=viewer, api=plane.url)
+        assert code == 2 and "HTTP 403" in err
+        code, out, _ = await gtm("token", "list", **run)
+        assert "dash" in out and "ops" in out
+        code, out, _ = await gtm("status", **run)
+        assert code == 0 and "live version 3" in out
+        code, _, err = await gtm("config", "history", token="gtm_wrong", api=plane.url)
+        assert code == 2 and "HTTP 401" in err
+    finally:
+        await plane.stop()

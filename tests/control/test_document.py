@@ -1,0 +1,95 @@
+"""The document compiler: what it accepts, and the place it names for what it refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gtm.config import document
+from gtm.config.document import compile_document, register_section
+from gtm.errors import ConfigError
+from tests.control.conftest import EXAMPLE_ZONE, example_document
+
+
+def test_compiles_zones_and_keeps_sections() -> None:
+    doc = {**example_document(), "steering": {"pools": []}, "lb": {}}
+    compiled = compile_document(doc, "api")
+    [zone] = compiled.zones.zones.values()
+    assert zone.origin.to_text() == "example.test."
+    assert compiled.sections["steering"] == {"pools": []}
+    assert compiled.digest == compile_document(dict(reversed(doc.items())), "x").digest
+
+
+def test_empty_document_is_valid() -> None:
+    assert compile_document({}, "api").zones.zones == {}
+
+
+BROKEN_ZONE = EXAMPLE_ZONE + "www  CNAME other.example.\n"
+
+INVALID: list[tuple[Any, str, str]] = [
+    ([], "$", "must be an object"),
+    ({"zonez": {}}, "zonez", "unknown section"),
+    ({"zones": []}, "zones", "zone name to master-file text"),
+    ({"zones": {"example.test": EXAMPLE_ZONE}}, 'zones["example.test"]', "absolute"),
+    ({"zones": {"example.test.": 42}}, 'zones["example.test."]', "master-file text"),
+    ({"zones": {"example.test.": BROKEN_ZONE}}, 'zones["example.test."]:6', "CNAME"),
+    ({"zones": {"example.test.": "$TTL 60\n@ NS ns1\n"}}, 'zones["example.test."]', "no SOA"),
+    ({"zones": {"example.test.": EXAMPLE_ZONE + "x IN BOGUS 1\n"}},
+     'zones["example.test."]:6', "unknown record type"),
+    ({"zones": {"example.test.": EXAMPLE_ZONE + "$INCLUDE /etc/passwd\n"}},
+     'zones["example.test."]:6', "INCLUDE"),
+    ({"zones": {"example.test.": EXAMPLE_ZONE + "mail A 999.1.1.1\n"}},
+     'zones["example.test."]:6', ""),
+    ({"zones": {"example.test.": EXAMPLE_ZONE + "out.example.org. A 192.0.2.5\n"}},
+     'zones["example.test."]:6', ""),
+    ({"zones": {"example.test.": EXAMPLE_ZONE, "EXAMPLE.test.": EXAMPLE_ZONE}},
+     'zones["EXAMPLE.test."]', "same zone"),
+    ({"steering": []}, "steering", "must be an object"),
+    ({"lb": "yes"}, "lb", "must be an object"),
+]
+
+
+@pytest.mark.parametrize(("doc", "where", "reason"), INVALID)
+def test_invalid_documents_name_the_place(doc: Any, where: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_document(doc, "api")
+    # The zone compiler may add a line number to a zone-wide error; never drop the path.
+    assert caught.value.where == where or str(caught.value.where).startswith(f"{where}:")
+    assert reason in caught.value.reason
+    assert caught.value.source == "api"
+
+
+def test_registered_validator_compiles_its_section() -> None:
+    def steering(value: Any, source: str, path: str) -> tuple[str, ...]:
+        for index, pool in enumerate(value.get("pools", [])):
+            if pool.get("weight", 1) < 0:
+                raise ConfigError("must be 0 or more", source, f"{path}.pools[{index}].weight")
+        return tuple(p["name"] for p in value.get("pools", []))
+
+    saved = dict(document._SECTIONS)
+    try:
+        register_section("steering", steering)
+        good = compile_document({"steering": {"pools": [{"name": "eu"}]}}, "api")
+        assert good.sections["steering"] == ("eu",)
+        with pytest.raises(ConfigError) as caught:
+            compile_document({"steering": {"pools": [{"name": "a", "weight": -1}]}}, "api")
+        assert caught.value.where == "steering.pools[0].weight"
+        with pytest.raises(ValueError):
+            register_section("zones", steering)
+    finally:
+        document._SECTIONS.clear()
+        document._SECTIONS.update(saved)
+
+
+def test_the_example_zone_directory_seeds_a_valid_document() -> None:
+    from pathlib import Path
+
+    from gtm.config.document import document_from_zone_dir
+
+    zones = Path(__file__).resolve().parents[2] / "zones"
+    doc = document_from_zone_dir(zones)
+    compiled = compile_document(doc, str(zones))
+    assert "example.test." in doc["zones"]
+    assert "$INCLUDE" not in doc["zones"]["example.test."]  # flattened: no directory to read
+    assert len(compiled.zones.zones) == len(list(zones.glob("*.zone")))

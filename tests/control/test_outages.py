@@ -1,0 +1,161 @@
+"""Outages, with real node processes: Redis stopped, PostgreSQL cut off, a node killed.
+
+The shared servers are never touched: Redis is our own redis-server, and
+PostgreSQL is reached through a relay that the test cuts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
+from tests.control.apiclient import Api
+from tests.control.conftest import POSTGRES_URL, example_document
+from tests.control.harness import Nodes, OwnRedis, TcpRelay, wait_for_answer, www
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    group = Nodes(tmp_path / "nodes")
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def relay(postgres_url: str) -> Iterator[TcpRelay]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(postgres_url)
+    relay = TcpRelay((parsed.hostname or "127.0.0.1", parsed.port or 5432))
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+@contextlib.asynccontextmanager
+async def control(settings: ControlSettings) -> AsyncIterator[tuple[ControlPlane, Api]]:
+    plane = await start_control_plane(settings)
+    api = Api(plane.url, plane.admin_token_path.read_text().strip())
+    try:
+        yield plane, api
+    finally:
+        await api.close()
+        await plane.stop()
+
+
+async def put(api: Api, base: int, www_address: str) -> tuple[int, dict]:
+    status, body, _ = await api.call(
+        "PUT", "/v1/config", {"document": example_document(www_address, serial=base + 1)},
+        if_match=base)
+    return status, body
+
+
+async def test_redis_stopped_nodes_converge_through_reconcile(
+    tmp_path: Path, nodes: Nodes, own_redis: OwnRedis, namespace: str
+) -> None:
+    # The nodes follow the SQLite file: no NOTIFY between processes, so with Redis
+    # down only the reconcile loop (every 1.5 s) can bring them the change.
+    db = tmp_path / "control" / "gtm.db"
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control",
+                               redis_url=own_redis.url, namespace=namespace)
+    async with control(settings) as (_plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        group = [nodes.start(f"n{i}", f"sqlite://{db}", namespace, redis_url=own_redis.url,
+                             reconcile=1.5) for i in range(2)]
+        for node in group:
+            await wait_for_answer(node.port, "192.0.2.1", 10)
+        await asyncio.sleep(0.5)  # subscribed to Redis
+        assert (await put(api, 1, "192.0.2.2"))[0] == 201
+        for node in group:  # with Redis: well before the next reconcile
+            assert await wait_for_answer(node.port, "192.0.2.2", 5) < 1.0
+        own_redis.stop()
+        assert (await put(api, 2, "192.0.2.3"))[0] == 201  # a commit never waits on Redis
+        for node in group:
+            await wait_for_answer(node.port, "192.0.2.3", 6)
+        own_redis.start()
+        await asyncio.sleep(2.5)  # resubscribed (backoff is at most 5 s, usually 0.2-1.6)
+        assert (await put(api, 3, "192.0.2.4"))[0] == 201
+        for node in group:
+            await wait_for_answer(node.port, "192.0.2.4", 6)
+
+
+async def test_postgres_unreachable_nodes_serve_writes_503_then_converge(
+    tmp_path: Path, nodes: Nodes, relay: TcpRelay, redis_url: str, namespace: str
+) -> None:
+    store_url = relay.url(POSTGRES_URL)
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control", store_url=store_url,
+                               redis_url=redis_url, namespace=namespace)
+    async with control(settings) as (_plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        group = [nodes.start(f"n{i}", store_url, namespace, redis_url=redis_url,
+                             reconcile=0.5) for i in range(2)]
+        for node in group:
+            await wait_for_answer(node.port, "192.0.2.1", 10)
+        relay.cut()
+        status, body = await put(api, 1, "192.0.2.2")
+        assert status == 503 and "unavailable" in body["error"]["message"]
+        for _ in range(10):  # through the outage, every node keeps answering
+            for node in group:
+                assert await www(node.port) == "192.0.2.1"
+            await asyncio.sleep(0.2)
+        relay.restore()
+        for _ in range(50):
+            status, body = await put(api, 1, "192.0.2.2")
+            if status != 503:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 201, body
+        for node in group:
+            await wait_for_answer(node.port, "192.0.2.2", 10)
+        status, reply, _ = await api.call("GET", "/v1/nodes")
+        await asyncio.sleep(1.0)  # next reconcile reports
+        status, reply, _ = await api.call("GET", "/v1/nodes")
+        assert {n["node_id"]: n["version"] for n in reply["items"]} == {"n0": 2, "n1": 2}
+
+
+async def test_killed_node_restarts_from_snapshot_with_both_servers_down(
+    tmp_path: Path, nodes: Nodes, relay: TcpRelay, own_redis: OwnRedis, namespace: str
+) -> None:
+    store_url = relay.url(POSTGRES_URL)
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control", store_url=store_url,
+                               redis_url=own_redis.url, namespace=namespace)
+    async with control(settings) as (_plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        assert (await put(api, 1, "192.0.2.7"))[0] == 201
+        node = nodes.start("n0", store_url, namespace, redis_url=own_redis.url)
+        await wait_for_answer(node.port, "192.0.2.7", 10)
+        nodes.kill(node)
+        relay.cut()
+        own_redis.stop()
+        again = nodes.start("n0", store_url, namespace, redis_url=own_redis.url)
+        assert await wait_for_answer(again.port, "192.0.2.7", 5) < 2
+        assert "serving version 2 (from snapshot)" in again.log()
+        relay.restore()
+        own_redis.start()
+        for _ in range(50):
+            status, _body = await put(api, 2, "192.0.2.8")
+            if status != 503:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 201
+        await wait_for_answer(again.port, "192.0.2.8", 10)
