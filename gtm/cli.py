@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from gtm.config.settings import (
 )
 from gtm.control import cli as control_cli
 from gtm.errors import GtmError
+from gtm.steering.state import SteeringState
 
 REPO_ZONES = Path(__file__).resolve().parent.parent / "zones"
 
@@ -44,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run everything on this machine (embedded default)")
     _dns_options(up)
     up.add_argument("--port", type=int, help="DNS port on 127.0.0.1 and ::1 (53 when asked)")
+    up.add_argument("--api-listen", default="127.0.0.1:8080", metavar="ADDR:PORT",
+                    help="control plane API (127.0.0.1:8080)")
+    up.add_argument("--state-dir", type=Path, default=Path("var"),
+                    help="embedded store, node snapshots, admin token (var/)")
+    up.add_argument("--postgres", help="PostgreSQL URL instead of the embedded SQLite store")
+    up.add_argument("--redis", help="Redis URL for fan-out to other nodes")
     up.set_defaults(handler=cmd_up)
 
     serve = commands.add_parser("serve", help="run a DNS node alone")
@@ -58,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--client", help="resolver address asking (no ECS)")
     who.add_argument("--subnet", help="client subnet sent as EDNS Client Subnet (CIDR)")
     explain.add_argument("--type", default="A", choices=["A", "AAAA", "CNAME", "ANY"])
-    explain.add_argument("--zones", type=Path, help="zone directory (default: as gtm up)")
+    _steer_target_options(explain)
     explain.add_argument("--geoip", type=Path, help="mmdb file (default: the shipped one)")
     explain.set_defaults(handler=cmd_explain)
 
@@ -70,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint.add_argument("--health", choices=["up", "down"])
     endpoint.add_argument("--admin", choices=["none", "force_up", "force_down", "drain"])
     endpoint.add_argument("--reason", default="set by hand")
-    endpoint.add_argument("--zones", type=Path)
+    _steer_target_options(endpoint)
     endpoint.set_defaults(handler=cmd_steer_endpoint)
     region = steer_commands.add_parser("region", help="health or headroom of a region")
     region.add_argument("zone")
@@ -78,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     region.add_argument("--health", choices=["up", "down"])
     region.add_argument("--headroom", type=float, help="0 (saturated) to 1 (idle)")
     region.add_argument("--reason", default="set by hand")
-    region.add_argument("--zones", type=Path)
+    _steer_target_options(region)
     region.set_defaults(handler=cmd_steer_region)
 
     zones = commands.add_parser("zones", help="zone files")
@@ -87,7 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("directory", type=Path)
     check.set_defaults(handler=cmd_zones_check)
     _geo_commands(commands)
+    _lb_commands(commands)
     return parser
+
+
+def _steer_target_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--zones", type=Path, help="write <zone>.state.json in this directory")
+    parser.add_argument("--api", help="write through the control plane at this URL")
+    parser.add_argument("--token", default=os.environ.get("GTM_TOKEN"), help="bearer token")
 
 
 def _dns_options(parser: argparse.ArgumentParser) -> None:
@@ -103,11 +119,9 @@ def _dns_options(parser: argparse.ArgumentParser) -> None:
 
 
 def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
-    settings = load_dns_settings(args.config)
+    defaults = DnsSettings(workers=workers, zones_dir=default_zones_dir())
+    settings = load_dns_settings(args.config, defaults)
     changes: dict[str, object] = {}
-    if args.config is None:
-        changes["workers"] = workers
-        changes["zones_dir"] = default_zones_dir()
     if args.zones is not None:
         changes["zones_dir"] = args.zones
     if args.listen:
@@ -131,14 +145,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from gtm.dns import node
+    from gtm.up import UpSettings, up
 
     settings = dns_settings(args, workers=1)
     if args.port is not None:
         settings = replace(
             settings, listen=tuple(Listen(item.host, args.port) for item in settings.listen)
         )
-    return node.serve(settings)
+    return up(UpSettings(
+        dns=settings,
+        state_dir=args.state_dir,
+        api=parse_listen(args.api_listen, default_port=8080),
+        postgres=args.postgres,
+        redis=args.redis,
+    ))
 
 
 def default_zones_dir() -> Path:
@@ -154,27 +174,78 @@ def cmd_explain(args: argparse.Namespace) -> int:
         log.setup("WARNING")  # the explanation is the output; keep start-up notes out
     locator = open_locator(DnsSettings(geoip_database=args.geoip))
     question = Question(args.name, args.type, args.client, args.subnet)
+    if _use_api(args):
+        from gtm.config.document import compile_document
+        from gtm.steering.explain import explain
+
+        live = control_cli.client(args).get("/v1/config")
+        zones = compile_document(live["document"], f"version {live['version']}").zones
+        print(f"(configuration version {live['version']} from {args.api})")
+        print(explain(zones, question, locator))
+        return 0
     print(explain_directory(args.zones or default_zones_dir(), question, locator))
     return 0
 
 
-def cmd_steer_endpoint(args: argparse.Namespace) -> int:
-    from gtm.steering.admin import set_endpoint
+def _use_api(args: argparse.Namespace) -> bool:
+    """The control plane is where nodes read from: --api, $GTM_API, or a `gtm up` here.
+    Sets args.api to the URL to use."""
+    if args.zones is not None:
+        return False
+    if args.api or os.environ.get("GTM_API") or (control_cli.DEFAULT_STATE /
+                                                 "admin.token").exists():
+        args.api = args.api or os.environ.get("GTM_API") or control_cli.DEFAULT_API
+        return True
+    return False
 
-    state = set_endpoint(args.zones or default_zones_dir(), args.zone, args.endpoint,
-                         args.health, args.admin, args.reason)
-    print(f"{args.endpoint}: health {state.health}, admin {state.admin} ({state.reason})")
+
+def cmd_steer_endpoint(args: argparse.Namespace) -> int:
+    from gtm.steering.admin import with_endpoint
+
+    def change(state: SteeringState) -> SteeringState:
+        return with_endpoint(state, args.endpoint, args.health, args.admin, args.reason)
+
+    state, where = _steer(args, args.endpoint, None, change,
+                          f"steer endpoint {args.endpoint}: {args.reason}")
+    current = state.endpoint_state(args.endpoint)
+    print(f"{args.endpoint}: health {current.health}, admin {current.admin} "
+          f"({current.reason}) {where}")
     return 0
 
 
 def cmd_steer_region(args: argparse.Namespace) -> int:
-    from gtm.steering.admin import set_region
+    from gtm.steering.admin import with_region
 
-    state = set_region(args.zones or default_zones_dir(), args.zone, args.region,
-                       args.health, args.headroom, args.reason)
-    headroom = "unreported" if state.headroom is None else f"{state.headroom:.2f}"
-    print(f"{args.region}: health {state.health}, headroom {headroom} ({state.reason})")
+    def change(state: SteeringState) -> SteeringState:
+        return with_region(state, args.region, args.health, args.headroom, args.reason)
+
+    state, where = _steer(args, None, args.region, change,
+                          f"steer region {args.region}: {args.reason}")
+    current = state.region_state(args.region)
+    headroom = "unreported" if current.headroom is None else f"{current.headroom:.2f}"
+    print(f"{args.region}: health {current.health}, headroom {headroom} "
+          f"({current.reason}) {where}")
     return 0
+
+
+def _steer(
+    args: argparse.Namespace,
+    endpoint: str | None,
+    region: str | None,
+    change: Callable[[SteeringState], SteeringState],
+    message: str,
+) -> tuple[SteeringState, str]:
+    """Write the state where the nodes read it: the control plane when one is in use
+    (--api, $GTM_API, or a `gtm up` state directory here), else the zone directory."""
+    from gtm.steering.admin import change_in_directory, change_through_api
+
+    if _use_api(args):
+        state, version = change_through_api(control_cli.client(args), args.zone, endpoint,
+                                            region, change, message)
+        return state, f"-> version {version} through {args.api}"
+    zones_dir = args.zones or default_zones_dir()
+    state = change_in_directory(zones_dir, args.zone, endpoint, region, change)
+    return state, f"-> {zones_dir}"
 
 
 def cmd_zones_check(args: argparse.Namespace) -> int:
@@ -222,6 +293,31 @@ def cmd_geo_lookup(args: argparse.Namespace) -> int:
         value = getattr(where, name)
         print(f"{name:12} {'-' if value is None else value}")
     return 0
+
+
+def _lb_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    lb = commands.add_parser("lb", help="the regional load balancer")
+    lb_commands = lb.add_subparsers(dest="lb_command", required=True)
+    serve = lb_commands.add_parser("serve", help="run the balancer from a TOML config")
+    serve.add_argument("--config", type=Path, required=True, help="TOML file ([lb] table)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: lb.workers)")
+    serve.set_defaults(handler=cmd_lb_serve)
+    demo = lb_commands.add_parser("demo-backend", help="tiny HTTP backends for trying it out")
+    demo.add_argument("--listen", action="append", required=True, metavar="ADDR:PORT")
+    demo.set_defaults(handler=cmd_lb_demo)
+
+
+def cmd_lb_serve(args: argparse.Namespace) -> int:
+    from regional_lb.node import serve as lb_serve
+
+    return lb_serve(args.config, args.workers)
+
+
+def cmd_lb_demo(args: argparse.Namespace) -> int:
+    from regional_lb.demo import serve_demo
+
+    return serve_demo([parse_listen(text) for text in args.listen])
+
 
 if __name__ == "__main__":
     sys.exit(main())

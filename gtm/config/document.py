@@ -30,6 +30,13 @@ from gtm.dns.answer import ZoneSet
 from gtm.dns.zone import Zone, compile_zone
 from gtm.dns.zonefile import read_master_text
 from gtm.errors import ConfigError, ZoneError
+from gtm.steering.document import (
+    STATE,
+    STEERING,
+    attach_all,
+    check_zone_table,
+    sections_from_zone_dir,
+)
 
 ZONES = "zones"
 
@@ -45,7 +52,11 @@ def accept_object(value: Any, source: str, path: str) -> Any:
     return value
 
 
-_SECTIONS: dict[str, SectionValidator] = {"steering": accept_object, "lb": accept_object}
+_SECTIONS: dict[str, SectionValidator] = {
+    "steering": check_zone_table,
+    "state": check_zone_table,
+    "lb": accept_object,
+}
 
 
 def register_section(name: str, validator: SectionValidator) -> None:
@@ -88,6 +99,7 @@ def compile_document(doc: Any, source: str) -> CompiledConfig:
         for name, validator in sorted(_SECTIONS.items())
         if name in doc
     }
+    zones = attach_all(zones, sections.get(STEERING, {}), sections.get(STATE, {}), source)
     return CompiledConfig(
         zones=ZoneSet.of(zones),
         sections=MappingProxyType(sections),
@@ -162,7 +174,7 @@ def document_from_zone_dir(directory: Path) -> dict[str, Any]:
         name = path.name.removesuffix(".zone").rstrip(".") + "."
         text = path.read_text(encoding="utf-8")
         zones[name] = _flattened(path, name) if "$INCLUDE" in text.upper() else text
-    return {ZONES: zones}
+    return {ZONES: zones, **sections_from_zone_dir(directory)}
 
 
 def _flattened(path: Path, name: str) -> str:

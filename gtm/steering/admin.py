@@ -1,55 +1,38 @@
 """`gtm steer`: set endpoint and region state by hand, until health checks feed it.
 
-It edits ``<zone>.state.json`` beside the zone file; running nodes pick the change
-up through their zone watcher (or at once on SIGHUP) and drop cached answers.
+Two places hold the state, and the command writes whichever the nodes follow:
+- a zone directory: ``<zone>.state.json`` beside the zone file, picked up by each
+  node's zone watcher (or at once on SIGHUP);
+- the control plane: the document's ``state`` section, as a new version with an
+  author and a message, like any other change (``gtm up`` serves this way).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import dns.name
 
+from gtm.control.client import Client
 from gtm.dns.loader import load_zone
 from gtm.errors import ConfigError
+from gtm.steering.definitions import parse_steering
+from gtm.steering.model import Steering
 from gtm.steering.state import (
-    ADMIN_VALUES,
-    HEALTH_VALUES,
-    EndpointState,
     RegionState,
     SteeringState,
     load_state,
+    parse_state,
     save_state,
     state_path,
 )
 
 
-def _zone_files(zones_dir: Path, zone: str) -> tuple[Path, Path]:
-    origin = dns.name.from_text(zone).to_text().rstrip(".")
-    zone_file = zones_dir / f"{origin}.zone"
-    if not zone_file.exists():
-        raise ConfigError(f"no zone file {zone_file}")
-    return zone_file, state_path(zones_dir, origin)
-
-
-def set_endpoint(
-    zones_dir: Path,
-    zone: str,
-    endpoint: str,
-    health: str | None = None,
-    admin: str | None = None,
-    reason: str = "",
-) -> EndpointState:
-    zone_file, path = _zone_files(zones_dir, zone)
-    steering = load_zone(zone_file).steering
-    if steering is None or steering.endpoint(endpoint) is None:
-        raise ConfigError(f"zone {zone} has no steered endpoint {endpoint!r}")
-    if health is not None and health not in HEALTH_VALUES:
-        raise ConfigError(f"health must be one of {HEALTH_VALUES}")
-    if admin is not None and admin not in ADMIN_VALUES:
-        raise ConfigError(f"admin must be one of {ADMIN_VALUES}")
-    state = load_state(path)
+def with_endpoint(
+    state: SteeringState, endpoint: str, health: str | None, admin: str | None, reason: str
+) -> SteeringState:
     current = state.endpoint_state(endpoint)
     updated = replace(
         current,
@@ -57,33 +40,88 @@ def set_endpoint(
         admin=admin or current.admin,  # type: ignore[arg-type]
         reason=reason,
     )
-    endpoints = {**state.endpoints, endpoint: updated}
-    save_state(path, SteeringState(endpoints, state.regions))
-    return updated
+    return SteeringState({**state.endpoints, endpoint: updated}, state.regions)
 
 
-def set_region(
-    zones_dir: Path,
-    zone: str,
-    region: str,
-    health: str | None = None,
-    headroom: float | None = None,
-    reason: str = "",
-) -> RegionState:
-    zone_file, path = _zone_files(zones_dir, zone)
-    steering = load_zone(zone_file).steering
-    if steering is None or region not in steering.regions:
-        raise ConfigError(f"zone {zone} has no region {region!r}")
-    if health is not None and health not in HEALTH_VALUES:
-        raise ConfigError(f"health must be one of {HEALTH_VALUES}")
-    if headroom is not None and not 0.0 <= headroom <= 1.0:
-        raise ConfigError("headroom must be from 0 to 1")
-    state = load_state(path)
+def with_region(
+    state: SteeringState, region: str, health: str | None, headroom: float | None, reason: str
+) -> SteeringState:
     current = state.region_state(region)
     updated = RegionState(
         health=health or current.health,  # type: ignore[arg-type]
         headroom=current.headroom if headroom is None else headroom,
         reason=reason,
     )
-    save_state(path, SteeringState(state.endpoints, {**state.regions, region: updated}))
+    return SteeringState(state.endpoints, {**state.regions, region: updated})
+
+
+def state_document(state: SteeringState) -> dict[str, Any]:
+    return {
+        "endpoints": {k: asdict(v) for k, v in sorted(state.endpoints.items())},
+        "regions": {k: asdict(v) for k, v in sorted(state.regions.items())},
+    }
+
+
+def check_target(steering: Steering | None, zone: str, endpoint: str | None,
+                 region: str | None) -> None:
+    if steering is None:
+        raise ConfigError(f"zone {zone} has no steering definitions")
+    if endpoint is not None and steering.endpoint(endpoint) is None:
+        raise ConfigError(f"zone {zone} has no steered endpoint {endpoint!r}")
+    if region is not None and region not in steering.regions:
+        raise ConfigError(f"zone {zone} has no region {region!r}")
+    # Values are checked again by the state parser; this catches typos in names.
+
+
+# ---- a zone directory ----
+
+
+def change_in_directory(
+    zones_dir: Path, zone: str, endpoint: str | None, region: str | None,
+    change: Any,
+) -> SteeringState:
+    origin = dns.name.from_text(zone).to_text().rstrip(".")
+    zone_file = zones_dir / f"{origin}.zone"
+    if not zone_file.exists():
+        raise ConfigError(f"no zone file {zone_file}")
+    check_target(load_zone(zone_file).steering, zone, endpoint, region)
+    path = state_path(zones_dir, origin)
+    updated = change(load_state(path))
+    parse_state(state_document(updated), str(path))  # refuse what a node would refuse
+    save_state(path, updated)
     return updated
+
+
+# ---- the control plane ----
+
+
+def change_through_api(
+    api: Client, zone: str, endpoint: str | None, region: str | None, change: Any,
+    message: str,
+) -> tuple[SteeringState, int]:
+    """Read the live document, change its state section, write it based on that version
+    (a concurrent change gets 409 rather than being overwritten)."""
+    live = api.call("GET", "/v1/config")
+    version = int(live.body["version"])
+    document = live.body["document"]
+    zone_name = dns.name.from_text(zone).to_text()
+    steering_raw = _zone_entry(document.get("steering", {}), zone_name)
+    if steering_raw is None:
+        raise ConfigError(f"zone {zone_name} has no steering in version {version}")
+    check_target(parse_steering(steering_raw, dns.name.from_text(zone_name), "api"),
+                 zone, endpoint, region)
+    states = dict(document.get("state", {}))
+    key = next((k for k in states if k.rstrip(".") == zone_name.rstrip(".")), zone_name)
+    updated = change(parse_state(states.get(key, {}), "api"))
+    states[key] = state_document(updated)
+    reply = api.call("PUT", "/v1/config/sections/state",
+                     {"value": states, "message": message}, if_match=version)
+    return updated, int(reply.body["version"]["version"])
+
+
+def _zone_entry(table: dict[str, Any], zone_name: str) -> Any:
+    for name, value in table.items():
+        if name.rstrip(".").lower() == zone_name.rstrip(".").lower():
+            return value
+    return None
+

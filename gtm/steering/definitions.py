@@ -189,6 +189,14 @@ def _steered_name(
         _filter(ctx, f"{where}.filters[{i}]", item, regions, pools[pool])
         for i, item in enumerate(_list(ctx, f"{where}.filters", table.get("filters", [])))
     )
+    fallback = _fallback(ctx, f"{where}.fallback", table.get("fallback", "open"), pools)
+    # A fallback of the other kind would answer nothing at all when it applies.
+    if fallback.mode == "addresses" and pools[pool].is_cname:
+        raise ctx.fail(f"{where}.fallback", "a CNAME pool cannot fall back to fixed "
+                       "addresses; use a fallback pool of CNAME endpoints")
+    if fallback.pool is not None and pools[fallback.pool].is_cname != pools[pool].is_cname:
+        raise ctx.fail(f"{where}.fallback.pool", f"pool {fallback.pool!r} and pool {pool!r} "
+                       "must both be CNAME pools or both address pools")
     return SteeredName(
         name=name,
         pool=pool,
@@ -200,7 +208,7 @@ def _steered_name(
                               table.get("sticky_prefix_v4", 24), minimum=0, maximum=32),
         sticky_prefix_v6=_int(ctx, f"{where}.sticky_prefix_v6",
                               table.get("sticky_prefix_v6", 56), minimum=0, maximum=128),
-        fallback=_fallback(ctx, f"{where}.fallback", table.get("fallback", "open"), pools),
+        fallback=fallback,
     )
 
 

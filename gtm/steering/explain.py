@@ -138,8 +138,14 @@ def _outcome(
     for text, count in counts.most_common():
         lines.append(f"  {count / len(records.variants):6.1%}  {text}")
     lines.append(f"ttl: {steered.ttl}")
-    lines.append(f"ecs scope: /{records.scope}" + (
-        "  (answer does not depend on the client)" if records.scope == 0 else ""))
+    note = ""
+    if records.scope == 0:
+        # Scope 0 also means "no client subnet was sent": only claim the answer is the
+        # same for every client when the decision did not look at the client at all.
+        independent = decision.scope == 0 and steered.select != "sticky"
+        note = ("  (answer does not depend on the client)" if independent
+                else "  (no client subnet in the question)")
+    lines.append(f"ecs scope: /{records.scope}{note}")
     return lines
 
 

@@ -110,7 +110,8 @@ def test_up_serves_the_example_zones_on_the_given_port(
     command = [str(script)] if script.exists() else gtm_command()
     # Started in an empty directory, so the zones served are the repository's.
     server = gtm_server(
-        None, workers=None, subcommand="up", listen=hosts, extra=["--port", str(port)],
+        None, workers=None, subcommand="up", listen=hosts,
+        extra=["--port", str(port), "--api-listen", "127.0.0.1:0"],
         command=command,
     )  # fmt: skip
     assert server.ports == {"127.0.0.1": port, "::1": port}

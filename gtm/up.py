@@ -1,0 +1,166 @@
+"""`gtm up`: everything that exists, on one machine, in one process, with no servers.
+
+The control plane keeps the configuration (SQLite in ``var/`` by default, or
+PostgreSQL and Redis when given) and the DNS node follows it. The zone directory
+stays a way to change it: files that change while gtm runs (and files that differ
+from the store when it starts) become new versions, zone by zone, through the same
+validator as the API, so an edit in ``zones/`` and a ``gtm config apply`` both
+work and neither silently undoes the other's unrelated changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gtm import log
+from gtm.config.document import document_from_zone_dir
+from gtm.config.settings import DnsSettings, Listen
+from gtm.control.embedded import Embedded, start_embedded
+from gtm.control.service import ConfigService
+from gtm.dns.loader import Signature, signature
+from gtm.dns.node import load_or_fail, open_locator, run_async, wait_for_stop
+from gtm.dns.service import DnsService
+from gtm.dns.sockets import bind_workers
+from gtm.errors import ConfigError, GtmError
+
+FILE_SECTIONS = ("zones", "steering", "state")
+AUTHOR = "zones-dir"
+
+Entry = tuple[str, str]  # (section, zone name)
+Stopper = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    dns: DnsSettings
+    state_dir: Path = Path("var")
+    api: Listen = field(default_factory=lambda: Listen("127.0.0.1", 8080))
+    postgres: str | None = None
+    redis: str | None = None
+
+
+def up(settings: UpSettings) -> int:
+    run_async(lambda: _main(settings))
+    return 0
+
+
+async def _main(settings: UpSettings) -> None:
+    dns = settings.dns
+    initial = load_or_fail(dns)
+    sockets = bind_workers(dns.listen, 1)[0]
+    # The node follows the store; the zone directory reaches it through ZoneDirSync.
+    service = DnsService(replace(dns, watch_interval=0), sockets, initial, open_locator(dns))
+    await service.start()
+    stoppers: list[Stopper] = [service.stop]
+    try:
+        embedded = await start_embedded(
+            service, dns.zones_dir, settings.state_dir, host=settings.api.host,
+            port=settings.api.port, store_url=settings.postgres, redis_url=settings.redis,
+        )
+        stoppers.append(embedded.stop)
+        sync = ZoneDirSync(embedded.plane.service, dns.zones_dir)
+        await sync.run_once(at_start=True)
+        stoppers.append(await _watch(sync, dns.watch_interval))
+        _announce(settings, sockets.udp, embedded)
+        await wait_for_stop(on_reload=sync.run_once)
+    finally:
+        for stop in reversed(stoppers):
+            with contextlib.suppress(Exception):
+                await stop()
+
+
+async def _watch(sync: ZoneDirSync, interval: float) -> Stopper:
+    async def loop() -> None:
+        while interval > 0:
+            await asyncio.sleep(interval)
+            await sync.run_once()
+
+    task = asyncio.create_task(loop())
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return stop
+
+
+def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
+    for sock in udp:
+        host, port = sock.getsockname()[:2]
+        log.dns.info("listening on %s port %d (UDP and TCP)", host, port)
+    token = settings.state_dir / "control" / "admin.token"
+    log.cli.info("API: %s (admin token in %s)", embedded.plane.url, token)
+    log.cli.info("zones: %s (edits become new versions)", settings.dns.zones_dir)
+
+
+class ZoneDirSync:
+    """Turns changes of the zone directory into versions, one zone entry at a time."""
+
+    def __init__(self, service: ConfigService, zones_dir: Path):
+        self.service = service
+        self.zones_dir = zones_dir
+        self.seen_signature: Signature | None = None
+        self.seen_entries: dict[Entry, str] | None = None
+
+    async def run_once(self, at_start: bool = False) -> None:
+        try:
+            await self._sync(at_start)
+        except (GtmError, OSError, ValueError) as exc:
+            # A bad file is reported and the live version stays; the next edit retries.
+            log.zones.error("zone directory not applied: %s", exc)
+
+    async def _sync(self, at_start: bool) -> None:
+        loop = asyncio.get_running_loop()
+        current_signature = await loop.run_in_executor(None, signature, self.zones_dir)
+        if current_signature == self.seen_signature:
+            return
+        document = await loop.run_in_executor(None, document_from_zone_dir, self.zones_dir)
+        entries = _entries(document)
+        head = await self.service.store.head()
+        live = await self.service.document_at(head)
+        # At start, compare with the store (files edited while gtm was down win, but a
+        # missing file removes nothing); later, with what the files said last time.
+        previous = _entries(live) if at_start else (self.seen_entries or {})
+        changed = {k: v for k, v in entries.items() if previous.get(k) != v}
+        removed = set() if at_start else set(previous) - set(entries)
+        if changed or removed:
+            updated = _apply(live, document, changed, removed)
+            if updated != live:
+                names = sorted({zone for _, zone in (*changed, *removed)})
+                await self.service.propose(updated, head, AUTHOR,
+                                           f"zone directory changed: {', '.join(names)}")
+        self.seen_signature = current_signature
+        self.seen_entries = entries
+
+
+def _entries(document: dict[str, Any]) -> dict[Entry, str]:
+    entries: dict[Entry, str] = {}
+    for section in FILE_SECTIONS:
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"section {section} is not an object")
+        for zone, value in table.items():
+            entries[(section, zone)] = json.dumps(value, sort_keys=True)
+    return entries
+
+
+def _apply(
+    live: dict[str, Any], files: dict[str, Any], changed: dict[Entry, str], removed: set[Entry]
+) -> dict[str, Any]:
+    updated = copy.deepcopy(live)
+    for section, zone in changed:
+        updated.setdefault(section, {})[zone] = copy.deepcopy(files[section][zone])
+    for section, zone in removed:
+        updated.get(section, {}).pop(zone, None)
+    for section in FILE_SECTIONS:
+        if section in updated and not updated[section]:
+            del updated[section]
+    return updated
