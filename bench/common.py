@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
 import platform
@@ -365,7 +366,14 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def find_tool(command: str) -> str | None:
-    """A command on PATH, or in the sbin directories a non-root PATH often lacks."""
+    """A command on PATH, or in the sbin directories a non-root PATH often lacks.
+
+    An absolute path stands for a file a package installs that is not a command (a
+    plugin such as /usr/lib/*/pdns/libbindbackend.so); it may hold glob wildcards.
+    """
+    if command.startswith("/"):
+        matches = sorted(glob.glob(command))
+        return matches[0] if matches else None
     found = shutil.which(command)
     if found:
         return found
@@ -420,16 +428,19 @@ def per_core(throughput: float, cpu_seconds: float, wall_seconds: float) -> floa
 
 
 def print_table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO = sys.stdout
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    out: TextIO = sys.stdout,
+    left: int = 1,
 ) -> None:
-    """A plain-text table: the first column left-aligned, the figures right-aligned."""
+    """A plain-text table: the first `left` columns left-aligned, the figures right-aligned."""
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
         parts = [
-            cell.ljust(width) if index == 0 else cell.rjust(width)
+            cell.ljust(width) if index < left else cell.rjust(width)
             for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ]
         return "  ".join(parts).rstrip()

@@ -66,9 +66,10 @@ ZONE_ORIGIN = "bench.test."
 ZONE_FILE = BENCH_DIR / "zones" / "bench.test.zone"
 QUERY_FILE = BENCH_DIR / "queries" / "dns-static.txt"
 
-# gdnsd's copy of the zone gets these appended: the weighted pool of BENCHMARKS.md, for
-# the steered suite. gtm's zone parser has no DYNA type, and the static mix never asks
-# for `dyn`, so both servers answer the static suite from the same records.
+# gdnsd's copy of the zone gets these appended: the weighted pool of BENCHMARKS.md (the
+# steered suite, steered_bench.py, measures it in a zone of its own). gtm's zone parser
+# has no DYNA type, and the static mix never asks for `dyn`, so both servers answer the
+# static suite from the same records.
 GDNSD_EXTRA_RECORDS = "dyn      60    DYNA  weighted!wpool\n"
 GDNSD_PLUGINS = """\
 plugins => {
@@ -522,9 +523,6 @@ def describe(result: RoundResult) -> str:
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--light-seconds", type=float, default=3.0,
                        help=f"length of the light-load (-Q {LIGHT_QPS}) latency run (3)")
-    group.add_argument("--gtm", help="gtm executable (default: the one next to this Python)")
-    group.add_argument("--keep-workdir", action="store_true",
-                       help="keep the servers' configs and logs (printed at the end)")
 
 
 def budget_seconds(args: argparse.Namespace) -> float:

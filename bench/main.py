@@ -1,8 +1,9 @@
 """bench/run: run benchmark suites, each comparing gtm with its peers on this machine.
 
 A suite is a common.Suite (see dns_bench.SUITE); to add one, write its module and list
-its SUITE in SUITES below. The commands each suite needs are installed first (apt-get,
-when missing); then the whole run gets a deadline and stops by itself when it passes.
+its SUITE in SUITES below. `--suite all` runs every suite. The commands each suite needs
+are installed first (apt-get, when missing); then the whole run gets a deadline and
+stops by itself when it passes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import sys
 
 import dns_bench
+import steered_bench
 from common import (
     BenchError,
     Deadline,
@@ -22,7 +24,9 @@ from common import (
     pin_self,
 )
 
-SUITES: dict[str, Suite] = {suite.name: suite for suite in (dns_bench.SUITE,)}
+SUITES: dict[str, Suite] = {
+    suite.name: suite for suite in (dns_bench.SUITE, steered_bench.SUITE)
+}
 DEFAULT_SUITES = ["dns"]
 
 
@@ -35,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="length of each saturation run, in seconds (10)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds per server; medians are reported (3)")
-    parser.add_argument("--suite", action="append", choices=sorted(SUITES), dest="suites",
-                        help=f"suite to run, repeatable (default: {', '.join(DEFAULT_SUITES)})")
+    parser.add_argument("--suite", action="append", choices=[*sorted(SUITES), "all"],
+                        dest="suites",
+                        help="suite to run, repeatable; `all` runs every suite "
+                             f"(default: {', '.join(DEFAULT_SUITES)})")
     parser.add_argument("--server-cpu", type=int, default=1, help="CPU for the servers (1)")
     parser.add_argument("--client-cpu", type=int, default=0,
                         help="CPU for load generators and this harness (0)")
+    parser.add_argument("--gtm", help="gtm executable (default: the one next to this Python)")
+    parser.add_argument("--keep-workdir", action="store_true",
+                        help="keep the servers' configs and logs (printed at the end)")
     for suite in SUITES.values():
         suite.add_arguments(parser.add_argument_group(f"{suite.name} suite: {suite.help}"))
     return parser
@@ -50,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.rounds < 1:
         print("bench: --seconds must be positive and --rounds at least 1", file=sys.stderr)
         return 2
-    chosen = [SUITES[name] for name in dict.fromkeys(args.suites or DEFAULT_SUITES)]
+    names = args.suites or DEFAULT_SUITES
+    if "all" in names:
+        names = list(SUITES)
+    chosen = [SUITES[name] for name in dict.fromkeys(names)]
     try:
         check_cpus(args.server_cpu, args.client_cpu)
         pin_self(args.client_cpu)
