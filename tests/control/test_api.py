@@ -102,9 +102,9 @@ async def test_invalid_changes_name_the_field_and_store_nothing(
 async def test_rollback_dry_run_and_sections(settings: ControlSettings) -> None:
     async with running(settings) as (_plane, api):
         await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
-        await api.call("PUT", "/v1/config/sections/steering", {"value": {"pools": []}},
+        await api.call("PUT", "/v1/config/sections/lb", {"value": {"pools": []}},
                        if_match=1)
-        status, body, _ = await api.call("GET", "/v1/config/sections/steering")
+        status, body, _ = await api.call("GET", "/v1/config/sections/lb")
         assert (status, body["value"]) == (200, {"pools": []})
         status, body, _ = await api.call(
             "PUT", "/v1/config?dry_run=true", {"document": {}}, if_match=2)

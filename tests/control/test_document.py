@@ -13,11 +13,11 @@ from tests.control.conftest import EXAMPLE_ZONE, example_document
 
 
 def test_compiles_zones_and_keeps_sections() -> None:
-    doc = {**example_document(), "steering": {"pools": []}, "lb": {}}
+    doc = {**example_document(), "lb": {"pools": []}}
     compiled = compile_document(doc, "api")
     [zone] = compiled.zones.zones.values()
     assert zone.origin.to_text() == "example.test."
-    assert compiled.sections["steering"] == {"pools": []}
+    assert compiled.sections["lb"] == {"pools": []}
     assert compiled.digest == compile_document(dict(reversed(doc.items())), "x").digest
 
 
@@ -69,12 +69,12 @@ def test_registered_validator_compiles_its_section() -> None:
 
     saved = dict(document._SECTIONS)
     try:
-        register_section("steering", steering)
-        good = compile_document({"steering": {"pools": [{"name": "eu"}]}}, "api")
-        assert good.sections["steering"] == ("eu",)
+        register_section("lb", steering)
+        good = compile_document({"lb": {"pools": [{"name": "eu"}]}}, "api")
+        assert good.sections["lb"] == ("eu",)
         with pytest.raises(ConfigError) as caught:
-            compile_document({"steering": {"pools": [{"name": "a", "weight": -1}]}}, "api")
-        assert caught.value.where == "steering.pools[0].weight"
+            compile_document({"lb": {"pools": [{"name": "a", "weight": -1}]}}, "api")
+        assert caught.value.where == "lb.pools[0].weight"
         with pytest.raises(ValueError):
             register_section("zones", steering)
     finally:
