@@ -17,6 +17,7 @@ import dns.rcode
 
 from gtm import log
 from gtm.dns.answer import ZoneSet, answer
+from gtm.dns.buckets import LocationBuckets
 from gtm.dns.render import TCP_LIMIT, ServerIdentity, badvers, render, udp_limit
 from gtm.dns.steered import SteerInput
 from gtm.dns.wire import Drop, FormErr, NotImp, Query, error_reply, parse_query
@@ -55,6 +56,9 @@ class Engine:
         # Steered answers depend on the client: keyed on the packet and the peer.
         self.steered_udp: dict[tuple[bytes, str | None], Rotation] = {}
         self.steered_tcp: dict[tuple[bytes, str | None], Rotation] = {}
+        # Steered answers to ECS queries: per client location bucket (buckets.py).
+        self.buckets_udp = LocationBuckets(cache_entries)
+        self.buckets_tcp = LocationBuckets(cache_entries)
 
     def swap(self, zones: ZoneSet) -> None:
         """Serve new zones from the next packet on; old cached answers go with the old zones.
@@ -63,7 +67,8 @@ class Engine:
         loop between two packets, so no packet sees new zones with old answers.
         """
         self.zones = zones
-        for cache in (self.udp_cache, self.tcp_cache, self.steered_udp, self.steered_tcp):
+        for cache in (self.udp_cache, self.tcp_cache, self.steered_udp, self.steered_tcp,
+                      self.buckets_udp, self.buckets_tcp):
             cache.clear()
 
     def respond(self, data: bytes, tcp: bool, peer: str | None = None) -> bytes | None:
@@ -83,6 +88,11 @@ class Engine:
         if rotation is not None:
             self.stats.cache_hits += 1
             return data[:2] + rotation.next()
+        buckets = self.buckets_tcp if tcp else self.buckets_udp
+        bucketed = buckets.lookup(data)
+        if bucketed is not None:
+            self.stats.cache_hits += 1
+            return bucketed
         try:
             reply = self._answer(data, tcp, peer)
         except Drop:
@@ -100,8 +110,12 @@ class Engine:
             return error_reply(data, dns.rcode.SERVFAIL)
         self.stats.answered += 1
         if isinstance(reply, Rotation):
-            _bounded_put(steered, (data[2:], peer), reply, self.cache_entries)
-            return data[:2] + reply.next()
+            first = reply.next()
+            stored = reply.ecs_scope is not None and buckets.store(
+                data, reply.ecs_scope, reply.replies, reply.turn)
+            if not stored:
+                _bounded_put(steered, (data[2:], peer), reply, self.cache_entries)
+            return data[:2] + first
         _bounded_put(cache, data[2:], reply[2:], self.cache_entries)
         return reply
 
@@ -114,19 +128,24 @@ class Engine:
         limit = TCP_LIMIT if tcp else udp_limit(query, self.server)
         if not result.variants:
             return render(query, result, self.server, limit)
-        return Rotation(tuple(
-            render(query, replace(result, answer=section), self.server, limit)[2:]
-            for section in result.variants
-        ))
+        client = inputs.client
+        return Rotation(
+            tuple(
+                render(query, replace(result, answer=section), self.server, limit)[2:]
+                for section in result.variants
+            ),
+            result.scope_prefix if client is not None and client.from_ecs else None,
+        )
 
 
 class Rotation:
     """Pre-rendered steered replies (without their ID), handed out in turn."""
 
-    __slots__ = ("replies", "turn")
+    __slots__ = ("ecs_scope", "replies", "turn")
 
-    def __init__(self, replies: tuple[bytes, ...]):
+    def __init__(self, replies: tuple[bytes, ...], ecs_scope: int | None = None):
         self.replies = replies
+        self.ecs_scope = ecs_scope  # set when the answer came from an ECS subnet
         # A random start: clients whose every query misses the cache (a fresh EDNS
         # cookie each time) must not all get the first variant.
         self.turn = random.randrange(len(replies))
