@@ -39,6 +39,8 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     watch_interval: float = 1.0
     cache_entries: int = 100_000
+    # recvmmsg/sendmmsg batches on Linux; false: the plain asyncio datagram protocol.
+    udp_batch: bool = True
     # An mmdb file (GeoLite2, DB-IP, or the NRO country file); None: the one shipped.
     geoip_database: Path | None = None
 
@@ -117,6 +119,8 @@ def _convert(key: str, raw: Any, source: str, base: Path) -> Any:
         raise ConfigError("must be a whole number", source, where)
     if "float" in str(expected) and not isinstance(raw, int | float):
         raise ConfigError("must be a number", source, where)
+    if expected in (bool, "bool") and not isinstance(raw, bool):
+        raise ConfigError("must be true or false", source, where)
     if "str" in str(expected) and not isinstance(raw, str):
         raise ConfigError("must be a string", source, where)
     return raw

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gtm import log, metrics
 from gtm.config.settings import DnsSettings
+from gtm.dns import udp_batch
 from gtm.dns.engine import Engine
 from gtm.dns.loader import LoadResult, Signature, load_directory, signature
 from gtm.dns.render import ServerIdentity
@@ -36,6 +37,7 @@ class DnsService:
         self.loaded_signature: Signature = initial.signature
         self.connections: set[TcpProtocol] = set()
         self.transports: list[asyncio.BaseTransport] = []
+        self.batched: list[udp_batch.BatchedUdp] = []
         self.servers: list[asyncio.base_events.Server] = []
         self.watcher: asyncio.Task[None] | None = None
         self.reload_lock = asyncio.Lock()
@@ -47,6 +49,11 @@ class DnsService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for sock in self.sockets.udp:
+            if self.settings.udp_batch and udp_batch.available():
+                batched = udp_batch.BatchedUdp(sock, self.engine)
+                batched.start(loop)
+                self.batched.append(batched)
+                continue
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: UdpProtocol(self.engine), sock=sock
             )
@@ -98,6 +105,8 @@ class DnsService:
             server.close()
         for transport in self.transports:
             transport.close()
+        for batched in self.batched:
+            batched.close()
         # Between messages a connection has nothing in flight: close it now. One
         # holding part of a message gets the grace period to finish sending it.
         for connection in list(self.connections):
