@@ -129,11 +129,16 @@ class Engine:
         if not result.variants:
             return render(query, result, self.server, limit)
         client = inputs.client
+        rendered: dict[tuple[int, ...], bytes] = {}
+        replies = []
+        for section in result.variants:
+            key = tuple(map(id, section))  # equal variants share their RRset objects
+            if key not in rendered:
+                rendered[key] = render(query, replace(result, answer=section), self.server,
+                                       limit)[2:]
+            replies.append(rendered[key])
         return Rotation(
-            tuple(
-                render(query, replace(result, answer=section), self.server, limit)[2:]
-                for section in result.variants
-            ),
+            tuple(replies),
             result.scope_prefix if client is not None and client.from_ecs else None,
         )
 

@@ -69,7 +69,14 @@ def steer(
         picks = variants(steered, decision.candidates, client, inputs.seed)
         if steered.select == "sticky" and client is not None and decision.candidates:
             scope = max(scope, sticky_scope(steered, client))
-        chosen = [_rrset(qname, rdtype, steered.ttl, pick) for pick in picks]
+        # Variants repeat (a rotation of 32 over two endpoints): build each set once,
+        # so the renderer can also render each distinct answer once.
+        built: dict[tuple[str, ...], dns.rrset.RRset | None] = {}
+        for pick in picks:
+            names = tuple(c.endpoint.name for c in pick)
+            if names not in built:
+                built[names] = _rrset(qname, rdtype, steered.ttl, pick)
+        chosen = [built[tuple(c.endpoint.name for c in pick)] for pick in picks]
     if client is None or not client.from_ecs:
         scope = 0
     else:

@@ -47,7 +47,13 @@ def variants(
     if name.select == "weighted" and name.answers == 1:
         return [[c] for c in smooth_weighted_sequence(candidates, _period(candidates))]
     rng = random.Random(seed)
-    return [choose(name, candidates, client, rng) for _ in range(MAX_VARIANTS)]
+    picks = [choose(name, candidates, client, rng) for _ in range(MAX_VARIANTS)]
+    if name.select == "weighted":
+        # Which endpoints, not their order, is what weighting decides (resolvers
+        # reorder RRsets anyway); a fixed order lets equal sets share one rendering.
+        rank = {c.endpoint.name: i for i, c in enumerate(candidates)}
+        picks = [sorted(pick, key=lambda c: rank[c.endpoint.name]) for pick in picks]
+    return picks
 
 
 def _period(candidates: Sequence[Candidate]) -> int:
