@@ -295,7 +295,7 @@ def cmd_geo_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lb_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _lb_commands(commands: argparse._SubParsersAction) -> None:
     lb = commands.add_parser("lb", help="the regional load balancer")
     lb_commands = lb.add_subparsers(dest="lb_command", required=True)
     serve = lb_commands.add_parser("serve", help="run the balancer from a TOML config")

@@ -7,7 +7,10 @@ A test lints the names (namespace, unit suffixes, help text).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
 
 NAMESPACE = "gtm"
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -26,3 +29,157 @@ zone_serial = Gauge(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+config_commits = Counter(
+    "config_commits_total",
+    "Configuration writes at the control plane, by result (ok, conflict, invalid, unavailable).",
+    ["result"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+config_announce_failures = Counter(
+    "config_announce_failures_total",
+    "New-version announcements that could not be sent, by channel (redis).",
+    ["channel"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+config_auth_refusals = Counter(
+    "config_auth_refusals_total",
+    "API requests refused for authentication or role, by reason.",
+    ["reason"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+config_follower_applies = Counter(
+    "config_follower_applies_total",
+    "Configuration versions a follower tried to serve, by result (ok, error) and origin.",
+    ["result", "origin"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+config_follower_version = Gauge(
+    "config_follower_version",
+    "Configuration version this node serves.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+
+
+# -- Health checking (gtm.health) -------------------------------------------------------
+health_probes = Counter(
+    "health_probes_total",
+    "Health probes run by this node, by check type and result (ok, fail).",
+    ["type", "result"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+health_transitions = Counter(
+    "health_transitions_total",
+    "Health state changes, by level (local: this observer's rise/fall; agreed: quorum) "
+    "and new state (up, down).",
+    ["level", "state"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+health_rebuilds = Counter(
+    "health_rebuilds_total",
+    "Serving snapshots rebuilt with new health facts (coalesced).",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+health_isolated = Gauge(
+    "health_isolated",
+    "1 while this node sees too few fresh observers for quorum and keeps the last agreed "
+    "state.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+
+# -- Regional load balancer -------------------------------------------------------------
+# The balancer counts with plain integers on its backend objects (hot path); this
+# collector reads them at scrape time. Each live balancer registers a source returning
+# LbSample rows; names and help texts are declared here with the rest.
+
+LB_METRICS = {
+    "lb_backend_requests_total": "Requests (L7) or connections (L4) sent to a backend.",
+    "lb_backend_responses_total": "Responses from a backend, by status class.",
+    "lb_backend_failures_total": "Backend connect errors, resets, timeouts and bad responses.",
+    "lb_backend_in_flight": "Requests (L7) or connections (L4) in flight to a backend.",
+    "lb_backend_connections": "Open connections to a backend, busy and pooled.",
+    "lb_backend_response_seconds": "Time from request to response head, per backend.",
+    "lb_rejected_total": "Requests the balancer answered itself with an error.",
+    "lb_reloads_total": "Configuration reloads applied by a balancer worker.",
+}
+
+
+class LbBackendSample:
+    __slots__ = ("backend", "buckets", "connections", "failures", "in_flight", "pool",
+                 "requests", "responses", "seconds_sum")
+
+    def __init__(self, pool: str, backend: str, requests: int, failures: int, in_flight: int,
+                 connections: int, responses: list[int],
+                 buckets: list[tuple[float, int]], seconds_sum: float):
+        self.pool, self.backend, self.requests, self.failures = pool, backend, requests, failures
+        self.in_flight, self.connections, self.responses = in_flight, connections, responses
+        self.buckets, self.seconds_sum = buckets, seconds_sum
+
+
+class LbSample:
+    def __init__(self, backends: list[LbBackendSample], rejected: int, reloads: int):
+        self.backends, self.rejected, self.reloads = backends, rejected, reloads
+
+
+class LbCollector:
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], LbSample]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        def name(key: str) -> str:
+            return f"{NAMESPACE}_{key.removesuffix('_total')}"
+
+        samples = [source() for source in list(self.sources)]
+        labels = ["pool", "backend"]
+        requests = CounterMetricFamily(name("lb_backend_requests_total"),
+                                       LB_METRICS["lb_backend_requests_total"], labels=labels)
+        responses = CounterMetricFamily(name("lb_backend_responses_total"),
+                                        LB_METRICS["lb_backend_responses_total"],
+                                        labels=[*labels, "class"])
+        failures = CounterMetricFamily(name("lb_backend_failures_total"),
+                                       LB_METRICS["lb_backend_failures_total"], labels=labels)
+        in_flight = GaugeMetricFamily(name("lb_backend_in_flight"),
+                                      LB_METRICS["lb_backend_in_flight"], labels=labels)
+        connections = GaugeMetricFamily(name("lb_backend_connections"),
+                                        LB_METRICS["lb_backend_connections"], labels=labels)
+        latency = HistogramMetricFamily(name("lb_backend_response_seconds"),
+                                        LB_METRICS["lb_backend_response_seconds"], labels=labels)
+        rejected = CounterMetricFamily(name("lb_rejected_total"), LB_METRICS["lb_rejected_total"])
+        reloads = CounterMetricFamily(name("lb_reloads_total"), LB_METRICS["lb_reloads_total"])
+        for sample in samples:
+            for b in sample.backends:
+                key = [b.pool, b.backend]
+                requests.add_metric(key, b.requests)
+                failures.add_metric(key, b.failures)
+                in_flight.add_metric(key, b.in_flight)
+                connections.add_metric(key, b.connections)
+                for index, count in enumerate(b.responses):
+                    if index:
+                        responses.add_metric([*key, f"{index}xx"], count)
+                running, buckets = 0, []
+                for bound, count in b.buckets:
+                    running += count
+                    buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+                latency.add_metric(key, buckets, b.seconds_sum)
+        rejected.add_metric([], sum(s.rejected for s in samples))
+        reloads.add_metric([], sum(s.reloads for s in samples))
+        yield from (requests, responses, failures, in_flight, connections, latency, rejected,
+                    reloads)
+
+
+lb_collector = LbCollector()
+REGISTRY.register(lb_collector)
