@@ -19,7 +19,8 @@ from gtm.config.settings import (
     validate,
 )
 from gtm.control import cli as control_cli
-from gtm.errors import GtmError
+from gtm.errors import ConfigError, GtmError
+from gtm.health import cli as health_cli
 from gtm.steering.state import SteeringState
 
 REPO_ZONES = Path(__file__).resolve().parent.parent / "zones"
@@ -53,13 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="embedded store, node snapshots, admin token (var/)")
     up.add_argument("--postgres", help="PostgreSQL URL instead of the embedded SQLite store")
     up.add_argument("--redis", help="Redis URL for fan-out to other nodes")
+    health_cli.add_probe_options(up, serve=False)
     up.set_defaults(handler=cmd_up)
 
     serve = commands.add_parser("serve", help="run a DNS node alone")
     _dns_options(serve)
     control_cli.add_follow_options(serve)
+    health_cli.add_probe_options(serve, serve=True)
     serve.set_defaults(handler=cmd_serve)
     control_cli.add_commands(commands)
+    health_cli.add_commands(commands, control_cli._client_options)
 
     explain = commands.add_parser("explain", help="why a steered name answers what it does")
     explain.add_argument("name")
@@ -141,7 +145,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gtm.dns import node
 
     follow = control_cli.follower_settings(args)
-    return node.serve(dns_settings(args, workers=default_workers()), follow)
+    settings = dns_settings(args, workers=default_workers())
+    health = health_cli.health_settings(args, args.probe)
+    if health is not None and settings.workers > 1 and not args.redis:
+        # Only worker 0 probes; the others can hear its observations only through Redis.
+        raise ConfigError("--probe with several workers needs --redis (or use --workers 1)",
+                          "command line", "--probe")
+    return node.serve(settings, follow, health)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -158,6 +168,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         api=parse_listen(args.api_listen, default_port=8080),
         postgres=args.postgres,
         redis=args.redis,
+        health=health_cli.health_settings(args, not args.no_probe),
     ))
 
 
@@ -178,10 +189,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from gtm.config.document import compile_document
         from gtm.steering.explain import explain
 
-        live = control_cli.client(args).get("/v1/config")
+        api = control_cli.client(args)
+        live = api.get("/v1/config")
         zones = compile_document(live["document"], f"version {live['version']}").zones
         print(f"(configuration version {live['version']} from {args.api})")
-        print(explain(zones, question, locator))
+        summaries = health_cli.summaries_from_api(args)
+        print(explain(zones, question, locator, summaries[0] if summaries else None))
         return 0
     print(explain_directory(args.zones or default_zones_dir(), question, locator))
     return 0
@@ -295,7 +308,7 @@ def cmd_geo_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lb_commands(commands: argparse._SubParsersAction) -> None:
+def _lb_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lb = commands.add_parser("lb", help="the regional load balancer")
     lb_commands = lb.add_subparsers(dest="lb_command", required=True)
     serve = lb_commands.add_parser("serve", help="run the balancer from a TOML config")

@@ -16,6 +16,7 @@ geo = logging.getLogger("gtm.geo")
 control = logging.getLogger("gtm.control")
 follower = logging.getLogger("gtm.control.follower")
 audit = logging.getLogger("gtm.control.audit")
+health = logging.getLogger("gtm.health")
 
 
 def setup(level: str | None = None) -> None:

@@ -29,6 +29,7 @@ from gtm.dns.node import load_or_fail, open_locator, run_async, wait_for_stop
 from gtm.dns.service import DnsService
 from gtm.dns.sockets import bind_workers
 from gtm.errors import ConfigError, GtmError
+from gtm.health.service import HealthService, HealthSettings
 
 FILE_SECTIONS = ("zones", "steering", "state")
 AUTHOR = "zones-dir"
@@ -44,6 +45,8 @@ class UpSettings:
     api: Listen = field(default_factory=lambda: Listen("127.0.0.1", 8080))
     postgres: str | None = None
     redis: str | None = None
+    # Probe the endpoints whose pools define a check; None: no health checking.
+    health: HealthSettings | None = None
 
 
 def up(settings: UpSettings) -> int:
@@ -60,11 +63,21 @@ async def _main(settings: UpSettings) -> None:
     await service.start()
     stoppers: list[Stopper] = [service.stop]
     try:
+        checker = None
+        if settings.health is not None:
+            # Started first: the first config version then starts its probes at once.
+            checker = HealthService(replace(settings.health, redis_url=settings.redis),
+                                    service.feed)
+            await checker.start()
+            stoppers.append(checker.stop)
         embedded = await start_embedded(
             service, dns.zones_dir, settings.state_dir, host=settings.api.host,
             port=settings.api.port, store_url=settings.postgres, redis_url=settings.redis,
         )
         stoppers.append(embedded.stop)
+        if checker is not None:
+            summary = checker.summary
+            embedded.follower.status_extra = lambda: {"health": summary()}
         sync = ZoneDirSync(embedded.plane.service, dns.zones_dir)
         await sync.run_once(at_start=True)
         stoppers.append(await _watch(sync, dns.watch_interval))

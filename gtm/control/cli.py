@@ -275,10 +275,15 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     reply = client(args).get("/v1/nodes")
     print(f"live version {reply['version']}")
-    print(f"{'NODE':<28} {'KIND':<6} {'VERSION':>7} {'LAG':>4} {'LAST CONTACT':>13}  ERROR")
+    from gtm.health.cli import status_column
+
+    print(f"{'NODE':<28} {'KIND':<6} {'VERSION':>7} {'LAG':>4} {'LAST CONTACT':>13}  "
+          f"{'HEALTH':<16} ERROR")
     for node in reply["items"]:
-        error = (node.get("info") or {}).get("error") or ""
+        info = node.get("info") or {}
+        error = info.get("error") or ""
         print(f"{node['node_id']:<28} {node['kind']:<6} {node['version']:>7} "
-              f"{node['lag_versions']:>4} {node['seconds_since_contact']:>11.1f} s  {error}")
+              f"{node['lag_versions']:>4} {node['seconds_since_contact']:>11.1f} s  "
+              f"{status_column(info):<16} {error}")
     return 0
 

@@ -18,7 +18,7 @@ async def follow_dns(
         settings = replace(settings, node_id=f"{settings.node_id}/{worker}")
 
     async def apply(version: int, compiled: CompiledConfig) -> None:
-        service.engine.swap(compiled.zones)
+        service.serve_zones(compiled.zones)
         for zone in compiled.zones.zones.values():
             metrics.zone_serial.labels(zone.origin.to_text()).set(zone.serial)
 

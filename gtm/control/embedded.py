@@ -39,7 +39,7 @@ async def start_embedded(
     ))
 
     async def apply(version: int, compiled: CompiledConfig) -> None:
-        service.engine.swap(compiled.zones)
+        service.serve_zones(compiled.zones)
 
     follower = ConfigFollower(
         FollowerSettings(node_id="embedded", state_dir=state_dir / "node",

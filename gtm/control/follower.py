@@ -82,6 +82,8 @@ class ConfigFollower:
         self._redis = fanout.RedisFanout(settings.redis_url, self.namespace) \
             if settings.redis_url else None
         self._warned_at = 0.0
+        # More to report (e.g. {"health": ...} from gtm.health), merged into the info.
+        self.status_extra: Callable[[], dict[str, Any]] | None = None
 
     async def start(self) -> None:
         if not await self._serve_snapshot():
@@ -217,6 +219,11 @@ class ConfigFollower:
             "pid": os.getpid(), "host": socket.gethostname(),
             "store_contact": self.last_contact, "error": self.error,
         }
+        if self.status_extra is not None:
+            try:
+                info.update(self.status_extra())
+            except Exception:  # a report must never stop the follower
+                log.follower.exception("extra status failed")
         return NodeStatus(self.settings.node_id, self.settings.kind, self.version,
                           time.time(), info)
 

@@ -21,6 +21,7 @@ from gtm.workers import Supervisor
 
 if TYPE_CHECKING:
     from gtm.control.follower import FollowerSettings
+    from gtm.health.service import HealthSettings
 
 
 def load_or_fail(settings: DnsSettings) -> LoadResult:
@@ -47,8 +48,10 @@ def open_locator(settings: DnsSettings) -> Locator | None:
     return locator
 
 
-def serve(settings: DnsSettings, follow: FollowerSettings | None = None) -> int:
-    """Serve the zone directory or, with ``follow``, the control plane's configuration."""
+def serve(settings: DnsSettings, follow: FollowerSettings | None = None,
+          health: HealthSettings | None = None) -> int:
+    """Serve the zone directory or, with ``follow``, the control plane's configuration;
+    with ``health``, probe and merge health facts into the answers."""
     # Until a handler is installed, SIGHUP (reload) must not end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Following: the zones come from the snapshot or the store, swapped in before serving.
@@ -59,13 +62,14 @@ def serve(settings: DnsSettings, follow: FollowerSettings | None = None) -> int:
     sockets = bind_workers(settings.listen, settings.workers)
     announce(settings, sockets[0], initial)
     if settings.workers == 1:
-        return run_worker(settings, sockets[0], initial, locator, follow)
+        return run_worker(settings, sockets[0], initial, locator, follow, health=health)
 
     def worker(index: int) -> int:
         for other, socks in enumerate(sockets):
             if other != index:
                 socks.close()
-        return run_worker(settings, sockets[index], initial, locator, follow, index)
+        return run_worker(settings, sockets[index], initial, locator, follow, index,
+                          _worker_health(health, index))
 
     return Supervisor(settings.workers, worker).run()
 
@@ -79,6 +83,14 @@ def announce(settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult)
                  settings.workers)
 
 
+def _worker_health(health: HealthSettings | None, index: int) -> HealthSettings | None:
+    """Worker 0 probes; the others only listen (through Redis), so one process does not
+    count as several observers toward the quorum."""
+    if health is None or index == 0:
+        return health
+    return replace(health, probe=False, observer_id=f"{health.observer_id}/{index}")
+
+
 def run_worker(
     settings: DnsSettings,
     sockets: WorkerSockets,
@@ -86,20 +98,31 @@ def run_worker(
     locator: Locator | None = None,
     follow: FollowerSettings | None = None,
     index: int = 0,
+    health: HealthSettings | None = None,
 ) -> int:
     async def main() -> None:
         service = DnsService(settings, sockets, initial, locator)
+        checker = None
+        if health is not None:
+            from gtm.health.service import HealthService
+
+            checker = HealthService(health, service.feed)
+            await checker.start()
         if follow is None:
             await service.start()
             await wait_for_stop(on_reload=service.reload)
-            await service.stop()
-            return
-        from gtm.control.dnsnode import follow_dns
+        else:
+            from gtm.control.dnsnode import follow_dns
 
-        follower = await follow_dns(service, follow, index)
-        await service.start()
-        await wait_for_stop(on_reload=follower.sync_now)
-        await follower.stop()
+            follower = await follow_dns(service, follow, index)
+            if checker is not None:
+                summary = checker.summary
+                follower.status_extra = lambda: {"health": summary()}
+            await service.start()
+            await wait_for_stop(on_reload=follower.sync_now)
+            await follower.stop()
+        if checker is not None:
+            await checker.stop()
         await service.stop()
 
     run_async(main)

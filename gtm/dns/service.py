@@ -9,11 +9,13 @@ from pathlib import Path
 from gtm import log, metrics
 from gtm.config.settings import DnsSettings
 from gtm.dns import udp_batch
+from gtm.dns.answer import ZoneSet
 from gtm.dns.engine import Engine
 from gtm.dns.loader import LoadResult, Signature, load_directory, signature
 from gtm.dns.render import ServerIdentity
 from gtm.dns.server import TcpProtocol, UdpProtocol
 from gtm.dns.sockets import WorkerSockets
+from gtm.health.overlay import ServingFeed
 from gtm.steering.chain import LocatorLike
 
 
@@ -34,6 +36,10 @@ class DnsService:
         self.settings = settings
         self.sockets = sockets
         self.engine = Engine(initial.zones, identity, settings.cache_entries, locator)
+        # Every change of what is served (reload, config version, health flip) goes
+        # through the feed, so the health overlay survives config swaps.
+        self.feed = ServingFeed(self.engine.swap)
+        self.feed.base = initial.zones
         self.loaded_signature: Signature = initial.signature
         self.connections: set[TcpProtocol] = set()
         self.transports: list[asyncio.BaseTransport] = []
@@ -41,6 +47,10 @@ class DnsService:
         self.servers: list[asyncio.base_events.Server] = []
         self.watcher: asyncio.Task[None] | None = None
         self.reload_lock = asyncio.Lock()
+
+    def serve_zones(self, zones: ZoneSet) -> None:
+        """Serve new base zones (health facts merged in) from the next packet on."""
+        self.feed.serve(zones)
 
     @property
     def zones_dir(self) -> Path:
@@ -71,9 +81,9 @@ class DnsService:
         """Compile the zone directory off the event loop, then swap it in at once."""
         async with self.reload_lock:
             loop = asyncio.get_running_loop()
-            previous = self.engine.zones
+            previous = self.feed.base  # without the health overlay: that is merged anew
             result = await loop.run_in_executor(None, load_directory, self.zones_dir, previous)
-            self.engine.swap(result.zones)
+            self.serve_zones(result.zones)
             self.loaded_signature = result.signature
             metrics.zone_reloads.labels("error" if result.errors else "ok").inc()
             for zone in result.zones.zones.values():
@@ -97,6 +107,7 @@ class DnsService:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, let open TCP conversations end, then close everything."""
+        self.feed.close()
         if self.watcher is not None:
             self.watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

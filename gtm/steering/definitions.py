@@ -25,6 +25,7 @@ from gtm.steering.model import (
     Fallback,
     Filter,
     GeoFilter,
+    HealthCheck,
     IPNetwork,
     LatencyFilter,
     Pool,
@@ -114,7 +115,7 @@ def _pool(
     ctx: _Ctx, where: str, name: str, raw: Any, regions: Mapping[str, Region]
 ) -> Pool:
     table = _table(ctx, where, raw)
-    _only_keys(ctx, where, table, {"endpoints"})
+    _only_keys(ctx, where, table, {"endpoints", "check"})
     items = _list(ctx, f"{where}.endpoints", _required(ctx, where, table, "endpoints"))
     if not items:
         raise ctx.fail(f"{where}.endpoints", "a pool needs at least one endpoint")
@@ -124,7 +125,89 @@ def _pool(
     kinds = {e.cname is not None for e in endpoints}
     if len(kinds) > 1:
         raise ctx.fail(f"{where}.endpoints", "mixes CNAME endpoints with address endpoints")
-    return Pool(name, endpoints)
+    check = None
+    if "check" in table:
+        check = _check(ctx, f"{where}.check", table["check"])
+        if check.type != "exec" and any(
+                e.cname is not None and e.check_address is None for e in endpoints):
+            raise ctx.fail(f"{where}.check", "CNAME endpoints need a check_address to probe")
+    return Pool(name, endpoints, check)
+
+
+CHECK_TYPES = ("tcp", "http", "https", "dns", "exec")
+CHECK_KEYS = {
+    "tcp": set(),
+    "http": {"method", "path", "host", "expect", "body"},
+    "https": {"method", "path", "host", "expect", "body", "sni", "verify", "cert_warn_days"},
+    "dns": {"query", "qtype", "rcode", "answer"},
+    "exec": {"command"},
+}
+COMMON_CHECK_KEYS = {"type", "port", "interval", "timeout", "rise", "fall", "fastinter", "jitter"}
+
+
+def _check(ctx: _Ctx, where: str, raw: Any) -> HealthCheck:
+    """A pool's health check; only the keys its type uses are allowed."""
+    table = _table(ctx, where, raw)
+    kind = _str(ctx, f"{where}.type", _required(ctx, where, table, "type"))
+    if kind not in CHECK_TYPES:
+        raise ctx.fail(f"{where}.type", f"must be one of {', '.join(CHECK_TYPES)}")
+    _only_keys(ctx, where, table, COMMON_CHECK_KEYS | CHECK_KEYS[kind])
+    values: dict[str, Any] = {"type": kind}
+    if "port" in table:
+        values["port"] = _int(ctx, f"{where}.port", table["port"], minimum=1, maximum=65535)
+    for key in ("interval", "timeout", "fastinter"):
+        if key in table:
+            values[key] = _number(ctx, f"{where}.{key}", table[key])
+            if not 0.01 <= values[key] <= 3600:
+                raise ctx.fail(f"{where}.{key}", "must be from 0.01 to 3600 seconds")
+    for key in ("rise", "fall"):
+        if key in table:
+            values[key] = _int(ctx, f"{where}.{key}", table[key], minimum=1, maximum=100)
+    if "jitter" in table:
+        values["jitter"] = _number(ctx, f"{where}.jitter", table["jitter"])
+        if not 0 <= values["jitter"] <= 0.5:
+            raise ctx.fail(f"{where}.jitter", "must be from 0 to 0.5 (a fraction of the delay)")
+    for key in ("method", "path", "host", "body", "sni", "query", "qtype", "rcode", "answer"):
+        if key in table:
+            values[key] = _str(ctx, f"{where}.{key}", table[key])
+    if "verify" in table:
+        values["verify"] = _bool(ctx, f"{where}.verify", table["verify"])
+    if "cert_warn_days" in table:
+        values["cert_warn_days"] = _int(ctx, f"{where}.cert_warn_days", table["cert_warn_days"])
+    if "expect" in table:
+        codes = _list(ctx, f"{where}.expect", table["expect"])
+        if not codes:
+            raise ctx.fail(f"{where}.expect", "needs at least one status code")
+        values["expect"] = tuple(_int(ctx, f"{where}.expect[{i}]", c, minimum=100, maximum=599)
+                                 for i, c in enumerate(codes))
+    if "command" in table:
+        argv = _list(ctx, f"{where}.command", table["command"])
+        values["command"] = tuple(_str(ctx, f"{where}.command[{i}]", a)
+                                  for i, a in enumerate(argv))
+    _check_consistency(ctx, where, kind, values)
+    return HealthCheck(**values)
+
+
+def _check_consistency(ctx: _Ctx, where: str, kind: str, values: dict[str, Any]) -> None:
+    if kind == "dns" and "query" not in values:
+        raise ctx.fail(f"{where}.query", "is required for a dns check")
+    if kind == "exec" and not values.get("command"):
+        raise ctx.fail(f"{where}.command", "is required for an exec check (a list of strings)")
+    if kind == "tcp" and "port" not in values:
+        raise ctx.fail(f"{where}.port", "is required for a tcp check")
+    if values.get("timeout", 1.0) > values.get("interval", 2.0):
+        raise ctx.fail(f"{where}.timeout", "must not be longer than the interval")
+    if "path" in values and not values["path"].startswith("/"):
+        raise ctx.fail(f"{where}.path", "must start with /")
+    if kind == "dns":
+        import dns.rcode
+        import dns.rdatatype
+
+        try:
+            dns.rdatatype.from_text(values.get("qtype", "A"))
+            dns.rcode.from_text(values.get("rcode", "NOERROR"))
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise ctx.fail(f"{where}", f"bad qtype or rcode: {exc}") from exc
 
 
 def _endpoint(ctx: _Ctx, where: str, raw: Any, regions: Mapping[str, Region]) -> Endpoint:

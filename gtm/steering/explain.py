@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.name
 import dns.rdatatype
@@ -31,7 +33,15 @@ class Question:
     subnet: str | None = None  # a CIDR sent as EDNS Client Subnet
 
 
-def explain(zones: ZoneSet, question: Question, locator: LocatorLike | None) -> str:
+def explain(zones: ZoneSet, question: Question, locator: LocatorLike | None,
+            health: Mapping[str, Any] | None = None) -> str:
+    """With ``health`` (a node's health summary), its facts are merged in as that node
+    merges them, and listed: who saw what, when."""
+    if health is not None:
+        from gtm.health.overlay import overlay
+        from gtm.health.service import facts_from_summary
+
+        zones = overlay(zones, facts_from_summary(health))
     qname = dns.name.from_text(question.name)
     key = name_key(qname)
     zone = zones.find(key)
@@ -53,6 +63,12 @@ def explain(zones: ZoneSet, question: Question, locator: LocatorLike | None) -> 
         for name, why in step.dropped:
             lines.append(f"       dropped {name}: {why}")
     lines += _outcome(zone, steered, records, answer_type)
+    if health is not None:
+        from gtm.health.cli import explain_lines
+
+        assert zone.steering is not None
+        names = [e.name for e in zone.steering.pools[steered.pool].endpoints]
+        lines += explain_lines(health, zone.origin.to_text(), names)
     return "\n".join(lines)
 
 

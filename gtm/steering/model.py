@@ -40,10 +40,46 @@ class Endpoint:
     check_address: str | None = None
 
 
+CheckType = Literal["tcp", "http", "https", "dns", "exec"]
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How a pool's endpoints are probed (``[pools.<name>.check]``); see gtm.health."""
+
+    type: CheckType
+    port: int | None = None  # None: the type's default (80, 443, 53); unused by exec
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 2
+    # While a state is changing (a failure seen while up, a success while down) the
+    # next probes come this fast, so fall x interval is the bound, not the typical case.
+    fastinter: float = 0.5
+    jitter: float = 0.1  # each delay is stretched or shrunk by up to this fraction
+    # http / https
+    method: str = "GET"
+    path: str = "/"
+    host: str | None = None
+    expect: tuple[int, ...] = (200,)
+    body: str | None = None  # a substring the response body must contain
+    sni: str | None = None
+    verify: bool = True
+    cert_warn_days: int = 14
+    # dns
+    query: str | None = None
+    qtype: str = "A"
+    rcode: str = "NOERROR"
+    answer: str | None = None  # an rdata text the answer must contain
+    # exec: argv, with {address} and {port} substituted
+    command: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Pool:
     name: str
     endpoints: tuple[Endpoint, ...]
+    check: HealthCheck | None = None
 
     @property
     def is_cname(self) -> bool:

@@ -25,6 +25,10 @@ class FakeService:
     def __init__(self) -> None:
         self.engine = FakeEngine()
 
+    def serve_zones(self, zones: ZoneSet) -> None:
+        # DnsService.serve_zones merges health facts first; with none, it is a swap.
+        self.engine.swap(zones)
+
 
 async def test_seeded_from_zones_and_changes_swap_in(tmp_path: Path) -> None:
     service: Any = FakeService()

@@ -1,0 +1,95 @@
+"""Region self-reports from the regional balancers (regional_lb/report.py contract):
+a region whose balancer has no healthy backend is down even though its listener
+still accepts connections; its headroom reaches the capacity filter."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gtm.health.bus import region_channel, region_prefix
+from gtm.health.overlay import ServingFeed
+from gtm.health.service import HealthService, HealthSettings
+from regional_lb import report as lb_report
+from tests.health.conftest import REDIS_URL
+from tests.health.endpoint import Endpoint, free_port
+from tests.health.helpers import Served, check, compile_zones, wait_for, zone_of
+
+
+def region_report(region: str, healthy: bool, in_flight: int = 0) -> dict[str, Any]:
+    return {"region": region, "worker": 0, "time": time.time(), "config_version": 1,
+            "healthy": healthy, "capacity": 100, "in_flight": in_flight,
+            "headroom": 1 - in_flight / 100, "requests_per_s": 0.0, "p95_ms": None,
+            "error_rate": 0.0, "backends_up": 2 if healthy else 0, "backends_total": 2}
+
+
+def eu_usable(served: Served) -> bool:
+    zone = zone_of(served.current)
+    assert zone.steering is not None
+    endpoint = zone.steering.endpoint("eu-1")
+    assert endpoint is not None
+    return zone.state.healthy(endpoint)
+
+
+async def test_in_process_report_with_no_healthy_backends_takes_the_region_out() -> None:
+    port = free_port("127.0.1.1")
+    listener = await Endpoint("127.0.1.1", port).start()  # accepts connections all along
+    served = Served()
+    feed = ServingFeed(served)
+    service = HealthService(HealthSettings("r1", coalesce=0.05), feed)
+    feed.serve(compile_zones({"type": "tcp", "port": port, "interval": 0.2, "timeout": 0.15,
+                              "fastinter": 0.1}))
+    await service.start()
+    try:
+        await wait_for(lambda: service.view.agreed.get("hc.test/eu-1") is not None, 2)
+        assert eu_usable(served)
+        # What a balancer worker does when it publishes (regional_lb/report.py).
+        for report in (region_report("eu", False), region_report("us", True, in_flight=70)):
+            lb_report.REPORTS[report["region"]] = report
+            for subscriber in list(lb_report.SUBSCRIBERS):
+                subscriber(report)
+        await wait_for(lambda: not eu_usable(served), 1)
+        state = zone_of(served.current).state
+        assert "no healthy backends" in state.region_state("eu").reason
+        assert abs(state.headroom("us") - 0.3) < 1e-9
+        assert service.machines["hc.test/eu-1"].state == "up"  # the listener still answers
+        recovered = region_report("eu", True)
+        for subscriber in list(lb_report.SUBSCRIBERS):
+            subscriber(recovered)
+        await wait_for(lambda: eu_usable(served), 1)
+    finally:
+        await service.stop()
+        feed.close()
+        await listener.stop()
+        lb_report.REPORTS.pop("eu", None)
+        lb_report.REPORTS.pop("us", None)
+
+
+async def test_report_through_redis_keys_and_channel(redis_namespace: str) -> None:
+    served = Served()
+    feed = ServingFeed(served)
+    settings = HealthSettings("r2", coalesce=0.05, redis_url=REDIS_URL,
+                              namespace=redis_namespace, in_process_reports=False)
+    service = HealthService(settings, feed)
+    feed.serve(compile_zones(check(free_port("127.0.1.1"))))
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        # Written before the node starts: it must read the key, not only the channel.
+        await client.set(f"{region_prefix(redis_namespace)}eu:0",
+                         json.dumps(region_report("eu", False)), px=5000)
+        await service.start()
+        await wait_for(lambda: "eu" in service.region_facts(), 3)
+        await wait_for(lambda: zone_of(served.current).state.region_state("eu").health
+                       == "down", 1)
+        await client.publish(region_channel(redis_namespace),
+                             json.dumps(region_report("eu", True)))
+        await wait_for(lambda: service.region_facts()["eu"].healthy, 2)
+        await wait_for(lambda: zone_of(served.current).state.region_state("eu").health
+                       == "up", 1)
+    finally:
+        await service.stop()
+        feed.close()
+        await client.aclose()
