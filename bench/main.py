@@ -12,6 +12,7 @@ import argparse
 import sys
 
 import dns_bench
+import lb_bench
 import steered_bench
 from common import (
     BenchError,
@@ -25,7 +26,7 @@ from common import (
 )
 
 SUITES: dict[str, Suite] = {
-    suite.name: suite for suite in (dns_bench.SUITE, steered_bench.SUITE)
+    suite.name: suite for suite in (dns_bench.SUITE, steered_bench.SUITE, lb_bench.SUITE)
 }
 DEFAULT_SUITES = ["dns"]
 

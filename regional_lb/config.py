@@ -1,0 +1,434 @@
+"""Balancer configuration: the ``[lb]`` table of a TOML file, validated into frozen objects.
+
+Every error is a :class:`gtm.errors.ConfigError` naming the file, the key path
+(``lb.pools[0].backends[1].weight``) and the reason. The smallest useful file::
+
+    [[lb.listeners]]
+    bind = "127.0.0.1:8080"
+    [[lb.pools]]
+    name = "app"
+    backends = ["127.0.0.1:9001", "127.0.0.1:9002"]
+
+Every key, with its default::
+
+    [lb]
+    workers = 1                # processes sharing the listeners (gtm lb serve --workers)
+    access_log = "off"         # off | text | json  (logger gtm.lb.access)
+    admin = "127.0.0.1:9900"   # admin API (absent: none); needs admin_token
+    admin_token = "..."        # Authorization: Bearer <token>
+    region = "local"           # the name in region reports
+    capacity = 0               # in-flight requests the region takes; 0: sum of max_connections
+    redis_url = "redis://..."  # publish region reports there too (absent: in-process only)
+    redis_namespace = "gtm"    # key prefix: <ns>:lb:region:<region>:<worker>, <ns>:lb:regions
+    report_interval = 1.0
+    demo_backends = []         # "HOST:PORT" demo HTTP servers started with the balancer
+
+    [lb.timeouts]              # seconds
+    header_read = 10.0         # a whole request head (slowloris): 408
+    idle_keepalive = 60.0      # between requests on a client connection: closed quietly
+    backend_connect = 3.0      # then the next backend; at the end 504
+    backend_response = 30.0    # request sent -> response head, and body inactivity: 504
+    tcp_idle = 300.0           # L4 and WebSocket tunnels without a byte either way
+    shutdown_grace = 1.0       # SIGTERM: health fails, listeners still accept this long
+    shutdown_deadline = 8.0    # then in-flight requests get this long
+
+    [lb.limits]
+    max_request_line = 8192    # 414 above
+    max_header_bytes = 32768   # 431 above
+    max_headers = 100          # 431 above
+    max_body_bytes = 0         # 413 above; 0: unlimited
+    max_client_connections = 20000  # per worker (all listeners); beyond, closed at once
+
+    [[lb.listeners]]
+    name = "http-8080"         # default: mode-port
+    bind = "127.0.0.1:8080"    # required
+    mode = "http"              # http | tcp
+    pool = "app"               # required when there are several pools
+    proxy_protocol = false     # accept PROXY v1/v2 headers ...
+    trusted_networks = []      # ... from these networks only (required with it)
+    health_path = "/.gtm/health"
+    [[lb.listeners.routes]]    # first match wins, else the listener's pool (http only)
+    pool = "api"
+    host = "api.example.com"   # all given conditions must hold
+    path_prefix = "/api/"
+    header = "X-Canary: 1"     # or just "X-Canary" for any value
+
+    [[lb.pools]]
+    name = "app"
+    algorithm = "round_robin"  # weighted_round_robin | least_connections | least_request |
+                               # peak_ewma | consistent_hash | random
+    hash_key = "client_ip"     # consistent_hash: client_ip | cookie:NAME | header:NAME
+    slow_start = 0.0           # seconds to ramp new / re-enabled backends (weighted algorithms)
+    max_connections = 10000    # in-flight requests per backend; above it the backend is skipped
+    max_idle = 256             # pooled keep-alive connections per backend
+    retries = 2                # further backends tried when one fails
+    retry_budget = 0.2         # retries at most this share of requests (plus a reserve of 10)
+    proxy_protocol = "off"     # off | v1 | v2, sent to backends (pools of tcp listeners)
+    backends = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 2, state = "drain" }]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gtm.config.settings import Listen, parse_listen
+from gtm.errors import ConfigError
+
+ALGORITHMS = ("round_robin", "weighted_round_robin", "least_connections", "least_request",
+              "peak_ewma", "consistent_hash", "random")
+ADMIN_STATES = ("enabled", "drain", "maintenance")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    header_read: float = 10.0       # whole request head (slowloris): 408
+    idle_keepalive: float = 60.0    # between requests on a client connection
+    backend_connect: float = 3.0    # then the next backend, then 504
+    backend_response: float = 30.0  # request sent -> response head: 504
+    tcp_idle: float = 300.0         # L4: no bytes either way
+    shutdown_grace: float = 1.0     # SIGTERM: health fails, listeners still accept
+    shutdown_deadline: float = 8.0  # then in-flight requests get this long
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_line: int = 8192    # 414 above
+    max_header_bytes: int = 32768   # 431 above
+    max_headers: int = 100          # 431 above
+    max_body_bytes: int = 0         # 413 above; 0 = unlimited
+    max_client_connections: int = 20000  # per worker, all listeners; more are refused
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    address: Listen
+    weight: int = 1
+    state: str = "enabled"
+
+    @property
+    def key(self) -> str:
+        return str(self.address)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    backends: tuple[BackendSpec, ...]
+    algorithm: str = "round_robin"
+    hash_key: str = "client_ip"      # client_ip | cookie:NAME | header:NAME
+    slow_start: float = 0.0          # seconds to ramp a new or recovered backend's weight
+    max_connections: int = 10000     # per backend, busy and idle
+    max_idle: int = 256              # pooled keep-alive connections per backend
+    retries: int = 2                 # other backends tried per request
+    retry_budget: float = 0.2        # retries at most this share of requests (plus 10)
+    proxy_protocol: str = "off"      # L4: off | v1 | v2, sent to backends
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    pool: str
+    host: bytes | None = None
+    path_prefix: bytes | None = None
+    header: tuple[bytes, bytes | None] | None = None  # (lower name, value or any)
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    name: str
+    bind: Listen
+    pool: str
+    mode: str = "http"               # http | tcp
+    routes: tuple[RouteSpec, ...] = ()
+    proxy_protocol: bool = False     # accept a PROXY header, from trusted networks only
+    trusted_networks: tuple[IpNetwork, ...] = ()
+    health_path: str = "/.gtm/health"
+
+
+@dataclass(frozen=True)
+class LbConfig:
+    listeners: tuple[ListenerSpec, ...]
+    pools: tuple[PoolSpec, ...]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    workers: int = 1
+    access_log: str = "off"          # off | text | json
+    admin: Listen | None = None
+    admin_token: str | None = None
+    region: str = "local"
+    capacity: int = 0                # in-flight requests the region takes; 0 = from backends
+    redis_url: str | None = None
+    redis_namespace: str = "gtm"     # key prefix, as the control plane's
+    report_interval: float = 1.0
+    demo_backends: tuple[Listen, ...] = ()  # built-in demo servers started with the balancer
+    source: str = "config"
+
+    def pool(self, name: str) -> PoolSpec:
+        return next(p for p in self.pools if p.name == name)
+
+
+def load_config(path: Path) -> LbConfig:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(exc), str(path)) from exc
+    return build_config(data.get("lb"), str(path))
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers where it is, for error messages."""
+
+    def __init__(self, table: Any, where: str, source: str, known: tuple[str, ...]):
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table", source, where)
+        unknown = set(table) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown key {sorted(unknown)[0]!r}", source, where)
+        self.table, self.where, self.source = table, where, source
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(reason, self.source, f"{self.where}.{key}" if self.where else key)
+
+    def get(self, key: str, kind: type, default: Any = None) -> Any:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(key, f"must be {_KIND_NAMES[kind]}")
+        return value
+
+    def number(self, key: str, kind: type, default: Any, low: float, high: float) -> Any:
+        value = self.get(key, kind, default)
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low:g} and {high:g}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in options:
+            raise self.fail(key, f"must be one of {', '.join(options)}")
+        return str(value)
+
+    def address(self, key: str, required: bool = True) -> Listen | None:
+        text = self.get(key, str)
+        if text is None:
+            if required:
+                raise self.fail(key, "is required (\"HOST:PORT\")")
+            return None
+        if ":" not in text.strip("[]") and not text.startswith("["):
+            raise self.fail(key, "needs a port (\"HOST:PORT\")")
+        try:
+            return parse_listen(text, default_port=0)
+        except ConfigError as exc:
+            raise self.fail(key, exc.reason) from exc
+
+    def list(self, key: str) -> list[Any]:
+        value = self.get(key, list, [])
+        return list(value)
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
+               list: "a list", dict: "a table"}
+_TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
+        "admin_token", "region", "capacity", "redis_url", "redis_namespace", "report_interval",
+        "demo_backends")
+
+
+def build_config(raw: Any, source: str) -> LbConfig:
+    top = _Reader(raw if raw is not None else {}, "lb", source, _TOP)
+    pools = tuple(_pool(item, f"lb.pools[{i}]", source) for i, item in enumerate(top.list("pools")))
+    if not pools:
+        raise top.fail("pools", "needs at least one [[lb.pools]]")
+    names = [p.name for p in pools]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"pool {name!r} is defined twice", source, f"lb.pools[{i}].name")
+    listeners = tuple(
+        _listener(item, f"lb.listeners[{i}]", source, names)
+        for i, item in enumerate(top.list("listeners"))
+    )
+    if not listeners:
+        raise top.fail("listeners", "needs at least one [[lb.listeners]]")
+    _check_proxy_protocol_pools(listeners, pools, source)
+    return LbConfig(
+        listeners=listeners,
+        pools=pools,
+        timeouts=_timeouts(top.get("timeouts", dict, {}), source),
+        limits=_limits(top.get("limits", dict, {}), source),
+        workers=top.number("workers", int, 1, 1, 256),
+        access_log=top.choice("access_log", ("off", "text", "json"), "off"),
+        admin=top.address("admin", required=False),
+        admin_token=top.get("admin_token", str),
+        region=top.get("region", str, "local"),
+        capacity=top.number("capacity", int, 0, 0, 10**9),
+        redis_url=top.get("redis_url", str),
+        redis_namespace=top.get("redis_namespace", str, "gtm"),
+        report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
+        demo_backends=_addresses(top, "demo_backends"),
+        source=source,
+    )
+
+
+def _addresses(reader: _Reader, key: str) -> tuple[Listen, ...]:
+    result = []
+    for i, text in enumerate(reader.list(key)):
+        item = _Reader({"address": text}, f"{reader.where}.{key}[{i}]", reader.source,
+                       ("address",))
+        address = item.address("address")
+        assert address is not None
+        result.append(address)
+    return tuple(result)
+
+
+def _check_proxy_protocol_pools(listeners: tuple[ListenerSpec, ...],
+                                pools: tuple[PoolSpec, ...], source: str) -> None:
+    """A PROXY header describes one client connection: pooled HTTP upstreams cannot send it."""
+    http_pools = {r.pool for spec in listeners if spec.mode == "http"
+                  for r in spec.routes} | {spec.pool for spec in listeners if spec.mode == "http"}
+    for i, pool in enumerate(pools):
+        if pool.proxy_protocol != "off" and pool.name in http_pools:
+            raise ConfigError("is for pools of tcp listeners only (HTTP gets Forwarded)",
+                              source, f"lb.pools[{i}].proxy_protocol")
+
+
+def _timeouts(raw: Any, source: str) -> Timeouts:
+    names = tuple(Timeouts.__dataclass_fields__)
+    reader = _Reader(raw, "lb.timeouts", source, names)
+    defaults = Timeouts()
+    values = {n: reader.number(n, float, getattr(defaults, n),
+                               0.0 if n.startswith("shutdown") else 0.001, 86400)
+              for n in names}
+    return Timeouts(**values)
+
+
+def _limits(raw: Any, source: str) -> Limits:
+    names = tuple(Limits.__dataclass_fields__)
+    reader = _Reader(raw, "lb.limits", source, names)
+    defaults = Limits()
+    values = {n: reader.number(n, int, getattr(defaults, n), 0, 2**62) for n in names}
+    if values["max_request_line"] < 16 or values["max_header_bytes"] < 64:
+        raise reader.fail("max_header_bytes", "is too small to hold a request")
+    if values["max_client_connections"] < 1:
+        raise reader.fail("max_client_connections", "must be at least 1")
+    return Limits(**values)
+
+
+_POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_connections",
+              "max_idle", "retries", "retry_budget", "proxy_protocol")
+
+
+def _pool(raw: Any, where: str, source: str) -> PoolSpec:
+    reader = _Reader(raw, where, source, _POOL_KEYS)
+    name = reader.get("name", str)
+    if not name:
+        raise reader.fail("name", "is required")
+    backends = tuple(
+        _backend(item, f"{where}.backends[{i}]", source)
+        for i, item in enumerate(reader.list("backends"))
+    )
+    keys = [b.key for b in backends]
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            raise ConfigError(f"backend {key} is listed twice", source, f"{where}.backends[{i}]")
+    hash_key = reader.get("hash_key", str, "client_ip")
+    if hash_key != "client_ip" and not hash_key.startswith(("cookie:", "header:")):
+        raise reader.fail("hash_key", "must be client_ip, cookie:NAME or header:NAME")
+    return PoolSpec(
+        name=name,
+        backends=backends,
+        algorithm=reader.choice("algorithm", ALGORITHMS, "round_robin"),
+        hash_key=hash_key,
+        slow_start=reader.number("slow_start", float, 0.0, 0, 3600),
+        max_connections=reader.number("max_connections", int, 10000, 1, 10**6),
+        max_idle=reader.number("max_idle", int, 256, 0, 10**6),
+        retries=reader.number("retries", int, 2, 0, 10),
+        retry_budget=reader.number("retry_budget", float, 0.2, 0, 1),
+        proxy_protocol=reader.choice("proxy_protocol", ("off", "v1", "v2"), "off"),
+    )
+
+
+def _backend(raw: Any, where: str, source: str) -> BackendSpec:
+    if isinstance(raw, str):
+        raw = {"address": raw}
+    reader = _Reader(raw, where, source, ("address", "weight", "state"))
+    address = reader.address("address")
+    assert address is not None
+    if address.port == 0:
+        raise reader.fail("address", "needs a port above 0")
+    return BackendSpec(
+        address=address,
+        weight=reader.number("weight", int, 1, 0, 10000),
+        state=reader.choice("state", ADMIN_STATES, "enabled"),
+    )
+
+
+_LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
+                  "trusted_networks", "health_path")
+
+
+def _listener(raw: Any, where: str, source: str, pools: list[str]) -> ListenerSpec:
+    reader = _Reader(raw, where, source, _LISTENER_KEYS)
+    bind = reader.address("bind")
+    assert bind is not None
+    pool = reader.get("pool", str, pools[0] if len(pools) == 1 else None)
+    if pool is None:
+        raise reader.fail("pool", "is required when there is more than one pool")
+    if pool not in pools:
+        raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
+    mode = reader.choice("mode", ("http", "tcp"), "http")
+    routes = tuple(
+        _route(item, f"{where}.routes[{i}]", source, pools)
+        for i, item in enumerate(reader.list("routes"))
+    )
+    if routes and mode == "tcp":
+        raise reader.fail("routes", "are for http listeners only")
+    networks = []
+    for i, text in enumerate(reader.list("trusted_networks")):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except (TypeError, ValueError) as exc:
+            raise reader.fail(f"trusted_networks[{i}]", "is not an IP network") from exc
+    accept_proxy = reader.get("proxy_protocol", bool, False)
+    if accept_proxy and not networks:
+        raise reader.fail("trusted_networks", "is required when proxy_protocol is on")
+    health = reader.get("health_path", str, "/.gtm/health")
+    if not health.startswith("/"):
+        raise reader.fail("health_path", "must start with /")
+    return ListenerSpec(
+        name=reader.get("name", str, f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
+        routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
+        health_path=health,
+    )
+
+
+def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
+    reader = _Reader(raw, where, source, ("pool", "host", "path_prefix", "header"))
+    pool = reader.get("pool", str)
+    if pool not in pools:
+        raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
+    host = reader.get("host", str)
+    prefix = reader.get("path_prefix", str)
+    if prefix is not None and not prefix.startswith("/"):
+        raise reader.fail("path_prefix", "must start with /")
+    header_text = reader.get("header", str)
+    header: tuple[bytes, bytes | None] | None = None
+    if header_text is not None:
+        name, colon, value = header_text.partition(":")
+        if not name.strip():
+            raise reader.fail("header", "must be \"Name\" or \"Name: value\"")
+        header = (name.strip().lower().encode(), value.strip().encode() if colon else None)
+    return RouteSpec(
+        pool=pool,
+        host=host.lower().encode() if host else None,
+        path_prefix=prefix.encode() if prefix else None,
+        header=header,
+    )

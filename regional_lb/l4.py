@@ -1,0 +1,227 @@
+"""The TCP proxy: one backend connection per client connection, bytes both ways.
+
+Connect failures and timeouts move on to the next backend (within the pool's retry
+budget). Each side's full buffer pauses reading from the other; a FIN from one side is
+passed on as a FIN (half-close); no bytes either way for ``tcp_idle`` closes both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from regional_lb import proxyproto
+from regional_lb.balancing import BackendState, PoolState, pick
+
+if TYPE_CHECKING:
+    from regional_lb.worker import Worker
+
+MAX_EARLY = 65536  # client bytes held while the backend connection is being made
+
+
+class TcpUpstream(asyncio.Protocol):
+    def __init__(self, session: TcpSession):
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        session.deadline = session.worker.loop.time() + session.worker.timeouts.tcp_idle
+        assert session.transport is not None
+        session.transport.write(data)
+
+    def eof_received(self) -> bool:
+        return self.session.half_close(from_client=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.upstream_closed()
+
+    def pause_writing(self) -> None:
+        if self.session.transport is not None:
+            self.session.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.session.transport is not None and not self.session.transport.is_closing():
+            self.session.transport.resume_reading()
+
+
+class TcpSession(asyncio.Protocol):
+    """The client side of one proxied TCP connection."""
+
+    def __init__(self, worker: Worker, listener_name: str):
+        self.worker = worker
+        self.listener_name = listener_name
+        self.transport: asyncio.Transport | None = None
+        self.upstream: TcpUpstream | None = None
+        self.backend: BackendState | None = None
+        self.early = b""
+        self.deadline = 0.0
+        self.peer: proxyproto.Address = ("0.0.0.0", 0)
+        self.local: proxyproto.Address = ("0.0.0.0", 0)
+        self.awaiting_proxy_header = False
+        self.client_eof = False
+        self.upstream_eof = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        worker = self.worker
+        if len(worker.connections) >= worker.limits.max_client_connections:
+            self.closed = True
+            transport.close()  # over the limit: refused before any work
+            return
+        worker.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1])
+        local = transport.get_extra_info("sockname")
+        self.local = (local[0], local[1])
+        self.deadline = worker.loop.time() + worker.timeouts.tcp_idle
+        listener = worker.snapshot.listeners.get(self.listener_name)
+        if listener is None:
+            transport.close()
+            return
+        if listener.spec.proxy_protocol and worker.trusted(listener, peer[0]):
+            self.awaiting_proxy_header = True
+            return
+        self._start(listener.pool)
+
+    def _start(self, pool: PoolState) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.worker.spawn(self._connect(pool))
+
+    def data_received(self, data: bytes) -> None:
+        self.deadline = self.worker.loop.time() + self.worker.timeouts.tcp_idle
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.write(data)
+            return
+        self.early += data
+        if self.awaiting_proxy_header:
+            self._proxy_header()
+        elif len(self.early) > MAX_EARLY and self.transport is not None:
+            self.transport.pause_reading()
+
+    def _proxy_header(self) -> None:
+        try:
+            parsed = proxyproto.parse_proxy_header(self.early)
+        except proxyproto.ProxyHeaderError:
+            self.close(abort=True)
+            return
+        if parsed is None:
+            return
+        source, used = parsed
+        if source is not None:
+            self.peer = source
+        self.early = self.early[used:]
+        self.awaiting_proxy_header = False
+        listener = self.worker.snapshot.listeners.get(self.listener_name)
+        if listener is None:
+            self.close(abort=True)
+            return
+        self._start(listener.pool)
+
+    async def _connect(self, pool: PoolState) -> None:
+        worker = self.worker
+        tried: list[BackendState] = []
+        pool.admit_request()
+        while not self.closed:
+            backend = pick(pool, self.peer[0].encode(), worker.loop.time(), tried)
+            if backend is None:
+                break
+            tried.append(backend)
+            backend.active += 1
+            backend.requests += 1
+            try:
+                _, upstream = await asyncio.wait_for(
+                    worker.loop.create_connection(
+                        lambda: TcpUpstream(self), backend.host, backend.port),
+                    worker.timeouts.backend_connect)
+            except (TimeoutError, OSError):
+                backend.active -= 1
+                backend.failures += 1
+                if len(tried) > pool.spec.retries or not pool.take_retry():
+                    break
+                continue
+            self._connected(backend, upstream, pool)
+            return
+        self.close(abort=True)
+
+    def _connected(self, backend: BackendState, upstream: TcpUpstream, pool: PoolState) -> None:
+        assert upstream.transport is not None
+        if self.closed:
+            backend.active -= 1
+            upstream.transport.close()
+            return
+        self.backend = backend
+        self.upstream = upstream
+        if pool.spec.proxy_protocol != "off":
+            upstream.transport.write(proxyproto.build(pool.spec.proxy_protocol, self.peer,
+                                                      self.local))
+        if self.early:
+            upstream.transport.write(self.early)
+            self.early = b""
+        if self.client_eof and upstream.transport.can_write_eof():
+            upstream.transport.write_eof()
+        elif self.transport is not None:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return self.half_close(from_client=True)
+
+    def half_close(self, from_client: bool) -> bool:
+        """Pass a FIN on; close both once both directions have ended."""
+        if from_client:
+            self.client_eof = True
+            target = self.upstream.transport if self.upstream is not None else None
+        else:
+            self.upstream_eof = True
+            target = self.transport
+        if self.client_eof and self.upstream_eof:
+            self.close()
+            return False
+        if target is not None and target.can_write_eof():
+            target.write_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None \
+                and not upstream.transport.is_closing():
+            upstream.transport.resume_reading()
+
+    def upstream_closed(self) -> None:
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.connections.discard(self)
+        self.close(abort=exc is not None)
+
+    def close(self, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.worker.connections.discard(self)
+        if self.backend is not None:
+            self.backend.active -= 1
+            self.backend = None
+        for transport in (self.transport, self.upstream.transport if self.upstream else None):
+            if transport is not None and not transport.is_closing():
+                if abort:
+                    transport.abort()
+                else:
+                    transport.close()
+
+    def on_timeout(self, now: float) -> None:
+        self.close(abort=True)
+
+    @property
+    def idle(self) -> bool:
+        return False

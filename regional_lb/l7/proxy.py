@@ -1,0 +1,473 @@
+"""The client side of the HTTP proxy: one protocol object per client connection.
+
+This is the error boundary of a request: parsing, routing, picking, connecting,
+streaming and timeouts all end here as a status code (400/408/413/414/431/502/503/504)
+or, once a response has started, as a closed connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from regional_lb.balancing import BackendState
+from regional_lb.errors import HttpError, UpstreamError
+from regional_lb.l7.client_base import (
+    BODY,
+    CLOSED,
+    HEAD,
+    PAUSE_CLIENT_FULL,
+    PAUSE_NO_UPSTREAM,
+    PAUSE_PIPELINE,
+    PIPELINE_BUFFER,
+    PROXY_HEADER,
+    TUNNEL,
+    WAIT,
+    ClientBase,
+)
+from regional_lb.l7.parser import (
+    IDEMPOTENT,
+    LAST_CHUNK,
+    ChunkedDecoder,
+    Request,
+    _requests,
+    check_partial_head,
+    chunk,
+    parse_request_cached,
+)
+from regional_lb.l7.rewrite import (
+    error_response,
+    health_response,
+    request_head,
+)
+from regional_lb.l7.upstream import UpstreamProtocol, connect
+from regional_lb.proxyproto import ProxyHeaderError, parse_proxy_header
+from regional_lb.snapshot import balance_key
+
+if TYPE_CHECKING:
+    from regional_lb.worker import Worker
+
+class ClientProtocol(ClientBase):
+    def __init__(self, worker: Worker, listener_name: str):
+        self.worker = worker
+        self.listener_name = listener_name
+
+    # -- connection ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0].encode() if peer else b""
+        worker = self.worker
+        if len(worker.connections) >= worker.limits.max_client_connections:
+            self.state = CLOSED
+            transport.close()  # over the limit: refused before any work
+            return
+        worker.connections.add(self)
+        listener = worker.snapshot.listeners.get(self.listener_name)
+        if listener is None:
+            self.state = CLOSED
+            transport.close()
+            return
+        self.listener = listener  # kept in case a reload removes it
+        if listener.spec.proxy_protocol and peer is not None \
+                and worker.trusted(listener, peer[0]):
+            self.state = PROXY_HEADER
+        self.deadline = worker.loop.time() + worker.timeouts.header_read
+        self.deadline_status = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was = self.state
+        self.state = CLOSED
+        self.worker.connections.discard(self)
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            if was == TUNNEL:
+                upstream.close()
+            else:
+                upstream.abort()
+        self._release_backend(failed=False)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == BODY:
+            self._body(data)
+        elif state == TUNNEL:
+            assert self.upstream is not None and self.upstream.transport is not None
+            self.upstream.transport.write(data)
+        elif state == HEAD:
+            if self.buffer:
+                data = self.buffer + data
+                self.buffer = b""
+            self._heads(data)
+        elif state == WAIT:
+            self.buffer += data
+            if len(self.buffer) > PIPELINE_BUFFER:
+                self._pause(PAUSE_PIPELINE)
+        elif state == PROXY_HEADER:
+            self._proxy_header(self.buffer + data)
+
+    def eof_received(self) -> bool | None:
+        if self.state == TUNNEL and self.upstream is not None:
+            assert self.upstream.transport is not None
+            if self.upstream.transport.can_write_eof():
+                self.upstream.transport.write_eof()
+            return True
+        if self.state in (BODY, WAIT) and self.request_done:
+            return True  # half-closed after a complete request: still answer it
+        return None
+
+    def on_timeout(self, now: float) -> None:
+        """Called by the worker's sweeper when self.deadline has passed."""
+        state = self.state
+        if self.response_started or state in (TUNNEL, CLOSED):
+            self.state = CLOSED
+            if self.transport is not None:
+                self.transport.abort()
+        elif state == WAIT and self.upstream is not None:
+            self._fail_upstream(UpstreamError(504, "backend response timeout", retryable=False))
+        elif state == BODY:
+            self._reject(HttpError(408, "request body timed out"))
+        elif state in (HEAD, PROXY_HEADER) and self.deadline_status:
+            self._reject(HttpError(408, "request head timed out"))
+        elif state in (HEAD, PROXY_HEADER):
+            self.state = CLOSED
+            if self.transport is not None:
+                self.transport.close()  # idle keep-alive connection: close quietly
+        else:
+            self.deadline = 0.0  # connecting: the connect timeout applies
+
+    # -- PROXY protocol -----------------------------------------------------------------
+    def _proxy_header(self, data: bytes) -> None:
+        try:
+            parsed = parse_proxy_header(data)
+        except ProxyHeaderError as exc:
+            self._reject(HttpError(400, str(exc)))
+            return
+        if parsed is None:
+            self.buffer = data
+            return
+        source, used = parsed
+        if source is not None:
+            self.client_ip = source[0].encode()
+        self.state = HEAD
+        self.buffer = b""
+        if used < len(data):
+            self._heads(data[used:])
+
+    # -- request heads ------------------------------------------------------------------
+    def _heads(self, data: bytes) -> None:
+        limits = self.worker.limits
+        while self.state == HEAD:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self._partial_head(data)
+                return
+            head, data = data[:end], data[end + 4 :]
+            while head.startswith(b"\r\n"):
+                head = head[2:]  # empty lines before a request line are ignored
+            if not head:
+                continue
+            if end > limits.max_header_bytes:
+                self._reject(HttpError(431, "request head too large"))
+                return
+            line_end = head.find(b"\r\n")
+            if (line_end if line_end >= 0 else len(head)) > limits.max_request_line:
+                self._reject(HttpError(414, "request line too long"))
+                return
+            try:
+                request = _requests.get(head) or parse_request_cached(head,
+                                                                      limits.max_headers)
+            except HttpError as exc:
+                self._reject(exc)
+                return
+            if request.fields > limits.max_headers:  # cached under another balancer's limits
+                self._reject(HttpError(431, "too many header fields"))
+                return
+            self._dispatch(request, data)
+            return
+
+    def _partial_head(self, data: bytes) -> None:
+        limits = self.worker.limits
+        try:
+            check_partial_head(data, limits.max_request_line, limits.max_header_bytes)
+        except HttpError as exc:
+            self._reject(exc)
+            return
+        if data and not self.buffer and self.deadline_status == 0:
+            worker = self.worker
+            self.deadline = worker.loop.time() + worker.timeouts.header_read
+            self.deadline_status = 408
+        self.buffer = data
+
+    def _dispatch(self, request: Request, rest: bytes) -> None:
+        worker = self.worker
+        listener = worker.snapshot.listeners.get(self.listener_name)
+        self.request = request
+        self.minor = request.minor
+        self.keep_alive = request.keep_alive and not worker.stopping
+        if listener is None:  # removed by a reload: this request on the old one, then close
+            listener = self.listener
+            self.keep_alive = False
+        if request.path == listener.health_path:
+            self._health(rest)
+            return
+        limit = worker.limits.max_body_bytes
+        if limit and (request.content_length or 0) > limit:
+            self._reject(HttpError(413, "request body too large"))
+            return
+        self.pool = pool = listener.route(request) if listener.routes else listener.pool
+        if pool.retry_tokens < pool.retry_cap:
+            pool.retry_tokens += pool.retry_budget
+        self.tried = ()
+        self.stale_retry = False
+        self.started = worker.loop.time()
+        self.response_started = False
+        self.status = 0
+        if request.body:
+            self.request_done = False
+            self.state = BODY
+            self.pending = rest
+            if request.chunked:
+                self.decoder = ChunkedDecoder()
+                self.body_seen = 0
+            else:
+                self.decoder = None
+                self.body_left = request.content_length or 0
+        else:
+            self.request_done = True
+            self.state = WAIT
+            self.buffer = rest
+        worker.request_count += 1
+        self.head_out = request_head(request, self.client_ip,
+                                     worker.request_prefix + b"%x" % worker.request_count,
+                                     listener.default_host)
+        self._pick_and_send()
+
+    def _health(self, rest: bytes) -> None:
+        close = not self.keep_alive
+        assert self.transport is not None and self.request is not None
+        self.transport.write(health_response(not self.worker.stopping, close,
+                                             self.request.method == b"HEAD"))
+        self.request = None
+        if close:
+            self.state = CLOSED
+            self.transport.close()
+            return
+        self._idle(rest)
+
+    # -- backends -----------------------------------------------------------------------
+    def _pick_and_send(self) -> None:
+        request, pool = self.request, self.pool
+        assert request is not None and pool is not None
+        key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
+        backend = pool.picker(pool, key, self.started, self.tried)
+        if backend is None:
+            self._reject(HttpError(503, "no backend available"))
+            return
+        self.backend = backend
+        backend.active += 1
+        backend.requests += 1
+        idle = backend.idle
+        while idle:
+            upstream = idle.pop()
+            if not upstream.closed:  # type: ignore[attr-defined]
+                self._attach(upstream)  # type: ignore[arg-type]
+                return
+        self._pause(PAUSE_NO_UPSTREAM)
+        self.deadline = 0.0
+        self.worker.spawn(self._connect(backend))
+
+    async def _connect(self, backend: BackendState) -> None:
+        try:
+            upstream = await connect(backend, self.worker.timeouts.backend_connect)
+        except UpstreamError as exc:
+            if self.state != CLOSED:
+                self._fail_upstream(exc)
+            return
+        if self.state == CLOSED or self.backend is not backend:
+            upstream.close()
+            return
+        self._attach(upstream)
+
+    def _attach(self, upstream: UpstreamProtocol) -> None:
+        request = self.request
+        assert request is not None and upstream.transport is not None
+        self.upstream = upstream
+        upstream.start(self, request.method == b"HEAD", request.upgrade is not None)
+        upstream.transport.write(self.head_out)
+        self.deadline = self.started + self.worker.timeouts.backend_response
+        self.deadline_status = 504
+        if self.paused:
+            self._resume(PAUSE_NO_UPSTREAM)
+        if self.pending:
+            pending, self.pending = self.pending, b""
+            self._body(pending)
+
+    def _fail_upstream(self, error: UpstreamError | HttpError) -> None:
+        """A backend failed before the response started: retry elsewhere or answer."""
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.abort()
+        if self.backend is not None:
+            self.tried = (*self.tried, self.backend)
+        self._release_backend(failed=True)
+        request, pool = self.request, self.pool
+        if request is None or pool is None or self.state == CLOSED:
+            return
+        retryable = isinstance(error, UpstreamError) and error.retryable
+        if not retryable:  # sent already: only requests that may run twice, with no body
+            retryable = (request.method in IDEMPOTENT and not request.body
+                         and isinstance(error, UpstreamError) and error.status == 502)
+        if retryable and len(self.tried) <= pool.spec.retries and pool.take_retry():
+            self._pick_and_send()
+            return
+        self._reject(HttpError(error.status, error.reason))
+
+    def _release_backend(self, failed: bool) -> None:
+        backend, self.backend = self.backend, None
+        if backend is None:
+            return
+        backend.active -= 1
+        if failed:
+            backend.failures += 1
+            backend.responses[5] += 1
+
+    # -- request body -------------------------------------------------------------------
+    def _body(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is None or upstream.transport is None:
+            self.pending += data
+            return
+        self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
+        if self.decoder is None:
+            left = self.body_left
+            if len(data) < left:
+                self.body_left = left - len(data)
+                upstream.transport.write(data)
+                return
+            upstream.transport.write(data[:left])
+            self.body_left = 0
+            self._request_complete(data[left:])
+            return
+        pieces: list[bytes] = []
+        try:
+            used = self.decoder.feed(data, pieces)
+        except HttpError as exc:
+            self._abort_request(exc)
+            return
+        out: list[bytes] = []
+        for piece in pieces:
+            self.body_seen += len(piece)
+            out.extend(chunk(piece))
+        limit = self.worker.limits.max_body_bytes
+        if limit and self.body_seen > limit:
+            self._abort_request(HttpError(413, "request body too large"))
+            return
+        if self.decoder.done:
+            out.append(LAST_CHUNK)
+        upstream.transport.writelines(out)
+        if self.decoder.done:
+            self._request_complete(data[used:])
+
+    def _abort_request(self, error: HttpError) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.abort()
+        self._release_backend(failed=False)
+        self._reject(error)
+
+    def _request_complete(self, rest: bytes) -> None:
+        self.request_done = True
+        self.buffer = rest
+        if self.state == BODY:
+            self.state = WAIT
+
+    def upstream_lost(self, upstream: UpstreamProtocol, exc: Exception | None,
+                      got_bytes: bool) -> None:
+        if upstream is not self.upstream:
+            return
+        if self.state == TUNNEL:
+            self.upstream = None
+            self._release_backend(failed=False)
+            self.state = CLOSED
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.response_started:
+            self.response_broken(upstream)
+            return
+        if upstream.uses > 1 and not got_bytes and self._replayable() and not self.stale_retry:
+            # A pooled connection the backend closed as we reused it: once more, afresh.
+            self.stale_retry = True
+            self.upstream = None
+            upstream.abort()
+            self._release_backend(failed=False)
+            self._pick_and_send()
+            return
+        self._fail_upstream(UpstreamError(502, "backend closed the connection", retryable=False))
+
+    def upstream_failed(self, upstream: UpstreamProtocol, error: HttpError) -> None:
+        if self.response_started:
+            self.response_broken(upstream)
+            return
+        self.upstream = upstream  # so that _fail_upstream aborts it
+        self._fail_upstream(UpstreamError(error.status, error.reason, retryable=False))
+
+    def _replayable(self) -> bool:
+        request = self.request
+        return request is not None and not request.body
+
+    # -- end of a request ---------------------------------------------------------------
+    def _finish(self) -> None:
+        worker = self.worker
+        worker.stats.requests += 1
+        if worker.access_log is not None and self.request is not None:
+            worker.access_log(self, worker.loop.time() - self.started)
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.active -= 1
+        self.request = None
+        if self.state == CLOSED:
+            return
+        if not self.keep_alive or worker.stopping:
+            self.state = CLOSED
+            assert self.transport is not None
+            self.transport.close()
+            return
+        rest = self.buffer
+        if rest:
+            self.buffer = b""
+        self._idle(rest)
+
+    def _idle(self, rest: bytes) -> None:
+        worker = self.worker
+        self.state = HEAD
+        self.deadline = (self.answered or worker.loop.time()) + worker.timeouts.idle_keepalive
+        self.answered = 0.0
+        self.deadline_status = 0
+        if self.paused:
+            self._resume(PAUSE_PIPELINE)
+        if rest:
+            if self.writing_paused:  # a client not reading its responses gets no more
+                self.buffer = rest
+                self._pause(PAUSE_CLIENT_FULL)
+                return
+            self._heads(rest)
+
+    def _reject(self, error: HttpError) -> None:
+        """Answer with an error of our own and close: the stream cannot be trusted after it."""
+        self.worker.stats.rejected += 1
+        self.status = error.status
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.abort()
+        self._release_backend(failed=False)
+        if self.worker.access_log is not None and self.request is not None:
+            self.worker.access_log(self, self.worker.loop.time() - self.started)
+        self.state = CLOSED
+        self.request = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(error_response(error.status, close=True, message=error.reason))
+            self.transport.close()

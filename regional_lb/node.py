@@ -1,0 +1,208 @@
+"""Running the balancer: in-process (``start_balancer``, for ``gtm up`` and tests) or as
+``gtm lb serve`` with N forked workers sharing SO_REUSEPORT listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gtm import log, metrics
+from gtm.errors import GtmError
+from gtm.workers import Supervisor
+from regional_lb import overrides as ov
+from regional_lb.config import LbConfig, load_config
+from regional_lb.report import RegionReporter
+from regional_lb.shares import share_dir
+from regional_lb.snapshot import Snapshot
+from regional_lb.sockets import bind_workers
+from regional_lb.worker import Worker
+
+
+class BalancerHandle:
+    """A running balancer inside the caller's event loop."""
+
+    def __init__(self, worker: Worker, path: Path | None, reporter: RegionReporter,
+                 admin: Any = None):
+        self.demo: list[Any] = []  # demo backend runners, when the config asks for them
+        self.worker = worker
+        self.path = path
+        self.reporter = reporter
+        self.admin = admin
+        self.overrides: ov.Overrides = {}
+        self.base: LbConfig = worker.snapshot.config  # before overrides
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.worker.snapshot
+
+    def address(self, listener: str) -> tuple[str, int]:
+        """Where a listener is bound (its port resolved when the config said 0)."""
+        return self.worker.bound()[listener]
+
+    def report(self) -> dict[str, Any]:
+        """The latest region report (see regional_lb.report for the contract)."""
+        return self.reporter.latest
+
+    async def reload(self, config: LbConfig | None = None) -> Snapshot:
+        """Swap in a new config (re-read from the file when none is given).
+
+        An invalid config raises ConfigError and leaves the running one in place.
+        """
+        if config is None:
+            if self.path is None:
+                raise GtmError("no config file to reload from")
+            loop = asyncio.get_running_loop()
+            config = await loop.run_in_executor(None, load_config, self.path)
+            self.overrides = await loop.run_in_executor(
+                None, ov.load_overrides, ov.overrides_path(self.path))
+        self.base = _keep_resolved_ports(config, self.worker)
+        return await self.worker.reload(ov.apply_overrides(self.base, self.overrides))
+
+    async def reload_with(self, overrides: ov.Overrides) -> Snapshot:
+        """Apply admin changes on top of the current file config (raises, changing nothing)."""
+
+        config = ov.apply_overrides(self.base, overrides)
+        snapshot = await self.worker.reload(config)
+        self.overrides = overrides
+        return snapshot
+
+    async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:
+        """Graceful: health fails, listeners close after the grace, in-flight finishes."""
+        if self.worker.sample in metrics.lb_collector.sources:
+            metrics.lb_collector.sources.remove(self.worker.sample)
+        stopping = [self.worker.stop(grace, deadline)]
+        if self.admin is not None:
+            stopping.append(self._stop_admin_after(grace))
+        await asyncio.gather(*stopping)
+        await self.reporter.stop()
+        for runner in self.demo:
+            await runner.cleanup()
+
+    async def _stop_admin_after(self, grace: float | None) -> None:
+        # The admin API answers /health (failing) during the grace period, then goes.
+        await asyncio.sleep(self.worker.timeouts.shutdown_grace if grace is None else grace)
+        await self.admin.stop()
+
+
+def _keep_resolved_ports(config: LbConfig, worker: Worker) -> LbConfig:
+    """A listener configured on port 0 keeps the port it got, across reloads."""
+    bound = worker.bound()
+    listeners = []
+    for spec in config.listeners:
+        if spec.bind.port == 0 and spec.name in bound:
+            spec = replace(spec, bind=replace(spec.bind, port=bound[spec.name][1]))
+        listeners.append(spec)
+    return replace(config, listeners=tuple(listeners))
+
+
+async def start_balancer(config: LbConfig | Path | str,
+                         sockets: dict[str, socket.socket] | None = None,
+                         admin: bool = True, index: int = 0,
+                         path: Path | None = None, supervised: bool = False,
+                         workers: int = 1) -> BalancerHandle:
+    """Start one balancer worker in the running loop; returns a handle with stop()/reload().
+
+    ``config`` is a compiled LbConfig or the path of a TOML file. The admin API (when the
+    config has ``admin``) runs in worker 0 only.
+    """
+    if not isinstance(config, LbConfig):
+        path = Path(config)
+        config = load_config(path)
+    overrides = ov.load_overrides(ov.overrides_path(path)) if path is not None else {}
+    if sockets is None:  # bind here: ports of 0 resolve once, and reloads keep the socket
+        config, bound = bind_workers(config, 1)
+        sockets = bound[0]
+    demo: list[Any] = []
+    worker: Worker | None = None
+    handle: BalancerHandle | None = None
+    try:
+        if config.demo_backends and index == 0:
+            from regional_lb.demo import start_demo_backends
+
+            demo = await start_demo_backends(list(config.demo_backends))
+        worker = Worker(ov.apply_overrides(config, overrides), sockets)
+        await worker.start()
+        handle = BalancerHandle(worker, path, RegionReporter(
+            worker, index, workers,
+            share_dir(path) if supervised and path is not None else None))
+        handle.demo = demo
+        handle.overrides, handle.base = overrides, _keep_resolved_ports(config, worker)
+        await handle.reporter.start()
+        if admin and config.admin is not None and index == 0:
+            from regional_lb.admin import AdminServer
+
+            handle.admin = AdminServer(handle, supervised, workers)
+            await handle.admin.start()
+    except BaseException:  # nothing half started is left behind
+        if handle is not None:
+            if handle.admin is not None:
+                await handle.admin.stop()
+            await handle.reporter.stop()
+        if worker is not None:
+            await worker.stop(grace=0, deadline=0)
+        for runner in demo:
+            await runner.cleanup()
+        for sock in sockets.values():
+            sock.close()
+        raise
+    metrics.lb_collector.sources.append(worker.sample)
+    return handle
+
+
+async def start_regions(paths: list[Path]) -> list[BalancerHandle]:
+    """One balancer per config file (a region each), all in the running loop (`gtm up`)."""
+    handles: list[BalancerHandle] = []
+    try:
+        for path in paths:
+            handles.append(await start_balancer(path))
+    except BaseException:
+        for handle in handles:
+            await handle.stop(grace=0, deadline=1)
+        raise
+    return handles
+
+
+def serve(path: Path, workers: int | None = None) -> int:
+    """``gtm lb serve``: bind, then run one worker here or N under the Supervisor."""
+    from gtm.dns.node import run_async, wait_for_stop
+
+    config = load_config(path)
+    count = workers or config.workers
+    config, sockets = bind_workers(config, count)
+    for spec in config.listeners:
+        log.lb.info("listener %s on %s (%s), %d workers", spec.name, spec.bind, spec.mode, count)
+
+    def run(index: int) -> int:
+        for other, socks in enumerate(sockets):
+            if other != index:
+                for sock in socks.values():
+                    sock.close()
+
+        async def main() -> None:
+            handle = await start_balancer(config, sockets[index], index=index, path=path,
+                                          supervised=count > 1, workers=count)
+            # What exists now lives as long as the worker: keep the collector from walking
+            # it again and again (full collections otherwise show up as tail latency).
+            gc.freeze()
+            await wait_for_stop(on_reload=lambda: _reload_logged(handle))
+            await handle.stop()
+
+        run_async(main)
+        return 0
+
+    if count == 1:
+        return run(0)
+    return Supervisor(count, run).run()
+
+
+async def _reload_logged(handle: BalancerHandle) -> None:
+    try:
+        await handle.reload()
+    except GtmError as exc:  # a bad file keeps the running config
+        log.lb.error("reload failed, keeping configuration %d: %s",
+                     handle.snapshot.version, exc)

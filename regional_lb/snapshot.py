@@ -1,0 +1,100 @@
+"""The compiled, immutable view the data plane reads: listeners, routes, pools.
+
+A worker holds one :class:`Snapshot` and replaces it with one assignment. Backend
+states carry over from the previous snapshot by address, so counters, in-flight
+requests and pooled connections survive a reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from regional_lb.balancing import BackendState, PoolState, build_pool_state
+from regional_lb.config import LbConfig, ListenerSpec, RouteSpec
+from regional_lb.l7.parser import Request
+
+
+@dataclass(frozen=True)
+class Route:
+    spec: RouteSpec
+    pool: PoolState
+
+    def matches(self, request: Request, host: bytes) -> bool:
+        spec = self.spec
+        if spec.host is not None and spec.host != host:
+            return False
+        if spec.path_prefix is not None and not request.path.startswith(spec.path_prefix):
+            return False
+        if spec.header is not None:
+            value = request.header(spec.header[0])
+            if value is None or (spec.header[1] is not None and value != spec.header[1]):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Listener:
+    spec: ListenerSpec
+    pool: PoolState
+    routes: tuple[Route, ...]
+    health_path: bytes
+    default_host: bytes  # Host for HTTP/1.0 requests without one
+
+    def route(self, request: Request) -> PoolState:
+        """The first route that matches, else the listener's pool."""
+        if self.routes:
+            host = request.host.rsplit(b":", 1)[0] if b"]" not in request.host else request.host
+            for route in self.routes:
+                if route.matches(request, host):
+                    return route.pool
+        return self.pool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    config: LbConfig
+    pools: Mapping[str, PoolState]
+    listeners: Mapping[str, Listener]
+
+    def backends(self) -> dict[str, BackendState]:
+        """Every backend by "pool/address"."""
+        return {f"{p.name}/{b.key}": b for p in self.pools.values() for b in p.backends}
+
+
+def balance_key(pool: PoolState, request: Request, client_ip: bytes) -> bytes:
+    """What consistent hashing hashes: the client address, a cookie or a header."""
+    kind = pool.hash_key
+    if kind == "client_ip":
+        return client_ip
+    if kind.startswith("header:"):
+        return request.header(kind[7:].lower().encode()) or client_ip
+    wanted = kind[7:].encode() + b"="
+    for part in (request.header(b"cookie") or b"").split(b";"):
+        part = part.strip()
+        if part.startswith(wanted):
+            return part[len(wanted) :]
+    return client_ip
+
+
+def compile_snapshot(config: LbConfig, previous: Snapshot | None, now: float,
+                     seed: int | None = None) -> Snapshot:
+    old_pools = previous.pools if previous is not None else {}
+    pools = {}
+    for spec in config.pools:
+        old = old_pools.get(spec.name)
+        prior = {b.key: b for b in old.backends} if old is not None else {}
+        pools[spec.name] = build_pool_state(spec, prior, now, first=previous is None, seed=seed)
+    listeners = {
+        spec.name: Listener(
+            spec=spec,
+            pool=pools[spec.pool],
+            routes=tuple(Route(r, pools[r.pool]) for r in spec.routes),
+            health_path=spec.health_path.encode(),
+            default_host=str(spec.bind).encode(),
+        )
+        for spec in config.listeners
+    }
+    version = previous.version + 1 if previous is not None else 1
+    return Snapshot(version, config, pools, listeners)

@@ -1,0 +1,59 @@
+"""Listening sockets: bound before workers fork, shared through SO_REUSEPORT."""
+
+from __future__ import annotations
+
+import socket
+
+from gtm.config.settings import Listen
+from gtm.errors import ServeError
+from regional_lb.config import LbConfig, ListenerSpec
+
+BACKLOG = 4096
+
+
+def listener_key(spec: ListenerSpec) -> str:
+    return f"{spec.mode}:{spec.bind}"
+
+
+def bind_listener(address: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {address} (TCP): {exc.strerror}") from exc
+    return sock
+
+
+def bind_workers(config: LbConfig, workers: int) -> tuple[LbConfig, list[dict[str, socket.socket]]]:
+    """Sockets for every worker; a port of 0 is resolved once and shared by all of them.
+
+    Returns the config with resolved ports (so reloads keep the same sockets) and,
+    per worker, listener key -> socket.
+    """
+    from dataclasses import replace
+
+    per_worker: list[dict[str, socket.socket]] = [{} for _ in range(workers)]
+    listeners = []
+    try:
+        for spec in config.listeners:
+            address = spec.bind
+            for bucket in per_worker:
+                sock = bind_listener(address)
+                address = Listen(address.host, sock.getsockname()[1])
+                resolved = replace(spec, bind=address)
+                bucket[listener_key(resolved)] = sock
+            listeners.append(resolved)
+    except ServeError:
+        for bucket in per_worker:
+            for sock in bucket.values():
+                sock.close()
+        raise
+    return replace(config, listeners=tuple(listeners)), per_worker

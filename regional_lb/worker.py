@@ -1,0 +1,211 @@
+"""One balancer worker: its listeners, its snapshot, its timers, reload and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Coroutine
+from functools import lru_cache
+from typing import Any, Protocol
+
+from gtm import log
+from gtm.metrics import LbBackendSample, LbSample
+from regional_lb.accesslog import make_access_log
+from regional_lb.balancing.state import LATENCY_BUCKETS
+from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
+from regional_lb.l4 import TcpSession
+from regional_lb.l7.parser import clear_caches
+from regional_lb.l7.proxy import ClientProtocol
+from regional_lb.l7.upstream import UpstreamProtocol
+from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
+from regional_lb.sockets import bind_listener, listener_key
+
+
+class Timed(Protocol):
+    deadline: float
+
+    def on_timeout(self, now: float) -> None: ...
+
+
+class Stats:
+    """Plain counters for the hot path, read by the metrics collector and the report."""
+
+    __slots__ = ("rejected", "reloads", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.rejected = 0
+        self.reloads = 0
+
+
+@lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+class Worker:
+    def __init__(self, config: LbConfig, sockets: dict[str, socket.socket] | None = None):
+        self.loop = asyncio.get_running_loop()
+        self.snapshot: Snapshot = compile_snapshot(config, None, self.loop.time())
+        self.timeouts: Timeouts = config.timeouts
+        self.limits: Limits = config.limits
+        self.access_log: Callable[[Any, float], None] | None = make_access_log(config.access_log)
+        self.connections: set[Any] = set()
+        self.stopping = False
+        self.stats = Stats()
+        self.sockets = dict(sockets or {})
+        self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.names: dict[str, str] = {}  # listener key -> listener name in the live snapshot
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.sweeper: asyncio.Task[None] | None = None
+        self.request_prefix = os.urandom(6).hex().encode() + b"-"
+        self.request_count = 0
+        self.reload_lock = asyncio.Lock()
+
+    # -- small services for the protocols ----------------------------------------------
+    def request_id(self) -> bytes:
+        self.request_count += 1
+        return self.request_prefix + b"%x" % self.request_count
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def trusted(self, listener: Listener, host: str) -> bool:
+        address = _address(host)
+        return address is not None and any(
+            address in network for network in listener.spec.trusted_networks)
+
+    def sample(self) -> LbSample:
+        """Counters for the metrics collector, read at scrape time."""
+        rows = [
+            LbBackendSample(pool.name, b.key, b.requests, b.failures, b.active, b.connections,
+                            list(b.responses), list(zip(LATENCY_BUCKETS, b.latency_buckets,
+                                                        strict=True)), b.latency_sum)
+            for pool in self.snapshot.pools.values() for b in pool.backends
+        ]
+        return LbSample(rows, self.stats.rejected, self.stats.reloads)
+
+    # -- start, reload ------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._sync_listeners()
+        self.sweeper = self.loop.create_task(self._sweep())
+
+    def bound(self) -> dict[str, tuple[str, int]]:
+        """Listener name -> the address it is actually bound to (ports of 0 resolved)."""
+        result = {}
+        for key, server in self.servers.items():
+            name = self.names.get(key)
+            if name is not None and server.sockets:
+                host, port = server.sockets[0].getsockname()[:2]
+                result[name] = (host, port)
+        return result
+
+    async def reload(self, config: LbConfig) -> Snapshot:
+        """Compile, then swap in one assignment; connections in flight keep their objects."""
+        async with self.reload_lock:
+            previous = self.snapshot
+            snapshot = compile_snapshot(config, previous, self.loop.time())
+            clear_caches()
+            self.timeouts, self.limits = config.timeouts, config.limits
+            self.access_log = make_access_log(config.access_log)
+            self.snapshot = snapshot
+            self.stats.reloads += 1
+            await self._sync_listeners()
+            self._close_orphaned_upstreams(previous, snapshot)
+            log.lb.info("configuration %d is live (%d pools, %d listeners)", snapshot.version,
+                        len(snapshot.pools), len(snapshot.listeners))
+            return snapshot
+
+    async def _sync_listeners(self) -> None:
+        wanted: dict[str, ListenerSpec] = {
+            listener_key(spec): spec for spec in self.snapshot.config.listeners}
+        for key in list(self.servers):
+            if key not in wanted:
+                self.servers.pop(key).close()
+                self.names.pop(key, None)
+        for key, spec in wanted.items():
+            self.names[key] = spec.name
+            if key not in self.servers:
+                sock = self.sockets.pop(key, None) or bind_listener(spec.bind)
+                self.servers[key] = await self.loop.create_server(
+                    self._factory(key, spec.mode), sock=sock)
+        for spec in wanted.values():
+            log.lb.debug("listener %s on %s (%s)", spec.name, spec.bind, spec.mode)
+
+    def _factory(self, key: str, mode: str) -> Callable[[], asyncio.Protocol]:
+        if mode == "tcp":
+            return lambda: TcpSession(self, self.names.get(key, ""))
+        return lambda: ClientProtocol(self, self.names.get(key, ""))
+
+    def _close_orphaned_upstreams(self, previous: Snapshot, current: Snapshot) -> None:
+        live = {id(b) for b in current.backends().values()}
+        for backend in previous.backends().values():
+            if id(backend) not in live:
+                self._close_idle(backend.idle)
+        for backend in current.backends().values():
+            if backend.admin == "maintenance":
+                self._close_idle(backend.idle)
+
+    @staticmethod
+    def _close_idle(idle: list[object]) -> None:
+        for upstream in list(idle):
+            if isinstance(upstream, UpstreamProtocol):
+                upstream.close()
+        idle.clear()
+
+    # -- timers -------------------------------------------------------------------------
+    def tick(self) -> float:
+        t = self.timeouts
+        shortest = min(t.header_read, t.idle_keepalive, t.backend_response, t.tcp_idle)
+        return max(0.01, min(0.25, shortest / 5))
+
+    async def _sweep(self) -> None:
+        """One timer for every connection: cheaper than a timer handle per request."""
+        while True:
+            await asyncio.sleep(self.tick())
+            now = self.loop.time()
+            for connection in list(self.connections):
+                deadline = connection.deadline
+                if deadline and deadline < now:
+                    try:
+                        connection.on_timeout(now)
+                    except Exception:  # one bad connection never stops the timers
+                        log.lb.exception("timeout handling failed")
+
+    # -- stop ---------------------------------------------------------------------------
+    async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:
+        """Fail health, keep accepting for the grace period, then finish what is in flight."""
+        timeouts = self.timeouts
+        self.stopping = True
+        await asyncio.sleep(timeouts.shutdown_grace if grace is None else grace)
+        for server in self.servers.values():
+            server.close()
+        end = self.loop.time() + (timeouts.shutdown_deadline if deadline is None else deadline)
+        while self.connections and self.loop.time() < end:
+            for connection in list(self.connections):
+                if isinstance(connection, ClientProtocol) and connection.idle:
+                    connection.close()
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        for pool in self.snapshot.pools.values():
+            for backend in pool.backends:
+                self._close_idle(backend.idle)
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+        for task in list(self.tasks):
+            task.cancel()
+        for server in self.servers.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
