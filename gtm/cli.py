@@ -24,6 +24,10 @@ from gtm.health import cli as health_cli
 from gtm.steering.state import SteeringState
 
 REPO_ZONES = Path(__file__).resolve().parent.parent / "zones"
+EXAMPLE_REGIONS = tuple(
+    REPO_ZONES.parent / "examples" / "lb" / f"{name}.toml"
+    for name in ("eu-west", "us-east", "ap-northeast", "sa-east")
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="embedded store, node snapshots, admin token (var/)")
     up.add_argument("--postgres", help="PostgreSQL URL instead of the embedded SQLite store")
     up.add_argument("--redis", help="Redis URL for fan-out to other nodes")
+    up.add_argument("--region", action="append", type=Path, metavar="FILE",
+                    help="a regional balancer config (repeatable; default: examples/lb's four)")
+    up.add_argument("--no-regions", action="store_true", help="run no regional balancers")
     health_cli.add_probe_options(up, serve=False)
     up.set_defaults(handler=cmd_up)
 
@@ -169,6 +176,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         postgres=args.postgres,
         redis=args.redis,
         health=health_cli.health_settings(args, not args.no_probe),
+        regions=() if args.no_regions else tuple(args.region or EXAMPLE_REGIONS),
     ))
 
 

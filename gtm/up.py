@@ -47,6 +47,8 @@ class UpSettings:
     redis: str | None = None
     # Probe the endpoints whose pools define a check; None: no health checking.
     health: HealthSettings | None = None
+    # One regional load balancer per file (a region each): the example regions.
+    regions: tuple[Path, ...] = ()
 
 
 def up(settings: UpSettings) -> int:
@@ -63,6 +65,7 @@ async def _main(settings: UpSettings) -> None:
     await service.start()
     stoppers: list[Stopper] = [service.stop]
     try:
+        stoppers += await _start_regions(settings.regions)
         checker = None
         if settings.health is not None:
             # Started first: the first config version then starts its probes at once.
@@ -87,6 +90,19 @@ async def _main(settings: UpSettings) -> None:
         for stop in reversed(stoppers):
             with contextlib.suppress(Exception):
                 await stop()
+
+
+async def _start_regions(paths: tuple[Path, ...]) -> list[Stopper]:
+    """The regional balancers, in this loop. Imported here: `gtm up` composes both
+    tiers, while the gtm package itself never depends on regional_lb."""
+    if not paths:
+        return []
+    from regional_lb.node import start_regions
+
+    handles = await start_regions(list(paths))
+    for path, handle in zip(paths, handles, strict=True):
+        log.cli.info("region %s: balancer from %s", handle.snapshot.config.region, path)
+    return [handle.stop for handle in handles]
 
 
 async def _watch(sync: ZoneDirSync, interval: float) -> Stopper:

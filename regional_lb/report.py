@@ -22,11 +22,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gtm import log
+
+# The in-process channel is gtm's, so the GTM tier can read it without importing us.
+from gtm.health.reports import publish
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.shares import INTERVAL as SHARE_INTERVAL
 from regional_lb.shares import write_share
@@ -34,8 +36,6 @@ from regional_lb.shares import write_share
 if TYPE_CHECKING:
     from regional_lb.worker import Worker
 
-REPORTS: dict[str, dict[str, Any]] = {}
-SUBSCRIBERS: list[Callable[[dict[str, Any]], None]] = []
 
 
 def percentile(buckets: list[int], share: float) -> float | None:
@@ -118,9 +118,7 @@ class RegionReporter:
     def publish_once(self) -> dict[str, Any]:
         report = self.build()
         self.latest = report
-        REPORTS[report["region"]] = report
-        for subscriber in list(SUBSCRIBERS):
-            subscriber(report)
+        publish(report)
         return report
 
     def build(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from gtm import log
 from gtm.dns.answer import ZoneSet
+from gtm.health import reports
 from gtm.health.bus import LocalHub, RedisBus
 from gtm.health.overlay import ServingFeed
 from gtm.health.probes import ProbeResult, probe
@@ -202,19 +203,13 @@ class HealthService:
             self._check_regions()
 
     def _attach_reports(self) -> None:
-        try:
-            from regional_lb import report as lb_report
-        except ImportError:  # the balancer is not installed here: probes alone decide
-            return
-        for existing in list(lb_report.REPORTS.values()):
+        for existing in list(reports.REPORTS.values()):
             self.report(existing)
-        lb_report.SUBSCRIBERS.append(self.report)
+        reports.SUBSCRIBERS.append(self.report)
 
     def _detach_reports(self) -> None:
-        with contextlib.suppress(ImportError, ValueError):
-            from regional_lb import report as lb_report
-
-            lb_report.SUBSCRIBERS.remove(self.report)
+        with contextlib.suppress(ValueError):
+            reports.SUBSCRIBERS.remove(self.report)
 
     def region_facts(self, now: float | None = None) -> dict[str, RegionFact]:
         moment = time.time() if now is None else now
@@ -222,8 +217,8 @@ class HealthService:
         for (region, _), report in self.reports.items():
             by_region.setdefault(region, []).append(report)
         facts = {}
-        for region, reports in by_region.items():
-            fact = region_fact(reports, moment, self.settings.report_expiry)
+        for region, region_reports in by_region.items():
+            fact = region_fact(region_reports, moment, self.settings.report_expiry)
             if fact is not None:
                 facts[region] = fact
         return facts

@@ -10,10 +10,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gtm.health import reports
 from gtm.health.bus import region_channel, region_prefix
 from gtm.health.overlay import ServingFeed
 from gtm.health.service import HealthService, HealthSettings
-from regional_lb import report as lb_report
 from tests.health.conftest import REDIS_URL
 from tests.health.endpoint import Endpoint, free_port
 from tests.health.helpers import Served, check, compile_zones, wait_for, zone_of
@@ -48,8 +48,8 @@ async def test_in_process_report_with_no_healthy_backends_takes_the_region_out()
         assert eu_usable(served)
         # What a balancer worker does when it publishes (regional_lb/report.py).
         for report in (region_report("eu", False), region_report("us", True, in_flight=70)):
-            lb_report.REPORTS[report["region"]] = report
-            for subscriber in list(lb_report.SUBSCRIBERS):
+            reports.REPORTS[report["region"]] = report
+            for subscriber in list(reports.SUBSCRIBERS):
                 subscriber(report)
         await wait_for(lambda: not eu_usable(served), 1)
         state = zone_of(served.current).state
@@ -57,15 +57,15 @@ async def test_in_process_report_with_no_healthy_backends_takes_the_region_out()
         assert abs(state.headroom("us") - 0.3) < 1e-9
         assert service.machines["hc.test/eu-1"].state == "up"  # the listener still answers
         recovered = region_report("eu", True)
-        for subscriber in list(lb_report.SUBSCRIBERS):
+        for subscriber in list(reports.SUBSCRIBERS):
             subscriber(recovered)
         await wait_for(lambda: eu_usable(served), 1)
     finally:
         await service.stop()
         feed.close()
         await listener.stop()
-        lb_report.REPORTS.pop("eu", None)
-        lb_report.REPORTS.pop("us", None)
+        reports.REPORTS.pop("eu", None)
+        reports.REPORTS.pop("us", None)
 
 
 async def test_report_through_redis_keys_and_channel(redis_namespace: str) -> None:

@@ -18,8 +18,8 @@ from prometheus_client import generate_latest
 
 from gtm import metrics
 from gtm.errors import ConfigError
+from gtm.health.reports import REPORTS
 from regional_lb.config import build_config, load_config
-from regional_lb.report import REPORTS
 from tests.lb.conftest import Env, connect, exchange, read_response, status_of
 from tests.lb.process import free_port
 
