@@ -83,16 +83,18 @@ class Engine:
     def respond_uncached(self, data: bytes, tcp: bool, peer: str | None) -> bytes | None:
         """As respond, for a packet the caller already missed in the static cache."""
         cache = self.tcp_cache if tcp else self.udp_cache
-        steered = self.steered_tcp if tcp else self.steered_udp
-        rotation = steered.get((data[2:], peer))
-        if rotation is not None:
-            self.stats.cache_hits += 1
-            return data[:2] + rotation.next()
+        # Buckets first: ECS queries are never in the per-peer cache, and the many
+        # clients behind one resolver are the case to make cheap.
         buckets = self.buckets_tcp if tcp else self.buckets_udp
         bucketed = buckets.lookup(data)
         if bucketed is not None:
             self.stats.cache_hits += 1
             return bucketed
+        steered = self.steered_tcp if tcp else self.steered_udp
+        rotation = steered.get((data[2:], peer))
+        if rotation is not None:
+            self.stats.cache_hits += 1
+            return data[:2] + rotation.next()
         try:
             reply = self._answer(data, tcp, peer)
         except Drop:

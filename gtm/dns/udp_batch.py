@@ -151,6 +151,7 @@ class BatchedUdp:
         out_msgs, out_data = outbound.msgs_view, outbound.data_view
         out_names, out_iovs = outbound.names_view, outbound.iovs_view
         cache = self.engine.udp_cache
+        buckets = self.engine.buckets_udp
         unpack_len = _unpack_uint.unpack_from
         pack_size = _pack_size.pack_into
         pack_uint = _unpack_uint.pack_into
@@ -163,7 +164,10 @@ class BatchedUdp:
             if cached is not None:
                 reply: bytes | None = query[:2] + cached
             else:
-                reply = self._slow(query, names[i * NAME : (i + 1) * NAME].tobytes())
+                # A steered answer for an ECS client needs no peer address: try it
+                # before decoding one.
+                reply = buckets.lookup(query) or self._slow(
+                    query, names[i * NAME : (i + 1) * NAME].tobytes())
             if reply is None:
                 continue
             size = len(reply)
