@@ -14,6 +14,7 @@ import sys
 import dns_bench
 import lb_bench
 import steered_bench
+import tls_bench
 from common import (
     BenchError,
     Deadline,
@@ -26,7 +27,8 @@ from common import (
 )
 
 SUITES: dict[str, Suite] = {
-    suite.name: suite for suite in (dns_bench.SUITE, steered_bench.SUITE, lb_bench.SUITE)
+    suite.name: suite for suite in (dns_bench.SUITE, steered_bench.SUITE, lb_bench.SUITE,
+                                   tls_bench.SUITE)
 }
 DEFAULT_SUITES = ["dns"]
 

@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_zones_check)
     _geo_commands(commands)
     _lb_commands(commands)
+    _certs_commands(commands)
     return parser
 
 
@@ -326,6 +327,44 @@ def _lb_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     demo = lb_commands.add_parser("demo-backend", help="tiny HTTP backends for trying it out")
     demo.add_argument("--listen", action="append", required=True, metavar="ADDR:PORT")
     demo.set_defaults(handler=cmd_lb_demo)
+
+
+def _certs_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    certs = commands.add_parser("certs", help="TLS certificates of the balancer")
+    certs_commands = certs.add_subparsers(dest="certs_command", required=True)
+    listing = certs_commands.add_parser("list", help="pairs in a directory, with expiry")
+    where = listing.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", type=Path, help="directory of NAME.crt + NAME.key / NAME.pem")
+    where.add_argument("--config", type=Path, help="balancer TOML: its TLS listeners' dirs")
+    listing.add_argument("--warn-days", type=float, default=30.0,
+                         help="mark pairs expiring within this many days (30)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=cmd_certs_list)
+
+
+def cmd_certs_list(args: argparse.Namespace) -> int:
+    """Exit status 1 when a pair is broken or expired, so cron jobs can alert on it."""
+    import datetime as dt
+
+    from regional_lb.config import load_config
+    from regional_lb.tls.inventory import inventory, render_json, render_table
+
+    if args.dir is not None:
+        directories = [args.dir]
+    else:
+        config = load_config(args.config)
+        directories = list(dict.fromkeys(
+            spec.tls.certificates for spec in config.listeners if spec.tls is not None))
+    now = dt.datetime.now(dt.UTC)
+    failed = False
+    for directory in directories:
+        found, broken = inventory(directory, now)
+        if len(directories) > 1:
+            print(f"# {directory}")
+        render = render_json if args.json else render_table
+        print(render(found, broken, now, args.warn_days))
+        failed = failed or bool(broken) or any(i.days_left(now) <= 0 for i in found)
+    return 1 if failed else 0
 
 
 def cmd_lb_serve(args: argparse.Namespace) -> int:

@@ -32,6 +32,10 @@ class ZoneError(ConfigError):
     """A zone file that cannot be served: file, line and reason."""
 
 
+class CertificateError(ConfigError):
+    """A certificate or key that cannot be served: the file and the reason (never key bytes)."""
+
+
 class DnsWireError(GtmError):
     """A DNS message that cannot be parsed; the server answers FORMERR or nothing."""
 

@@ -94,6 +94,36 @@ health_isolated = Gauge(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+lb_health_transitions = Counter(
+    "lb_backend_health_transitions_total",
+    "Balancer backend health changes, by pool, cause (check: active check; outlier: "
+    "ejection or its end) and new state (up, down).",
+    ["pool", "cause", "state"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+lb_outlier_ejections = Counter(
+    "lb_outlier_ejections_total",
+    "Passive outlier verdicts, by pool, kind (5xx, gateway, latency) and result (ejected; held: "
+    "max_ejection_percent reached).",
+    ["pool", "kind", "result"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+lb_pool_panic_entries = Counter(
+    "lb_pool_panic_entries_total",
+    "Times a balancer pool entered panic mode (too few healthy backends: balance over all).",
+    ["pool"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+lb_pool_panic = Gauge(
+    "lb_pool_panic",
+    "1 while a balancer pool is in panic mode.",
+    ["pool"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 
 # -- Regional load balancer -------------------------------------------------------------
 # The balancer counts with plain integers on its backend objects (hot path); this
@@ -109,6 +139,10 @@ LB_METRICS = {
     "lb_backend_response_seconds": "Time from request to response head, per backend.",
     "lb_rejected_total": "Requests the balancer answered itself with an error.",
     "lb_reloads_total": "Configuration reloads applied by a balancer worker.",
+    "lb_tls_handshakes_total": "TLS handshakes completed on a listener, by kind (full, resumed).",
+    "lb_tls_certificate_not_after_seconds": "Expiry of each served certificate (Unix time).",
+    "lb_tls_certificate_refusals_total": "Certificate pairs refused (unreadable, key mismatch, "
+                                         "expired); the previous one keeps serving.",
 }
 
 
@@ -125,8 +159,13 @@ class LbBackendSample:
 
 
 class LbSample:
-    def __init__(self, backends: list[LbBackendSample], rejected: int, reloads: int):
+    def __init__(self, backends: list[LbBackendSample], rejected: int, reloads: int,
+                 tls_handshakes: list[tuple[str, int, int]] | None = None,
+                 certificates: dict[str, float] | None = None, cert_refusals: int = 0):
         self.backends, self.rejected, self.reloads = backends, rejected, reloads
+        self.tls_handshakes = tls_handshakes or []   # (listener, full, resumed)
+        self.certificates = certificates or {}       # pair name -> not-after (Unix time)
+        self.cert_refusals = cert_refusals
 
 
 class LbCollector:
@@ -179,6 +218,36 @@ class LbCollector:
         reloads.add_metric([], sum(s.reloads for s in samples))
         yield from (requests, responses, failures, in_flight, connections, latency, rejected,
                     reloads)
+        yield from _tls_metrics(samples, name)
+
+
+def _tls_metrics(samples: list[LbSample], name: Callable[[str], str]) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    handshakes = CounterMetricFamily(name("lb_tls_handshakes_total"),
+                                     LB_METRICS["lb_tls_handshakes_total"],
+                                     labels=["listener", "kind"])
+    totals: dict[str, list[int]] = {}
+    for sample in samples:  # several workers in one process add up per listener
+        for listener, full, resumed in sample.tls_handshakes:
+            counts = totals.setdefault(listener, [0, 0])
+            counts[0] += full
+            counts[1] += resumed
+    for listener, (full, resumed) in totals.items():
+        handshakes.add_metric([listener, "full"], full)
+        handshakes.add_metric([listener, "resumed"], resumed)
+    expiry = GaugeMetricFamily(name("lb_tls_certificate_not_after_seconds"),
+                               LB_METRICS["lb_tls_certificate_not_after_seconds"],
+                               labels=["certificate"])
+    merged: dict[str, float] = {}
+    for sample in samples:
+        merged.update(sample.certificates)
+    for certificate, not_after in sorted(merged.items()):
+        expiry.add_metric([certificate], not_after)
+    refusals = CounterMetricFamily(name("lb_tls_certificate_refusals_total"),
+                                   LB_METRICS["lb_tls_certificate_refusals_total"])
+    refusals.add_metric([], sum(s.cert_refusals for s in samples))
+    yield from (handshakes, expiry, refusals)
 
 
 lb_collector = LbCollector()

@@ -28,7 +28,9 @@ from gtm import log
 from gtm.errors import ConfigError, GtmError, ServeError
 from regional_lb import overrides as ov
 from regional_lb.balancing import BackendState
+from regional_lb.health import health_view
 from regional_lb.shares import drained, read_shares, share_dir
+from regional_lb.tls.listener import ADMIN_TLS
 
 if TYPE_CHECKING:
     from regional_lb.node import BalancerHandle
@@ -43,6 +45,7 @@ def backend_view(backend: BackendState) -> dict[str, Any]:
         "failures": backend.failures,
         "responses": {f"{i}xx": n for i, n in enumerate(backend.responses) if i},
         "slow_start": backend.since is not None, "ewma_ms": round(backend.ewma * 1000, 3),
+        **health_view(backend),  # health state, reason, check, ejection, panic
     }
 
 
@@ -69,7 +72,9 @@ class AdminServer:
         app.router.add_get("/metrics", self.metrics)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, config.admin.host, config.admin.port, reuse_port=True)
+        tls = self.handle.worker.tls.listeners.get(ADMIN_TLS)  # rotates like the listeners'
+        site = web.TCPSite(self.runner, config.admin.host, config.admin.port, reuse_port=True,
+                           ssl_context=tls.front if tls is not None else None)
         try:
             await site.start()
         except OSError as exc:

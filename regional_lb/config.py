@@ -16,6 +16,7 @@ Every key, with its default::
     access_log = "off"         # off | text | json  (logger gtm.lb.access)
     admin = "127.0.0.1:9900"   # admin API (absent: none); needs admin_token
     admin_token = "..."        # Authorization: Bearer <token>
+    admin_tls = { certificates = "certs/" }  # HTTPS for the admin API (keys as a listener's tls)
     region = "local"           # the name in region reports
     capacity = 0               # in-flight requests the region takes; 0: sum of max_connections
     redis_url = "redis://..."  # publish region reports there too (absent: in-process only)
@@ -47,11 +48,25 @@ Every key, with its default::
     proxy_protocol = false     # accept PROXY v1/v2 headers ...
     trusted_networks = []      # ... from these networks only (required with it)
     health_path = "/.gtm/health"
+    [lb.listeners.tls]         # TLS on this listener (absent: plain TCP); see regional_lb.tls
+    certificates = "certs/"    # NAME.crt + NAME.key or NAME.pem files (relative to this file)
+    default = "www"            # pair served without SNI or for unknown names (default: first)
+    unknown_sni = "default"    # default | refuse (alert unrecognized_name)
+    min_version = "1.2"        # 1.2 | 1.3
+    alpn = ["http/1.1"]        # http: http/1.1 only; tcp: any (default none)
+    client_auth = "none"       # none | optional | required (needs client_ca)
+    client_ca = "clients.pem"  # CA bundle client certificates must chain to
+    session_tickets = true     # resumption by tickets
+    tickets = 2                # TLS 1.3 tickets per full handshake (1-8)
     [[lb.listeners.routes]]    # first match wins, else the listener's pool (http only)
     pool = "api"
     host = "api.example.com"   # all given conditions must hold
     path_prefix = "/api/"
     header = "X-Canary: 1"     # or just "X-Canary" for any value
+
+    [lb.tls]
+    watch_interval = 2.0       # seconds between looks at certificate directories; 0: never
+    expiry_warning_days = [30, 7, 1]  # log a warning as a certificate crosses each
 
     [[lb.pools]]
     name = "app"
@@ -64,7 +79,16 @@ Every key, with its default::
     retries = 2                # further backends tried when one fails
     retry_budget = 0.2         # retries at most this share of requests (plus a reserve of 10)
     proxy_protocol = "off"     # off | v1 | v2, sent to backends (pools of tcp listeners)
+    tls = false                # re-encrypt to the backends (verified, with SNI)
+    tls_ca = "backends.pem"    # CA bundle for them (default: the system's)
+    tls_server_name = "app.internal"  # SNI and name checked (default: the backend's host)
+    tls_verify = true          # false: encrypt without checking (tests only)
     backends = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 2, state = "drain" }]
+    check = { type = "http", path = "/healthz", interval = 2.0, timeout = 1.0, rise = 2, fall = 2,
+              fastinter = 0.5 }  # active checks (tcp | http | https); see regional_lb.health
+    outlier = { consecutive_5xx = 5, consecutive_gateway = 3, base_ejection = 10.0,
+                max_ejection = 300.0, max_ejection_percent = 50 }  # passive; absent: off
+    panic_below = 0.5          # fewer healthy than this share: balance over all enabled
 """
 
 from __future__ import annotations
@@ -77,6 +101,15 @@ from typing import Any
 
 from gtm.config.settings import Listen, parse_listen
 from gtm.errors import ConfigError
+from gtm.steering.model import HealthCheck
+from regional_lb.health_spec import (
+    OutlierSpec,
+    parse_check,
+    parse_outlier,
+    parse_panic_below,
+)
+from regional_lb.tls.contexts import CLIENT_AUTH, VERSIONS, TlsPolicy
+from regional_lb.tls.listener import TlsSpec
 
 ALGORITHMS = ("round_robin", "weighted_round_robin", "least_connections", "least_request",
               "peak_ewma", "consistent_hash", "random")
@@ -127,6 +160,13 @@ class PoolSpec:
     retries: int = 2                 # other backends tried per request
     retry_budget: float = 0.2        # retries at most this share of requests (plus 10)
     proxy_protocol: str = "off"      # L4: off | v1 | v2, sent to backends
+    tls: bool = False                # re-encrypt to backends
+    tls_ca: Path | None = None       # CA bundle (None: the system's)
+    tls_server_name: str | None = None  # SNI and checked name (None: the backend's host)
+    tls_verify: bool = True
+    check: HealthCheck | None = None    # active checks of every backend (regional_lb.health)
+    outlier: OutlierSpec | None = None  # passive outlier detection on live traffic
+    panic_below: float = 0.5         # fewer healthy than this share: balance over all
 
 
 @dataclass(frozen=True)
@@ -147,6 +187,13 @@ class ListenerSpec:
     proxy_protocol: bool = False     # accept a PROXY header, from trusted networks only
     trusted_networks: tuple[IpNetwork, ...] = ()
     health_path: str = "/.gtm/health"
+    tls: TlsSpec | None = None       # terminate TLS on this listener
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    watch_interval: float = 2.0      # certificate directories polled this often; 0: never
+    expiry_warning_days: tuple[float, ...] = (30.0, 7.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -159,12 +206,14 @@ class LbConfig:
     access_log: str = "off"          # off | text | json
     admin: Listen | None = None
     admin_token: str | None = None
+    admin_tls: TlsSpec | None = None  # HTTPS for the admin API
     region: str = "local"
     capacity: int = 0                # in-flight requests the region takes; 0 = from backends
     redis_url: str | None = None
     redis_namespace: str = "gtm"     # key prefix, as the control plane's
     report_interval: float = 1.0
     demo_backends: tuple[Listen, ...] = ()  # built-in demo servers started with the balancer
+    tls: TlsSettings = field(default_factory=TlsSettings)
     source: str = "config"
 
     def pool(self, name: str) -> PoolSpec:
@@ -239,8 +288,8 @@ class _Reader:
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
                list: "a list", dict: "a table"}
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
-        "admin_token", "region", "capacity", "redis_url", "redis_namespace", "report_interval",
-        "demo_backends")
+        "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
+        "report_interval", "demo_backends", "tls")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
@@ -268,12 +317,14 @@ def build_config(raw: Any, source: str) -> LbConfig:
         access_log=top.choice("access_log", ("off", "text", "json"), "off"),
         admin=top.address("admin", required=False),
         admin_token=top.get("admin_token", str),
+        admin_tls=_admin_tls(top, source),
         region=top.get("region", str, "local"),
         capacity=top.number("capacity", int, 0, 0, 10**9),
         redis_url=top.get("redis_url", str),
         redis_namespace=top.get("redis_namespace", str, "gtm"),
         report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
         demo_backends=_addresses(top, "demo_backends"),
+        tls=_tls_settings(top.get("tls", dict, {}), source),
         source=source,
     )
 
@@ -323,7 +374,8 @@ def _limits(raw: Any, source: str) -> Limits:
 
 
 _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_connections",
-              "max_idle", "retries", "retry_budget", "proxy_protocol")
+              "max_idle", "retries", "retry_budget", "proxy_protocol", "tls", "tls_ca",
+              "tls_server_name", "tls_verify", "check", "outlier", "panic_below")
 
 
 def _pool(raw: Any, where: str, source: str) -> PoolSpec:
@@ -353,6 +405,15 @@ def _pool(raw: Any, where: str, source: str) -> PoolSpec:
         retries=reader.number("retries", int, 2, 0, 10),
         retry_budget=reader.number("retry_budget", float, 0.2, 0, 1),
         proxy_protocol=reader.choice("proxy_protocol", ("off", "v1", "v2"), "off"),
+        tls=reader.get("tls", bool, False),
+        tls_ca=_file(reader, "tls_ca"),
+        tls_server_name=reader.get("tls_server_name", str),
+        tls_verify=reader.get("tls_verify", bool, True),
+        check=parse_check(raw["check"], f"{where}.check", source) if "check" in raw else None,
+        outlier=parse_outlier(raw["outlier"], f"{where}.outlier", source)
+        if "outlier" in raw else None,
+        panic_below=parse_panic_below(raw["panic_below"], f"{where}.panic_below", source)
+        if "panic_below" in raw else 0.5,
     )
 
 
@@ -372,7 +433,7 @@ def _backend(raw: Any, where: str, source: str) -> BackendSpec:
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
-                  "trusted_networks", "health_path")
+                  "trusted_networks", "health_path", "tls")
 
 
 def _listener(raw: Any, where: str, source: str, pools: list[str]) -> ListenerSpec:
@@ -403,10 +464,15 @@ def _listener(raw: Any, where: str, source: str, pools: list[str]) -> ListenerSp
     health = reader.get("health_path", str, "/.gtm/health")
     if not health.startswith("/"):
         raise reader.fail("health_path", "must start with /")
+    tls_table = reader.get("tls", dict)
+    tls = _listener_tls(tls_table, f"{where}.tls", source, mode) if tls_table is not None \
+        else None
+    if tls is not None and accept_proxy:  # the PROXY header comes before the handshake
+        raise reader.fail("proxy_protocol", "cannot be combined with tls (not supported yet)")
     return ListenerSpec(
         name=reader.get("name", str, f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
         routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
-        health_path=health,
+        health_path=health, tls=tls,
     )
 
 
@@ -432,3 +498,77 @@ def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
         path_prefix=prefix.encode() if prefix else None,
         header=header,
     )
+
+
+# -- TLS ----------------------------------------------------------------------------------
+_TLS_KEYS = ("certificates", "default", "unknown_sni", "min_version", "alpn", "client_auth",
+             "client_ca", "session_tickets", "tickets")
+
+
+def _tls_settings(raw: Any, source: str) -> TlsSettings:
+    reader = _Reader(raw, "lb.tls", source, ("watch_interval", "expiry_warning_days"))
+    days = []
+    for i, value in enumerate(reader.list("expiry_warning_days") if "expiry_warning_days"
+                              in reader.table else TlsSettings().expiry_warning_days):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise reader.fail(f"expiry_warning_days[{i}]", "must be a number of days above 0")
+        days.append(float(value))
+    return TlsSettings(
+        watch_interval=reader.number("watch_interval", float, 2.0, 0, 3600),
+        expiry_warning_days=tuple(sorted(days, reverse=True)),
+    )
+
+
+def _admin_tls(top: _Reader, source: str) -> TlsSpec | None:
+    table = top.get("admin_tls", dict)
+    if table is None:
+        return None
+    if "admin" not in top.table:
+        raise top.fail("admin_tls", "needs admin (the address of the admin API)")
+    return _listener_tls(table, "lb.admin_tls", source, "http")
+
+
+def _file(reader: _Reader, key: str, directory: bool = False) -> Path | None:
+    """A path relative to the config file's directory, which must exist."""
+    text = reader.get(key, str)
+    if text is None:
+        return None
+    config_file = Path(reader.source)
+    base = config_file.parent if config_file.is_file() else Path.cwd()
+    path = (base / text).resolve()
+    if directory and not path.is_dir():
+        raise reader.fail(key, f"{path} is not a directory")
+    if not directory and not path.is_file():
+        raise reader.fail(key, f"{path} is not a file")
+    return path
+
+
+def _listener_tls(raw: Any, where: str, source: str, mode: str) -> TlsSpec:
+    reader = _Reader(raw, where, source, _TLS_KEYS)
+    certificates = _file(reader, "certificates", directory=True)
+    if certificates is None:
+        raise reader.fail("certificates", "is required (a directory of certificate pairs)")
+    default = reader.get("default", str)
+    if default is not None and not any(
+            (certificates / (default + suffix)).is_file() for suffix in (".crt", ".pem")):
+        raise reader.fail("default", f"names no pair in {certificates} ({default}.crt + "
+                          f"{default}.key or {default}.pem)")
+    alpn = tuple(reader.list("alpn")) if "alpn" in reader.table else \
+        (("http/1.1",) if mode == "http" else ())
+    for i, protocol in enumerate(alpn):
+        if not isinstance(protocol, str) or not 0 < len(protocol) < 256:
+            raise reader.fail(f"alpn[{i}]", "must be a protocol name")
+        if mode == "http" and protocol != "http/1.1":
+            raise reader.fail(f"alpn[{i}]", "http listeners speak http/1.1 only")
+    client_auth = reader.choice("client_auth", tuple(CLIENT_AUTH), "none")
+    client_ca = _file(reader, "client_ca")
+    if client_auth != "none" and client_ca is None:
+        raise reader.fail("client_ca", f"is required with client_auth = {client_auth!r}")
+    policy = TlsPolicy(
+        min_version=reader.choice("min_version", tuple(VERSIONS), "1.2"),
+        alpn=alpn, client_auth=client_auth, client_ca=client_ca,
+        session_tickets=reader.get("session_tickets", bool, True),
+        tickets=reader.number("tickets", int, 2, 1, 8),
+    )
+    return TlsSpec(certificates=certificates, default=default, policy=policy,
+                   unknown_sni=reader.choice("unknown_sni", ("default", "refuse"), "default"))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from regional_lb import proxyproto
 from regional_lb.balancing import BackendState, PoolState, pick
+from regional_lb.tls.contexts import backend_tls
 
 if TYPE_CHECKING:
     from regional_lb.worker import Worker
@@ -83,6 +84,8 @@ class TcpSession(asyncio.Protocol):
         if listener is None:
             transport.close()
             return
+        if listener.tls is not None:
+            listener.tls.count(transport)
         if listener.spec.proxy_protocol and worker.trusted(listener, peer[0]):
             self.awaiting_proxy_header = True
             return
@@ -135,14 +138,18 @@ class TcpSession(asyncio.Protocol):
             tried.append(backend)
             backend.active += 1
             backend.requests += 1
+            context, server_name = backend_tls(pool.spec, backend.host)
             try:
                 _, upstream = await asyncio.wait_for(
                     worker.loop.create_connection(
-                        lambda: TcpUpstream(self), backend.host, backend.port),
+                        lambda: TcpUpstream(self), backend.host, backend.port,
+                        ssl=context, server_hostname=server_name),
                     worker.timeouts.backend_connect)
             except (TimeoutError, OSError):
                 backend.active -= 1
                 backend.failures += 1
+                if backend.monitor is not None:  # passive outlier detection
+                    backend.monitor.gateway_error()
                 if len(tried) > pool.spec.retries or not pool.take_retry():
                     break
                 continue
@@ -158,6 +165,8 @@ class TcpSession(asyncio.Protocol):
             return
         self.backend = backend
         self.upstream = upstream
+        if backend.monitor is not None:
+            backend.monitor.connected()
         if pool.spec.proxy_protocol != "off":
             upstream.transport.write(proxyproto.build(pool.spec.proxy_protocol, self.peer,
                                                       self.local))
@@ -170,7 +179,10 @@ class TcpSession(asyncio.Protocol):
             self.transport.resume_reading()
 
     def eof_received(self) -> bool:
-        return self.half_close(from_client=True)
+        keep = self.half_close(from_client=True)
+        # A TLS transport closes after an EOF whatever this returns (and warns about True).
+        return keep and (self.transport is None
+                         or self.transport.get_extra_info("sslcontext") is None)
 
     def half_close(self, from_client: bool) -> bool:
         """Pass a FIN on; close both once both directions have ended."""

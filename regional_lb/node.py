@@ -16,6 +16,7 @@ from gtm.errors import GtmError
 from gtm.workers import Supervisor
 from regional_lb import overrides as ov
 from regional_lb.config import LbConfig, load_config
+from regional_lb.health import HealthManager
 from regional_lb.report import RegionReporter
 from regional_lb.shares import share_dir
 from regional_lb.snapshot import Snapshot
@@ -30,6 +31,7 @@ class BalancerHandle:
                  admin: Any = None):
         self.demo: list[Any] = []  # demo backend runners, when the config asks for them
         self.worker = worker
+        self.health: HealthManager | None = None  # checks, outliers, panic (regional_lb.health)
         self.path = path
         self.reporter = reporter
         self.admin = admin
@@ -79,6 +81,8 @@ class BalancerHandle:
         if self.admin is not None:
             stopping.append(self._stop_admin_after(grace))
         await asyncio.gather(*stopping)
+        if self.health is not None:
+            await self.health.stop()
         await self.reporter.stop()
         for runner in self.demo:
             await runner.cleanup()
@@ -131,6 +135,8 @@ async def start_balancer(config: LbConfig | Path | str,
             worker, index, workers,
             share_dir(path) if supervised and path is not None else None))
         handle.demo = demo
+        handle.health = HealthManager(worker)
+        handle.health.start()
         handle.overrides, handle.base = overrides, _keep_resolved_ports(config, worker)
         await handle.reporter.start()
         if admin and config.admin is not None and index == 0:
@@ -140,6 +146,8 @@ async def start_balancer(config: LbConfig | Path | str,
             await handle.admin.start()
     except BaseException:  # nothing half started is left behind
         if handle is not None:
+            if handle.health is not None:
+                await handle.health.stop()
             if handle.admin is not None:
                 await handle.admin.stop()
             await handle.reporter.stop()
@@ -175,7 +183,8 @@ def serve(path: Path, workers: int | None = None) -> int:
     count = workers or config.workers
     config, sockets = bind_workers(config, count)
     for spec in config.listeners:
-        log.lb.info("listener %s on %s (%s), %d workers", spec.name, spec.bind, spec.mode, count)
+        log.lb.info("listener %s on %s (%s%s), %d workers", spec.name, spec.bind, spec.mode,
+                    " + tls" if spec.tls is not None else "", count)
 
     def run(index: int) -> int:
         for other, socks in enumerate(sockets):

@@ -126,7 +126,7 @@ class RegionReporter:
         snapshot = worker.snapshot
         config = snapshot.config
         backends = list({id(b): b for b in snapshot.backends().values()}.values())
-        up = [b for b in backends if b.available]
+        up = [b for b in backends if b.available and b.healthy]  # not those of a panic
         in_flight = sum(b.active for b in backends)
         capacity = config.capacity // self.workers if config.capacity else \
             sum(b.max_connections for b in up)

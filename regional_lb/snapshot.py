@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from regional_lb.balancing import BackendState, PoolState, build_pool_state
 from regional_lb.config import LbConfig, ListenerSpec, RouteSpec
 from regional_lb.l7.parser import Request
+
+if TYPE_CHECKING:
+    from regional_lb.tls.listener import ListenerTls
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Listener:
     routes: tuple[Route, ...]
     health_path: bytes
     default_host: bytes  # Host for HTTP/1.0 requests without one
+    tls: ListenerTls | None = None  # TLS state (front context, counters) when terminating
+    proto: bytes = b"http"          # X-Forwarded-Proto and Forwarded proto=
 
     def route(self, request: Request) -> PoolState:
         """The first route that matches, else the listener's pool."""
@@ -79,7 +85,8 @@ def balance_key(pool: PoolState, request: Request, client_ip: bytes) -> bytes:
 
 
 def compile_snapshot(config: LbConfig, previous: Snapshot | None, now: float,
-                     seed: int | None = None) -> Snapshot:
+                     seed: int | None = None,
+                     tls: Mapping[str, ListenerTls] | None = None) -> Snapshot:
     old_pools = previous.pools if previous is not None else {}
     pools = {}
     for spec in config.pools:
@@ -93,6 +100,8 @@ def compile_snapshot(config: LbConfig, previous: Snapshot | None, now: float,
             routes=tuple(Route(r, pools[r.pool]) for r in spec.routes),
             health_path=spec.health_path.encode(),
             default_host=str(spec.bind).encode(),
+            tls=(tls or {}).get(spec.name),
+            proto=b"https" if spec.tls is not None else b"http",
         )
         for spec in config.listeners
     }

@@ -12,6 +12,9 @@ BACKLOG = 4096
 
 
 def listener_key(spec: ListenerSpec) -> str:
+    """Same key, same server across a reload; a TLS change makes a new one (new context)."""
+    if spec.tls is not None:
+        return f"{spec.mode}:{spec.bind}:tls:{spec.tls.key}"
     return f"{spec.mode}:{spec.bind}"
 
 

@@ -22,6 +22,12 @@ from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol
 from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
 from regional_lb.sockets import bind_listener, listener_key
+from regional_lb.tls.listener import ADMIN_TLS, ListenerTls, TlsRegistry, TlsSpec, stop_task
+
+
+def _tls_specs(config: LbConfig) -> list[tuple[str, TlsSpec | None]]:
+    """Every TLS endpoint of a config by name: the listeners and the admin API."""
+    return [*((spec.name, spec.tls) for spec in config.listeners), (ADMIN_TLS, config.admin_tls)]
 
 
 class Timed(Protocol):
@@ -52,7 +58,10 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 class Worker:
     def __init__(self, config: LbConfig, sockets: dict[str, socket.socket] | None = None):
         self.loop = asyncio.get_running_loop()
-        self.snapshot: Snapshot = compile_snapshot(config, None, self.loop.time())
+        self.tls = TlsRegistry()
+        self.snapshot: Snapshot = compile_snapshot(config, None, self.loop.time(),
+                                                   tls=self._prepare_tls(config))
+        self.tls_watcher: asyncio.Task[None] | None = None
         self.timeouts: Timeouts = config.timeouts
         self.limits: Limits = config.limits
         self.access_log: Callable[[Any, float], None] | None = make_access_log(config.access_log)
@@ -91,12 +100,28 @@ class Worker:
                                                         strict=True)), b.latency_sum)
             for pool in self.snapshot.pools.values() for b in pool.backends
         ]
-        return LbSample(rows, self.stats.rejected, self.stats.reloads)
+        handshakes, expiry, refusals = self.tls.sample()
+        return LbSample(rows, self.stats.rejected, self.stats.reloads, handshakes, expiry,
+                        refusals)
 
     # -- start, reload ------------------------------------------------------------------
     async def start(self) -> None:
         await self._sync_listeners()
         self.sweeper = self.loop.create_task(self._sweep())
+        self._restart_tls_watcher()
+
+    def _prepare_tls(self, config: LbConfig) -> dict[str, ListenerTls]:
+        return self.tls.prepare(_tls_specs(config))
+
+    def _restart_tls_watcher(self) -> None:
+        """One poller per worker over its certificate directories (none without TLS)."""
+        if self.tls_watcher is not None:
+            self.tls_watcher.cancel()
+            self.tls_watcher = None
+        settings = self.snapshot.config.tls
+        if self.tls.stores and settings.watch_interval > 0:
+            self.tls_watcher = self.loop.create_task(
+                self.tls.watch(settings.watch_interval, settings.expiry_warning_days))
 
     def bound(self) -> dict[str, tuple[str, int]]:
         """Listener name -> the address it is actually bound to (ports of 0 resolved)."""
@@ -112,13 +137,17 @@ class Worker:
         """Compile, then swap in one assignment; connections in flight keep their objects."""
         async with self.reload_lock:
             previous = self.snapshot
-            snapshot = compile_snapshot(config, previous, self.loop.time())
+            await self.tls.preload(_tls_specs(config))  # raises for an unusable directory
+            tls = self._prepare_tls(config)
+            snapshot = compile_snapshot(config, previous, self.loop.time(), tls=tls)
             clear_caches()
             self.timeouts, self.limits = config.timeouts, config.limits
             self.access_log = make_access_log(config.access_log)
             self.snapshot = snapshot
             self.stats.reloads += 1
             await self._sync_listeners()
+            await self.tls.rescan()  # a reload also picks up changed certificates
+            self._restart_tls_watcher()
             self._close_orphaned_upstreams(previous, snapshot)
             log.lb.info("configuration %d is live (%d pools, %d listeners)", snapshot.version,
                         len(snapshot.pools), len(snapshot.listeners))
@@ -135,10 +164,18 @@ class Worker:
             self.names[key] = spec.name
             if key not in self.servers:
                 sock = self.sockets.pop(key, None) or bind_listener(spec.bind)
-                self.servers[key] = await self.loop.create_server(
-                    self._factory(key, spec.mode), sock=sock)
+                self.servers[key] = await self._serve(key, spec, sock)
         for spec in wanted.values():
             log.lb.debug("listener %s on %s (%s)", spec.name, spec.bind, spec.mode)
+
+    async def _serve(self, key: str, spec: ListenerSpec,
+                     sock: socket.socket) -> asyncio.base_events.Server:
+        listener = self.snapshot.listeners[spec.name]
+        if listener.tls is None:
+            return await self.loop.create_server(self._factory(key, spec.mode), sock=sock)
+        return await self.loop.create_server(
+            self._factory(key, spec.mode), sock=sock, ssl=listener.tls.front,
+            ssl_handshake_timeout=self.timeouts.header_read)
 
     def _factory(self, key: str, mode: str) -> Callable[[], asyncio.Protocol]:
         if mode == "tcp":
@@ -204,6 +241,7 @@ class Worker:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.sweeper
+        await stop_task(self.tls_watcher)
         for task in list(self.tasks):
             task.cancel()
         for server in self.servers.values():

@@ -11,9 +11,13 @@ import math
 import random
 from bisect import bisect_left
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from regional_lb.balancing.maglev import build_table
 from regional_lb.config import PoolSpec
+
+if TYPE_CHECKING:
+    from regional_lb.outlier import BackendMonitor
 
 SLOW_START_FLOOR = 0.1  # a ramping backend gets at least this share of its weight
 EWMA_DECAY = 10.0       # seconds: how fast peak-EWMA forgets a slow response
@@ -30,7 +34,7 @@ class BackendState:
     __slots__ = (
         "_admin", "_healthy", "_weight", "active", "connections", "ewma", "ewma_stamp",
         "failures", "host", "idle", "key", "latency_buckets", "latency_sum", "max_connections",
-        "port", "requests", "responses", "since", "up",
+        "monitor", "panic", "port", "requests", "responses", "since", "up",
     )
 
     def __init__(self, host: str, port: int, weight: int = 1, admin: str = "enabled"):
@@ -40,6 +44,7 @@ class BackendState:
         self._weight = weight
         self._admin = admin
         self._healthy = True
+        self.panic = False  # the pool is in panic: balanced over even when not healthy
         self.up = False  # enabled, healthy and weighted: kept current by the setters below
         self._refresh()
         self.since: float | None = None  # start of slow start; None once ramped
@@ -54,9 +59,17 @@ class BackendState:
         self.latency_buckets = [0] * len(LATENCY_BUCKETS)
         self.latency_sum = 0.0
         self.idle: list[object] = []
+        # Health checks and passive outlier detection (regional_lb.health); None: neither.
+        self.monitor: BackendMonitor | None = None
 
     def _refresh(self) -> None:
-        self.up = self._admin == "enabled" and self._healthy and self._weight > 0
+        # The one place panic mode acts: every picker reads ``up`` (or ``available``).
+        self.up = self._admin == "enabled" and (self._healthy or self.panic) \
+            and self._weight > 0
+
+    def set_panic(self, panic: bool) -> None:
+        self.panic = panic
+        self._refresh()
 
     @property
     def admin(self) -> str:

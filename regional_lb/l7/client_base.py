@@ -176,6 +176,8 @@ class ClientBase(asyncio.Protocol):
             if self.pool is not None and self.pool.track_ewma:
                 backend.observe_ewma(seconds, now)
             backend.responses[response.status // 100] += 1
+            if backend.monitor is not None:  # passive outlier detection
+                backend.monitor.response(response.status, seconds)
 
     def response_data(self, pieces: list[bytes]) -> None:
         assert self.transport is not None

@@ -57,16 +57,17 @@ REQUEST_HEAD = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0
 RESPONSE_HEAD = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])((?: [\x09\x20-\x7e\x80-\xff]*)?)"
                            rb"((?:\r\n" + _TOKEN + rb":" + _VALUE + rb")*)")
 _HOP = rb"transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade"
+# Set by the proxy alone (a client sending them would be believed): always dropped.
+_OURS = rb"x-forwarded-proto|x-forwarded-host|x-client-verify|x-client-cert-subject"
 REQUEST_SPECIAL = re.compile(
     rb"\r\n(?i:(host|content-length|expect|x-request-id|x-forwarded-for|forwarded|"
-    rb"x-forwarded-proto|x-forwarded-host|" + _HOP + rb")):[ \t]*([^\r]*)")
+    + _OURS + rb"|" + _HOP + rb")):[ \t]*([^\r]*)")
 RESPONSE_SPECIAL = re.compile(rb"\r\n(?i:(content-length|" + _HOP + rb")):[ \t]*([^\r]*)")
 # What is not forwarded; with host and content-length when the proxy re-emits them.
 REQUEST_DROP = re.compile(
-    rb"\r\n(?i:" + _HOP + rb"|x-forwarded-for|forwarded|x-forwarded-proto|x-forwarded-host)"
-    rb":[^\r]*")
+    rb"\r\n(?i:" + _HOP + rb"|x-forwarded-for|forwarded|" + _OURS + rb"):[^\r]*")
 REQUEST_DROP_ALL = re.compile(
-    rb"\r\n(?i:" + _HOP + rb"|x-forwarded-for|forwarded|x-forwarded-proto|x-forwarded-host|"
+    rb"\r\n(?i:" + _HOP + rb"|x-forwarded-for|forwarded|" + _OURS + rb"|"
     rb"host|content-length):[^\r]*")
 RESPONSE_DROP = re.compile(rb"\r\n(?i:" + _HOP + rb"):[^\r]*")
 RESPONSE_DROP_ALL = re.compile(rb"\r\n(?i:" + _HOP + rb"|content-length):[^\r]*")
@@ -370,6 +371,8 @@ _REQUEST_SPECIAL: dict[bytes, Callable[[Any, bytes], int]] = {
     b"x-request-id": _request_id,
     b"x-forwarded-proto": _hop,
     b"x-forwarded-host": _hop,
+    b"x-client-verify": _hop,
+    b"x-client-cert-subject": _hop,
     b"keep-alive": _hop,
     b"proxy-connection": _hop,
     b"te": _hop,

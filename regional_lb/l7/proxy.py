@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from regional_lb.worker import Worker
 
 class ClientProtocol(ClientBase):
+    tls_headers = b""  # about the client's certificate, for every request (TLS listeners)
+
     def __init__(self, worker: Worker, listener_name: str):
         self.worker = worker
         self.listener_name = listener_name
@@ -69,6 +71,8 @@ class ClientProtocol(ClientBase):
             transport.close()
             return
         self.listener = listener  # kept in case a reload removes it
+        if listener.tls is not None:
+            self.tls_headers = listener.tls.count(transport)
         if listener.spec.proxy_protocol and peer is not None \
                 and worker.trusted(listener, peer[0]):
             self.state = PROXY_HEADER
@@ -108,13 +112,16 @@ class ClientProtocol(ClientBase):
             self._proxy_header(self.buffer + data)
 
     def eof_received(self) -> bool | None:
+        # TLS transports close after an EOF whatever this returns (and warn about True).
+        keep = None if self.transport is None or self.transport.get_extra_info("sslcontext") \
+            else True
         if self.state == TUNNEL and self.upstream is not None:
             assert self.upstream.transport is not None
             if self.upstream.transport.can_write_eof():
                 self.upstream.transport.write_eof()
-            return True
+            return keep
         if self.state in (BODY, WAIT) and self.request_done:
-            return True  # half-closed after a complete request: still answer it
+            return keep  # half-closed after a complete request: still answer it
         return None
 
     def on_timeout(self, now: float) -> None:
@@ -241,7 +248,9 @@ class ClientProtocol(ClientBase):
         worker.request_count += 1
         self.head_out = request_head(request, self.client_ip,
                                      worker.request_prefix + b"%x" % worker.request_count,
-                                     listener.default_host)
+                                     listener.default_host, listener.proto)
+        if self.tls_headers:  # before the blank line that ends the head
+            self.head_out = self.head_out[:-2] + self.tls_headers + b"\r\n"
         self._pick_and_send()
 
     def _health(self, rest: bytes) -> None:
@@ -280,7 +289,8 @@ class ClientProtocol(ClientBase):
 
     async def _connect(self, backend: BackendState) -> None:
         try:
-            upstream = await connect(backend, self.worker.timeouts.backend_connect)
+            pool = self.pool.spec if self.pool is not None else None
+            upstream = await connect(backend, self.worker.timeouts.backend_connect, pool)
         except UpstreamError as exc:
             if self.state != CLOSED:
                 self._fail_upstream(exc)
@@ -332,6 +342,8 @@ class ClientProtocol(ClientBase):
         if failed:
             backend.failures += 1
             backend.responses[5] += 1
+            if backend.monitor is not None:  # passive outlier detection
+                backend.monitor.gateway_error()
 
     # -- request body -------------------------------------------------------------------
     def _body(self, data: bytes) -> None:

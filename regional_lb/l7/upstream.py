@@ -21,8 +21,10 @@ from regional_lb.l7.parser import (
     parse_response_cached,
 )
 from regional_lb.l7.rewrite import interim_response, response_head
+from regional_lb.tls.contexts import backend_tls
 
 if TYPE_CHECKING:
+    from regional_lb.config import PoolSpec
     from regional_lb.l7.proxy import ClientProtocol
 
 # Response states.
@@ -31,12 +33,18 @@ MAX_RESPONSE_HEAD = 65536
 CHUNKED_LINE = b"\r\nTransfer-Encoding: chunked"
 
 
-async def connect(backend: BackendState, timeout: float) -> UpstreamProtocol:
-    """A new connection to a backend; UpstreamError (retryable) when it cannot be made."""
+async def connect(backend: BackendState, timeout: float,
+                  pool: PoolSpec | None = None) -> UpstreamProtocol:
+    """A new connection to a backend; UpstreamError (retryable) when it cannot be made.
+
+    A pool with ``tls`` gets a verified TLS connection (SNI: its server name or the host).
+    """
     loop = asyncio.get_running_loop()
+    context, server_name = backend_tls(pool, backend.host)
     try:
         _, upstream = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamProtocol(backend), backend.host, backend.port),
+            loop.create_connection(lambda: UpstreamProtocol(backend), backend.host, backend.port,
+                                   ssl=context, server_hostname=server_name),
             timeout)
     except TimeoutError as exc:
         raise UpstreamError(504, "backend connect timeout", retryable=True) from exc

@@ -1,0 +1,198 @@
+"""What TLS listeners hold: a front context whose SNI callback picks the certificate.
+
+The listening server is created once with the *front* context; every handshake then
+switches (``SSLObject.context = ...``) to the context of the group serving its SNI
+name. Because the switch happens on every handshake, a rotated certificate is used by
+the next handshake without touching the server, and ticket keys (which OpenSSL takes
+from the front context) stay the same, so clients resume across rotations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from gtm import log
+from gtm.errors import CertificateError
+from regional_lb.tls.contexts import TlsPolicy, server_context
+from regional_lb.tls.store import CertStore
+
+ADMIN_TLS = ".admin"  # the admin API's entry in a TlsRegistry, beside the listeners'
+
+
+@dataclass(frozen=True)
+class TlsSpec:
+    """A listener's ``tls`` table, validated (see regional_lb.config)."""
+
+    certificates: Path
+    default: str | None = None
+    policy: TlsPolicy = field(default_factory=TlsPolicy)
+    unknown_sni: str = "default"   # default | refuse
+
+    @property
+    def key(self) -> str:
+        """Stable text for the listener key: a change of any of it makes a new server."""
+        return f"{self.certificates}|{self.default}|{self.policy}|{self.unknown_sni}"
+
+
+class TlsCounters:
+    """Plain integers for the hot path; they outlive reloads (kept by listener name)."""
+
+    __slots__ = ("full", "resumed")
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.resumed = 0
+
+
+class ListenerTls:
+    def __init__(self, spec: TlsSpec, store: CertStore, counters: TlsCounters):
+        self.spec = spec
+        self.store = store
+        self.policy = spec.policy
+        self.counters = counters
+        self.refuse_unknown = spec.unknown_sni == "refuse"
+        default = [store.pairs[name] for name in store.index.default]
+        self.front = server_context(spec.policy, default)
+        self.front.sni_callback = self._select
+
+    def _select(self, sslobj: ssl.SSLObject, server_name: str | None,
+                front: ssl.SSLContext) -> int | None:
+        store = self.store
+        group = store.group_for(server_name)
+        if group is None:
+            if self.refuse_unknown and server_name is not None:
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            group = store.index.default
+        try:
+            sslobj.context = store.context(self.policy, group)
+        except CertificateError:  # logged once by the store: the front's default serves
+            pass
+        except Exception:  # never let a bug here fail handshakes silently
+            log.tls.exception("choosing a certificate for %r failed", server_name)
+        return None
+
+    def count(self, transport: asyncio.BaseTransport) -> bytes:
+        """Called when a connection is made (after the handshake): full or resumed.
+
+        Returns the header lines that tell backends about the client's certificate on
+        listeners that ask for one (the parser drops any the client sent itself).
+        """
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.session_reused:
+            self.counters.resumed += 1
+        else:
+            self.counters.full += 1
+        if self.policy.client_auth == "none" or sslobj is None:
+            return b""
+        return client_identity(sslobj)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def client_identity(sslobj: ssl.SSLObject) -> bytes:
+    """X-Client-Verify (SUCCESS | NONE) and X-Client-Cert-Subject (RFC 4514), CRLF-ended.
+    Only verified certificates get this far: an unverified one fails the handshake."""
+    der = sslobj.getpeercert(binary_form=True)
+    if not der:
+        return b"X-Client-Verify: NONE\r\n"
+    subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    safe = _CONTROL.sub("?", subject).encode("utf-8", "replace")  # no header injection
+    return b"X-Client-Verify: SUCCESS\r\nX-Client-Cert-Subject: " + safe + b"\r\n"
+
+
+class TlsRegistry:
+    """A worker's certificate stores (one per directory and default) and TLS listeners."""
+
+    def __init__(self) -> None:
+        self.stores: dict[tuple[Path, str | None], CertStore] = {}
+        self.listeners: dict[str, ListenerTls] = {}
+        self.counters: dict[str, TlsCounters] = {}
+        self.preloaded: dict[tuple[Path, str | None], CertStore] = {}
+
+    async def preload(self, listeners: Iterable[tuple[str, TlsSpec | None]]) -> None:
+        """Read directories new to this worker off the event loop (before a reload's
+        prepare); raises, changing nothing, when one cannot be served."""
+        loop = asyncio.get_running_loop()
+        for _, spec in listeners:
+            if spec is None:
+                continue
+            key = (spec.certificates, spec.default)
+            if key in self.stores or key in self.preloaded:
+                continue
+            store = CertStore(spec.certificates, spec.default)
+            await loop.run_in_executor(None, store.load)
+            self.preloaded[key] = store
+
+    def prepare(self, listeners: Iterable[tuple[str, TlsSpec | None]]) -> dict[str, ListenerTls]:
+        """TLS state for a config's listeners; raises (changing nothing) when a store fails."""
+        stores: dict[tuple[Path, str | None], CertStore] = {}
+        result: dict[str, ListenerTls] = {}
+        for name, spec in listeners:
+            if spec is None:
+                continue
+            key = (spec.certificates, spec.default)
+            store = stores.get(key) or self.stores.get(key) or self.preloaded.get(key)
+            if store is None:
+                store = CertStore(spec.certificates, spec.default)
+                store.load()
+            stores[key] = store
+            held = self.listeners.get(name)
+            if held is not None and held.spec == spec and held.store is store:
+                result[name] = held
+            else:
+                result[name] = ListenerTls(spec, store, self.counters.get(name) or TlsCounters())
+        self.stores, self.listeners = stores, result
+        self.preloaded.clear()
+        for name, tls in result.items():
+            self.counters[name] = tls.counters
+        return result
+
+    async def watch(self, interval: float, thresholds: tuple[float, ...]) -> None:
+        """Poll the directories: changed pairs rotate in within ``interval`` seconds."""
+        self.check_expiry(thresholds)
+        while True:
+            await asyncio.sleep(interval)
+            await self.rescan()
+            self.check_expiry(thresholds)
+
+    async def rescan(self) -> None:
+        """Look at every directory once (files are read off the event loop)."""
+        loop = asyncio.get_running_loop()
+        for store in list(self.stores.values()):
+            try:
+                changes = await loop.run_in_executor(None, store.scan)
+                if changes:
+                    store.apply(changes)
+            except Exception:  # the watcher outlives any one bad directory
+                log.tls.exception("certificate directory %s: scan failed", store.directory)
+
+    def check_expiry(self, thresholds: tuple[float, ...]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        for store in self.stores.values():
+            store.check_expiry(thresholds, now)
+
+    def sample(self) -> tuple[list[tuple[str, int, int]], dict[str, float], int]:
+        """(listener, full, resumed) rows; certificate -> not-after (unix time); refusals."""
+        handshakes = [(name, c.full, c.resumed) for name, c in self.counters.items()]
+        expiry = {name: info.not_after.timestamp()
+                  for store in self.stores.values() for name, info in store.pairs.items()}
+        refusals = sum(store.refusals for store in self.stores.values())
+        return handshakes, expiry, refusals
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
