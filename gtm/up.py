@@ -81,6 +81,7 @@ async def _main(settings: UpSettings) -> None:
         if checker is not None:
             summary = checker.summary
             embedded.follower.status_extra = lambda: {"health": summary()}
+            checker.on_change = _auditor(embedded, checker.settings.observer_id)
         sync = ZoneDirSync(embedded.plane.service, dns.zones_dir)
         await sync.run_once(at_start=True)
         stoppers.append(await _watch(sync, dns.watch_interval))
@@ -90,6 +91,21 @@ async def _main(settings: UpSettings) -> None:
         for stop in reversed(stoppers):
             with contextlib.suppress(Exception):
                 await stop()
+
+
+def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str], None]:
+    """Health flips into the control plane's audit log, beside who changed what."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def record(what: str, before: str, after: str, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(embedded.plane.service.audit(
+            f"health:{observer}", "health.change", what, after,
+            {"from": before, "reason": reason},
+        ))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return record
 
 
 async def _start_regions(paths: tuple[Path, ...]) -> list[Stopper]:

@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,10 @@ class HealthService:
         self._started = False
         self._carried: dict[str, HealthMachine] = {}
         self._rng = random.Random()
+        # Called with (what, before, after, reason) when an agreed state flips; gtm up
+        # writes these to the control plane's audit log.
+        self.on_change: Callable[[str, str, str, str], None] | None = None
+        self._announced: dict[str, str] = {}
         feed.facts = self.facts
         feed.doubt_ttl = settings.doubt_ttl
         feed.coalesce = settings.coalesce
@@ -193,6 +197,7 @@ class HealthService:
     def hear(self, observation: Observation) -> None:
         if observation.target in self.targets and self.view.add(observation):
             self.feed.request()
+            self._announce_changes()
 
     # ---- region reports ----
 
@@ -230,6 +235,22 @@ class HealthService:
         if signature != self._region_signature:
             self._region_signature = signature
             self.feed.request()
+            self._announce_changes()
+
+    def _announce_changes(self) -> None:
+        """Tell on_change about every agreed flip since the last call (endpoints and
+        regions start as up, as they are served before anything is known)."""
+        if self.on_change is None:
+            return
+        current = {f"endpoint {t}": (a.state, a.reason) for t, a in self.view.agreed.items()
+                   if t in self.targets}
+        for region, fact in self.region_facts().items():
+            current[f"region {region}"] = ("up" if fact.healthy else "down", fact.detail)
+        for what, (state, reason) in current.items():
+            before = self._announced.get(what, "up")
+            if state != before:
+                self.on_change(what, before, state, reason)
+            self._announced[what] = state
 
     # ---- facts ----
 
@@ -244,6 +265,7 @@ class HealthService:
             try:
                 if self.view.sweep():
                     self.feed.request()
+                    self._announce_changes()
                 self._check_regions()
                 now = time.monotonic()
                 if self.bus is not None and now - last_summary >= self.settings.summary_interval:
