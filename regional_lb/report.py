@@ -3,6 +3,7 @@
 Contract (one JSON object, every ``report_interval`` seconds)::
 
     {"region": str, "worker": int, "time": unix seconds, "config_version": int,
+     "backends": [{"address", "state" (admin), "health", "reason", "panic"}, ...],
      "healthy": bool,            # some backend can take requests and we are not stopping
      "capacity": int,            # in-flight requests the region takes (config, else sum of
                                  # max_connections of available backends)
@@ -30,6 +31,7 @@ from gtm import log
 # The in-process channel is gtm's, so the GTM tier can read it without importing us.
 from gtm.health.reports import publish
 from regional_lb.balancing.state import LATENCY_BUCKETS
+from regional_lb.health import health_view
 from regional_lb.shares import INTERVAL as SHARE_INTERVAL
 from regional_lb.shares import write_share
 
@@ -155,4 +157,12 @@ class RegionReporter:
             "p95_ms": round(p95 * 1000, 3) if p95 is not None else None,
             "error_rate": round(error_rate, 6),
             "backends_up": len(up), "backends_total": len(backends),
+            "backends": [_backend_line(b) for b in backends],
         }
+
+
+def _backend_line(backend: Any) -> dict[str, Any]:
+    """One backend as `gtm health` lists it: address, admin state, health and why."""
+    view = health_view(backend)
+    return {"address": backend.key, "state": backend.admin, "health": view["health"],
+            "reason": view["health_reason"], "panic": view["panic"]}

@@ -109,6 +109,11 @@ def render_summary(summary: Mapping[str, Any]) -> list[str]:
         headroom = "-" if fact.get("headroom") is None else f"{fact['headroom']:.2f}"
         lines.append(f"  region {region}: {'up' if fact['healthy'] else 'DOWN'}, headroom "
                      f"{headroom}, {fact['detail']} ({now - fact['time']:.1f} s ago)")
+        for backend in fact.get("backends", []):
+            admin = "" if backend.get("state") == "enabled" else f", admin {backend['state']}"
+            panic = ", serving in panic" if backend.get("panic") else ""
+            lines.append(f"      backend {backend['address']}: {backend['health']}{admin}"
+                         f"{panic} ({backend['reason']})")
     return lines
 
 

@@ -206,6 +206,7 @@ class HealthService:
             key = (str(report["region"]), int(report.get("worker", 0)))
             self.reports[key] = report
             self._check_regions()
+            self._announce_changes()
 
     def _attach_reports(self) -> None:
         for existing in list(reports.REPORTS.values()):
@@ -242,10 +243,15 @@ class HealthService:
         regions start as up, as they are served before anything is known)."""
         if self.on_change is None:
             return
-        current = {f"endpoint {t}": (a.state, a.reason) for t, a in self.view.agreed.items()
-                   if t in self.targets}
+        current: dict[str, tuple[str, str]] = {
+            f"endpoint {t}": (a.state, a.reason) for t, a in self.view.agreed.items()
+            if t in self.targets
+        }
         for region, fact in self.region_facts().items():
             current[f"region {region}"] = ("up" if fact.healthy else "down", fact.detail)
+            for backend in self._backends_of(region):  # the balancer's own checks
+                current[f"backend {region}/{backend.get('address')}"] = (
+                    str(backend.get("health")), str(backend.get("reason")))
         for what, (state, reason) in current.items():
             before = self._announced.get(what, "up")
             if state != before:
@@ -283,8 +289,17 @@ class HealthService:
             "probing": self.settings.probe,
             "endpoints": {tid: self._endpoint_summary(tid, now) for tid in sorted(self.targets)},
             "regions": {r: {"healthy": f.healthy, "headroom": f.headroom, "time": f.time,
-                            "detail": f.detail} for r, f in self.region_facts(now).items()},
+                            "detail": f.detail, "backends": self._backends_of(r)}
+                        for r, f in self.region_facts(now).items()},
         }
+
+    def _backends_of(self, region: str) -> list[dict[str, Any]]:
+        """The backends a region's balancer reported, from its lowest worker's report."""
+        workers = sorted(w for r, w in self.reports if r == region)
+        if not workers:
+            return []
+        backends = self.reports[(region, workers[0])].get("backends") or []
+        return [b for b in backends if isinstance(b, dict)]
 
     def _endpoint_summary(self, tid: str, now: float) -> dict[str, Any]:
         target = self.targets[tid]

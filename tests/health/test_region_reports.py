@@ -93,3 +93,32 @@ async def test_report_through_redis_keys_and_channel(redis_namespace: str) -> No
         await service.stop()
         feed.close()
         await client.aclose()
+
+
+async def test_flips_of_regions_and_backends_are_announced_once_each() -> None:
+    port = free_port("127.0.1.1")
+    listener = await Endpoint("127.0.1.1", port).start()
+    served = Served()
+    feed = ServingFeed(served)
+    service = HealthService(HealthSettings("r1", coalesce=0.05), feed)
+    flips: list[tuple[str, str, str]] = []
+    service.on_change = lambda what, before, after, reason: flips.append((what, before, after))
+    feed.serve(compile_zones({"type": "tcp", "port": port, "interval": 0.2, "timeout": 0.15,
+                              "fastinter": 0.1}))
+    await service.start()
+    try:
+        backend = {"address": "127.0.1.101:9001", "state": "enabled", "reason": "HTTP 200",
+                   "panic": False}
+        for healthy in (True, False, False, True):
+            report = region_report("eu", healthy)
+            report["backends"] = [{**backend, "health": "up" if healthy else "down"}]
+            reports.publish(report)
+        assert flips == [
+            ("region eu", "up", "down"), ("backend eu/127.0.1.101:9001", "up", "down"),
+            ("region eu", "down", "up"), ("backend eu/127.0.1.101:9001", "down", "up"),
+        ]
+    finally:
+        await service.stop()
+        feed.close()
+        await listener.stop()
+        reports.REPORTS.pop("eu", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -54,12 +55,24 @@ def set_backend_state(address: str, state: str) -> None:
         assert response.status == 200
 
 
-def audited_flips(server: GtmServer, state_root: Path, what: str) -> list[str]:
-    """The health flips of `what` in the control plane's audit log, oldest first."""
+def api_url(server: GtmServer) -> str:
     match = re.search(r"control plane API on (http://\S+)", server.log())
     assert match, server.log()
+    return match.group(1)
+
+
+def gtm_health(server: GtmServer, state_root: Path) -> str:
+    """`gtm health` as an operator runs it next to gtm up (token from var/control)."""
+    command = [*gtm_command("health", "--api", api_url(server))]
+    result = subprocess.run(command, cwd=state_root, capture_output=True, text=True,
+                            timeout=20, check=True)
+    return result.stdout
+
+
+def audited_flips(server: GtmServer, state_root: Path, what: str) -> list[str]:
+    """The health flips of `what` in the control plane's audit log, oldest first."""
     token = (state_root / "var" / "control" / "admin.token").read_text().strip()
-    request = urllib.request.Request(f"{match.group(1)}/v1/audit?limit=200",
+    request = urllib.request.Request(f"{api_url(server)}/v1/audit?limit=200",
                                      headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=3) as response:
         body = json.loads(response.read())
@@ -91,6 +104,17 @@ def test_a_region_without_backends_leaves_the_answers_and_returns(
     moved = wait_for(server, US, deadline=MOVE_DEADLINE)
 
     assert audited_flips(server, tmp_path, "region eu-west") == ["down"]
+    # `gtm health` reads what the node last reported to the control plane (every few
+    # seconds), so it may trail the answers a little.
+    listing = ""
+    for _ in range(50):
+        listing = gtm_health(server, tmp_path)
+        if "region eu-west: DOWN" in listing:
+            break
+        time.sleep(0.2)
+    assert "region eu-west: DOWN" in listing, listing
+    for backend in EU_BACKENDS:
+        assert re.search(rf"backend {re.escape(backend)}: \w+, admin maintenance", listing), listing
 
     for backend in EU_BACKENDS:
         set_backend_state(backend, "enabled")
