@@ -80,16 +80,19 @@ class Engine:
             return data[:2] + cached
         return self.respond_uncached(data, tcp, peer)
 
-    def respond_uncached(self, data: bytes, tcp: bool, peer: str | None) -> bytes | None:
-        """As respond, for a packet the caller already missed in the static cache."""
+    def respond_uncached(
+        self, data: bytes, tcp: bool, peer: str | None, buckets_checked: bool = False
+    ) -> bytes | None:
+        """As respond, for a packet the caller already missed in the static cache (and,
+        with buckets_checked, in the location buckets too)."""
         cache = self.tcp_cache if tcp else self.udp_cache
         # Buckets first: ECS queries are never in the per-peer cache, and the many
         # clients behind one resolver are the case to make cheap.
         buckets = self.buckets_tcp if tcp else self.buckets_udp
-        bucketed = buckets.lookup(data)
-        if bucketed is not None:
-            self.stats.cache_hits += 1
-            return bucketed
+        if not buckets_checked:
+            bucketed = self.bucket_hit(buckets, data)
+            if bucketed is not None:
+                return bucketed
         steered = self.steered_tcp if tcp else self.steered_udp
         rotation = steered.get((data[2:], peer))
         if rotation is not None:
@@ -120,6 +123,12 @@ class Engine:
             return data[:2] + first
         _bounded_put(cache, data[2:], reply[2:], self.cache_entries)
         return reply
+
+    def bucket_hit(self, buckets: LocationBuckets, data: bytes) -> bytes | None:
+        bucketed = buckets.lookup(data)
+        if bucketed is not None:
+            self.stats.cache_hits += 1
+        return bucketed
 
     def _answer(self, data: bytes, tcp: bool, peer: str | None) -> bytes | Rotation:
         query = parse_query(data)

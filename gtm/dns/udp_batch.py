@@ -166,7 +166,7 @@ class BatchedUdp:
             else:
                 # A steered answer for an ECS client needs no peer address: try it
                 # before decoding one.
-                reply = buckets.lookup(query) or self._slow(
+                reply = self.engine.bucket_hit(buckets, query) or self._slow(
                     query, names[i * NAME : (i + 1) * NAME].tobytes())
             if reply is None:
                 continue
@@ -181,7 +181,8 @@ class BatchedUdp:
         return replies
 
     def _slow(self, query: bytes, name: bytes) -> bytes | None:
-        return self.engine.respond_uncached(query, False, _peer(self.family, name))
+        return self.engine.respond_uncached(query, False, _peer(self.family, name),
+                                            buckets_checked=True)
 
     def _send(self, count: int) -> None:
         assert LIBC is not None
