@@ -75,3 +75,16 @@ class RequestError(GtmError):
         self.status = status
         self.field = field
         super().__init__(message)
+
+
+class AcmeError(GtmError):
+    """An ACME server refused a request or an order failed; carries the RFC 8555 problem
+    type (``urn:ietf:params:acme:error:...``) so callers can tell retryable ones apart."""
+
+    def __init__(self, message: str, problem: str = "", status: int = 0,
+                 subproblems: tuple[str, ...] = ()):
+        self.problem = problem
+        self.status = status
+        self.subproblems = subproblems
+        detail = "; ".join(subproblems)
+        super().__init__(f"{message}{': ' + detail if detail else ''}")

@@ -18,6 +18,7 @@ control = logging.getLogger("gtm.control")
 follower = logging.getLogger("gtm.control.follower")
 audit = logging.getLogger("gtm.control.audit")
 health = logging.getLogger("gtm.health")
+acme = logging.getLogger("gtm.acme")
 
 
 def setup(level: str | None = None) -> None:

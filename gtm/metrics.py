@@ -124,6 +124,20 @@ lb_pool_panic = Gauge(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+acme_orders = Counter(
+    "acme_orders_total",
+    "ACME orders run by a balancer, by certificate pair and result (issued, failed).",
+    ["certificate", "result"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+acme_next_attempt = Gauge(
+    "acme_next_attempt_seconds",
+    "When the ACME manager next looks at a certificate (Unix time): a renewal or a retry.",
+    ["certificate"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 
 # -- Regional load balancer -------------------------------------------------------------
 # The balancer counts with plain integers on its backend objects (hot path); this

@@ -70,6 +70,8 @@ class AdminServer:
         app.router.add_post("/reload", self.reload)
         app.router.add_get("/report", self.report)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/acme", self.acme)
+        app.router.add_post("/acme/{name}/renew", self.acme_renew)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         tls = self.handle.worker.tls.listeners.get(ADMIN_TLS)  # rotates like the listeners'
@@ -201,6 +203,19 @@ class AdminServer:
         if self.supervised:
             os.kill(os.getppid(), signal.SIGHUP)
         return web.json_response({"config_version": snapshot.version})
+
+    async def acme(self, request: web.Request) -> web.Response:
+        manager = self.handle.acme
+        return web.json_response({"certificates": manager.status() if manager else []})
+
+    async def acme_renew(self, request: web.Request) -> web.Response:
+        """Order a certificate now (the answer waits for the order: seconds to minutes)."""
+        manager = self.handle.acme
+        if manager is None:
+            return web.json_response({"error": "no [lb.acme] in the configuration"}, status=404)
+        issued = await manager.renew(request.match_info["name"])
+        status = next(s for s in manager.status() if s["name"] == request.match_info["name"])
+        return web.json_response({"issued": issued, **status}, status=200 if issued else 502)
 
     async def report(self, request: web.Request) -> web.Response:
         return web.json_response(self.handle.reporter.build())

@@ -68,6 +68,26 @@ Every key, with its default::
     watch_interval = 2.0       # seconds between looks at certificate directories; 0: never
     expiry_warning_days = [30, 7, 1]  # log a warning as a certificate crosses each
 
+    [lb.acme]                  # certificates issued and renewed by an ACME CA (RFC 8555)
+    directory = "https://acme-v02.api.letsencrypt.org/directory"  # required
+    contact = ["mailto:ops@example.com"]
+    ca_bundle = "ca.pem"       # trust for the CA's own HTTPS (default: the system's)
+    state_dir = "acme/"        # account key and HTTP-01 tokens (created; default "acme")
+    output = "certs/"          # where NAME.pem goes (default: the first TLS listener's
+                               # certificates); a placeholder serves until the first issue
+    renew_before_days = 30     # renew when fewer days are left (or a third of the lifetime)
+    check_interval = 3600.0    # seconds between looks at expiry
+    retry_interval = 60.0      # after a failure; doubles up to check_interval
+    key_type = "ec256"         # ec256 | ec384 | rsa2048 | rsa3072 | rsa4096
+    timeout = 120.0            # one order, from start to certificate
+    dns_api = "http://127.0.0.1:8080"  # dns-01: the control plane publishing the TXT ...
+    dns_token_file = "editor.token"    # ... with an editor token
+    dns_servers = ["127.0.0.1:53"]     # authoritative servers that must serve it first
+    [[lb.acme.certificates]]
+    name = "www"               # the pair's file name (www.pem)
+    domains = ["www.example.com", "example.com"]  # a wildcard needs dns-01
+    challenge = "http-01"      # http-01 (served by this balancer's http listeners) | dns-01
+
     [[lb.pools]]
     name = "app"
     algorithm = "round_robin"  # weighted_round_robin | least_connections | least_request |
@@ -94,6 +114,7 @@ Every key, with its default::
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +218,31 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class AcmeCertificate:
+    name: str
+    domains: tuple[str, ...]
+    challenge: str = "http-01"       # http-01 | dns-01
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    directory: str
+    certificates: tuple[AcmeCertificate, ...]
+    output: Path
+    state_dir: Path
+    contact: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    renew_before_days: float = 30.0
+    check_interval: float = 3600.0
+    retry_interval: float = 60.0
+    key_type: str = "ec256"
+    timeout: float = 120.0
+    dns_api: str | None = None
+    dns_token_file: Path | None = None
+    dns_servers: tuple[Listen, ...] = ()
+
+
+@dataclass(frozen=True)
 class LbConfig:
     listeners: tuple[ListenerSpec, ...]
     pools: tuple[PoolSpec, ...]
@@ -214,6 +260,7 @@ class LbConfig:
     report_interval: float = 1.0
     demo_backends: tuple[Listen, ...] = ()  # built-in demo servers started with the balancer
     tls: TlsSettings = field(default_factory=TlsSettings)
+    acme: AcmeSettings | None = None
     source: str = "config"
 
     def pool(self, name: str) -> PoolSpec:
@@ -289,7 +336,7 @@ _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: 
                list: "a list", dict: "a table"}
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
-        "report_interval", "demo_backends", "tls")
+        "report_interval", "demo_backends", "tls", "acme")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
@@ -301,13 +348,16 @@ def build_config(raw: Any, source: str) -> LbConfig:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"pool {name!r} is defined twice", source, f"lb.pools[{i}].name")
+    acme_table = top.get("acme", dict)
+    managed = _acme_names(acme_table)
     listeners = tuple(
-        _listener(item, f"lb.listeners[{i}]", source, names)
+        _listener(item, f"lb.listeners[{i}]", source, names, managed)
         for i, item in enumerate(top.list("listeners"))
     )
     if not listeners:
         raise top.fail("listeners", "needs at least one [[lb.listeners]]")
     _check_proxy_protocol_pools(listeners, pools, source)
+    acme = _acme(acme_table, source, listeners) if acme_table is not None else None
     return LbConfig(
         listeners=listeners,
         pools=pools,
@@ -325,6 +375,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
         demo_backends=_addresses(top, "demo_backends"),
         tls=_tls_settings(top.get("tls", dict, {}), source),
+        acme=acme,
         source=source,
     )
 
@@ -436,7 +487,8 @@ _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
                   "trusted_networks", "health_path", "tls")
 
 
-def _listener(raw: Any, where: str, source: str, pools: list[str]) -> ListenerSpec:
+def _listener(raw: Any, where: str, source: str, pools: list[str],
+              managed: frozenset[str] = frozenset()) -> ListenerSpec:
     reader = _Reader(raw, where, source, _LISTENER_KEYS)
     bind = reader.address("bind")
     assert bind is not None
@@ -465,7 +517,8 @@ def _listener(raw: Any, where: str, source: str, pools: list[str]) -> ListenerSp
     if not health.startswith("/"):
         raise reader.fail("health_path", "must start with /")
     tls_table = reader.get("tls", dict)
-    tls = _listener_tls(tls_table, f"{where}.tls", source, mode) if tls_table is not None \
+    tls = _listener_tls(tls_table, f"{where}.tls", source, mode, managed) \
+        if tls_table is not None \
         else None
     if tls is not None and accept_proxy:  # the PROXY header comes before the handshake
         raise reader.fail("proxy_protocol", "cannot be combined with tls (not supported yet)")
@@ -543,13 +596,15 @@ def _file(reader: _Reader, key: str, directory: bool = False) -> Path | None:
     return path
 
 
-def _listener_tls(raw: Any, where: str, source: str, mode: str) -> TlsSpec:
+def _listener_tls(raw: Any, where: str, source: str, mode: str,
+                  managed: frozenset[str] = frozenset()) -> TlsSpec:
     reader = _Reader(raw, where, source, _TLS_KEYS)
     certificates = _file(reader, "certificates", directory=True)
     if certificates is None:
         raise reader.fail("certificates", "is required (a directory of certificate pairs)")
     default = reader.get("default", str)
-    if default is not None and not any(
+    # A pair ACME manages may not exist yet: a placeholder is written before serving.
+    if default is not None and default not in managed and not any(
             (certificates / (default + suffix)).is_file() for suffix in (".crt", ".pem")):
         raise reader.fail("default", f"names no pair in {certificates} ({default}.crt + "
                           f"{default}.key or {default}.pem)")
@@ -572,3 +627,108 @@ def _listener_tls(raw: Any, where: str, source: str, mode: str) -> TlsSpec:
     )
     return TlsSpec(certificates=certificates, default=default, policy=policy,
                    unknown_sni=reader.choice("unknown_sni", ("default", "refuse"), "default"))
+
+
+# -- ACME ---------------------------------------------------------------------------------
+_ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "renew_before_days",
+              "check_interval", "retry_interval", "key_type", "timeout", "dns_api",
+              "dns_token_file", "dns_servers", "certificates")
+_ACME_CERT_KEYS = ("name", "domains", "challenge")
+_PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+ACME_KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
+
+
+def _acme_names(table: Any) -> frozenset[str]:
+    """Pair names [lb.acme] will write (checked properly by _acme)."""
+    if not isinstance(table, dict) or not isinstance(table.get("certificates"), list):
+        return frozenset()
+    return frozenset(c["name"] for c in table["certificates"]
+                     if isinstance(c, dict) and isinstance(c.get("name"), str))
+
+
+def _acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> AcmeSettings:
+    reader = _Reader(raw, "lb.acme", source, _ACME_KEYS)
+    directory = reader.get("directory", str)
+    if directory is None or not directory.startswith(("https://", "http://")):
+        raise reader.fail("directory", "is required: the CA's directory URL (https://...)")
+    certs = tuple(_acme_certificate(item, f"lb.acme.certificates[{i}]", source)
+                  for i, item in enumerate(reader.list("certificates")))
+    if not certs:
+        raise reader.fail("certificates", "needs at least one [[lb.acme.certificates]]")
+    for i, cert in enumerate(certs):
+        if cert.name in [c.name for c in certs[:i]]:
+            raise reader.fail(f"certificates[{i}].name", f"{cert.name!r} is used twice")
+    _check_http01_listener(reader, certs, listeners)
+    dns_api = reader.get("dns_api", str)
+    # Read at each order: in `gtm up` the control plane writes it after the balancers start.
+    token_file = _path(reader, "dns_token_file", "") if "dns_token_file" in reader.table \
+        else None
+    if any(c.challenge == "dns-01" for c in certs) and (dns_api is None or token_file is None):
+        raise reader.fail("dns_api", "dns-01 needs dns_api and dns_token_file (the control "
+                          "plane that publishes the TXT record, and an editor token)")
+    return AcmeSettings(
+        directory=directory, certificates=certs,
+        output=_acme_output(reader, listeners), state_dir=_path(reader, "state_dir", "acme"),
+        contact=tuple(str(c) for c in reader.list("contact")),
+        ca_bundle=_file(reader, "ca_bundle"),
+        renew_before_days=reader.number("renew_before_days", float, 30.0, 0, 365),
+        check_interval=reader.number("check_interval", float, 3600.0, 1, 86400),
+        retry_interval=reader.number("retry_interval", float, 60.0, 0.1, 86400),
+        key_type=reader.choice("key_type", ACME_KEY_TYPES, "ec256"),
+        timeout=reader.number("timeout", float, 120.0, 1, 3600),
+        dns_api=dns_api, dns_token_file=token_file,
+        dns_servers=_addresses(reader, "dns_servers"),
+    )
+
+
+def _acme_certificate(raw: Any, where: str, source: str) -> AcmeCertificate:
+    reader = _Reader(raw, where, source, _ACME_CERT_KEYS)
+    name = reader.get("name", str)
+    if name is None or not _PAIR_NAME.fullmatch(name):
+        raise reader.fail("name", "is required: a file name (letters, digits, . _ -)")
+    challenge = reader.choice("challenge", ("http-01", "dns-01"), "http-01")
+    domains = []
+    for i, domain in enumerate(reader.list("domains")):
+        if not isinstance(domain, str) or not _is_host(domain.lower()):
+            raise reader.fail(f"domains[{i}]", "must be a host name (a wildcard only as "
+                              "the first label, *.example.com)")
+        if domain.startswith("*.") and challenge != "dns-01":
+            raise reader.fail(f"domains[{i}]", "a wildcard can only be proved by dns-01")
+        domains.append(domain.lower())
+    if not domains:
+        raise reader.fail("domains", "needs at least one name")
+    return AcmeCertificate(name, tuple(dict.fromkeys(domains)), challenge)
+
+
+def _is_host(name: str) -> bool:
+    labels = name.removeprefix("*.").rstrip(".").split(".")
+    return len(labels) >= 2 and len(name) <= 253 and all(
+        _HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _check_http01_listener(reader: _Reader, certs: tuple[AcmeCertificate, ...],
+                           listeners: tuple[ListenerSpec, ...]) -> None:
+    if any(c.challenge == "http-01" for c in certs) and not any(
+            spec.mode == "http" and spec.tls is None for spec in listeners):
+        raise reader.fail("certificates", "http-01 needs a plain http listener: the CA "
+                          "fetches the token over HTTP (port 80 on the Internet)")
+
+
+def _acme_output(reader: _Reader, listeners: tuple[ListenerSpec, ...]) -> Path:
+    if "output" in reader.table:
+        return _path(reader, "output", "")
+    for spec in listeners:
+        if spec.tls is not None:
+            return spec.tls.certificates
+    raise reader.fail("output", "is required when no listener has tls (where pairs go)")
+
+
+def _path(reader: _Reader, key: str, default: str) -> Path:
+    """A path relative to the config file, which need not exist yet (made by its writer)."""
+    text = reader.get(key, str, default)
+    if not text:
+        raise reader.fail(key, "must name a file or directory")
+    config_file = Path(reader.source)
+    base = config_file.parent if config_file.is_file() else Path.cwd()
+    return (base / text).resolve()

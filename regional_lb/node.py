@@ -15,7 +15,8 @@ from gtm import log, metrics
 from gtm.errors import GtmError
 from gtm.workers import Supervisor
 from regional_lb import overrides as ov
-from regional_lb.config import LbConfig, load_config
+from regional_lb.acme import AcmeManager, ensure_placeholders
+from regional_lb.config import AcmeSettings, LbConfig, load_config
 from regional_lb.health import HealthManager
 from regional_lb.report import RegionReporter
 from regional_lb.shares import share_dir
@@ -37,6 +38,7 @@ class BalancerHandle:
         self.admin = admin
         self.overrides: ov.Overrides = {}
         self.base: LbConfig = worker.snapshot.config  # before overrides
+        self.acme: AcmeManager | None = None  # [lb.acme], in worker 0
 
     @property
     def snapshot(self) -> Snapshot:
@@ -63,7 +65,22 @@ class BalancerHandle:
             self.overrides = await loop.run_in_executor(
                 None, ov.load_overrides, ov.overrides_path(self.path))
         self.base = _keep_resolved_ports(config, self.worker)
-        return await self.worker.reload(ov.apply_overrides(self.base, self.overrides))
+        snapshot = await self.worker.reload(ov.apply_overrides(self.base, self.overrides))
+        await self._follow_acme(config.acme)
+        return snapshot
+
+    async def _follow_acme(self, settings: AcmeSettings | None) -> None:
+        """A changed [lb.acme] restarts the manager (its certificate files stay)."""
+        current = self.acme.settings if self.acme is not None else None
+        if settings == current or self.reporter.index != 0:
+            return
+        if self.acme is not None:
+            await self.acme.stop()
+            self.acme = None
+        if settings is not None:
+            ensure_placeholders(settings)
+            self.acme = AcmeManager(settings, self.worker.tls.rescan)
+            self.acme.start()
 
     async def reload_with(self, overrides: ov.Overrides) -> Snapshot:
         """Apply admin changes on top of the current file config (raises, changing nothing)."""
@@ -75,6 +92,8 @@ class BalancerHandle:
 
     async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:
         """Graceful: health fails, listeners close after the grace, in-flight finishes."""
+        if self.acme is not None:
+            await self.acme.stop()
         if self.worker.sample in metrics.lb_collector.sources:
             metrics.lb_collector.sources.remove(self.worker.sample)
         stopping = [self.worker.stop(grace, deadline)]
@@ -125,6 +144,8 @@ async def start_balancer(config: LbConfig | Path | str,
     worker: Worker | None = None
     handle: BalancerHandle | None = None
     try:
+        if config.acme is not None and index == 0:  # a TLS listener needs a pair to start
+            ensure_placeholders(config.acme)
         if config.demo_backends and index == 0:
             from regional_lb.demo import start_demo_backends
 
@@ -138,6 +159,9 @@ async def start_balancer(config: LbConfig | Path | str,
         handle.health = HealthManager(worker)
         handle.health.start()
         handle.overrides, handle.base = overrides, _keep_resolved_ports(config, worker)
+        if config.acme is not None and index == 0:
+            handle.acme = AcmeManager(config.acme, worker.tls.rescan)
+            handle.acme.start()
         await handle.reporter.start()
         if admin and config.admin is not None and index == 0:
             from regional_lb.admin import AdminServer
@@ -146,6 +170,8 @@ async def start_balancer(config: LbConfig | Path | str,
             await handle.admin.start()
     except BaseException:  # nothing half started is left behind
         if handle is not None:
+            if handle.acme is not None:
+                await handle.acme.stop()
             if handle.health is not None:
                 await handle.health.stop()
             if handle.admin is not None:
@@ -181,6 +207,8 @@ def serve(path: Path, workers: int | None = None) -> int:
 
     config = load_config(path)
     count = workers or config.workers
+    if config.acme is not None:  # before the workers fork: each needs the pair to start
+        ensure_placeholders(config.acme)
     config, sockets = bind_workers(config, count)
     for spec in config.listeners:
         log.lb.info("listener %s on %s (%s%s), %d workers", spec.name, spec.bind, spec.mode,

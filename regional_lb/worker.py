@@ -9,11 +9,13 @@ import os
 import socket
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from gtm import log
 from gtm.metrics import LbBackendSample, LbSample
 from regional_lb.accesslog import make_access_log
+from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
 from regional_lb.l4 import TcpSession
@@ -62,6 +64,8 @@ class Worker:
         self.snapshot: Snapshot = compile_snapshot(config, None, self.loop.time(),
                                                    tls=self._prepare_tls(config))
         self.tls_watcher: asyncio.Task[None] | None = None
+        # Where HTTP-01 tokens are (every worker answers them; worker 0 writes them).
+        self.acme_tokens: Path | None = tokens_dir(config.acme) if config.acme else None
         self.timeouts: Timeouts = config.timeouts
         self.limits: Limits = config.limits
         self.access_log: Callable[[Any, float], None] | None = make_access_log(config.access_log)
@@ -142,6 +146,7 @@ class Worker:
             snapshot = compile_snapshot(config, previous, self.loop.time(), tls=tls)
             clear_caches()
             self.timeouts, self.limits = config.timeouts, config.limits
+            self.acme_tokens = tokens_dir(config.acme) if config.acme else None
             self.access_log = make_access_log(config.access_log)
             self.snapshot = snapshot
             self.stats.reloads += 1

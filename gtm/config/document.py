@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -26,9 +26,10 @@ import dns.exception
 import dns.name
 import dns.rdatatype
 
+from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
 from gtm.dns.answer import ZoneSet
 from gtm.dns.zone import Zone, compile_zone
-from gtm.dns.zonefile import read_master_text
+from gtm.dns.zonefile import Record, read_master_text
 from gtm.errors import ConfigError, ZoneError
 from gtm.steering.document import (
     STATE,
@@ -56,6 +57,7 @@ _SECTIONS: dict[str, SectionValidator] = {
     "steering": check_zone_table,
     "state": check_zone_table,
     "lb": accept_object,
+    CHALLENGES: check_challenges,
 }
 
 
@@ -93,12 +95,13 @@ def compile_document(doc: Any, source: str) -> CompiledConfig:
     if unknown:
         known = ", ".join(known_sections())
         raise ConfigError(f"unknown section (known: {known})", source, unknown[0])
-    zones, warnings = _compile_zones(doc.get(ZONES, {}), source)
     sections = {
         name: validator(doc[name], source, name)
         for name, validator in sorted(_SECTIONS.items())
         if name in doc
     }
+    zones, warnings = _compile_zones(doc.get(ZONES, {}), source,
+                                     sections.get(CHALLENGES, {}))
     zones = attach_all(zones, sections.get(STEERING, {}), sections.get(STATE, {}), source)
     return CompiledConfig(
         zones=ZoneSet.of(zones),
@@ -113,7 +116,8 @@ def zone_path(name: str) -> str:
     return f"{ZONES}[{json.dumps(name)}]"
 
 
-def _compile_zones(section: Any, source: str) -> tuple[list[Zone], list[str]]:
+def _compile_zones(section: Any, source: str, challenges: Mapping[str, tuple[str, ...]]
+                   ) -> tuple[list[Zone], list[str]]:
     if not isinstance(section, dict):
         raise ConfigError(
             f"must be an object of zone name to master-file text, not {_json_type(section)}",
@@ -123,8 +127,9 @@ def _compile_zones(section: Any, source: str) -> tuple[list[Zone], list[str]]:
     zones: list[Zone] = []
     warnings: list[str] = []
     seen: dict[tuple[bytes, ...], str] = {}
+    extra = records_by_zone(challenges, section, source)
     for name, text in section.items():
-        zone = compile_zone_text(name, text, source)
+        zone = compile_zone_text(name, text, source, extra.get(name, ()))
         if zone.key in seen:
             raise ConfigError(f"same zone as {seen[zone.key]!r}", source, zone_path(name))
         seen[zone.key] = name
@@ -133,8 +138,11 @@ def _compile_zones(section: Any, source: str) -> tuple[list[Zone], list[str]]:
     return zones, warnings
 
 
-def compile_zone_text(name: str, text: Any, source: str) -> Zone:
-    """One zone of the document; errors point at ``zones["name"]`` and the line."""
+def compile_zone_text(name: str, text: Any, source: str, extra: Sequence[Record] = ()) -> Zone:
+    """One zone of the document; errors point at ``zones["name"]`` and the line.
+
+    ``extra`` records (ACME challenges) are checked with the zone's own: one that
+    clashes (below a delegation, beside a CNAME) is named by its own path."""
     path = zone_path(name)
     if not name.endswith("."):
         raise ConfigError("a zone name must be absolute (end with '.')", source, path)
@@ -145,8 +153,10 @@ def compile_zone_text(name: str, text: Any, source: str) -> Zone:
     if not isinstance(text, str):
         raise ConfigError(f"must be master-file text, not {_json_type(text)}", source, path)
     try:
-        return compile_zone(origin, read_master_text(text, origin, path), path)
+        return compile_zone(origin, [*read_master_text(text, origin, path), *extra], path)
     except ZoneError as exc:
+        if exc.source is not None and exc.source.startswith(CHALLENGES):
+            raise ConfigError(exc.reason, source, exc.source) from exc
         where = path if exc.where is None else f"{path}:{exc.where}"
         raise ConfigError(exc.reason, source, where) from exc
 

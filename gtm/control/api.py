@@ -65,7 +65,9 @@ def build_app(service: ConfigService) -> web.Application:
         web.post("/v1/tokens", post_token),
         web.delete("/v1/tokens/{id}", delete_token),
     ]
-    app.add_routes(routes)
+    from gtm.control.challenges_api import routes as challenge_routes
+
+    app.add_routes([*routes, *challenge_routes()])
     return app
 
 

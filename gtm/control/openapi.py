@@ -138,7 +138,27 @@ def _paths() -> Json:
             "Revoke a token", "admin", _json({"type": "object"}),
             params=[{"name": "id", "in": "path", "required": True,
                      "schema": {"type": "string"}}])},
+        "/v1/acme/challenges/{name}": {
+            "put": _challenge_op("Publish ACME DNS-01 values at a name (kept with any there)",
+                                 body={"type": "object", "required": ["values"], "properties": {
+                                     "values": {"type": "array", "items": {"type": "string"}},
+                                 }}),
+            "delete": _challenge_op(
+                "Withdraw the values given (?value=, repeatable), or all of the name's",
+                params=[{"name": "value", "in": "query", "schema": {"type": "string"}}]),
+        },
     }
+
+
+def _challenge_op(summary: str, body: Json | None = None,
+                  params: list[Json] | None = None) -> Json:
+    """Applied at the head version (retried when another write lands first): no If-Match."""
+    op = _op(summary, "editor", _json(_ref("Proposal")), body=body,
+             params=[*_NAME, *(params or [])])
+    op["responses"].update({"201": _json(_ref("Proposal"), "Stored as a new version"),
+                            "404": {"$ref": "#/components/responses/Error"},
+                            "422": {"$ref": "#/components/responses/Error"}})
+    return op
 
 
 def _schemas() -> Json:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.balancing import BackendState
 from regional_lb.errors import HttpError, UpstreamError
 from regional_lb.l7.client_base import (
@@ -219,6 +220,12 @@ class ClientProtocol(ClientBase):
         if request.path == listener.health_path:
             self._health(rest)
             return
+        if worker.acme_tokens is not None and request.path.startswith(CHALLENGE_PREFIX):
+            reply = challenge_response(worker.acme_tokens, request.path,
+                                       request.method == b"HEAD")
+            if reply is not None:
+                self._local_reply(reply, rest)
+                return
         limit = worker.limits.max_body_bytes
         if limit and (request.content_length or 0) > limit:
             self._reject(HttpError(413, "request body too large"))
@@ -254,10 +261,17 @@ class ClientProtocol(ClientBase):
         self._pick_and_send()
 
     def _health(self, rest: bytes) -> None:
+        assert self.request is not None
+        self._local_reply(health_response(not self.worker.stopping, not self.keep_alive,
+                                          self.request.method == b"HEAD"), rest)
+
+    def _local_reply(self, reply: bytes, rest: bytes) -> None:
+        """A response the balancer makes itself (its health path, an ACME token)."""
         close = not self.keep_alive
-        assert self.transport is not None and self.request is not None
-        self.transport.write(health_response(not self.worker.stopping, close,
-                                             self.request.method == b"HEAD"))
+        assert self.transport is not None
+        if close and b"Connection: close" not in reply:
+            reply = reply.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+        self.transport.write(reply)
         self.request = None
         if close:
             self.state = CLOSED

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gtm import log
 from gtm.errors import CertificateError
+from regional_lb.tls import PLACEHOLDER_ISSUER_CN
 from regional_lb.tls.certs import CertInfo, Signature, find_pairs, load_pair, signature
 from regional_lb.tls.contexts import TlsPolicy, server_context
 
@@ -203,6 +204,8 @@ class CertStore:
         """Warn once per pair each time it crosses a threshold (days), smallest last."""
         now = now or dt.datetime.now(dt.UTC)
         for info in self.pairs.values():
+            if info.issuer == f"CN={PLACEHOLDER_ISSUER_CN}":
+                continue  # ACME's stand-in: replaced within seconds, not worth a warning
             left = info.days_left(now)
             crossed = [t for t in thresholds if left <= t]
             if not crossed or min(crossed) >= self.warned.get(info.name, float("inf")):

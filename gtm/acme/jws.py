@@ -1,0 +1,111 @@
+"""The account key and the flattened JWS that carries every ACME request (RFC 8555 6.2).
+
+Accounts use ECDSA P-256 (ES256): small keys, fast signatures, accepted by every CA.
+The signature is the raw 64-byte r||s form that JWS requires (RFC 7518 3.4), not the
+DER that ``cryptography`` produces.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from gtm.errors import AcmeError
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _int_bytes(value: int, size: int = 32) -> bytes:
+    return value.to_bytes(size, "big")
+
+
+class AccountKey:
+    """An ES256 key with its JWK and RFC 7638 thumbprint."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise AcmeError(f"the account key must be EC P-256, not {key.curve.name}")
+        self.key = key
+        numbers = key.public_key().public_numbers()
+        # Members in lexicographic order, no whitespace: the form the thumbprint hashes.
+        self.jwk = {"crv": "P-256", "kty": "EC", "x": b64url(_int_bytes(numbers.x)),
+                    "y": b64url(_int_bytes(numbers.y))}
+        canonical = json.dumps(self.jwk, sort_keys=True, separators=(",", ":")).encode()
+        self.thumbprint = b64url(hashlib.sha256(canonical).digest())
+
+    @classmethod
+    def generate(cls) -> AccountKey:
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> AccountKey:
+        """The key in ``path``; a new one is written there (mode 0600) when it is missing."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            account = cls.generate()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_private(path, account.pem())
+            return account
+        except OSError as exc:
+            raise AcmeError(f"cannot read the account key {path}: {exc.strerror}") from exc
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except ValueError as exc:
+            raise AcmeError(f"the account key {path} is not a PEM private key") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise AcmeError(f"the account key {path} must be an EC P-256 key")
+        return cls(key)
+
+    def pem(self) -> bytes:
+        return self.key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+    def key_authorization(self, token: str) -> str:
+        """What proves control of a challenge: token "." thumbprint (RFC 8555 8.1)."""
+        return f"{token}.{self.thumbprint}"
+
+    def sign(self, url: str, nonce: str, payload: Any, kid: str | None) -> dict[str, str]:
+        """A flattened JWS. ``payload`` None is POST-as-GET (an empty payload); ``kid``
+        None embeds the JWK (only for newAccount and revocation by certificate key)."""
+        protected: dict[str, Any] = {"alg": "ES256", "nonce": nonce, "url": url}
+        if kid is None:
+            protected["jwk"] = self.jwk
+        else:
+            protected["kid"] = kid
+        header = b64url(json.dumps(protected, separators=(",", ":")).encode())
+        body = "" if payload is None else b64url(json.dumps(payload).encode())
+        der = self.key.sign(f"{header}.{body}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return {"protected": header, "payload": body,
+                "signature": b64url(_int_bytes(r) + _int_bytes(s))}
+
+
+def dns01_value(key_authorization: str) -> str:
+    """The TXT value of a DNS-01 challenge (RFC 8555 8.4)."""
+    return b64url(hashlib.sha256(key_authorization.encode("ascii")).digest())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret atomically, readable by its owner only, from the first byte on."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,252 @@
+"""Certificates the balancer obtains and renews by itself from an ACME CA (``[lb.acme]``).
+
+The manager runs in worker 0. For each configured certificate it reads the pair in
+the output directory, decides whether it is due (missing, a placeholder, other
+names than configured, or inside the renewal window) and runs an order through
+gtm.acme: HTTP-01 tokens are files every worker's http listeners answer from
+(``/.well-known/acme-challenge/TOKEN``), DNS-01 values go through the control plane
+to our own authoritative servers. The new ``NAME.pem`` is written atomically
+(mode 0600) and the certificate store rescanned, so the next handshake uses it:
+the same rotation path as a file an operator drops in.
+
+A TLS listener cannot start without a certificate, so until the first order
+succeeds a short-lived self-signed placeholder serves the names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gtm import log, metrics
+from gtm.acme.client import AcmeClient
+from gtm.acme.dns01 import ControlPlaneDns
+from gtm.acme.flow import Issued, Solver, issue
+from gtm.acme.jws import AccountKey, write_private
+from gtm.errors import AcmeError, ConfigError, GtmError
+from regional_lb.acme_http import TokenFiles, tokens_dir
+from regional_lb.config import AcmeCertificate, AcmeSettings
+from regional_lb.tls import PLACEHOLDER_ISSUER_CN as PLACEHOLDER
+
+PLACEHOLDER_DAYS = 7
+
+
+# -- what is in the output directory ------------------------------------------------------
+@dataclass(frozen=True)
+class Held:
+    names: frozenset[str]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    placeholder: bool
+
+
+def held_pair(output: Path, name: str) -> Held | None:
+    """The certificate now in ``NAME.pem``, or None when there is none (or it is broken)."""
+    try:
+        leaf = x509.load_pem_x509_certificate((output / f"{name}.pem").read_bytes())
+    except (OSError, ValueError):
+        return None
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = frozenset()
+    issuer = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return Held(names, leaf.not_valid_before_utc, leaf.not_valid_after_utc,
+                bool(issuer) and issuer[0].value == PLACEHOLDER)
+
+
+def renewal_due(held: Held | None, cert: AcmeCertificate, now: dt.datetime,
+                before_days: float) -> tuple[str | None, dt.datetime]:
+    """(why it is due now, or None; when it will be due)."""
+    if held is None:
+        return "no certificate yet", now
+    if held.placeholder:
+        return "only a placeholder serves", now
+    if held.names != frozenset(cert.domains):
+        return "the configured names changed", now
+    # Short-lived certificates renew a third of the way from the end, as ACME CAs advise.
+    window = min(dt.timedelta(days=before_days), (held.not_after - held.not_before) / 3)
+    due_at = held.not_after - window
+    if now >= due_at:
+        return f"expires {held.not_after:%Y-%m-%d %H:%M} UTC", due_at
+    return None, due_at
+
+
+def ensure_placeholders(settings: AcmeSettings) -> list[str]:
+    """Write a self-signed placeholder for each certificate with no pair yet."""
+    settings.output.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = []
+    for cert in settings.certificates:
+        for suffix in (".crt", ".key"):
+            if (settings.output / f"{cert.name}{suffix}").exists():
+                raise ConfigError(f"{cert.name}{suffix} is there, but ACME writes "
+                                  f"{cert.name}.pem: remove or rename the pair",
+                                  str(settings.output))
+        if not (settings.output / f"{cert.name}.pem").exists():
+            write_private(settings.output / f"{cert.name}.pem", placeholder_pem(cert.domains))
+            written.append(cert.name)
+    return written
+
+
+def placeholder_pem(domains: tuple[str, ...]) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PLACEHOLDER)])
+    now = dt.datetime.now(dt.UTC)
+    leaf = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=PLACEHOLDER_DAYS))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    return leaf.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+
+
+# -- the manager ----------------------------------------------------------------------------
+@dataclass
+class CertState:
+    reason: str | None = None      # why the last look found it due
+    next_at: float = 0.0           # unix time of the next look
+    failures: int = 0
+    last_error: str | None = None
+    issued_at: float | None = None
+    not_after: dt.datetime | None = None
+
+
+class AcmeManager:
+    def __init__(self, settings: AcmeSettings, on_issued: Callable[[], Awaitable[None]]):
+        self.settings = settings
+        self.on_issued = on_issued
+        self.states = {cert.name: CertState() for cert in settings.certificates}
+        self.account: AccountKey | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                wait = await self.tick()
+            except Exception:  # the manager must outlive a bug in one pass
+                log.acme.exception("ACME pass failed")
+                wait = self.settings.retry_interval
+            await asyncio.sleep(wait)
+
+    async def tick(self, now: dt.datetime | None = None) -> float:
+        """Look at every certificate whose time has come; returns seconds to the next."""
+        now = now or dt.datetime.now(dt.UTC)
+        for cert in self.settings.certificates:
+            if self.states[cert.name].next_at <= now.timestamp():
+                await self.look(cert, now)
+        soonest = min(state.next_at for state in self.states.values())
+        return max(0.5, min(self.settings.check_interval, soonest - time.time()))
+
+    async def look(self, cert: AcmeCertificate, now: dt.datetime, force: bool = False) -> bool:
+        """Renew ``cert`` if it is due (or ``force``); True when a new one was issued."""
+        state = self.states[cert.name]
+        held = held_pair(self.settings.output, cert.name)
+        reason, due_at = renewal_due(held, cert, now, self.settings.renew_before_days)
+        if held is not None:
+            state.not_after = held.not_after
+        if reason is None and not force:
+            self._schedule(cert, state, min(due_at.timestamp(),
+                                            now.timestamp() + self.settings.check_interval))
+            return False
+        state.reason = reason or "renewal asked for"
+        return await self._attempt(cert, state)
+
+    async def renew(self, name: str) -> bool:
+        """Issue ``name`` now, whatever its expiry (the admin API's renew)."""
+        cert = next((c for c in self.settings.certificates if c.name == name), None)
+        if cert is None:
+            raise GtmError(f"no [[lb.acme.certificates]] named {name!r}")
+        return await self.look(cert, dt.datetime.now(dt.UTC), force=True)
+
+    async def _attempt(self, cert: AcmeCertificate, state: CertState) -> bool:
+        async with self._lock:  # one order at a time: the CA's rate limits are per account
+            log.acme.info("certificate %s (%s): ordering, %s", cert.name,
+                          ", ".join(cert.domains), state.reason)
+            try:
+                issued = await self._order(cert)
+            except (AcmeError, OSError) as exc:
+                state.failures += 1
+                state.last_error = str(exc)
+                delay = min(self.settings.retry_interval * 2 ** (state.failures - 1),
+                            max(self.settings.check_interval, self.settings.retry_interval))
+                self._schedule(cert, state, time.time() + delay)
+                metrics.acme_orders.labels(cert.name, "failed").inc()
+                log.acme.error("certificate %s: order failed (attempt %d, next in %.0f s): %s",
+                               cert.name, state.failures, delay, exc)
+                return False
+        write_private(self.settings.output / f"{cert.name}.pem", issued.chain_pem
+                      + (b"" if issued.chain_pem.endswith(b"\n") else b"\n") + issued.key_pem)
+        state.failures, state.last_error, state.reason = 0, None, None
+        state.issued_at, state.not_after = time.time(), issued.not_after
+        metrics.acme_orders.labels(cert.name, "issued").inc()
+        log.acme.info("certificate %s issued: serial %x, not after %s UTC", cert.name,
+                      issued.serial, f"{issued.not_after:%Y-%m-%d %H:%M}")
+        await self.on_issued()
+        await self.look(cert, dt.datetime.now(dt.UTC))  # schedules the renewal
+        return True
+
+    async def _order(self, cert: AcmeCertificate) -> Issued:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        if self.account is None:
+            settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.account = await loop.run_in_executor(
+                None, AccountKey.load_or_create, settings.state_dir / "account.key")
+        context = ssl.create_default_context(
+            cafile=str(settings.ca_bundle) if settings.ca_bundle else None)
+        async with AcmeClient(settings.directory, self.account, context) as client:
+            await client.register(settings.contact)
+            return await issue(client, list(cert.domains), self._solver(cert),
+                               settings.key_type, settings.timeout)
+
+    def _solver(self, cert: AcmeCertificate) -> Solver:
+        settings = self.settings
+        if cert.challenge == "http-01":
+            return TokenFiles(tokens_dir(settings))
+        assert settings.dns_api is not None and settings.dns_token_file is not None
+        try:
+            token = settings.dns_token_file.read_text().strip()
+        except OSError as exc:
+            raise AcmeError(f"cannot read the control plane token {settings.dns_token_file}: "
+                            f"{exc.strerror}") from exc
+        return ControlPlaneDns(settings.dns_api, token, settings.dns_servers)
+
+    def _schedule(self, cert: AcmeCertificate, state: CertState, at: float) -> None:
+        state.next_at = at
+        metrics.acme_next_attempt.labels(cert.name).set(at)
+
+    def status(self) -> list[dict[str, object]]:
+        """Per certificate: names, expiry, next look, last error (the admin API's view)."""
+        return [{
+            "name": cert.name, "domains": list(cert.domains), "challenge": cert.challenge,
+            "not_after": s.not_after.isoformat() if s.not_after else None,
+            "next_attempt": s.next_at, "failures": s.failures, "last_error": s.last_error,
+            "due": s.reason,
+        } for cert in self.settings.certificates for s in (self.states[cert.name],)]
