@@ -18,6 +18,7 @@ from gtm.config.settings import (
     parse_listen,
     validate,
 )
+from gtm.control import certs_cli
 from gtm.control import cli as control_cli
 from gtm.errors import ConfigError, GtmError
 from gtm.health import cli as health_cli
@@ -336,10 +337,14 @@ def _certs_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     where = listing.add_mutually_exclusive_group(required=True)
     where.add_argument("--dir", type=Path, help="directory of NAME.crt + NAME.key / NAME.pem")
     where.add_argument("--config", type=Path, help="balancer TOML: its TLS listeners' dirs")
+    where.add_argument("--control", action="store_true",
+                       help="the control plane's certificates (through --api)")
+    control_cli._client_options(listing)
     listing.add_argument("--warn-days", type=float, default=30.0,
                          help="mark pairs expiring within this many days (30)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=cmd_certs_list)
+    certs_cli.add_commands(certs_commands, control_cli._client_options)
 
 
 def cmd_certs_list(args: argparse.Namespace) -> int:
@@ -349,12 +354,18 @@ def cmd_certs_list(args: argparse.Namespace) -> int:
     from regional_lb.config import load_config
     from regional_lb.tls.inventory import inventory, render_json, render_table
 
+    if args.control:
+        return certs_cli.list_control(args)
     if args.dir is not None:
         directories = [args.dir]
     else:
         config = load_config(args.config)
         directories = list(dict.fromkeys(
-            spec.tls.certificates for spec in config.listeners if spec.tls is not None))
+            spec.tls.certificates for spec in config.listeners
+            if spec.tls is not None and spec.tls.certificates is not None))
+        if any(spec.tls is not None and spec.tls.control for spec in config.listeners):
+            print("# listeners with control = true also serve the control plane's "
+                  "certificates: gtm certs list --control")
     now = dt.datetime.now(dt.UTC)
     failed = False
     for directory in directories:

@@ -36,6 +36,12 @@ class CertificateError(ConfigError):
     """A certificate or key that cannot be served: the file and the reason (never key bytes)."""
 
 
+class SealingError(ConfigError):
+    """A sealed secret that cannot be opened or made: a missing or malformed secret key file,
+    a value sealed under another key (both key ids named), or ciphertext that fails its
+    authentication (tampered with, or moved to another name)."""
+
+
 class DnsWireError(GtmError):
     """A DNS message that cannot be parsed; the server answers FORMERR or nothing."""
 

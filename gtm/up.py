@@ -23,7 +23,9 @@ from gtm import log
 from gtm.config.document import document_from_zone_dir
 from gtm.config.settings import DnsSettings, Listen
 from gtm.control.embedded import Embedded, start_embedded
+from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file
 from gtm.control.service import ConfigService
+from gtm.control.stores import DEFAULT_SQLITE_NAME
 from gtm.dns.loader import Signature, signature
 from gtm.dns.node import load_or_fail, open_locator, run_async, wait_for_stop
 from gtm.dns.service import DnsService
@@ -65,7 +67,7 @@ async def _main(settings: UpSettings) -> None:
     await service.start()
     stoppers: list[Stopper] = [service.stop]
     try:
-        stoppers += await _start_regions(settings.regions)
+        stoppers += await _start_regions(settings.regions, *_control_for_regions(settings))
         checker = None
         if settings.health is not None:
             # Started first: the first config version then starts its probes at once.
@@ -108,14 +110,34 @@ def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str]
     return record
 
 
-async def _start_regions(paths: tuple[Path, ...]) -> list[Stopper]:
+def _control_for_regions(settings: UpSettings) -> tuple[str, Path]:
+    """The store and secret key balancers with ``tls.control = true`` use when their file
+    names none: this control plane's. The key is made here when missing (before the
+    balancers start, so they can open what the control plane will seal)."""
+    control_dir = settings.state_dir / "control"
+    path = key_file(None, control_dir / SECRET_KEY_FILE)
+    assert path is not None
+    key, created = ensure_key(path)
+    if created:
+        log.cli.info("created the secret key %s (id %s): it seals certificates' private keys",
+                     path, key.id)
+    store = settings.postgres or f"sqlite://{(control_dir / DEFAULT_SQLITE_NAME).resolve()}"
+    return store, path.resolve()
+
+
+async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path
+                         ) -> list[Stopper]:
     """The regional balancers, in this loop. Imported here: `gtm up` composes both
     tiers, while the gtm package itself never depends on regional_lb."""
     if not paths:
         return []
+    from regional_lb.config import LbConfig, load_config, with_control_store
     from regional_lb.node import start_regions
 
-    handles = await start_regions(list(paths))
+    def load(path: Path) -> LbConfig:  # at start and on every reload
+        return with_control_store(load_config(path), store_url, key_path)
+
+    handles = await start_regions(list(paths), loader=load)
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s", handle.snapshot.config.region, path)
     return [handle.stop for handle in handles]
@@ -143,6 +165,9 @@ def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
         log.dns.info("listening on %s port %d (UDP and TCP)", host, port)
     token = settings.state_dir / "control" / "admin.token"
     log.cli.info("API: %s (admin token in %s)", embedded.plane.url, token)
+    log.cli.info("certificates: gtm certs upload NAME --chain FILE --key FILE (served by "
+                 "listeners with tls.control = true; keys sealed with %s)",
+                 embedded.plane.settings.resolved_key_file())
     log.cli.info("zones: %s (edits become new versions)", settings.dns.zones_dir)
 
 

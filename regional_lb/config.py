@@ -50,6 +50,8 @@ Every key, with its default::
     health_path = "/.gtm/health"
     [lb.listeners.tls]         # TLS on this listener (absent: plain TCP); see regional_lb.tls
     certificates = "certs/"    # NAME.crt + NAME.key or NAME.pem files (relative to this file)
+    control = false            # true: also the control plane's certificates ([lb.tls] below);
+                               # then certificates is optional
     default = "www"            # pair served without SNI or for unknown names (default: first)
     unknown_sni = "default"    # default | refuse (alert unrecognized_name)
     min_version = "1.2"        # 1.2 | 1.3
@@ -65,8 +67,17 @@ Every key, with its default::
     header = "X-Canary: 1"     # or just "X-Canary" for any value
 
     [lb.tls]
-    watch_interval = 2.0       # seconds between looks at certificate directories; 0: never
+    watch_interval = 2.0       # seconds between looks at directories and the control plane
     expiry_warning_days = [30, 7, 1]  # log a warning as a certificate crosses each
+    control_store = "sqlite:///var/control/gtm.db"  # or postgresql://...: the control
+                               # plane's store, for listeners with control = true (gtm up
+                               # gives its own when absent); read only, no DDL needed
+    control_namespace = "gtm"  # the control plane's namespace (PostgreSQL schema)
+    secret_key_file = "secret.key"  # a copy of the control plane's secret key, which opens
+                               # the sealed private keys (default: $GTM_SECRET_KEY_FILE)
+    control_cache = "lb.toml.certificates.json"  # the last rows read, keys still sealed: a
+                               # start while the store is unreachable serves them; "" for
+                               # none (default: beside this file)
 
     [lb.acme]                  # certificates issued and renewed by an ACME CA (RFC 8555)
     directory = "https://acme-v02.api.letsencrypt.org/directory"  # required
@@ -109,6 +120,18 @@ Every key, with its default::
     outlier = { consecutive_5xx = 5, consecutive_gateway = 3, base_ejection = 10.0,
                 max_ejection = 300.0, max_ejection_percent = 50 }  # passive; absent: off
     panic_below = 0.5          # fewer healthy than this share: balance over all enabled
+
+Control-plane certificates (``control = true``) are the ones ``gtm certs upload`` (or
+``PUT /v1/certificates/NAME``) stored: each poll reads what changed, opens the sealed
+keys in memory only, and checks them as files are checked; a replacement that cannot be
+served is refused and the certificate before keeps serving. With a directory too, a
+pair of the same name in the directory wins. The *default* (clients without SNI, or
+names no certificate covers): ``default`` may name a certificate of either source; when
+it is not given, the first name in order among those present at start (or, starting
+with none, among the first to arrive) becomes the default and stays it. A listener with
+only control-plane certificates starts even when none is there yet (or the store cannot
+be reached): until one serves a name, handshakes for it fail. As for files, deleting
+the default does not stop it being served.
 """
 
 from __future__ import annotations
@@ -116,11 +139,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gtm.config.settings import Listen, parse_listen
+from gtm.control.sealing import key_file
+from gtm.control.store import validate_namespace
 from gtm.errors import ConfigError
 from gtm.steering.model import HealthCheck
 from regional_lb.health_spec import (
@@ -130,6 +155,7 @@ from regional_lb.health_spec import (
     parse_panic_below,
 )
 from regional_lb.tls.contexts import CLIENT_AUTH, VERSIONS, TlsPolicy
+from regional_lb.tls.control import ControlSource
 from regional_lb.tls.listener import TlsSpec
 
 ALGORITHMS = ("round_robin", "weighted_round_robin", "least_connections", "least_request",
@@ -213,8 +239,16 @@ class ListenerSpec:
 
 @dataclass(frozen=True)
 class TlsSettings:
-    watch_interval: float = 2.0      # certificate directories polled this often; 0: never
+    watch_interval: float = 2.0      # certificate sources polled this often; 0: never
     expiry_warning_days: tuple[float, ...] = (30.0, 7.0, 1.0)
+    control_store: str | None = None  # the control plane's store, for tls.control listeners
+    control_namespace: str = "gtm"    # its namespace (the PostgreSQL schema)
+    secret_key_file: Path | None = None  # a copy of its secret key (else $GTM_SECRET_KEY_FILE)
+    control_cache: Path | None = None  # the last rows read (keys sealed), to start without it
+
+    def control_source(self) -> ControlSource:
+        return ControlSource(self.control_store, key_file(self.secret_key_file),
+                             self.control_namespace, self.control_cache)
 
 
 @dataclass(frozen=True)
@@ -358,7 +392,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         raise top.fail("listeners", "needs at least one [[lb.listeners]]")
     _check_proxy_protocol_pools(listeners, pools, source)
     acme = _acme(acme_table, source, listeners) if acme_table is not None else None
-    return LbConfig(
+    return with_control_store(LbConfig(
         listeners=listeners,
         pools=pools,
         timeouts=_timeouts(top.get("timeouts", dict, {}), source),
@@ -377,7 +411,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         tls=_tls_settings(top.get("tls", dict, {}), source),
         acme=acme,
         source=source,
-    )
+    ))
 
 
 def _addresses(reader: _Reader, key: str) -> tuple[Listen, ...]:
@@ -554,12 +588,16 @@ def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
 
 
 # -- TLS ----------------------------------------------------------------------------------
-_TLS_KEYS = ("certificates", "default", "unknown_sni", "min_version", "alpn", "client_auth",
-             "client_ca", "session_tickets", "tickets")
+_TLS_KEYS = ("certificates", "control", "default", "unknown_sni", "min_version", "alpn",
+             "client_auth", "client_ca", "session_tickets", "tickets")
+_TLS_SETTINGS_KEYS = ("watch_interval", "expiry_warning_days", "control_store",
+                      "control_namespace", "secret_key_file", "control_cache")
+# A listener's control = true before [lb.tls] (or gtm up) says which control plane.
+_UNBOUND = ControlSource(None, None)
 
 
 def _tls_settings(raw: Any, source: str) -> TlsSettings:
-    reader = _Reader(raw, "lb.tls", source, ("watch_interval", "expiry_warning_days"))
+    reader = _Reader(raw, "lb.tls", source, _TLS_SETTINGS_KEYS)
     days = []
     for i, value in enumerate(reader.list("expiry_warning_days") if "expiry_warning_days"
                               in reader.table else TlsSettings().expiry_warning_days):
@@ -569,7 +607,59 @@ def _tls_settings(raw: Any, source: str) -> TlsSettings:
     return TlsSettings(
         watch_interval=reader.number("watch_interval", float, 2.0, 0, 3600),
         expiry_warning_days=tuple(sorted(days, reverse=True)),
+        control_store=_store_url(reader, "control_store"),
+        control_namespace=_namespace(reader, "control_namespace"),
+        secret_key_file=_file(reader, "secret_key_file"),
+        control_cache=_cache_file(reader, "control_cache"),
     )
+
+
+def _cache_file(reader: _Reader, key: str) -> Path | None:
+    """Relative to the config file; by default beside it (FILE.certificates.json); "" for
+    none. Written only when a listener serves control-plane certificates."""
+    config_file = Path(reader.source)
+    if key not in reader.table:
+        return config_file.with_name(config_file.name + ".certificates.json") \
+            if config_file.is_file() else None
+    text = reader.get(key, str)
+    base = config_file.parent if config_file.is_file() else Path.cwd()
+    return (base / text).resolve() if text else None
+
+
+def _store_url(reader: _Reader, key: str) -> str | None:
+    """postgresql://... as given; sqlite:// paths relative to the config file."""
+    text = reader.get(key, str)
+    if text is None or text.startswith(("postgresql://", "postgres://")):
+        return text
+    if not text.startswith("sqlite://") or not text.removeprefix("sqlite://"):
+        raise reader.fail(key, "must be postgresql://... or sqlite:///PATH (the control "
+                          "plane's store)")
+    config_file = Path(reader.source)
+    base = config_file.parent if config_file.is_file() else Path.cwd()
+    return f"sqlite://{(base / text.removeprefix('sqlite://')).resolve()}"
+
+
+def _namespace(reader: _Reader, key: str) -> str:
+    try:
+        return validate_namespace(reader.get(key, str, "gtm"))
+    except ConfigError as exc:
+        raise reader.fail(key, exc.reason) from exc
+
+
+def with_control_store(config: LbConfig, store_url: str | None = None,
+                       key_file: Path | None = None) -> LbConfig:
+    """Give ``tls.control`` listeners their control plane: the one of ``[lb.tls]``, else
+    ``store_url`` and ``key_file`` (``gtm up`` passes its own). Still none: the listener
+    fails to start, saying what is missing."""
+    tls = replace(config.tls, control_store=config.tls.control_store or store_url,
+                  secret_key_file=config.tls.secret_key_file or key_file)
+    source = tls.control_source()
+
+    def bound(spec: TlsSpec | None) -> TlsSpec | None:
+        return spec if spec is None or spec.control is None else replace(spec, control=source)
+
+    listeners = tuple(replace(spec, tls=bound(spec.tls)) for spec in config.listeners)
+    return replace(config, tls=tls, listeners=listeners, admin_tls=bound(config.admin_tls))
 
 
 def _admin_tls(top: _Reader, source: str) -> TlsSpec | None:
@@ -599,12 +689,16 @@ def _file(reader: _Reader, key: str, directory: bool = False) -> Path | None:
 def _listener_tls(raw: Any, where: str, source: str, mode: str,
                   managed: frozenset[str] = frozenset()) -> TlsSpec:
     reader = _Reader(raw, where, source, _TLS_KEYS)
+    control = reader.get("control", bool, False)
     certificates = _file(reader, "certificates", directory=True)
-    if certificates is None:
-        raise reader.fail("certificates", "is required (a directory of certificate pairs)")
+    if certificates is None and not control:
+        raise reader.fail("certificates", "is required (a directory of certificate pairs), "
+                          "unless control = true")
     default = reader.get("default", str)
-    # A pair ACME manages may not exist yet: a placeholder is written before serving.
-    if default is not None and default not in managed and not any(
+    # A pair ACME manages may not exist yet: a placeholder is written before serving. With
+    # control = true the default may be a control-plane certificate, known only at start.
+    if default is not None and certificates is not None and not control \
+            and default not in managed and not any(
             (certificates / (default + suffix)).is_file() for suffix in (".crt", ".pem")):
         raise reader.fail("default", f"names no pair in {certificates} ({default}.crt + "
                           f"{default}.key or {default}.pem)")
@@ -626,7 +720,8 @@ def _listener_tls(raw: Any, where: str, source: str, mode: str,
         tickets=reader.number("tickets", int, 2, 1, 8),
     )
     return TlsSpec(certificates=certificates, default=default, policy=policy,
-                   unknown_sni=reader.choice("unknown_sni", ("default", "refuse"), "default"))
+                   unknown_sni=reader.choice("unknown_sni", ("default", "refuse"), "default"),
+                   control=_UNBOUND if control else None)
 
 
 # -- ACME ---------------------------------------------------------------------------------
@@ -719,7 +814,7 @@ def _acme_output(reader: _Reader, listeners: tuple[ListenerSpec, ...]) -> Path:
     if "output" in reader.table:
         return _path(reader, "output", "")
     for spec in listeners:
-        if spec.tls is not None:
+        if spec.tls is not None and spec.tls.certificates is not None:
             return spec.tls.certificates
     raise reader.fail("output", "is required when no listener has tls (where pairs go)")
 

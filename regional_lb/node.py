@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from regional_lb.snapshot import Snapshot
 from regional_lb.sockets import bind_workers
 from regional_lb.worker import Worker
 
+Loader = Callable[[Path], LbConfig]
+
 
 class BalancerHandle:
     """A running balancer inside the caller's event loop."""
@@ -38,6 +41,7 @@ class BalancerHandle:
         self.admin = admin
         self.overrides: ov.Overrides = {}
         self.base: LbConfig = worker.snapshot.config  # before overrides
+        self.loader: Loader = load_config  # how reload() reads the file
         self.acme: AcmeManager | None = None  # [lb.acme], in worker 0
 
     @property
@@ -61,7 +65,7 @@ class BalancerHandle:
             if self.path is None:
                 raise GtmError("no config file to reload from")
             loop = asyncio.get_running_loop()
-            config = await loop.run_in_executor(None, load_config, self.path)
+            config = await loop.run_in_executor(None, self.loader, self.path)
             self.overrides = await loop.run_in_executor(
                 None, ov.load_overrides, ov.overrides_path(self.path))
         self.base = _keep_resolved_ports(config, self.worker)
@@ -127,15 +131,16 @@ async def start_balancer(config: LbConfig | Path | str,
                          sockets: dict[str, socket.socket] | None = None,
                          admin: bool = True, index: int = 0,
                          path: Path | None = None, supervised: bool = False,
-                         workers: int = 1) -> BalancerHandle:
+                         workers: int = 1, loader: Loader = load_config) -> BalancerHandle:
     """Start one balancer worker in the running loop; returns a handle with stop()/reload().
 
-    ``config`` is a compiled LbConfig or the path of a TOML file. The admin API (when the
-    config has ``admin``) runs in worker 0 only.
+    ``config`` is a compiled LbConfig or the path of a TOML file (read by ``loader``, at
+    start and on reloads). The admin API (when the config has ``admin``) runs in worker 0
+    only.
     """
     if not isinstance(config, LbConfig):
         path = Path(config)
-        config = load_config(path)
+        config = loader(path)
     overrides = ov.load_overrides(ov.overrides_path(path)) if path is not None else {}
     if sockets is None:  # bind here: ports of 0 resolve once, and reloads keep the socket
         config, bound = bind_workers(config, 1)
@@ -156,6 +161,7 @@ async def start_balancer(config: LbConfig | Path | str,
             worker, index, workers,
             share_dir(path) if supervised and path is not None else None))
         handle.demo = demo
+        handle.loader = loader
         handle.health = HealthManager(worker)
         handle.health.start()
         handle.overrides, handle.base = overrides, _keep_resolved_ports(config, worker)
@@ -188,12 +194,13 @@ async def start_balancer(config: LbConfig | Path | str,
     return handle
 
 
-async def start_regions(paths: list[Path]) -> list[BalancerHandle]:
+async def start_regions(paths: list[Path], loader: Loader = load_config
+                        ) -> list[BalancerHandle]:
     """One balancer per config file (a region each), all in the running loop (`gtm up`)."""
     handles: list[BalancerHandle] = []
     try:
         for path in paths:
-            handles.append(await start_balancer(path))
+            handles.append(await start_balancer(path, loader=loader))
     except BaseException:
         for handle in handles:
             await handle.stop(grace=0, deadline=1)

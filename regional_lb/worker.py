@@ -247,6 +247,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.sweeper
         await stop_task(self.tls_watcher)
+        await self.tls.close()  # control-plane certificate feeds hold store connections
         for task in list(self.tasks):
             task.cancel()
         for server in self.servers.values():

@@ -65,9 +65,10 @@ def build_app(service: ConfigService) -> web.Application:
         web.post("/v1/tokens", post_token),
         web.delete("/v1/tokens/{id}", delete_token),
     ]
+    from gtm.control.certificates_api import routes as certificate_routes
     from gtm.control.challenges_api import routes as challenge_routes
 
-    app.add_routes([*routes, *challenge_routes()])
+    app.add_routes([*routes, *challenge_routes(), *certificate_routes()])
     return app
 
 

@@ -65,6 +65,9 @@ def add_commands(commands: Any) -> None:
     api.add_argument("--redis", metavar="URL")
     api.add_argument("--namespace", default="gtm")
     api.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    api.add_argument("--secret-key-file", type=Path, metavar="FILE",
+                     help="seals certificates' private keys (default: $GTM_SECRET_KEY_FILE, "
+                     "else STATE_DIR/secret.key; made when missing only with the SQLite store)")
     api.set_defaults(handler=cmd_api)
 
     config = commands.add_parser("config", help="the versioned configuration")
@@ -131,9 +134,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     from gtm.dns.node import run_async, wait_for_stop
 
     listen = parse_listen(args.listen, default_port=8080)
+    # With a shared store, every control-plane node must seal with the same key: a key
+    # made here would differ from the others', so only the single-node default makes one.
     settings = ControlSettings(host=listen.host, port=listen.port, store_url=args.store,
                                redis_url=args.redis, namespace=args.namespace,
-                               state_dir=args.state_dir)
+                               state_dir=args.state_dir, secret_key_file=args.secret_key_file,
+                               create_secret_key=args.store is None)
 
     async def main() -> None:
         plane = await start_control_plane(settings)

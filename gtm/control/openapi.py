@@ -80,6 +80,18 @@ _NUMBER = [{"name": "number", "in": "path", "required": True, "schema": {"type":
 _WRITE_BODY: Json = {"message": {"type": "string"}, "base_version": {"type": "integer"}}
 
 
+def _certificate_put() -> Json:
+    op = _op("Store a chain and key; the key is sealed before it is stored", "admin",
+             _json(_ref("Certificate"), "Replaced"), params=_NAME,
+             body={"type": "object", "required": ["chain", "key"], "properties": {
+                 "chain": {"type": "string", "description": "PEM: the leaf, then intermediates"},
+                 "key": {"type": "string", "description": "PEM: the leaf's private key"}}})
+    op["responses"]["201"] = _json(_ref("Certificate"), "Stored (new name)")
+    op["description"] = ("Needs the admin role. 400 names the field at fault; 503 when the "
+                         "store or the secret key is unavailable.")
+    return op
+
+
 def _paths() -> Json:
     return {
         "/openapi.json": {"get": _op("This document", None, _json({"type": "object"}))},
@@ -134,6 +146,18 @@ def _paths() -> Json:
                             "name": {"type": "string"},
                             "role": {"enum": ["viewer", "editor", "admin"]}}}),
         },
+        "/v1/certificates": {"get": _op(
+            "TLS certificates for the balancers (metadata, never keys)", "viewer",
+            _json({"type": "object", "properties": {
+                "items": {"type": "array", "items": _ref("Certificate")},
+                "next_cursor": {"type": "null"}}}))},
+        "/v1/certificates/{name}": {
+            "get": _op("One certificate's metadata (never its key)", "viewer",
+                       _json(_ref("Certificate")), params=_NAME),
+            "put": _certificate_put(),
+            "delete": _op("Delete a certificate (balancers stop serving it)", "admin",
+                          _json({"type": "object"}), params=_NAME),
+        },
         "/v1/tokens/{id}": {"delete": _op(
             "Revoke a token", "admin", _json({"type": "object"}),
             params=[{"name": "id", "in": "path", "required": True,
@@ -186,6 +210,16 @@ def _schemas() -> Json:
             "id": {"type": "integer"}, "at": {"type": "number"}, "actor": {"type": "string"},
             "action": {"type": "string"}, "target": {"type": "string"},
             "outcome": {"type": "string"}, "detail": {"type": "object"}}},
+        "Certificate": {"type": "object", "properties": {
+            "name": {"type": "string"}, "revision": {"type": "integer"},
+            "names": {"type": "array", "items": {"type": "string"}},
+            "not_before": {"type": "string"}, "not_after": {"type": "string"},
+            "subject": {"type": "string"}, "issuer": {"type": "string"},
+            "key_type": {"type": "string"}, "chain_length": {"type": "integer"},
+            "fingerprint_sha256": {"type": "string"},
+            "key_id": {"type": "string", "description": "the secret key that sealed it"},
+            "updated_at": {"type": "string"}, "updated_by": {"type": "string"},
+            "replaced": {"type": "boolean", "description": "PUT only"}}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "status": {"type": "integer"}, "message": {"type": "string"},
             "field": {"type": ["string", "null"],

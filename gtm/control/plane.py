@@ -18,7 +18,10 @@ from aiohttp import web
 
 from gtm import log
 from gtm.control.api import build_app
+from gtm.control.certificates import CertificateService
+from gtm.control.certificates_api import CERTIFICATES
 from gtm.control.fanout import RedisFanout
+from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
 from gtm.control.service import ConfigService
 from gtm.control.store import Store, hash_secret, new_token, validate_namespace
 from gtm.control.stores import DEFAULT_SQLITE_NAME, describe, store_from_url
@@ -41,9 +44,20 @@ class ControlSettings:
     # Stored as version 1 when the store has no version yet (the embedded default
     # starts from the example zones).
     seed_document: dict[str, Any] | None = None
+    # Seals certificates' private keys (gtm.control.sealing). None: $GTM_SECRET_KEY_FILE,
+    # else state_dir/secret.key.
+    secret_key_file: Path | None = None
+    # Make a fresh key when there is none (the embedded default). Off for a control plane
+    # of several nodes, which must share one key: uploads then get 503 until it is there.
+    create_secret_key: bool = True
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
+
+    def resolved_key_file(self) -> Path:
+        path = key_file(self.secret_key_file, self.state_dir / SECRET_KEY_FILE)
+        assert path is not None
+        return path
 
 
 class ControlPlane:
@@ -74,12 +88,15 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     store = store_from_url(settings.resolved_store_url(), namespace)
     fanout = RedisFanout(settings.redis_url, namespace) if settings.redis_url else None
     service = ConfigService(store, fanout)
+    certificates = certificate_service(settings, service)  # before anything is opened
     try:
         await store.open()
         await _first_start(settings, service)
     except StoreUnavailable as exc:
         log.control.error("starting without the config store (%s); writes get 503", exc)
-    runner = web.AppRunner(build_app(service), access_log=None)
+    app = build_app(service)
+    app[CERTIFICATES] = certificates
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -107,6 +124,27 @@ async def _first_start(settings: ControlSettings, service: ConfigService) -> Non
         await service.audit("gtm-up", "token.create", record.id, "ok",
                             {"name": record.name, "role": "admin", "file": str(path)})
         log.control.info("created an admin token in %s", path)
+
+
+def certificate_service(settings: ControlSettings, service: ConfigService
+                        ) -> CertificateService:
+    """Certificates with the secret key that seals them; a key file that exists but
+    cannot be used stops the start (SealingError): uploads must never be sealed with
+    anything but the deployment's key."""
+    path = settings.resolved_key_file()
+    if settings.create_secret_key:
+        key, created = ensure_key(path)
+        if created:
+            log.control.info("created the secret key %s (id %s): certificates' private keys "
+                             "are sealed with it; balancers that serve them need a copy",
+                             path, key.id)
+        return CertificateService(service, key)
+    if not path.exists():
+        problem = (f"no secret key file {path}: make one with `gtm certs keygen {path}` and "
+                   "give every control-plane node the same file")
+        log.control.warning("certificate uploads are refused: %s", problem)
+        return CertificateService(service, None, problem)
+    return CertificateService(service, read_key(path))
 
 
 def write_secret(path: Path, secret: str) -> None:

@@ -16,19 +16,24 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
 
 from gtm import log
 from gtm.control.store import (
+    CERTIFICATE_COLUMNS,
     AuditEntry,
+    CertificateRecord,
     Listener,
+    NewCertificate,
     NewVersion,
     NodeStatus,
     Store,
     TokenRecord,
     VersionRecord,
+    certificate_from_row,
     dump,
     validate_namespace,
 )
@@ -57,6 +62,16 @@ MIGRATIONS = (
         node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version BIGINT NOT NULL,
         last_contact DOUBLE PRECISION NOT NULL, info TEXT NOT NULL);
     """,
+    # Certificates: the chain in the clear, the private key sealed (gtm.control.sealing).
+    # A deletion keeps the row as a tombstone under a new revision, so pollers see it.
+    """
+    CREATE TABLE certificates (
+        name TEXT PRIMARY KEY, revision BIGINT NOT NULL UNIQUE, chain TEXT NOT NULL,
+        sealed_key BYTEA NOT NULL, key_nonce BYTEA NOT NULL, key_id TEXT NOT NULL,
+        names TEXT NOT NULL, not_after DOUBLE PRECISION NOT NULL, fingerprint TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, updated_by TEXT NOT NULL,
+        deleted BOOLEAN NOT NULL);
+    """,
 )
 
 VERSION_COLUMNS = "number, created_at, author, message, digest, rollback_of, diff"
@@ -73,9 +88,12 @@ UNAVAILABLE = (
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, namespace: str = "gtm"):
+    def __init__(self, url: str, namespace: str = "gtm", migrate: bool = True):
         self.url = url
         self.namespace = validate_namespace(namespace)
+        # Readers that must not need DDL rights (balancers reading certificates) skip
+        # migrations: the control plane has made the schema, or they wait until it has.
+        self.migrate = migrate
         self.channel = f"{self.namespace}_config"
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
@@ -106,7 +124,8 @@ class PostgresStore(Store):
         async with self._pool_lock:
             if self._pool is None:
                 try:
-                    await self._migrate()
+                    if self.migrate:
+                        await self._migrate()
                     self._pool = await asyncpg.create_pool(
                         self.url, min_size=0, max_size=4, timeout=CONNECT_TIMEOUT,
                         command_timeout=COMMAND_TIMEOUT,
@@ -280,6 +299,40 @@ class PostgresStore(Store):
         self._listen_conn = conn
         return True
 
+    async def put_certificate(self, new: NewCertificate) -> CertificateRecord:
+        record = CertificateRecord(
+            new.name, 0, new.chain, new.sealed_key, new.key_nonce, new.key_id, new.names,
+            new.not_after, new.fingerprint, time.time(), new.updated_by)
+
+        async def put(conn: asyncpg.Connection) -> CertificateRecord:
+            async with conn.transaction():
+                return await _upsert(conn, record)
+
+        return await self._run(put)
+
+    async def delete_certificate(self, name: str, deleted_by: str) -> CertificateRecord | None:
+        async def delete(conn: asyncpg.Connection) -> CertificateRecord | None:
+            async with conn.transaction():
+                await _lock_certificates(conn)
+                live = await _live_certificate(conn, name)
+                if live is None:
+                    return None
+                return await _upsert(conn, live.tombstone(deleted_by))
+
+        return await self._run(delete)
+
+    async def certificate(self, name: str) -> CertificateRecord | None:
+        return await self._run(lambda conn: _live_certificate(conn, name))
+
+    async def certificates(self, since_revision: int = 0) -> list[CertificateRecord]:
+        async def rows(conn: asyncpg.Connection) -> list[CertificateRecord]:
+            found = await conn.fetch(
+                f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE revision > $1 "
+                "ORDER BY revision", since_revision)
+            return [certificate_from_row(row) for row in found]
+
+        return await self._run(rows)
+
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
             number = int(payload)
@@ -312,6 +365,40 @@ def _version(row: Any) -> VersionRecord:
         row["number"], row["created_at"], row["author"], row["message"], row["digest"],
         json.loads(row["diff"]), row["rollback_of"], document,
     )
+
+
+async def _lock_certificates(conn: asyncpg.Connection) -> None:
+    # Writers take turns (readers are not blocked): revisions are then handed out in
+    # commit order, so a poller that saw revision N never later meets a smaller one.
+    await conn.execute("LOCK TABLE certificates IN SHARE ROW EXCLUSIVE MODE")
+
+
+async def _live_certificate(conn: asyncpg.Connection, name: str) -> CertificateRecord | None:
+    row = await conn.fetchrow(f"SELECT {CERTIFICATE_COLUMNS} FROM certificates "
+                              "WHERE name = $1 AND NOT deleted", name)
+    return certificate_from_row(row) if row else None
+
+
+async def _upsert(conn: asyncpg.Connection, record: CertificateRecord) -> CertificateRecord:
+    """Write ``record`` under the next revision (inside a transaction)."""
+    await _lock_certificates(conn)
+    revision = int(await conn.fetchval(
+        "SELECT COALESCE(MAX(revision), 0) + 1 FROM certificates"))
+    stored = replace(record, revision=revision)
+    await conn.execute(
+        f"INSERT INTO certificates ({CERTIFICATE_COLUMNS}) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+        "ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, "
+        "chain = excluded.chain, sealed_key = excluded.sealed_key, "
+        "key_nonce = excluded.key_nonce, key_id = excluded.key_id, names = excluded.names, "
+        "not_after = excluded.not_after, fingerprint = excluded.fingerprint, "
+        "updated_at = excluded.updated_at, updated_by = excluded.updated_by, "
+        "deleted = excluded.deleted",
+        stored.name, stored.revision, stored.chain, stored.sealed_key, stored.key_nonce,
+        stored.key_id, dump(list(stored.names)), stored.not_after, stored.fingerprint,
+        stored.updated_at, stored.updated_by, stored.deleted,
+    )
+    return stored
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

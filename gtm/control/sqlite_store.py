@@ -15,18 +15,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gtm import log
 from gtm.control.store import (
+    CERTIFICATE_COLUMNS,
     AuditEntry,
+    CertificateRecord,
     Listener,
+    NewCertificate,
     NewVersion,
     NodeStatus,
     Store,
     TokenRecord,
     VersionRecord,
+    certificate_from_row,
     dump,
 )
 from gtm.errors import StoreUnavailable, VersionConflict
@@ -50,6 +55,15 @@ MIGRATIONS = (
     CREATE TABLE nodes (
         node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL,
         last_contact REAL NOT NULL, info TEXT NOT NULL);
+    """,
+    # Certificates: the chain in the clear, the private key sealed (gtm.control.sealing).
+    # A deletion keeps the row as a tombstone under a new revision, so pollers see it.
+    """
+    CREATE TABLE certificates (
+        name TEXT PRIMARY KEY, revision INTEGER NOT NULL UNIQUE, chain TEXT NOT NULL,
+        sealed_key BLOB NOT NULL, key_nonce BLOB NOT NULL, key_id TEXT NOT NULL,
+        names TEXT NOT NULL, not_after REAL NOT NULL, fingerprint TEXT NOT NULL,
+        updated_at REAL NOT NULL, updated_by TEXT NOT NULL, deleted INTEGER NOT NULL);
     """,
 )
 
@@ -234,6 +248,38 @@ class SqliteStore(Store):
             self._listeners.append(listener)
         return True
 
+    async def put_certificate(self, new: NewCertificate) -> CertificateRecord:
+        record = CertificateRecord(
+            new.name, 0, new.chain, new.sealed_key, new.key_nonce, new.key_id, new.names,
+            new.not_after, new.fingerprint, time.time(), new.updated_by)
+
+        def put(conn: sqlite3.Connection) -> CertificateRecord:
+            return _in_write(conn, lambda: _upsert(conn, record))
+
+        return await self._run(put)
+
+    async def delete_certificate(self, name: str, deleted_by: str) -> CertificateRecord | None:
+        def delete(conn: sqlite3.Connection) -> CertificateRecord | None:
+            def change() -> CertificateRecord | None:
+                live = _live_certificate(conn, name)
+                return None if live is None else _upsert(conn, live.tombstone(deleted_by))
+
+            return _in_write(conn, change)
+
+        return await self._run(delete)
+
+    async def certificate(self, name: str) -> CertificateRecord | None:
+        return await self._run(lambda conn: _live_certificate(conn, name))
+
+    async def certificates(self, since_revision: int = 0) -> list[CertificateRecord]:
+        def rows(conn: sqlite3.Connection) -> list[CertificateRecord]:
+            found = conn.execute(
+                f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE revision > ? "
+                "ORDER BY revision", (since_revision,)).fetchall()
+            return [certificate_from_row(row) for row in found]
+
+        return await self._run(rows)
+
 
 TOKEN_COLUMNS = "id, name, role, created_at, created_by, revoked_at"
 
@@ -247,6 +293,40 @@ def _version(row: tuple[Any, ...]) -> VersionRecord:
     document = json.loads(row[7]) if len(row) > 7 else None
     return VersionRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[6]), row[5],
                          document)
+
+
+def _live_certificate(conn: sqlite3.Connection, name: str) -> CertificateRecord | None:
+    row = conn.execute(f"SELECT {CERTIFICATE_COLUMNS} FROM certificates "
+                       "WHERE name = ? AND deleted = 0", (name,)).fetchone()
+    return certificate_from_row(row) if row else None
+
+
+def _in_write(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """One write transaction. IMMEDIATE takes the write lock first, so revisions are
+    handed out in commit order: a poller never sees revision N+1 before N."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _upsert(conn: sqlite3.Connection, record: CertificateRecord) -> CertificateRecord:
+    """Write ``record`` under the next revision (inside a write transaction)."""
+    revision = int(conn.execute(
+        "SELECT COALESCE(MAX(revision), 0) + 1 FROM certificates").fetchone()[0])
+    stored = replace(record, revision=revision)
+    conn.execute(
+        f"INSERT OR REPLACE INTO certificates ({CERTIFICATE_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (stored.name, stored.revision, stored.chain, stored.sealed_key, stored.key_nonce,
+         stored.key_id, dump(list(stored.names)), stored.not_after, stored.fingerprint,
+         stored.updated_at, stored.updated_by, int(stored.deleted)),
+    )
+    return stored
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

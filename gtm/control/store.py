@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gtm.errors import ConfigError
@@ -122,6 +122,60 @@ class NodeStatus:
         }
 
 
+@dataclass(frozen=True)
+class NewCertificate:
+    """A checked pair, its private key already sealed; the store adds revision and time."""
+
+    name: str
+    chain: str                 # PEM certificates, public
+    sealed_key: bytes = field(repr=False)
+    key_nonce: bytes = field(repr=False)
+    key_id: str                # which secret key sealed it (gtm.control.sealing)
+    names: tuple[str, ...]     # DNS names the leaf serves
+    not_after: float           # Unix time
+    fingerprint: str           # SHA-256 of the leaf, hex
+    updated_by: str
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """A stored certificate, or the tombstone of a deleted one (``deleted``, no chain, no
+    key), kept so that pollers reading ``certificates(since_revision)`` see the removal.
+
+    ``revision`` grows by one with every change to any certificate (a put or a delete)."""
+
+    name: str
+    revision: int
+    chain: str
+    sealed_key: bytes = field(repr=False)
+    key_nonce: bytes = field(repr=False)
+    key_id: str
+    names: tuple[str, ...]
+    not_after: float
+    fingerprint: str
+    updated_at: float
+    updated_by: str
+    deleted: bool = False
+
+    def tombstone(self, deleted_by: str) -> CertificateRecord:
+        """What stays of it once deleted: its metadata, never its chain or key."""
+        return replace(self, chain="", sealed_key=b"", key_nonce=b"", updated_at=time.time(),
+                       updated_by=deleted_by, deleted=True)
+
+    def public(self) -> dict[str, Any]:
+        """Metadata only: never the sealed key (nor its nonce)."""
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "names": list(self.names),
+            "not_after": self.not_after,
+            "fingerprint_sha256": self.fingerprint,
+            "key_id": self.key_id,
+            "updated_at": self.updated_at,
+            "updated_by": self.updated_by,
+        }
+
+
 class Store(abc.ABC):
     """The contract of a config store. Every method may raise StoreUnavailable."""
 
@@ -181,9 +235,43 @@ class Store(abc.ABC):
         lost with its connection is made again.
         """
 
+    @abc.abstractmethod
+    async def put_certificate(self, new: NewCertificate) -> CertificateRecord:
+        """Store (or replace) a certificate under the next revision."""
+
+    @abc.abstractmethod
+    async def delete_certificate(self, name: str, deleted_by: str) -> CertificateRecord | None:
+        """Turn a live certificate into a tombstone under the next revision; None when
+        there is no live certificate of that name."""
+
+    @abc.abstractmethod
+    async def certificate(self, name: str) -> CertificateRecord | None:
+        """A live certificate by name (tombstones are None)."""
+
+    @abc.abstractmethod
+    async def certificates(self, since_revision: int = 0) -> list[CertificateRecord]:
+        """Rows changed after ``since_revision``, tombstones included, oldest change first.
+
+        Changes are numbered in commit order (writers are serialised), so a poller that
+        remembers the highest revision it saw never misses one."""
+
     async def latest(self) -> VersionRecord | None:
         number = await self.head()
         return await self.get(number) if number else None
+
+
+CERTIFICATE_COLUMNS = ("name, revision, chain, sealed_key, key_nonce, key_id, names, not_after, "
+                       "fingerprint, updated_at, updated_by, deleted")
+
+
+def certificate_from_row(row: Any) -> CertificateRecord:
+    """A record from a row of CERTIFICATE_COLUMNS (SQLite tuple or asyncpg Record)."""
+    return CertificateRecord(
+        name=row[0], revision=int(row[1]), chain=row[2], sealed_key=bytes(row[3]),
+        key_nonce=bytes(row[4]), key_id=row[5], names=tuple(json.loads(row[6])),
+        not_after=float(row[7]), fingerprint=row[8], updated_at=float(row[9]),
+        updated_by=row[10], deleted=bool(row[11]),
+    )
 
 
 def hash_secret(secret: str) -> str:

@@ -10,12 +10,15 @@ from gtm.errors import ConfigError
 DEFAULT_SQLITE_NAME = "gtm.db"
 
 
-def store_from_url(url: str, namespace: str = "gtm") -> Store:
-    """A store for the URL; nothing connects until ``open()`` or the first call."""
+def store_from_url(url: str, namespace: str = "gtm", migrate: bool = True) -> Store:
+    """A store for the URL; nothing connects until ``open()`` or the first call.
+
+    ``migrate=False``: a reader that never changes the PostgreSQL schema (and so needs no
+    rights to); SQLite, a local file, is always brought up to date."""
     if url.startswith(("postgresql://", "postgres://")):
         from gtm.control.postgres_store import PostgresStore
 
-        return PostgresStore(url, namespace)
+        return PostgresStore(url, namespace, migrate)
     if url.startswith("sqlite://"):
         from gtm.control.sqlite_store import SqliteStore
 

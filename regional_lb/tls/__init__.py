@@ -1,9 +1,10 @@
 """TLS termination: a certificate store chosen by SNI, listener contexts, rotation.
 
-``certs`` reads and checks one certificate/key pair; ``store`` indexes a directory of
-them by name and builds SSL contexts lazily; ``listener`` is what a TLS listener holds
-(its front context, its SNI callback, its handshake counters); ``inventory`` is
-``gtm certs list``.
+``certs`` reads and checks one certificate/key pair (the checks are gtm.tlscerts);
+``control`` follows the control plane's certificates (``control_cache`` keeps the last
+copy, keys sealed); ``store`` indexes a directory's and the control plane's pairs by name
+and builds SSL contexts lazily; ``listener`` is what a TLS listener holds (its front
+context, its SNI callback, its handshake counters); ``inventory`` is ``gtm certs list``.
 """
 
 # The issuer of the self-signed stand-in regional_lb.acme writes until the CA's

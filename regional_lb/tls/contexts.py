@@ -8,7 +8,6 @@ cipher list, ticket keys) and others from the context the SNI callback switches 
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gtm.errors import CertificateError
+from gtm.tlscerts import load_into, ssl_reason
 from regional_lb.tls.certs import CertInfo
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def server_context(policy: TlsPolicy, pairs: Sequence[CertInfo] = ()) -> ssl.SSL
         try:
             ctx.load_verify_locations(cafile=str(policy.client_ca))
         except (OSError, ssl.SSLError) as exc:
-            raise CertificateError(f"cannot load the CA bundle: {_reason(exc)}",
+            raise CertificateError(f"cannot load the CA bundle: {ssl_reason(exc)}",
                                    str(policy.client_ca)) from exc
     for pair in pairs:
         load_pair_into(ctx, pair)
@@ -75,22 +75,9 @@ def server_context(policy: TlsPolicy, pairs: Sequence[CertInfo] = ()) -> ssl.SSL
 
 
 def load_pair_into(ctx: ssl.SSLContext, pair: CertInfo) -> None:
-    """Load the bytes that were checked (not the files, which may have changed since).
-
-    ``load_cert_chain`` takes only paths: the PEM goes through an anonymous in-memory
-    file (memfd), so no key is ever written anywhere. OpenSSL checks the key again.
-    """
-    fd = os.memfd_create("gtm-tls-pair", os.MFD_CLOEXEC)
-    try:
-        view = memoryview(pair.pem.data)
-        while view:
-            view = view[os.write(fd, view):]
-        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
-    except (OSError, ssl.SSLError) as exc:
-        raise CertificateError(f"OpenSSL refused the pair: {_reason(exc)}",
-                               str(pair.files.cert)) from exc
-    finally:
-        os.close(fd)
+    """Load the bytes that were checked (not the source, which may have changed since),
+    through an anonymous in-memory file: no key is ever written anywhere."""
+    load_into(ctx, pair.pem, pair.source or pair.name)
 
 
 def backend_tls(spec: PoolSpec | None, host: str) -> tuple[ssl.SSLContext | None, str | None]:
@@ -113,10 +100,3 @@ def client_context(ca: Path | None, verify: bool) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)

@@ -24,6 +24,7 @@ from cryptography import x509
 from gtm import log
 from gtm.errors import CertificateError
 from regional_lb.tls.contexts import TlsPolicy, server_context
+from regional_lb.tls.control import ControlFeed, ControlSource
 from regional_lb.tls.store import CertStore
 
 ADMIN_TLS = ".admin"  # the admin API's entry in a TlsRegistry, beside the listeners'
@@ -33,15 +34,25 @@ ADMIN_TLS = ".admin"  # the admin API's entry in a TlsRegistry, beside the liste
 class TlsSpec:
     """A listener's ``tls`` table, validated (see regional_lb.config)."""
 
-    certificates: Path
+    certificates: Path | None      # None: control-plane certificates only
     default: str | None = None
     policy: TlsPolicy = field(default_factory=TlsPolicy)
     unknown_sni: str = "default"   # default | refuse
+    control: ControlSource | None = None  # certificates from the control plane too
 
     @property
     def key(self) -> str:
         """Stable text for the listener key: a change of any of it makes a new server."""
-        return f"{self.certificates}|{self.default}|{self.policy}|{self.unknown_sni}"
+        control = self.control.describe() if self.control is not None else None
+        return f"{self.certificates}|{control}|{self.default}|{self.policy}|{self.unknown_sni}"
+
+    @property
+    def store_key(self) -> StoreKey:
+        """Listeners with the same sources and default share one certificate store."""
+        return (self.certificates, self.control, self.default)
+
+
+StoreKey = tuple[Path | None, ControlSource | None, str | None]
 
 
 class TlsCounters:
@@ -73,6 +84,9 @@ class ListenerTls:
             if self.refuse_unknown and server_name is not None:
                 return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
             group = store.index.default
+            if not group:  # no default yet (control-plane certificates still to come)
+                return (ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME if server_name is not None
+                        else ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE)
         try:
             sslobj.context = store.context(self.policy, group)
         except CertificateError:  # logged once by the store: the front's default serves
@@ -112,39 +126,45 @@ def client_identity(sslobj: ssl.SSLObject) -> bytes:
 
 
 class TlsRegistry:
-    """A worker's certificate stores (one per directory and default) and TLS listeners."""
+    """A worker's certificate stores (one per sources and default), the control-plane feeds
+    they read (one per store URL), and its TLS listeners."""
 
     def __init__(self) -> None:
-        self.stores: dict[tuple[Path, str | None], CertStore] = {}
+        self.stores: dict[StoreKey, CertStore] = {}
+        self.feeds: dict[ControlSource, ControlFeed] = {}
         self.listeners: dict[str, ListenerTls] = {}
         self.counters: dict[str, TlsCounters] = {}
-        self.preloaded: dict[tuple[Path, str | None], CertStore] = {}
+        self.preloaded: dict[StoreKey, CertStore] = {}
+        self.retired: list[ControlFeed] = []  # feeds no store reads any more: to close
 
     async def preload(self, listeners: Iterable[tuple[str, TlsSpec | None]]) -> None:
-        """Read directories new to this worker off the event loop (before a reload's
-        prepare); raises, changing nothing, when one cannot be served."""
+        """Read sources new to this worker off the event loop (before a reload's prepare);
+        raises, changing nothing, when one cannot be served."""
         loop = asyncio.get_running_loop()
-        for _, spec in listeners:
+        for name, spec in listeners:
             if spec is None:
                 continue
-            key = (spec.certificates, spec.default)
+            key = spec.store_key
             if key in self.stores or key in self.preloaded:
                 continue
-            store = CertStore(spec.certificates, spec.default)
+            feed = self._feed(name, spec)
+            if feed is not None and not feed.loaded:
+                await feed.poll(openssl=False)
+            store = CertStore(spec.certificates, spec.default, feed)
             await loop.run_in_executor(None, store.load)
             self.preloaded[key] = store
 
     def prepare(self, listeners: Iterable[tuple[str, TlsSpec | None]]) -> dict[str, ListenerTls]:
         """TLS state for a config's listeners; raises (changing nothing) when a store fails."""
-        stores: dict[tuple[Path, str | None], CertStore] = {}
+        stores: dict[StoreKey, CertStore] = {}
         result: dict[str, ListenerTls] = {}
         for name, spec in listeners:
             if spec is None:
                 continue
-            key = (spec.certificates, spec.default)
+            key = spec.store_key
             store = stores.get(key) or self.stores.get(key) or self.preloaded.get(key)
             if store is None:
-                store = CertStore(spec.certificates, spec.default)
+                store = CertStore(spec.certificates, spec.default, self._feed(name, spec))
                 store.load()
             stores[key] = store
             held = self.listeners.get(name)
@@ -156,7 +176,29 @@ class TlsRegistry:
         self.preloaded.clear()
         for name, tls in result.items():
             self.counters[name] = tls.counters
+        self._retire_unused()
         return result
+
+    def _feed(self, listener: str, spec: TlsSpec) -> ControlFeed | None:
+        if spec.control is None:
+            return None
+        spec.control.check(f"listener {listener}: tls.control")
+        feed = self.feeds.get(spec.control)
+        if feed is None:
+            feed = self.feeds[spec.control] = ControlFeed(spec.control)
+        return feed
+
+    def _retire_unused(self) -> None:
+        used = {store.feed.source for store in self.stores.values() if store.feed is not None}
+        for source in set(self.feeds) - used:
+            self.retired.append(self.feeds.pop(source))
+
+    async def close(self) -> None:
+        """Close the feeds' store connections (the worker is stopping)."""
+        for feed in [*self.feeds.values(), *self.retired]:
+            await feed.close()
+        self.feeds.clear()
+        self.retired.clear()
 
     async def watch(self, interval: float, thresholds: tuple[float, ...]) -> None:
         """Poll the directories: changed pairs rotate in within ``interval`` seconds."""
@@ -167,15 +209,26 @@ class TlsRegistry:
             self.check_expiry(thresholds)
 
     async def rescan(self) -> None:
-        """Look at every directory once (files are read off the event loop)."""
+        """Look at every source once (files are read and rows checked off the event loop)."""
         loop = asyncio.get_running_loop()
+        while self.retired:
+            await self.retired.pop().close()
+        for feed in list(self.feeds.values()):
+            try:
+                await feed.poll()  # an unreachable store is logged by the feed, no change
+            except Exception:  # the watcher outlives any one bad source
+                log.tls.exception("%s: poll failed", feed.label)
         for store in list(self.stores.values()):
             try:
-                changes = await loop.run_in_executor(None, store.scan)
+                if store.directory is not None:
+                    changes = await loop.run_in_executor(None, store.scan)
+                    if changes:
+                        store.apply(changes)
+                changes = store.control_changes()
                 if changes:
                     store.apply(changes)
-            except Exception:  # the watcher outlives any one bad directory
-                log.tls.exception("certificate directory %s: scan failed", store.directory)
+            except Exception:  # the watcher outlives any one bad source
+                log.tls.exception("certificates of %s: scan failed", store.label)
 
     def check_expiry(self, thresholds: tuple[float, ...]) -> None:
         now = dt.datetime.now(dt.UTC)

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+# Real PostgreSQL for control-plane certificates (skipped loudly without it, as there).
+from tests.control.conftest import namespace, postgres_url  # noqa: F401
 from tests.lb.conftest import Client, env, loop_thread, read_response  # noqa: F401
 from tests.tls.pki import CA, new_key, write_pair
 
