@@ -12,22 +12,25 @@ Test functions may be ``async def``: the hook below runs each in a fresh event l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import os
 import secrets
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
+from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
 from gtm.control.postgres_store import PostgresStore
 from gtm.control.sqlite_store import SqliteStore
 from gtm.control.store import Store
+from tests.control.apiclient import Api
 
 POSTGRES_URL = os.environ.get(
     "GTM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -126,3 +129,25 @@ def store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> St
         return SqliteStore(tmp_path / "gtm.db")
     url = request.getfixturevalue("postgres_url")
     return PostgresStore(url, request.getfixturevalue("namespace"))
+
+
+@pytest.fixture
+def settings(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> ControlSettings:
+    """A control plane on port 0 over the parametrized store (SQLite, PostgreSQL)."""
+    if store_kind == "sqlite":
+        return ControlSettings(port=0, state_dir=tmp_path / "control")
+    request.getfixturevalue("postgres_url")
+    return ControlSettings(port=0, state_dir=tmp_path / "control", store_url=POSTGRES_URL,
+                           namespace=request.getfixturevalue("namespace"))
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ControlSettings) -> AsyncIterator[tuple[ControlPlane, Api]]:
+    """A started control plane and an admin API client, both stopped on the way out."""
+    plane = await start_control_plane(settings)
+    api = Api(plane.url, plane.admin_token_path.read_text().strip())
+    try:
+        yield plane, api
+    finally:
+        await api.close()
+        await plane.stop()

@@ -3,35 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
-from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
-from tests.control.apiclient import Api
-from tests.control.conftest import POSTGRES_URL, example_document
-
-
-@pytest.fixture
-def settings(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> ControlSettings:
-    if store_kind == "sqlite":
-        return ControlSettings(port=0, state_dir=tmp_path / "control")
-    request.getfixturevalue("postgres_url")
-    return ControlSettings(port=0, state_dir=tmp_path / "control", store_url=POSTGRES_URL,
-                           namespace=request.getfixturevalue("namespace"))
-
-
-@contextlib.asynccontextmanager
-async def running(settings: ControlSettings) -> AsyncIterator[tuple[ControlPlane, Api]]:
-    plane = await start_control_plane(settings)
-    api = Api(plane.url, plane.admin_token_path.read_text().strip())
-    try:
-        yield plane, api
-    finally:
-        await api.close()
-        await plane.stop()
+from gtm.control.plane import ControlSettings
+from tests.control.conftest import example_document, running
 
 
 async def test_write_read_and_versions(settings: ControlSettings) -> None:

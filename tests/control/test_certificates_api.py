@@ -7,8 +7,6 @@ import asyncio
 import base64
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gtm.cli import main as gtm_main
-from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
+from gtm.control.plane import ControlPlane, ControlSettings
 from gtm.control.sealing import read_key
-from tests.control.apiclient import Api
-from tests.control.conftest import POSTGRES_URL
+from tests.control.conftest import POSTGRES_URL, running
 from tests.tls.pki import CA, new_key
-
-
-@pytest.fixture
-def settings(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> ControlSettings:
-    if store_kind == "sqlite":
-        return ControlSettings(port=0, state_dir=tmp_path / "control")
-    request.getfixturevalue("postgres_url")
-    return ControlSettings(port=0, state_dir=tmp_path / "control", store_url=POSTGRES_URL,
-                           namespace=request.getfixturevalue("namespace"))
-
-
-@asynccontextmanager
-async def running(settings: ControlSettings) -> AsyncIterator[tuple[ControlPlane, Api]]:
-    plane = await start_control_plane(settings)
-    api = Api(plane.url, plane.admin_token_path.read_text().strip())
-    try:
-        yield plane, api
-    finally:
-        await api.close()
-        await plane.stop()
 
 
 def pair(ca: CA, names: list[str], **issue: Any) -> dict[str, str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from gtm.control.plane import ControlSettings
-from tests.control.conftest import example_document
-from tests.control.test_api import running, settings  # noqa: F401  (fixture)
+from tests.control.conftest import example_document, running
 
 OWNER = "_acme-challenge.www.example.test."
 
 
-async def test_values_are_added_kept_and_withdrawn(settings: ControlSettings) -> None:  # noqa: F811
+async def test_values_are_added_kept_and_withdrawn(settings: ControlSettings) -> None:
     async with running(settings) as (plane, api):
         status, _, _ = await api.call("PUT", "/v1/config", {"document": example_document()},
                                       if_match=0)
@@ -36,7 +35,7 @@ async def test_values_are_added_kept_and_withdrawn(settings: ControlSettings) ->
 
 
 async def test_bad_challenges_are_refused_and_change_nothing(
-        settings: ControlSettings) -> None:  # noqa: F811
+        settings: ControlSettings) -> None:
     async with running(settings) as (_plane, api):
         await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
         status, body, _ = await api.call("PUT", "/v1/acme/challenges/_acme-challenge.other.test.",
