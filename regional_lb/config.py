@@ -137,26 +137,39 @@ the default does not stop it being served.
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gtm.config.settings import Listen, parse_listen
-from gtm.control.sealing import key_file
-from gtm.control.store import validate_namespace
+from gtm.config.settings import Listen
 from gtm.errors import ConfigError
 from gtm.steering.model import HealthCheck
+from regional_lb.config_acme import (
+    ACME_KEY_TYPES,
+    AcmeCertificate,
+    AcmeSettings,
+    acme_names,
+    parse_acme,
+)
+from regional_lb.config_reader import Reader, addresses, existing_path
+from regional_lb.config_tls import (
+    TlsSettings,
+    admin_tls,
+    listener_tls,
+    tls_settings,
+    with_control_store,
+)
 from regional_lb.health_spec import (
     OutlierSpec,
     parse_check,
     parse_outlier,
     parse_panic_below,
 )
-from regional_lb.tls.contexts import CLIENT_AUTH, VERSIONS, TlsPolicy
-from regional_lb.tls.control import ControlSource
 from regional_lb.tls.listener import TlsSpec
+
+__all__ = ["ACME_KEY_TYPES", "AcmeCertificate", "AcmeSettings", "TlsSettings",
+           "with_control_store"]  # re-exported: their home modules are details
 
 ALGORITHMS = ("round_robin", "weighted_round_robin", "least_connections", "least_request",
               "peak_ewma", "consistent_hash", "random")
@@ -238,45 +251,6 @@ class ListenerSpec:
 
 
 @dataclass(frozen=True)
-class TlsSettings:
-    watch_interval: float = 2.0      # certificate sources polled this often; 0: never
-    expiry_warning_days: tuple[float, ...] = (30.0, 7.0, 1.0)
-    control_store: str | None = None  # the control plane's store, for tls.control listeners
-    control_namespace: str = "gtm"    # its namespace (the PostgreSQL schema)
-    secret_key_file: Path | None = None  # a copy of its secret key (else $GTM_SECRET_KEY_FILE)
-    control_cache: Path | None = None  # the last rows read (keys sealed), to start without it
-
-    def control_source(self) -> ControlSource:
-        return ControlSource(self.control_store, key_file(self.secret_key_file),
-                             self.control_namespace, self.control_cache)
-
-
-@dataclass(frozen=True)
-class AcmeCertificate:
-    name: str
-    domains: tuple[str, ...]
-    challenge: str = "http-01"       # http-01 | dns-01
-
-
-@dataclass(frozen=True)
-class AcmeSettings:
-    directory: str
-    certificates: tuple[AcmeCertificate, ...]
-    output: Path
-    state_dir: Path
-    contact: tuple[str, ...] = ()
-    ca_bundle: Path | None = None
-    renew_before_days: float = 30.0
-    check_interval: float = 3600.0
-    retry_interval: float = 60.0
-    key_type: str = "ec256"
-    timeout: float = 120.0
-    dns_api: str | None = None
-    dns_token_file: Path | None = None
-    dns_servers: tuple[Listen, ...] = ()
-
-
-@dataclass(frozen=True)
 class LbConfig:
     listeners: tuple[ListenerSpec, ...]
     pools: tuple[PoolSpec, ...]
@@ -312,69 +286,13 @@ def load_config(path: Path) -> LbConfig:
     return build_config(data.get("lb"), str(path))
 
 
-class _Reader:
-    """Typed access to one TOML table that remembers where it is, for error messages."""
-
-    def __init__(self, table: Any, where: str, source: str, known: tuple[str, ...]):
-        if not isinstance(table, dict):
-            raise ConfigError("must be a table", source, where)
-        unknown = set(table) - set(known)
-        if unknown:
-            raise ConfigError(f"unknown key {sorted(unknown)[0]!r}", source, where)
-        self.table, self.where, self.source = table, where, source
-
-    def fail(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(reason, self.source, f"{self.where}.{key}" if self.where else key)
-
-    def get(self, key: str, kind: type, default: Any = None) -> Any:
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(key, f"must be {_KIND_NAMES[kind]}")
-        return value
-
-    def number(self, key: str, kind: type, default: Any, low: float, high: float) -> Any:
-        value = self.get(key, kind, default)
-        if not low <= value <= high:
-            raise self.fail(key, f"must be between {low:g} and {high:g}")
-        return value
-
-    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
-        value = self.get(key, str, default)
-        if value not in options:
-            raise self.fail(key, f"must be one of {', '.join(options)}")
-        return str(value)
-
-    def address(self, key: str, required: bool = True) -> Listen | None:
-        text = self.get(key, str)
-        if text is None:
-            if required:
-                raise self.fail(key, "is required (\"HOST:PORT\")")
-            return None
-        if ":" not in text.strip("[]") and not text.startswith("["):
-            raise self.fail(key, "needs a port (\"HOST:PORT\")")
-        try:
-            return parse_listen(text, default_port=0)
-        except ConfigError as exc:
-            raise self.fail(key, exc.reason) from exc
-
-    def list(self, key: str) -> list[Any]:
-        value = self.get(key, list, [])
-        return list(value)
-
-
-_KIND_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
-               list: "a list", dict: "a table"}
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
         "report_interval", "demo_backends", "tls", "acme")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
-    top = _Reader(raw if raw is not None else {}, "lb", source, _TOP)
+    top = Reader(raw if raw is not None else {}, "lb", source, _TOP)
     pools = tuple(_pool(item, f"lb.pools[{i}]", source) for i, item in enumerate(top.list("pools")))
     if not pools:
         raise top.fail("pools", "needs at least one [[lb.pools]]")
@@ -383,7 +301,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         if name in names[:i]:
             raise ConfigError(f"pool {name!r} is defined twice", source, f"lb.pools[{i}].name")
     acme_table = top.get("acme", dict)
-    managed = _acme_names(acme_table)
+    managed = acme_names(acme_table)
     listeners = tuple(
         _listener(item, f"lb.listeners[{i}]", source, names, managed)
         for i, item in enumerate(top.list("listeners"))
@@ -391,7 +309,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
     if not listeners:
         raise top.fail("listeners", "needs at least one [[lb.listeners]]")
     _check_proxy_protocol_pools(listeners, pools, source)
-    acme = _acme(acme_table, source, listeners) if acme_table is not None else None
+    acme = parse_acme(acme_table, source, listeners) if acme_table is not None else None
     return with_control_store(LbConfig(
         listeners=listeners,
         pools=pools,
@@ -401,28 +319,17 @@ def build_config(raw: Any, source: str) -> LbConfig:
         access_log=top.choice("access_log", ("off", "text", "json"), "off"),
         admin=top.address("admin", required=False),
         admin_token=top.get("admin_token", str),
-        admin_tls=_admin_tls(top, source),
+        admin_tls=admin_tls(top, source),
         region=top.get("region", str, "local"),
         capacity=top.number("capacity", int, 0, 0, 10**9),
         redis_url=top.get("redis_url", str),
         redis_namespace=top.get("redis_namespace", str, "gtm"),
         report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
-        demo_backends=_addresses(top, "demo_backends"),
-        tls=_tls_settings(top.get("tls", dict, {}), source),
+        demo_backends=addresses(top, "demo_backends"),
+        tls=tls_settings(top.get("tls", dict, {}), source),
         acme=acme,
         source=source,
     ))
-
-
-def _addresses(reader: _Reader, key: str) -> tuple[Listen, ...]:
-    result = []
-    for i, text in enumerate(reader.list(key)):
-        item = _Reader({"address": text}, f"{reader.where}.{key}[{i}]", reader.source,
-                       ("address",))
-        address = item.address("address")
-        assert address is not None
-        result.append(address)
-    return tuple(result)
 
 
 def _check_proxy_protocol_pools(listeners: tuple[ListenerSpec, ...],
@@ -438,7 +345,7 @@ def _check_proxy_protocol_pools(listeners: tuple[ListenerSpec, ...],
 
 def _timeouts(raw: Any, source: str) -> Timeouts:
     names = tuple(Timeouts.__dataclass_fields__)
-    reader = _Reader(raw, "lb.timeouts", source, names)
+    reader = Reader(raw, "lb.timeouts", source, names)
     defaults = Timeouts()
     values = {n: reader.number(n, float, getattr(defaults, n),
                                0.0 if n.startswith("shutdown") else 0.001, 86400)
@@ -448,7 +355,7 @@ def _timeouts(raw: Any, source: str) -> Timeouts:
 
 def _limits(raw: Any, source: str) -> Limits:
     names = tuple(Limits.__dataclass_fields__)
-    reader = _Reader(raw, "lb.limits", source, names)
+    reader = Reader(raw, "lb.limits", source, names)
     defaults = Limits()
     values = {n: reader.number(n, int, getattr(defaults, n), 0, 2**62) for n in names}
     if values["max_request_line"] < 16 or values["max_header_bytes"] < 64:
@@ -464,7 +371,7 @@ _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_co
 
 
 def _pool(raw: Any, where: str, source: str) -> PoolSpec:
-    reader = _Reader(raw, where, source, _POOL_KEYS)
+    reader = Reader(raw, where, source, _POOL_KEYS)
     name = reader.get("name", str)
     if not name:
         raise reader.fail("name", "is required")
@@ -491,7 +398,7 @@ def _pool(raw: Any, where: str, source: str) -> PoolSpec:
         retry_budget=reader.number("retry_budget", float, 0.2, 0, 1),
         proxy_protocol=reader.choice("proxy_protocol", ("off", "v1", "v2"), "off"),
         tls=reader.get("tls", bool, False),
-        tls_ca=_file(reader, "tls_ca"),
+        tls_ca=existing_path(reader, "tls_ca"),
         tls_server_name=reader.get("tls_server_name", str),
         tls_verify=reader.get("tls_verify", bool, True),
         check=parse_check(raw["check"], f"{where}.check", source) if "check" in raw else None,
@@ -505,7 +412,7 @@ def _pool(raw: Any, where: str, source: str) -> PoolSpec:
 def _backend(raw: Any, where: str, source: str) -> BackendSpec:
     if isinstance(raw, str):
         raw = {"address": raw}
-    reader = _Reader(raw, where, source, ("address", "weight", "state"))
+    reader = Reader(raw, where, source, ("address", "weight", "state"))
     address = reader.address("address")
     assert address is not None
     if address.port == 0:
@@ -523,7 +430,7 @@ _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
 
 def _listener(raw: Any, where: str, source: str, pools: list[str],
               managed: frozenset[str] = frozenset()) -> ListenerSpec:
-    reader = _Reader(raw, where, source, _LISTENER_KEYS)
+    reader = Reader(raw, where, source, _LISTENER_KEYS)
     bind = reader.address("bind")
     assert bind is not None
     pool = reader.get("pool", str, pools[0] if len(pools) == 1 else None)
@@ -551,7 +458,7 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
     if not health.startswith("/"):
         raise reader.fail("health_path", "must start with /")
     tls_table = reader.get("tls", dict)
-    tls = _listener_tls(tls_table, f"{where}.tls", source, mode, managed) \
+    tls = listener_tls(tls_table, f"{where}.tls", source, mode, managed) \
         if tls_table is not None \
         else None
     if tls is not None and accept_proxy:  # the PROXY header comes before the handshake
@@ -564,7 +471,7 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
 
 
 def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
-    reader = _Reader(raw, where, source, ("pool", "host", "path_prefix", "header"))
+    reader = Reader(raw, where, source, ("pool", "host", "path_prefix", "header"))
     pool = reader.get("pool", str)
     if pool not in pools:
         raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
@@ -587,243 +494,3 @@ def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
     )
 
 
-# -- TLS ----------------------------------------------------------------------------------
-_TLS_KEYS = ("certificates", "control", "default", "unknown_sni", "min_version", "alpn",
-             "client_auth", "client_ca", "session_tickets", "tickets")
-_TLS_SETTINGS_KEYS = ("watch_interval", "expiry_warning_days", "control_store",
-                      "control_namespace", "secret_key_file", "control_cache")
-# A listener's control = true before [lb.tls] (or gtm up) says which control plane.
-_UNBOUND = ControlSource(None, None)
-
-
-def _tls_settings(raw: Any, source: str) -> TlsSettings:
-    reader = _Reader(raw, "lb.tls", source, _TLS_SETTINGS_KEYS)
-    days = []
-    for i, value in enumerate(reader.list("expiry_warning_days") if "expiry_warning_days"
-                              in reader.table else TlsSettings().expiry_warning_days):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise reader.fail(f"expiry_warning_days[{i}]", "must be a number of days above 0")
-        days.append(float(value))
-    return TlsSettings(
-        watch_interval=reader.number("watch_interval", float, 2.0, 0, 3600),
-        expiry_warning_days=tuple(sorted(days, reverse=True)),
-        control_store=_store_url(reader, "control_store"),
-        control_namespace=_namespace(reader, "control_namespace"),
-        secret_key_file=_file(reader, "secret_key_file"),
-        control_cache=_cache_file(reader, "control_cache"),
-    )
-
-
-def _cache_file(reader: _Reader, key: str) -> Path | None:
-    """Relative to the config file; by default beside it (FILE.certificates.json); "" for
-    none. Written only when a listener serves control-plane certificates."""
-    config_file = Path(reader.source)
-    if key not in reader.table:
-        return config_file.with_name(config_file.name + ".certificates.json") \
-            if config_file.is_file() else None
-    text = reader.get(key, str)
-    base = config_file.parent if config_file.is_file() else Path.cwd()
-    return (base / text).resolve() if text else None
-
-
-def _store_url(reader: _Reader, key: str) -> str | None:
-    """postgresql://... as given; sqlite:// paths relative to the config file."""
-    text = reader.get(key, str)
-    if text is None or text.startswith(("postgresql://", "postgres://")):
-        return text
-    if not text.startswith("sqlite://") or not text.removeprefix("sqlite://"):
-        raise reader.fail(key, "must be postgresql://... or sqlite:///PATH (the control "
-                          "plane's store)")
-    config_file = Path(reader.source)
-    base = config_file.parent if config_file.is_file() else Path.cwd()
-    return f"sqlite://{(base / text.removeprefix('sqlite://')).resolve()}"
-
-
-def _namespace(reader: _Reader, key: str) -> str:
-    try:
-        return validate_namespace(reader.get(key, str, "gtm"))
-    except ConfigError as exc:
-        raise reader.fail(key, exc.reason) from exc
-
-
-def with_control_store(config: LbConfig, store_url: str | None = None,
-                       key_file: Path | None = None) -> LbConfig:
-    """Give ``tls.control`` listeners their control plane: the one of ``[lb.tls]``, else
-    ``store_url`` and ``key_file`` (``gtm up`` passes its own). Still none: the listener
-    fails to start, saying what is missing."""
-    tls = replace(config.tls, control_store=config.tls.control_store or store_url,
-                  secret_key_file=config.tls.secret_key_file or key_file)
-    source = tls.control_source()
-
-    def bound(spec: TlsSpec | None) -> TlsSpec | None:
-        return spec if spec is None or spec.control is None else replace(spec, control=source)
-
-    listeners = tuple(replace(spec, tls=bound(spec.tls)) for spec in config.listeners)
-    return replace(config, tls=tls, listeners=listeners, admin_tls=bound(config.admin_tls))
-
-
-def _admin_tls(top: _Reader, source: str) -> TlsSpec | None:
-    table = top.get("admin_tls", dict)
-    if table is None:
-        return None
-    if "admin" not in top.table:
-        raise top.fail("admin_tls", "needs admin (the address of the admin API)")
-    return _listener_tls(table, "lb.admin_tls", source, "http")
-
-
-def _file(reader: _Reader, key: str, directory: bool = False) -> Path | None:
-    """A path relative to the config file's directory, which must exist."""
-    text = reader.get(key, str)
-    if text is None:
-        return None
-    config_file = Path(reader.source)
-    base = config_file.parent if config_file.is_file() else Path.cwd()
-    path = (base / text).resolve()
-    if directory and not path.is_dir():
-        raise reader.fail(key, f"{path} is not a directory")
-    if not directory and not path.is_file():
-        raise reader.fail(key, f"{path} is not a file")
-    return path
-
-
-def _listener_tls(raw: Any, where: str, source: str, mode: str,
-                  managed: frozenset[str] = frozenset()) -> TlsSpec:
-    reader = _Reader(raw, where, source, _TLS_KEYS)
-    control = reader.get("control", bool, False)
-    certificates = _file(reader, "certificates", directory=True)
-    if certificates is None and not control:
-        raise reader.fail("certificates", "is required (a directory of certificate pairs), "
-                          "unless control = true")
-    default = reader.get("default", str)
-    # A pair ACME manages may not exist yet: a placeholder is written before serving. With
-    # control = true the default may be a control-plane certificate, known only at start.
-    if default is not None and certificates is not None and not control \
-            and default not in managed and not any(
-            (certificates / (default + suffix)).is_file() for suffix in (".crt", ".pem")):
-        raise reader.fail("default", f"names no pair in {certificates} ({default}.crt + "
-                          f"{default}.key or {default}.pem)")
-    alpn = tuple(reader.list("alpn")) if "alpn" in reader.table else \
-        (("http/1.1",) if mode == "http" else ())
-    for i, protocol in enumerate(alpn):
-        if not isinstance(protocol, str) or not 0 < len(protocol) < 256:
-            raise reader.fail(f"alpn[{i}]", "must be a protocol name")
-        if mode == "http" and protocol != "http/1.1":
-            raise reader.fail(f"alpn[{i}]", "http listeners speak http/1.1 only")
-    client_auth = reader.choice("client_auth", tuple(CLIENT_AUTH), "none")
-    client_ca = _file(reader, "client_ca")
-    if client_auth != "none" and client_ca is None:
-        raise reader.fail("client_ca", f"is required with client_auth = {client_auth!r}")
-    policy = TlsPolicy(
-        min_version=reader.choice("min_version", tuple(VERSIONS), "1.2"),
-        alpn=alpn, client_auth=client_auth, client_ca=client_ca,
-        session_tickets=reader.get("session_tickets", bool, True),
-        tickets=reader.number("tickets", int, 2, 1, 8),
-    )
-    return TlsSpec(certificates=certificates, default=default, policy=policy,
-                   unknown_sni=reader.choice("unknown_sni", ("default", "refuse"), "default"),
-                   control=_UNBOUND if control else None)
-
-
-# -- ACME ---------------------------------------------------------------------------------
-_ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "renew_before_days",
-              "check_interval", "retry_interval", "key_type", "timeout", "dns_api",
-              "dns_token_file", "dns_servers", "certificates")
-_ACME_CERT_KEYS = ("name", "domains", "challenge")
-_PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-ACME_KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
-
-
-def _acme_names(table: Any) -> frozenset[str]:
-    """Pair names [lb.acme] will write (checked properly by _acme)."""
-    if not isinstance(table, dict) or not isinstance(table.get("certificates"), list):
-        return frozenset()
-    return frozenset(c["name"] for c in table["certificates"]
-                     if isinstance(c, dict) and isinstance(c.get("name"), str))
-
-
-def _acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> AcmeSettings:
-    reader = _Reader(raw, "lb.acme", source, _ACME_KEYS)
-    directory = reader.get("directory", str)
-    if directory is None or not directory.startswith(("https://", "http://")):
-        raise reader.fail("directory", "is required: the CA's directory URL (https://...)")
-    certs = tuple(_acme_certificate(item, f"lb.acme.certificates[{i}]", source)
-                  for i, item in enumerate(reader.list("certificates")))
-    if not certs:
-        raise reader.fail("certificates", "needs at least one [[lb.acme.certificates]]")
-    for i, cert in enumerate(certs):
-        if cert.name in [c.name for c in certs[:i]]:
-            raise reader.fail(f"certificates[{i}].name", f"{cert.name!r} is used twice")
-    _check_http01_listener(reader, certs, listeners)
-    dns_api = reader.get("dns_api", str)
-    # Read at each order: in `gtm up` the control plane writes it after the balancers start.
-    token_file = _path(reader, "dns_token_file", "") if "dns_token_file" in reader.table \
-        else None
-    if any(c.challenge == "dns-01" for c in certs) and (dns_api is None or token_file is None):
-        raise reader.fail("dns_api", "dns-01 needs dns_api and dns_token_file (the control "
-                          "plane that publishes the TXT record, and an editor token)")
-    return AcmeSettings(
-        directory=directory, certificates=certs,
-        output=_acme_output(reader, listeners), state_dir=_path(reader, "state_dir", "acme"),
-        contact=tuple(str(c) for c in reader.list("contact")),
-        ca_bundle=_file(reader, "ca_bundle"),
-        renew_before_days=reader.number("renew_before_days", float, 30.0, 0, 365),
-        check_interval=reader.number("check_interval", float, 3600.0, 1, 86400),
-        retry_interval=reader.number("retry_interval", float, 60.0, 0.1, 86400),
-        key_type=reader.choice("key_type", ACME_KEY_TYPES, "ec256"),
-        timeout=reader.number("timeout", float, 120.0, 1, 3600),
-        dns_api=dns_api, dns_token_file=token_file,
-        dns_servers=_addresses(reader, "dns_servers"),
-    )
-
-
-def _acme_certificate(raw: Any, where: str, source: str) -> AcmeCertificate:
-    reader = _Reader(raw, where, source, _ACME_CERT_KEYS)
-    name = reader.get("name", str)
-    if name is None or not _PAIR_NAME.fullmatch(name):
-        raise reader.fail("name", "is required: a file name (letters, digits, . _ -)")
-    challenge = reader.choice("challenge", ("http-01", "dns-01"), "http-01")
-    domains = []
-    for i, domain in enumerate(reader.list("domains")):
-        if not isinstance(domain, str) or not _is_host(domain.lower()):
-            raise reader.fail(f"domains[{i}]", "must be a host name (a wildcard only as "
-                              "the first label, *.example.com)")
-        if domain.startswith("*.") and challenge != "dns-01":
-            raise reader.fail(f"domains[{i}]", "a wildcard can only be proved by dns-01")
-        domains.append(domain.lower())
-    if not domains:
-        raise reader.fail("domains", "needs at least one name")
-    return AcmeCertificate(name, tuple(dict.fromkeys(domains)), challenge)
-
-
-def _is_host(name: str) -> bool:
-    labels = name.removeprefix("*.").rstrip(".").split(".")
-    return len(labels) >= 2 and len(name) <= 253 and all(
-        _HOST_LABEL.fullmatch(label) for label in labels)
-
-
-def _check_http01_listener(reader: _Reader, certs: tuple[AcmeCertificate, ...],
-                           listeners: tuple[ListenerSpec, ...]) -> None:
-    if any(c.challenge == "http-01" for c in certs) and not any(
-            spec.mode == "http" and spec.tls is None for spec in listeners):
-        raise reader.fail("certificates", "http-01 needs a plain http listener: the CA "
-                          "fetches the token over HTTP (port 80 on the Internet)")
-
-
-def _acme_output(reader: _Reader, listeners: tuple[ListenerSpec, ...]) -> Path:
-    if "output" in reader.table:
-        return _path(reader, "output", "")
-    for spec in listeners:
-        if spec.tls is not None and spec.tls.certificates is not None:
-            return spec.tls.certificates
-    raise reader.fail("output", "is required when no listener has tls (where pairs go)")
-
-
-def _path(reader: _Reader, key: str, default: str) -> Path:
-    """A path relative to the config file, which need not exist yet (made by its writer)."""
-    text = reader.get(key, str, default)
-    if not text:
-        raise reader.fail(key, "must name a file or directory")
-    config_file = Path(reader.source)
-    base = config_file.parent if config_file.is_file() else Path.cwd()
-    return (base / text).resolve()

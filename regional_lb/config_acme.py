@@ -1,0 +1,137 @@
+"""``[lb.acme]``: the certificates the balancer obtains from an ACME CA (regional_lb.acme).
+
+Documented with every other key in regional_lb.config.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gtm.config.settings import Listen
+from regional_lb.config_reader import Reader, addresses, existing_path, relative_path
+
+if TYPE_CHECKING:
+    from regional_lb.config import ListenerSpec
+
+
+@dataclass(frozen=True)
+class AcmeCertificate:
+    name: str
+    domains: tuple[str, ...]
+    challenge: str = "http-01"       # http-01 | dns-01
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    directory: str
+    certificates: tuple[AcmeCertificate, ...]
+    output: Path
+    state_dir: Path
+    contact: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    renew_before_days: float = 30.0
+    check_interval: float = 3600.0
+    retry_interval: float = 60.0
+    key_type: str = "ec256"
+    timeout: float = 120.0
+    dns_api: str | None = None
+    dns_token_file: Path | None = None
+    dns_servers: tuple[Listen, ...] = ()
+
+
+_ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "renew_before_days",
+              "check_interval", "retry_interval", "key_type", "timeout", "dns_api",
+              "dns_token_file", "dns_servers", "certificates")
+_ACME_CERT_KEYS = ("name", "domains", "challenge")
+_PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+ACME_KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
+
+
+def acme_names(table: Any) -> frozenset[str]:
+    """Pair names [lb.acme] will write (checked properly by _acme)."""
+    if not isinstance(table, dict) or not isinstance(table.get("certificates"), list):
+        return frozenset()
+    return frozenset(c["name"] for c in table["certificates"]
+                     if isinstance(c, dict) and isinstance(c.get("name"), str))
+
+
+def parse_acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> AcmeSettings:
+    reader = Reader(raw, "lb.acme", source, _ACME_KEYS)
+    directory = reader.get("directory", str)
+    if directory is None or not directory.startswith(("https://", "http://")):
+        raise reader.fail("directory", "is required: the CA's directory URL (https://...)")
+    certs = tuple(_acme_certificate(item, f"lb.acme.certificates[{i}]", source)
+                  for i, item in enumerate(reader.list("certificates")))
+    if not certs:
+        raise reader.fail("certificates", "needs at least one [[lb.acme.certificates]]")
+    for i, cert in enumerate(certs):
+        if cert.name in [c.name for c in certs[:i]]:
+            raise reader.fail(f"certificates[{i}].name", f"{cert.name!r} is used twice")
+    _check_http01_listener(reader, certs, listeners)
+    dns_api = reader.get("dns_api", str)
+    # Read at each order: in `gtm up` the control plane writes it after the balancers start.
+    token_file = relative_path(reader, "dns_token_file", "") if "dns_token_file" in reader.table \
+        else None
+    if any(c.challenge == "dns-01" for c in certs) and (dns_api is None or token_file is None):
+        raise reader.fail("dns_api", "dns-01 needs dns_api and dns_token_file (the control "
+                          "plane that publishes the TXT record, and an editor token)")
+    return AcmeSettings(
+        directory=directory, certificates=certs,
+        output=_acme_output(reader, listeners),
+        state_dir=relative_path(reader, "state_dir", "acme"),
+        contact=tuple(str(c) for c in reader.list("contact")),
+        ca_bundle=existing_path(reader, "ca_bundle"),
+        renew_before_days=reader.number("renew_before_days", float, 30.0, 0, 365),
+        check_interval=reader.number("check_interval", float, 3600.0, 1, 86400),
+        retry_interval=reader.number("retry_interval", float, 60.0, 0.1, 86400),
+        key_type=reader.choice("key_type", ACME_KEY_TYPES, "ec256"),
+        timeout=reader.number("timeout", float, 120.0, 1, 3600),
+        dns_api=dns_api, dns_token_file=token_file,
+        dns_servers=addresses(reader, "dns_servers"),
+    )
+
+
+def _acme_certificate(raw: Any, where: str, source: str) -> AcmeCertificate:
+    reader = Reader(raw, where, source, _ACME_CERT_KEYS)
+    name = reader.get("name", str)
+    if name is None or not _PAIR_NAME.fullmatch(name):
+        raise reader.fail("name", "is required: a file name (letters, digits, . _ -)")
+    challenge = reader.choice("challenge", ("http-01", "dns-01"), "http-01")
+    domains = []
+    for i, domain in enumerate(reader.list("domains")):
+        if not isinstance(domain, str) or not _is_host(domain.lower()):
+            raise reader.fail(f"domains[{i}]", "must be a host name (a wildcard only as "
+                              "the first label, *.example.com)")
+        if domain.startswith("*.") and challenge != "dns-01":
+            raise reader.fail(f"domains[{i}]", "a wildcard can only be proved by dns-01")
+        domains.append(domain.lower())
+    if not domains:
+        raise reader.fail("domains", "needs at least one name")
+    return AcmeCertificate(name, tuple(dict.fromkeys(domains)), challenge)
+
+
+def _is_host(name: str) -> bool:
+    labels = name.removeprefix("*.").rstrip(".").split(".")
+    return len(labels) >= 2 and len(name) <= 253 and all(
+        _HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _check_http01_listener(reader: Reader, certs: tuple[AcmeCertificate, ...],
+                           listeners: tuple[ListenerSpec, ...]) -> None:
+    if any(c.challenge == "http-01" for c in certs) and not any(
+            spec.mode == "http" and spec.tls is None for spec in listeners):
+        raise reader.fail("certificates", "http-01 needs a plain http listener: the CA "
+                          "fetches the token over HTTP (port 80 on the Internet)")
+
+
+def _acme_output(reader: Reader, listeners: tuple[ListenerSpec, ...]) -> Path:
+    if "output" in reader.table:
+        return relative_path(reader, "output", "")
+    for spec in listeners:
+        if spec.tls is not None and spec.tls.certificates is not None:
+            return spec.tls.certificates
+    raise reader.fail("output", "is required when no listener has tls (where pairs go)")
