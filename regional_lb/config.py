@@ -78,6 +78,9 @@ Every key, with its default::
     control_cache = "lb.toml.certificates.json"  # the last rows read, keys still sealed: a
                                # start while the store is unreachable serves them; "" for
                                # none (default: beside this file)
+    ticket_key_file = "tickets.key"  # session ticket keys (base64 of 80 random bytes)
+                               # shared with other balancers; default: made at start,
+                               # shared by this balancer's workers
 
     [lb.acme]                  # certificates issued and renewed by an ACME CA (RFC 8555)
     directory = "https://acme-v02.api.letsencrypt.org/directory"  # required

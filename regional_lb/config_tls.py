@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from gtm.control.sealing import key_file
 from gtm.control.store import validate_namespace
-from gtm.errors import ConfigError
+from gtm.errors import CertificateError, ConfigError
 from regional_lb.config_reader import Reader, existing_path
+from regional_lb.tls import tickets
 from regional_lb.tls.contexts import CLIENT_AUTH, VERSIONS, TlsPolicy
 from regional_lb.tls.control import ControlSource
 from regional_lb.tls.listener import TlsSpec
@@ -29,6 +30,7 @@ class TlsSettings:
     control_namespace: str = "gtm"    # its namespace (the PostgreSQL schema)
     secret_key_file: Path | None = None  # a copy of its secret key (else $GTM_SECRET_KEY_FILE)
     control_cache: Path | None = None  # the last rows read (keys sealed), to start without it
+    ticket_key_file: Path | None = None  # session ticket keys shared with other balancers
 
     def control_source(self) -> ControlSource:
         return ControlSource(self.control_store, key_file(self.secret_key_file),
@@ -38,7 +40,8 @@ class TlsSettings:
 _TLS_KEYS = ("certificates", "control", "default", "unknown_sni", "min_version", "alpn",
              "client_auth", "client_ca", "session_tickets", "tickets")
 _TLS_SETTINGS_KEYS = ("watch_interval", "expiry_warning_days", "control_store",
-                      "control_namespace", "secret_key_file", "control_cache")
+                      "control_namespace", "secret_key_file", "control_cache",
+                      "ticket_key_file")
 # A listener's control = true before [lb.tls] (or gtm up) says which control plane.
 _UNBOUND = ControlSource(None, None)
 
@@ -58,7 +61,18 @@ def tls_settings(raw: Any, source: str) -> TlsSettings:
         control_namespace=_namespace(reader, "control_namespace"),
         secret_key_file=existing_path(reader, "secret_key_file"),
         control_cache=_cache_file(reader, "control_cache"),
+        ticket_key_file=_ticket_key_file(reader, "ticket_key_file"),
     )
+
+
+def _ticket_key_file(reader: Reader, key: str) -> Path | None:
+    path = existing_path(reader, key)
+    if path is not None:
+        try:
+            tickets.read_key_file(path)
+        except CertificateError as exc:
+            raise reader.fail(key, exc.reason) from exc
+    return path
 
 
 def _cache_file(reader: Reader, key: str) -> Path | None:

@@ -23,6 +23,7 @@ from regional_lb.report import RegionReporter
 from regional_lb.shares import share_dir
 from regional_lb.snapshot import Snapshot
 from regional_lb.sockets import bind_workers
+from regional_lb.tls import tickets
 from regional_lb.worker import Worker
 
 Loader = Callable[[Path], LbConfig]
@@ -217,6 +218,7 @@ def serve(path: Path, workers: int | None = None) -> int:
     if config.acme is not None:  # before the workers fork: each needs the pair to start
         ensure_placeholders(config.acme)
     config, sockets = bind_workers(config, count)
+    tickets.process_keys()  # made before the fork, so every worker resumes the others' tickets
     for spec in config.listeners:
         log.lb.info("listener %s on %s (%s%s), %d workers", spec.name, spec.bind, spec.mode,
                     " + tls" if spec.tls is not None else "", count)

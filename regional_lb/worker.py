@@ -24,6 +24,7 @@ from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol
 from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
 from regional_lb.sockets import bind_listener, listener_key
+from regional_lb.tls import tickets
 from regional_lb.tls.listener import ADMIN_TLS, ListenerTls, TlsRegistry, TlsSpec, stop_task
 
 
@@ -115,6 +116,7 @@ class Worker:
         self._restart_tls_watcher()
 
     def _prepare_tls(self, config: LbConfig) -> dict[str, ListenerTls]:
+        tickets.use_file(config.tls.ticket_key_file)
         return self.tls.prepare(_tls_specs(config))
 
     def _restart_tls_watcher(self) -> None:

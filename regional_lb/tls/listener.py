@@ -23,6 +23,7 @@ from cryptography import x509
 
 from gtm import log
 from gtm.errors import CertificateError
+from regional_lb.tls import tickets
 from regional_lb.tls.contexts import TlsPolicy, server_context
 from regional_lb.tls.control import ControlFeed, ControlSource
 from regional_lb.tls.store import CertStore
@@ -75,6 +76,12 @@ class ListenerTls:
         default = [store.pairs[name] for name in store.index.default]
         self.front = server_context(spec.policy, default)
         self.front.sni_callback = self._select
+        self.apply_ticket_keys()
+
+    def apply_ticket_keys(self) -> None:
+        """The keys every worker (and every balancer with the same file) shares."""
+        if self.policy.session_tickets:
+            tickets.apply(self.front)
 
     def _select(self, sslobj: ssl.SSLObject, server_name: str | None,
                 front: ssl.SSLContext) -> int | None:
@@ -169,6 +176,7 @@ class TlsRegistry:
             stores[key] = store
             held = self.listeners.get(name)
             if held is not None and held.spec == spec and held.store is store:
+                held.apply_ticket_keys()  # the key file may have changed
                 result[name] = held
             else:
                 result[name] = ListenerTls(spec, store, self.counters.get(name) or TlsCounters())
