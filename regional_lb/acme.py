@@ -1,16 +1,13 @@
 """Certificates the balancer obtains and renews by itself from an ACME CA (``[lb.acme]``).
 
-The manager runs in worker 0. For each configured certificate it reads the pair in
-the output directory, decides whether it is due (missing, a placeholder, other
-names than configured, or inside the renewal window) and runs an order through
-gtm.acme: HTTP-01 tokens are files every worker's http listeners answer from
-(``/.well-known/acme-challenge/TOKEN``), DNS-01 values go through the control plane
-to our own authoritative servers. The new ``NAME.pem`` is written atomically
-(mode 0600) and the certificate store rescanned, so the next handshake uses it:
-the same rotation path as a file an operator drops in.
-
-A TLS listener cannot start without a certificate, so until the first order
-succeeds a short-lived self-signed placeholder serves the names.
+The manager runs in worker 0. For each configured certificate it reads what serves
+it now (regional_lb.acme_store: a certificate directory, or the control plane),
+decides whether it is due (missing, a placeholder, other names than configured, or
+inside the renewal window) and runs an order through gtm.acme: HTTP-01 tokens are
+files every worker's http listeners answer from (``/.well-known/acme-challenge/TOKEN``),
+DNS-01 values go through the control plane to our own authoritative servers. The new
+pair rotates in the way any other does: a file the watcher picks up (rescanned at
+once here), or a control-plane certificate every subscribed balancer polls for.
 """
 
 from __future__ import annotations
@@ -22,51 +19,19 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gtm import log, metrics
 from gtm.acme.client import AcmeClient
 from gtm.acme.dns01 import ControlPlaneDns
 from gtm.acme.flow import Issued, Solver, issue
-from gtm.acme.jws import AccountKey, write_private
-from gtm.errors import AcmeError, ConfigError, GtmError
+from gtm.acme.jws import AccountKey
+from gtm.errors import AcmeError, GtmError
 from regional_lb.acme_http import TokenFiles, tokens_dir
+from regional_lb.acme_store import Held, control_token, pair_store
 from regional_lb.config import AcmeCertificate, AcmeSettings
-from regional_lb.tls import PLACEHOLDER_ISSUER_CN as PLACEHOLDER
-
-PLACEHOLDER_DAYS = 7
 
 
-# -- what is in the output directory ------------------------------------------------------
-@dataclass(frozen=True)
-class Held:
-    names: frozenset[str]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    placeholder: bool
-
-
-def held_pair(output: Path, name: str) -> Held | None:
-    """The certificate now in ``NAME.pem``, or None when there is none (or it is broken)."""
-    try:
-        leaf = x509.load_pem_x509_certificate((output / f"{name}.pem").read_bytes())
-    except (OSError, ValueError):
-        return None
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = frozenset()
-    issuer = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return Held(names, leaf.not_valid_before_utc, leaf.not_valid_after_utc,
-                bool(issuer) and issuer[0].value == PLACEHOLDER)
-
-
+# -- deciding -------------------------------------------------------------------------------
 def renewal_due(held: Held | None, cert: AcmeCertificate, now: dt.datetime,
                 before_days: float) -> tuple[str | None, dt.datetime]:
     """(why it is due now, or None; when it will be due)."""
@@ -82,38 +47,6 @@ def renewal_due(held: Held | None, cert: AcmeCertificate, now: dt.datetime,
     if now >= due_at:
         return f"expires {held.not_after:%Y-%m-%d %H:%M} UTC", due_at
     return None, due_at
-
-
-def ensure_placeholders(settings: AcmeSettings) -> list[str]:
-    """Write a self-signed placeholder for each certificate with no pair yet."""
-    settings.output.mkdir(parents=True, exist_ok=True, mode=0o700)
-    written = []
-    for cert in settings.certificates:
-        for suffix in (".crt", ".key"):
-            if (settings.output / f"{cert.name}{suffix}").exists():
-                raise ConfigError(f"{cert.name}{suffix} is there, but ACME writes "
-                                  f"{cert.name}.pem: remove or rename the pair",
-                                  str(settings.output))
-        if not (settings.output / f"{cert.name}.pem").exists():
-            write_private(settings.output / f"{cert.name}.pem", placeholder_pem(cert.domains))
-            written.append(cert.name)
-    return written
-
-
-def placeholder_pem(domains: tuple[str, ...]) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PLACEHOLDER)])
-    now = dt.datetime.now(dt.UTC)
-    leaf = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=PLACEHOLDER_DAYS))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    return leaf.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
 
 
 # -- the manager ----------------------------------------------------------------------------
@@ -132,6 +65,7 @@ class AcmeManager:
         self.settings = settings
         self.on_issued = on_issued
         self.states = {cert.name: CertState() for cert in settings.certificates}
+        self.store = pair_store(settings)
         self.account: AccountKey | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -167,7 +101,12 @@ class AcmeManager:
     async def look(self, cert: AcmeCertificate, now: dt.datetime, force: bool = False) -> bool:
         """Renew ``cert`` if it is due (or ``force``); True when a new one was issued."""
         state = self.states[cert.name]
-        held = held_pair(self.settings.output, cert.name)
+        try:
+            held = await self.store.held(cert.name)
+        except AcmeError as exc:  # the control plane is away: look again later
+            log.acme.warning("certificate %s: cannot tell what serves it: %s", cert.name, exc)
+            self._schedule(cert, state, now.timestamp() + self.settings.retry_interval)
+            return False
         reason, due_at = renewal_due(held, cert, now, self.settings.renew_before_days)
         if held is not None:
             state.not_after = held.not_after
@@ -191,6 +130,7 @@ class AcmeManager:
                           ", ".join(cert.domains), state.reason)
             try:
                 issued = await self._order(cert)
+                await self.store.write(cert.name, issued)
             except (AcmeError, OSError) as exc:
                 state.failures += 1
                 state.last_error = str(exc)
@@ -201,8 +141,6 @@ class AcmeManager:
                 log.acme.error("certificate %s: order failed (attempt %d, next in %.0f s): %s",
                                cert.name, state.failures, delay, exc)
                 return False
-        write_private(self.settings.output / f"{cert.name}.pem", issued.chain_pem
-                      + (b"" if issued.chain_pem.endswith(b"\n") else b"\n") + issued.key_pem)
         state.failures, state.last_error, state.reason = 0, None, None
         state.issued_at, state.not_after = time.time(), issued.not_after
         metrics.acme_orders.labels(cert.name, "issued").inc()
@@ -230,13 +168,9 @@ class AcmeManager:
         settings = self.settings
         if cert.challenge == "http-01":
             return TokenFiles(tokens_dir(settings))
-        assert settings.dns_api is not None and settings.dns_token_file is not None
-        try:
-            token = settings.dns_token_file.read_text().strip()
-        except OSError as exc:
-            raise AcmeError(f"cannot read the control plane token {settings.dns_token_file}: "
-                            f"{exc.strerror}") from exc
-        return ControlPlaneDns(settings.dns_api, token, settings.dns_servers)
+        assert settings.control_api is not None
+        return ControlPlaneDns(settings.control_api, control_token(settings),
+                               settings.dns_servers)
 
     def _schedule(self, cert: AcmeCertificate, state: CertState, at: float) -> None:
         state.next_at = at

@@ -94,8 +94,11 @@ Every key, with its default::
     retry_interval = 60.0      # after a failure; doubles up to check_interval
     key_type = "ec256"         # ec256 | ec384 | rsa2048 | rsa3072 | rsa4096
     timeout = 120.0            # one order, from start to certificate
-    dns_api = "http://127.0.0.1:8080"  # dns-01: the control plane publishing the TXT ...
-    dns_token_file = "editor.token"    # ... with an editor token
+    store = "directory"        # directory (NAME.pem in output) | control: the control
+                               # plane keeps it (sealed) for every balancer whose listener
+                               # says control = true; one balancer orders for the region
+    control_api = "http://127.0.0.1:8080"  # the control plane, for dns-01 and store = control
+    control_token_file = "var/control/admin.token"  # editor for dns-01, admin to store
     dns_servers = ["127.0.0.1:53"]     # authoritative servers that must serve it first
     [[lb.acme.certificates]]
     name = "www"               # the pair's file name (www.pem)

@@ -28,8 +28,9 @@ class AcmeCertificate:
 class AcmeSettings:
     directory: str
     certificates: tuple[AcmeCertificate, ...]
-    output: Path
+    output: Path | None              # store = "directory": where NAME.pem goes
     state_dir: Path
+    store: str = "directory"         # directory | control (PUT /v1/certificates/NAME)
     contact: tuple[str, ...] = ()
     ca_bundle: Path | None = None
     renew_before_days: float = 30.0
@@ -37,14 +38,15 @@ class AcmeSettings:
     retry_interval: float = 60.0
     key_type: str = "ec256"
     timeout: float = 120.0
-    dns_api: str | None = None
-    dns_token_file: Path | None = None
+    control_api: str | None = None   # the control plane: dns-01 TXT records, store = control
+    control_token_file: Path | None = None
     dns_servers: tuple[Listen, ...] = ()
 
 
-_ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "renew_before_days",
-              "check_interval", "retry_interval", "key_type", "timeout", "dns_api",
-              "dns_token_file", "dns_servers", "certificates")
+STORES = ("directory", "control")
+_ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "store",
+              "renew_before_days", "check_interval", "retry_interval", "key_type", "timeout",
+              "control_api", "control_token_file", "dns_servers", "certificates")
 _ACME_CERT_KEYS = ("name", "domains", "challenge")
 _PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -72,16 +74,11 @@ def parse_acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> Ac
         if cert.name in [c.name for c in certs[:i]]:
             raise reader.fail(f"certificates[{i}].name", f"{cert.name!r} is used twice")
     _check_http01_listener(reader, certs, listeners)
-    dns_api = reader.get("dns_api", str)
-    # Read at each order: in `gtm up` the control plane writes it after the balancers start.
-    token_file = relative_path(reader, "dns_token_file", "") if "dns_token_file" in reader.table \
-        else None
-    if any(c.challenge == "dns-01" for c in certs) and (dns_api is None or token_file is None):
-        raise reader.fail("dns_api", "dns-01 needs dns_api and dns_token_file (the control "
-                          "plane that publishes the TXT record, and an editor token)")
+    store = reader.choice("store", STORES, "directory")
+    control_api, token_file = _control_plane(reader, certs, store)
     return AcmeSettings(
         directory=directory, certificates=certs,
-        output=_acme_output(reader, listeners),
+        output=_acme_output(reader, listeners) if store == "directory" else None, store=store,
         state_dir=relative_path(reader, "state_dir", "acme"),
         contact=tuple(str(c) for c in reader.list("contact")),
         ca_bundle=existing_path(reader, "ca_bundle"),
@@ -90,7 +87,7 @@ def parse_acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> Ac
         retry_interval=reader.number("retry_interval", float, 60.0, 0.1, 86400),
         key_type=reader.choice("key_type", ACME_KEY_TYPES, "ec256"),
         timeout=reader.number("timeout", float, 120.0, 1, 3600),
-        dns_api=dns_api, dns_token_file=token_file,
+        control_api=control_api, control_token_file=token_file,
         dns_servers=addresses(reader, "dns_servers"),
     )
 
@@ -135,3 +132,21 @@ def _acme_output(reader: Reader, listeners: tuple[ListenerSpec, ...]) -> Path:
         if spec.tls is not None and spec.tls.certificates is not None:
             return spec.tls.certificates
     raise reader.fail("output", "is required when no listener has tls (where pairs go)")
+
+
+def _control_plane(reader: Reader, certs: tuple[AcmeCertificate, ...], store: str
+                   ) -> tuple[str | None, Path | None]:
+    """The control API and its token file, required by dns-01 and by store = "control"."""
+    api = reader.get("control_api", str)
+    # Read at each use: in `gtm up` the control plane writes it after the balancers start.
+    token = relative_path(reader, "control_token_file", "") \
+        if "control_token_file" in reader.table else None
+    needs = "dns-01" if any(c.challenge == "dns-01" for c in certs) else \
+        'store = "control"' if store == "control" else None
+    if needs is not None and (api is None or token is None):
+        raise reader.fail("control_api", f"{needs} needs control_api and control_token_file "
+                          "(the control plane's API and a token: editor for dns-01, admin "
+                          "to store certificates)")
+    if api is not None and not api.startswith(("http://", "https://")):
+        raise reader.fail("control_api", "must be the control plane's URL (http://HOST:PORT)")
+    return api, token

@@ -16,7 +16,8 @@ from gtm import log, metrics
 from gtm.errors import GtmError
 from gtm.workers import Supervisor
 from regional_lb import overrides as ov
-from regional_lb.acme import AcmeManager, ensure_placeholders
+from regional_lb.acme import AcmeManager
+from regional_lb.acme_store import ensure_placeholders
 from regional_lb.config import AcmeSettings, LbConfig, load_config
 from regional_lb.health import HealthManager
 from regional_lb.report import RegionReporter

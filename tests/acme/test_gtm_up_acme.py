@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from tests.acme.pebble import start_pebble
 from tests.acme.regions import REGION_HOST, ZONE, region_config, served, wait_served
@@ -140,5 +141,61 @@ def test_certificates_are_issued_renewed_and_rotated_in(
         assert listed["wild"]["last_error"] is None
         print(f"issued www and *.example.test; renewal under load: {loop.ok} requests, "
               "0 failures")
+    finally:
+        pebble.stop()
+
+
+def test_certificates_kept_in_the_control_plane(gtm_server: ServerFactory,
+                                                tmp_path: Path) -> None:
+    """store = "control": the pair goes to the control plane (sealed), and the listener
+    that serves control-plane certificates gets it, with no file written."""
+    ports = {name: free_port() for name in ("dns", "api", "admin", "https", "backend")}
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "example.test.zone").write_text(ZONE.format(host=REGION_HOST))
+    pebble = start_pebble(tmp_path, ports["dns"], free_port((REGION_HOST,)))
+    try:
+        config = tmp_path / "region.toml"
+        config.write_text(f"""
+[lb]
+region = "acme-control"
+[[lb.listeners]]
+name = "http"
+bind = "{REGION_HOST}:{pebble.http_port}"
+[[lb.listeners]]
+name = "https"
+bind = "{REGION_HOST}:{ports['https']}"
+tls = {{ control = true }}
+[lb.tls]
+watch_interval = 0.5
+[[lb.pools]]
+name = "web"
+backends = ["127.0.0.1:1"]
+[lb.acme]
+directory = "{pebble.directory}"
+ca_bundle = "{pebble.ca_file}"
+retry_interval = 1.0
+store = "control"
+control_api = "http://127.0.0.1:{ports['api']}"
+control_token_file = "var/control/admin.token"
+[[lb.acme.certificates]]
+name = "www"
+domains = ["www.example.test"]
+""")
+        script = Path(sys.executable).parent / "gtm"
+        gtm_server(
+            zones, workers=None, subcommand="up",
+            extra=["--listen", f"127.0.0.1:{ports['dns']}",
+                   "--api-listen", f"127.0.0.1:{ports['api']}",
+                   "--state-dir", str(tmp_path / "var"), "--region", str(config)],
+            command=[str(script)] if script.exists() else gtm_command(),
+        )  # fmt: skip
+        root = pebble.root_pem(tmp_path / "pebble-root.pem")
+        cert = wait_served(ports["https"], "www.example.test", root)
+        status, stored = control(ports, tmp_path, "/v1/certificates/www")
+        assert status == 200, stored
+        assert stored["names"] == ["www.example.test"] and "Pebble" in stored["issuer"]
+        assert stored["fingerprint_sha256"] == cert.fingerprint(hashes.SHA256()).hex()
+        assert not any(tmp_path.glob("**/www.pem"))  # nothing on disk: the store keeps it
     finally:
         pebble.stop()

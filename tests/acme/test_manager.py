@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from regional_lb.acme import held_pair
+from regional_lb.acme_store import held_pair
 from regional_lb.node import start_balancer
 from tests.acme.pebble import start_pebble
 from tests.acme.regions import REGION_HOST, ZONE, region_config, served

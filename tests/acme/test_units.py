@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from gtm.acme.jws import AccountKey, dns01_value
 from gtm.config.document import compile_document
 from gtm.errors import ConfigError
-from regional_lb.acme import Held, held_pair, placeholder_pem, renewal_due
+from regional_lb.acme import renewal_due
 from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
+from regional_lb.acme_store import Held, held_pair, placeholder_pem
 from regional_lb.config import AcmeCertificate, build_config
 from tests.control.conftest import example_document
 
@@ -114,7 +115,7 @@ def lb(acme: dict[str, object], tls: bool = False, plain: bool = True) -> dict[s
     ({"certificates": [{"name": "w", "domains": ["www.example.test"]}]}, False,
      "lb.acme.certificates", "plain http listener"),
     ({"certificates": [{"name": "w", "domains": ["x.example.test"], "challenge": "dns-01"}]},
-     True, "lb.acme.dns_api", "dns_token_file"),
+     True, "lb.acme.control_api", "control_token_file"),
     ({"certificates": [{"name": "../w", "domains": ["x.example.test"]}]}, True,
      "lb.acme.certificates[0].name", "file name"),
     ({"certificates": [{"name": "w", "domains": ["bad_name.test"]}]}, True,
@@ -136,7 +137,7 @@ def test_good_acme_settings() -> None:
     config = build_config(lb({"certificates": [
         {"name": "www", "domains": ["WWW.example.test", "example.test"]},
         {"name": "wild", "domains": ["*.example.test"], "challenge": "dns-01"}],
-        "dns_api": "http://127.0.0.1:8080", "dns_token_file": "t",
+        "control_api": "http://127.0.0.1:8080", "control_token_file": "t",
         "dns_servers": ["127.0.0.1:53"]}), "region.toml")
     assert config.acme is not None
     assert config.acme.certificates[0].domains == ("www.example.test", "example.test")
