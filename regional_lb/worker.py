@@ -163,15 +163,21 @@ class Worker:
     async def _sync_listeners(self) -> None:
         wanted: dict[str, ListenerSpec] = {
             listener_key(spec): spec for spec in self.snapshot.config.listeners}
-        for key in list(self.servers):
-            if key not in wanted:
-                self.servers.pop(key).close()
-                self.names.pop(key, None)
+        # New servers first, old ones after: a listener whose TLS settings changed gets a
+        # new server on the same address (SO_REUSEPORT), so it never stops accepting.
         for key, spec in wanted.items():
             self.names[key] = spec.name
             if key not in self.servers:
                 sock = self.sockets.pop(key, None) or bind_listener(spec.bind)
                 self.servers[key] = await self._serve(key, spec, sock)
+        retiring = [key for key in self.servers if key not in wanted]
+        if retiring:
+            # One loop turn first, so connections already queued on the old sockets are
+            # accepted rather than reset when those close.
+            await asyncio.sleep(0)
+        for key in retiring:
+            self.servers.pop(key).close()
+            self.names.pop(key, None)
         for spec in wanted.values():
             log.lb.debug("listener %s on %s (%s)", spec.name, spec.bind, spec.mode)
 

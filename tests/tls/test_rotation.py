@@ -164,6 +164,22 @@ def test_reload_changes_tls_settings_and_refuses_broken_ones(env: Env, pki: Pki,
         assert sock.version() == "TLSv1.3" and get(sock, "www.example.com")[0] == 200
 
 
+def test_changing_tls_settings_under_load_drops_nothing(env: Env, pki: Pki) -> None:
+    """A listener whose TLS settings change gets a new server on the same address; the
+    old one closes only after it is there, so a client never finds nothing listening."""
+    backend = env.recorder("app")
+    pki.add("www", ["www.example.com"])
+    address = env.balancer([backend.address], listeners=[tls_listener(pki)])
+    assert env.handle is not None
+    with Load(address, pki) as load:
+        assert wait_for(lambda: len(load.serials) >= 20)
+        for tickets in (1, 3, 2, 4):
+            env.loop.run(env.handle.reload(_config(pki, backend.address, tickets=tickets)))
+            count = len(load.serials)
+            assert wait_for(lambda: len(load.serials) >= count + 20)  # noqa: B023
+    assert load.failures == [] and env.address("web") == address
+
+
 def _fails(address: tuple[str, int], ctx: ssl.SSLContext) -> bool:
     try:
         tls_connect(address, "www.example.com", ctx).close()
