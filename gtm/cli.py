@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--region", action="append", type=Path, metavar="FILE",
                     help="a regional balancer config (repeatable; default: examples/lb's four)")
     up.add_argument("--no-regions", action="store_true", help="run no regional balancers")
+    control_cli.add_tls_options(up, "--api-tls")
     health_cli.add_probe_options(up, serve=False)
     up.set_defaults(handler=cmd_up)
 
@@ -117,6 +118,9 @@ def _steer_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zones", type=Path, help="write <zone>.state.json in this directory")
     parser.add_argument("--api", help="write through the control plane at this URL")
     parser.add_argument("--token", default=os.environ.get("GTM_TOKEN"), help="bearer token")
+    parser.add_argument("--ca", type=Path, default=None, metavar="FILE",
+                        help="CA bundle for an https --api (default: $GTM_API_CA, else the "
+                        "system's)")
 
 
 def _dns_options(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +179,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         dns=settings,
         state_dir=args.state_dir,
         api=parse_listen(args.api_listen, default_port=8080),
+        api_tls=control_cli.tls_files(args.api_tls_cert, args.api_tls_key, "--api-tls"),
         postgres=args.postgres,
         redis=args.redis,
         health=health_cli.health_settings(args, not args.no_probe),

@@ -28,6 +28,13 @@ from cryptography.x509.oid import NameOID
 
 from gtm.errors import CertificateError
 
+# TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AEAD ciphers only. Every
+# TLS 1.3 suite is forward-secret and AEAD already.
+TLS12_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+))
 KEY_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.+?-----END \1-----", re.S)
 # Certificate names: what a pair's file is called, and the control plane's key for it.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -51,6 +51,7 @@ class UpSettings:
     health: HealthSettings | None = None
     # One regional load balancer per file (a region each): the example regions.
     regions: tuple[Path, ...] = ()
+    api_tls: tuple[Path, Path] | None = None  # HTTPS for the API: certificate chain, key
 
 
 def up(settings: UpSettings) -> int:
@@ -78,6 +79,7 @@ async def _main(settings: UpSettings) -> None:
         embedded = await start_embedded(
             service, dns.zones_dir, settings.state_dir, host=settings.api.host,
             port=settings.api.port, store_url=settings.postgres, redis_url=settings.redis,
+            tls=settings.api_tls,
         )
         stoppers.append(embedded.stop)
         if checker is not None:

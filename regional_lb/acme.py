@@ -27,7 +27,7 @@ from gtm.acme.flow import Issued, Solver, issue
 from gtm.acme.jws import AccountKey
 from gtm.errors import AcmeError, GtmError
 from regional_lb.acme_http import TokenFiles, tokens_dir
-from regional_lb.acme_store import Held, control_token, pair_store
+from regional_lb.acme_store import Held, control_context, control_token, pair_store
 from regional_lb.config import AcmeCertificate, AcmeSettings
 
 
@@ -170,7 +170,7 @@ class AcmeManager:
             return TokenFiles(tokens_dir(settings))
         assert settings.control_api is not None
         return ControlPlaneDns(settings.control_api, control_token(settings),
-                               settings.dns_servers)
+                               settings.dns_servers, ssl_context=control_context(settings))
 
     def _schedule(self, cert: AcmeCertificate, state: CertState, at: float) -> None:
         state.next_at = at

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -151,7 +152,9 @@ class ControlPlaneStore:
         url = f"{self.api}/v1/certificates/{quote(name, safe='')}"
         headers = {"Authorization": f"Bearer {control_token(self.settings)}"}
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
+            async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=control_context(self.settings) or True),
+                    timeout=aiohttp.ClientTimeout(total=30)) as session, \
                     session.request(method, url, json=body, headers=headers) as response:
                 return response.status, await response.text()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -166,3 +169,10 @@ def control_token(settings: AcmeSettings) -> str:
         return path.read_text().strip()
     except OSError as exc:
         raise AcmeError(f"cannot read the control plane token {path}: {exc.strerror}") from exc
+
+
+def control_context(settings: AcmeSettings) -> ssl.SSLContext | None:
+    """Trust for an https control_api: its CA bundle when given (else the system's)."""
+    if settings.control_ca is None:
+        return None
+    return ssl.create_default_context(cafile=str(settings.control_ca))

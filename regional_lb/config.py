@@ -99,6 +99,7 @@ Every key, with its default::
                                # says control = true; one balancer orders for the region
     control_api = "http://127.0.0.1:8080"  # the control plane, for dns-01 and store = control
     control_token_file = "var/control/admin.token"  # editor for dns-01, admin to store
+    control_ca = "api-ca.pem"  # for an https control_api (default: the system's trust)
     dns_servers = ["127.0.0.1:53"]     # authoritative servers that must serve it first
     [[lb.acme.certificates]]
     name = "www"               # the pair's file name (www.pem)

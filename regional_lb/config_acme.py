@@ -40,13 +40,14 @@ class AcmeSettings:
     timeout: float = 120.0
     control_api: str | None = None   # the control plane: dns-01 TXT records, store = control
     control_token_file: Path | None = None
+    control_ca: Path | None = None   # CA bundle for an https control_api (else the system's)
     dns_servers: tuple[Listen, ...] = ()
 
 
 STORES = ("directory", "control")
 _ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "store",
               "renew_before_days", "check_interval", "retry_interval", "key_type", "timeout",
-              "control_api", "control_token_file", "dns_servers", "certificates")
+              "control_api", "control_token_file", "control_ca", "dns_servers", "certificates")
 _ACME_CERT_KEYS = ("name", "domains", "challenge")
 _PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -88,6 +89,7 @@ def parse_acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> Ac
         key_type=reader.choice("key_type", ACME_KEY_TYPES, "ec256"),
         timeout=reader.number("timeout", float, 120.0, 1, 3600),
         control_api=control_api, control_token_file=token_file,
+        control_ca=existing_path(reader, "control_ca"),
         dns_servers=addresses(reader, "dns_servers"),
     )
 

@@ -9,6 +9,7 @@ served; withdrawing removes exactly the values it added.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import defaultdict
 from urllib.parse import quote
 
@@ -33,8 +34,9 @@ class ControlPlaneDns:
     kind = "dns-01"
 
     def __init__(self, api_url: str, token: str, servers: tuple[Listen, ...] = (),
-                 wait: float = 30.0):
+                 wait: float = 30.0, ssl_context: ssl.SSLContext | None = None):
         self.api_url = api_url.rstrip("/")
+        self.ssl_context = ssl_context  # for an https API: its CA (None: the system's)
         self.token = token
         self.servers = servers
         self.wait = wait
@@ -58,6 +60,7 @@ class ControlPlaneDns:
 
     def _session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context or True),
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=aiohttp.ClientTimeout(total=30))
 

@@ -68,6 +68,7 @@ def add_commands(commands: Any) -> None:
     api.add_argument("--secret-key-file", type=Path, metavar="FILE",
                      help="seals certificates' private keys (default: $GTM_SECRET_KEY_FILE, "
                      "else STATE_DIR/secret.key; made when missing only with the SQLite store)")
+    add_tls_options(api, "--tls")
     api.set_defaults(handler=cmd_api)
 
     config = commands.add_parser("config", help="the versioned configuration")
@@ -112,8 +113,28 @@ def add_commands(commands: Any) -> None:
     status.set_defaults(handler=cmd_status)
 
 
+def tls_files(cert: Path | None, key: Path | None, prefix: str) -> tuple[Path, Path] | None:
+    """Both files or neither: one alone is a usage error."""
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{prefix}-cert and {prefix}-key go together", "command line")
+    return (cert, key) if cert is not None and key is not None else None
+
+
+def add_tls_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """--tls-cert/--tls-key (``prefix`` --api-tls for gtm up): HTTPS for the API."""
+    dest = prefix.removeprefix("--").replace("-", "_")
+    parser.add_argument(f"{prefix}-cert", dest=f"{dest}_cert", type=Path, metavar="FILE",
+                        help="serve the API over HTTPS with this certificate chain (PEM; "
+                        "polled: a replaced pair serves new connections)")
+    parser.add_argument(f"{prefix}-key", dest=f"{dest}_key", type=Path, metavar="FILE",
+                        help="... and its private key")
+
+
 def _client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--api", default=os.environ.get("GTM_API", DEFAULT_API))
+    parser.add_argument("--ca", type=Path, default=_env_path("GTM_API_CA"), metavar="FILE",
+                        help="CA bundle the API's HTTPS certificate must chain to "
+                        "(default: $GTM_API_CA, else the system's)")
     parser.add_argument("--token", default=os.environ.get("GTM_TOKEN"),
                         help=f"bearer token (default: $GTM_TOKEN, or {DEFAULT_STATE}/"
                         f"{ADMIN_TOKEN_FILE})")
@@ -125,7 +146,12 @@ def client(args: argparse.Namespace) -> Client:
     default_file = DEFAULT_STATE / ADMIN_TOKEN_FILE
     if token is None and default_file.exists():
         token = default_file.read_text().strip()
-    return Client(args.api, token)
+    return Client(args.api, token, getattr(args, "ca", None))
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -139,7 +165,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = ControlSettings(host=listen.host, port=listen.port, store_url=args.store,
                                redis_url=args.redis, namespace=args.namespace,
                                state_dir=args.state_dir, secret_key_file=args.secret_key_file,
-                               create_secret_key=args.store is None)
+                               create_secret_key=args.store is None,
+                               tls_cert=args.tls_cert, tls_key=args.tls_key)
+    tls_files(args.tls_cert, args.tls_key, "--tls")
 
     async def main() -> None:
         plane = await start_control_plane(settings)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gtm.errors import GtmError
@@ -33,9 +36,14 @@ class Reply:
 
 
 class Client:
-    def __init__(self, base_url: str, token: str | None):
+    def __init__(self, base_url: str, token: str | None, ca: Path | None = None):
         self.base_url = base_url.rstrip("/")
         self.token = token
+        # https: verified against ``ca`` (else $GTM_API_CA, else the system's trust store)
+        if ca is None and os.environ.get("GTM_API_CA"):
+            ca = Path(os.environ["GTM_API_CA"])
+        self.context = ssl.create_default_context(cafile=str(ca) if ca else None) \
+            if base_url.startswith("https://") else None
 
     def call(self, method: str, path: str, body: Any = None,
              if_match: int | None = None) -> Reply:
@@ -49,7 +57,8 @@ class Client:
         if if_match is not None:
             request.add_header("If-Match", f'"{if_match}"')
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            with urllib.request.urlopen(request, timeout=TIMEOUT,
+                                        context=self.context) as response:
                 return Reply(response.status, _json(response.read()), response.headers["ETag"])
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, _json(exc.read())) from None

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gtm import log
 from gtm.control.api import build_app
+from gtm.control.api_tls import ApiTls
 from gtm.control.certificates import CertificateService
 from gtm.control.certificates_api import CERTIFICATES
 from gtm.control.fanout import RedisFanout
@@ -50,6 +51,10 @@ class ControlSettings:
     # Make a fresh key when there is none (the embedded default). Off for a control plane
     # of several nodes, which must share one key: uploads then get 503 until it is there.
     create_secret_key: bool = True
+    # HTTPS for the API (gtm.control.api_tls): a certificate chain and its key, in files
+    # polled for rotation. None: plain HTTP (the embedded default, on loopback).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -64,18 +69,21 @@ class ControlPlane:
     """A running control plane; ``await stop()`` ends it."""
 
     def __init__(self, settings: ControlSettings, store: Store, service: ConfigService,
-                 runner: web.AppRunner, url: str):
+                 runner: web.AppRunner, url: str, tls: ApiTls | None = None):
         self.settings = settings
         self.store = store
         self.service = service
         self.runner = runner
         self.url = url
+        self.tls = tls
 
     @property
     def admin_token_path(self) -> Path:
         return self.settings.state_dir / ADMIN_TOKEN_FILE
 
     async def stop(self) -> None:
+        if self.tls is not None:
+            await self.tls.stop()
         await self.runner.cleanup()
         if self.service.fanout is not None:
             await self.service.fanout.close()
@@ -84,6 +92,8 @@ class ControlPlane:
 
 async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     namespace = validate_namespace(settings.namespace)
+    tls = ApiTls(settings.tls_cert, settings.tls_key) \
+        if settings.tls_cert is not None and settings.tls_key is not None else None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = store_from_url(settings.resolved_store_url(), namespace)
     fanout = RedisFanout(settings.redis_url, namespace) if settings.redis_url else None
@@ -98,13 +108,16 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     app[CERTIFICATES] = certificates
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port,
+                       ssl_context=tls.context if tls is not None else None)
     await site.start()
     host, port = _bound(runner)
-    url = f"http://{host}:{port}"
+    url = f"{'https' if tls is not None else 'http'}://{host}:{port}"
+    if tls is not None:
+        tls.start()
     log.control.info("control plane API on %s (store %s, redis %s)", url,
                      describe(settings.resolved_store_url()), settings.redis_url or "off")
-    return ControlPlane(settings, store, service, runner, url)
+    return ControlPlane(settings, store, service, runner, url, tls)
 
 
 def _bound(runner: web.AppRunner) -> tuple[str, int]:

@@ -16,19 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gtm.errors import CertificateError
-from gtm.tlscerts import load_into, ssl_reason
+from gtm.tlscerts import TLS12_CIPHERS, load_into, ssl_reason
 from regional_lb.tls.certs import CertInfo
 
 if TYPE_CHECKING:
     from regional_lb.config import PoolSpec
 
-# TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AEAD ciphers only. Every
-# TLS 1.3 suite is forward-secret and AEAD already.
-TLS12_CIPHERS = ":".join((
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-))
 CLIENT_AUTH = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                "required": ssl.CERT_REQUIRED}
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
