@@ -24,7 +24,7 @@ from gtm import log, metrics
 from gtm.acme.client import AcmeClient
 from gtm.acme.dns01 import ControlPlaneDns
 from gtm.acme.flow import Issued, Solver, issue
-from gtm.acme.jws import AccountKey
+from gtm.acme.jws import AccountKey, decode_mac_key
 from gtm.errors import AcmeError, GtmError
 from regional_lb.acme_http import TokenFiles, tokens_dir
 from regional_lb.acme_store import Held, control_context, control_token, pair_store
@@ -160,7 +160,7 @@ class AcmeManager:
         context = ssl.create_default_context(
             cafile=str(settings.ca_bundle) if settings.ca_bundle else None)
         async with AcmeClient(settings.directory, self.account, context) as client:
-            await client.register(settings.contact)
+            await client.register(settings.contact, eab(settings))
             return await issue(client, list(cert.domains), self._solver(cert),
                                settings.key_type, settings.timeout)
 
@@ -184,3 +184,15 @@ class AcmeManager:
             "next_attempt": s.next_at, "failures": s.failures, "last_error": s.last_error,
             "due": s.reason,
         } for cert in self.settings.certificates for s in (self.states[cert.name],)]
+
+
+def eab(settings: AcmeSettings) -> tuple[str, bytes] | None:
+    """(key id, MAC key) for external account binding, read when an order needs it."""
+    if settings.eab_kid is None or settings.eab_hmac_key_file is None:
+        return None
+    try:
+        text = settings.eab_hmac_key_file.read_text()
+    except OSError as exc:
+        raise AcmeError(f"cannot read the EAB MAC key {settings.eab_hmac_key_file}: "
+                        f"{exc.strerror}") from exc
+    return settings.eab_kid, decode_mac_key(text)

@@ -100,6 +100,8 @@ Every key, with its default::
     control_api = "http://127.0.0.1:8080"  # the control plane, for dns-01 and store = control
     control_token_file = "var/control/admin.token"  # editor for dns-01, admin to store
     control_ca = "api-ca.pem"  # for an https control_api (default: the system's trust)
+    eab_kid = "kid-1"          # external account binding (CAs such as ZeroSSL or Google
+    eab_hmac_key_file = "eab.key"  # Trust Services require it): the key id and MAC key
     dns_servers = ["127.0.0.1:53"]     # authoritative servers that must serve it first
     [[lb.acme.certificates]]
     name = "www"               # the pair's file name (www.pem)

@@ -41,13 +41,16 @@ class AcmeSettings:
     control_api: str | None = None   # the control plane: dns-01 TXT records, store = control
     control_token_file: Path | None = None
     control_ca: Path | None = None   # CA bundle for an https control_api (else the system's)
+    eab_kid: str | None = None       # external account binding, for CAs that require it
+    eab_hmac_key_file: Path | None = None
     dns_servers: tuple[Listen, ...] = ()
 
 
 STORES = ("directory", "control")
 _ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "store",
               "renew_before_days", "check_interval", "retry_interval", "key_type", "timeout",
-              "control_api", "control_token_file", "control_ca", "dns_servers", "certificates")
+              "control_api", "control_token_file", "control_ca", "eab_kid",
+              "eab_hmac_key_file", "dns_servers", "certificates")
 _ACME_CERT_KEYS = ("name", "domains", "challenge")
 _PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -90,6 +93,7 @@ def parse_acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> Ac
         timeout=reader.number("timeout", float, 120.0, 1, 3600),
         control_api=control_api, control_token_file=token_file,
         control_ca=existing_path(reader, "control_ca"),
+        eab_kid=reader.get("eab_kid", str), eab_hmac_key_file=_eab_key_file(reader),
         dns_servers=addresses(reader, "dns_servers"),
     )
 
@@ -152,3 +156,11 @@ def _control_plane(reader: Reader, certs: tuple[AcmeCertificate, ...], store: st
     if api is not None and not api.startswith(("http://", "https://")):
         raise reader.fail("control_api", "must be the control plane's URL (http://HOST:PORT)")
     return api, token
+
+
+def _eab_key_file(reader: Reader) -> Path | None:
+    path = existing_path(reader, "eab_hmac_key_file")
+    if (path is None) != ("eab_kid" not in reader.table):
+        raise reader.fail("eab_kid", "eab_kid and eab_hmac_key_file go together (both from "
+                          "the CA)")
+    return path

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from gtm import log
-from gtm.acme.jws import AccountKey
+from gtm.acme.jws import AccountKey, external_account_binding
 from gtm.errors import AcmeError
 
 JOSE = "application/jose+json"
@@ -60,12 +60,21 @@ class AcmeClient:
         await self._session.close()
 
     # -- the account ----------------------------------------------------------------------
-    async def register(self, contact: tuple[str, ...] = ()) -> str:
-        """Create the account, or find the one this key already has; returns its URL."""
+    async def register(self, contact: tuple[str, ...] = (),
+                       eab: tuple[str, bytes] | None = None) -> str:
+        """Create the account, or find the one this key already has; returns its URL.
+
+        ``eab`` is (key id, MAC key) for CAs that bind accounts to one of theirs."""
         await self._load_directory()
         payload: dict[str, Any] = {"termsOfServiceAgreed": True}
         if contact:
             payload["contact"] = list(contact)
+        if eab is not None:
+            payload["externalAccountBinding"] = external_account_binding(
+                self.account, eab[0], eab[1], self.directory["newAccount"])
+        elif (self.directory.get("meta") or {}).get("externalAccountRequired"):
+            raise AcmeError(f"the CA at {self.directory_url} requires external account "
+                            "binding: give eab_kid and eab_hmac_key_file (from the CA)")
         reply = await self.post(self.directory["newAccount"], payload, use_jwk=True)
         if reply.location is None:
             raise AcmeError("the CA created an account without telling its URL")

@@ -8,7 +8,9 @@ DER that ``cryptography`` produces.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -90,6 +92,30 @@ class AccountKey:
         r, s = decode_dss_signature(der)
         return {"protected": header, "payload": body,
                 "signature": b64url(_int_bytes(r) + _int_bytes(s))}
+
+
+def external_account_binding(account: AccountKey, kid: str, mac_key: bytes, url: str
+                             ) -> dict[str, str]:
+    """The inner JWS binding this account key to an account the CA already knows
+    (RFC 8555 7.3.4): HS256 over the account's JWK, with the key identifier the CA
+    gave and its MAC key."""
+    protected = b64url(json.dumps({"alg": "HS256", "kid": kid, "url": url},
+                                  separators=(",", ":")).encode())
+    payload = b64url(json.dumps(account.jwk, separators=(",", ":")).encode())
+    mac = hmac.new(mac_key, f"{protected}.{payload}".encode("ascii"), hashlib.sha256).digest()
+    return {"protected": protected, "payload": payload, "signature": b64url(mac)}
+
+
+def decode_mac_key(text: str) -> bytes:
+    """A CA's EAB MAC key as they hand it out: base64url, padded or not."""
+    cleaned = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
+    except (ValueError, binascii.Error) as exc:
+        raise AcmeError("the EAB MAC key is not base64url") from exc
+    if len(key) < 16:
+        raise AcmeError("the EAB MAC key is shorter than 16 bytes")
+    return key
 
 
 def dns01_value(key_authorization: str) -> str:

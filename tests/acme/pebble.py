@@ -75,7 +75,9 @@ class Pebble:
                 self.process.wait(5)
 
 
-def start_pebble(directory: Path, dns_port: int, http_port: int) -> Pebble:
+def start_pebble(directory: Path, dns_port: int, http_port: int,
+                 eab_keys: dict[str, str] | None = None) -> Pebble:
+    """``eab_keys`` (key id -> base64url MAC key): accounts must be bound to one."""
     require_pebble()
     ca = CA("pebble test front CA")
     chain, key, _ = ca.issue(["127.0.0.1", "localhost"], key=new_key("ec"))
@@ -87,7 +89,8 @@ def start_pebble(directory: Path, dns_port: int, http_port: int) -> Pebble:
         "listenAddress": f"127.0.0.1:{api}", "managementListenAddress": f"127.0.0.1:{management}",
         "certificate": str(directory / "pebble.crt"), "privateKey": str(directory / "pebble.key"),
         "httpPort": http_port, "tlsPort": free_port(), "ocspResponderURL": "",
-        "externalAccountBindingRequired": False,
+        "externalAccountBindingRequired": eab_keys is not None,
+        **({"externalAccountMACKeys": eab_keys} if eab_keys else {}),
     }}
     (directory / "pebble.json").write_text(json.dumps(config))
     log = directory / "pebble.log"

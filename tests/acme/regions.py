@@ -36,6 +36,7 @@ challenge = "dns-01"
 def region_config(path: Path, pebble: Pebble, ports: dict[str, int],
                   certificates: str = HTTP_AND_DNS) -> Path:
     """``ports``: admin, https, backend, and for dns-01 api (control plane) and dns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""
 [lb]
 region = "acme-test"
@@ -69,7 +70,7 @@ control_api = "http://127.0.0.1:{ports.get('api', 0)}"
 control_token_file = "var/control/admin.token"
 dns_servers = ["127.0.0.1:{ports['dns']}"]
 {certificates}""")
-    (path.parent / "certs").mkdir()
+    (path.parent / "certs").mkdir(parents=True)
     return path
 
 

@@ -88,3 +88,46 @@ def test_renewal_near_expiry_and_a_failed_validation(gtm_server: ServerFactory,
         asyncio.run(asyncio.wait_for(main(), 50))
     finally:
         pebble.stop()
+
+
+EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"  # Pebble's example
+
+
+def test_a_ca_that_requires_external_account_binding(gtm_server: ServerFactory,
+                                                     tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "example.test.zone").write_text(ZONE.format(host=REGION_HOST))
+    dns = gtm_server(zones)
+    pebble = start_pebble(tmp_path, dns.port, free_port((REGION_HOST,)), {"kid-1": EAB_KEY})
+    ports = {"admin": free_port((REGION_HOST,)), "https": free_port((REGION_HOST,)),
+             "backend": free_port(("127.0.9.101",)), "dns": dns.port}
+    www = "\n[[lb.acme.certificates]]\nname = \"www\"\ndomains = [\"www.example.test\"]\n"
+    unbound = region_config(tmp_path / "unbound" / "region.toml", pebble, ports, www)
+    (tmp_path / "eab.key").write_text(EAB_KEY + "\n")
+    bound = region_config(tmp_path / "bound" / "region.toml", pebble, ports,
+                          f'eab_kid = "kid-1"\neab_hmac_key_file = "{tmp_path / "eab.key"}"\n'
+                          + www)
+
+    async def main() -> None:
+        handle = await start_balancer(unbound)
+        try:
+            assert handle.acme is not None
+            state = handle.acme.states["www"]
+            await until(lambda: state.failures >= 1)
+            assert "requires external account binding" in (state.last_error or "")
+        finally:
+            await handle.stop(grace=0, deadline=1)
+        handle = await start_balancer(bound)
+        try:
+            assert handle.acme is not None
+            state = handle.acme.states["www"]
+            await until(lambda: state.issued_at is not None or state.failures >= 1)
+            assert state.issued_at is not None, state.last_error
+        finally:
+            await handle.stop(grace=0, deadline=1)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 50))
+    finally:
+        pebble.stop()

@@ -183,3 +183,32 @@ def test_bad_challenges_are_refused(section: object, where: str) -> None:
     with pytest.raises(ConfigError) as caught:
         compile_document(doc, "t")
     assert caught.value.where == where
+
+
+def test_external_account_binding_is_an_hmac_over_the_account_key() -> None:
+    import hashlib
+    import hmac
+
+    from gtm.acme.jws import decode_mac_key, external_account_binding
+
+    account = AccountKey.generate()
+    key = decode_mac_key("zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W")
+    jws = external_account_binding(account, "kid-1", key, "https://ca/new-acct")
+    assert json.loads(unb64(jws["protected"])) == {"alg": "HS256", "kid": "kid-1",
+                                                   "url": "https://ca/new-acct"}
+    assert json.loads(unb64(jws["payload"])) == account.jwk
+    expected = hmac.new(key, f"{jws['protected']}.{jws['payload']}".encode(),
+                        hashlib.sha256).digest()
+    assert unb64(jws["signature"]) == expected
+    from gtm.errors import AcmeError
+
+    for bad in ("not base64url!", "c2hvcnQ"):
+        with pytest.raises(AcmeError):
+            decode_mac_key(bad)
+
+
+def test_eab_settings_go_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(lb({"certificates": [{"name": "w", "domains": ["a.test"]}],
+                         "eab_kid": "kid-1"}), "region.toml")
+    assert caught.value.where == "lb.acme.eab_kid"
