@@ -33,8 +33,24 @@ challenge = "dns-01"
 """
 
 
+WWW = """
+[[lb.acme.certificates]]
+name = "www"
+domains = ["www.example.test"]
+"""
+FILE_TLS = 'certificates = "certs/"\ndefault = "www"'
+
+
+def example_zones(root: Path) -> Path:
+    """A zones directory with example.test, www pointing at the region."""
+    zones = root / "zones"
+    zones.mkdir()
+    (zones / "example.test.zone").write_text(ZONE.format(host=REGION_HOST))
+    return zones
+
+
 def region_config(path: Path, pebble: Pebble, ports: dict[str, int],
-                  certificates: str = HTTP_AND_DNS) -> Path:
+                  certificates: str = HTTP_AND_DNS, tls: str = FILE_TLS) -> Path:
     """``ports``: admin, https, backend, and for dns-01 api (control plane) and dns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""
@@ -52,8 +68,7 @@ bind = "{REGION_HOST}:{pebble.http_port}"
 name = "https"
 bind = "{REGION_HOST}:{ports['https']}"
 [lb.listeners.tls]
-certificates = "certs/"
-default = "www"
+{tls}
 
 [lb.tls]
 watch_interval = 1.0

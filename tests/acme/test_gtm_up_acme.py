@@ -20,7 +20,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from tests.acme.pebble import start_pebble
-from tests.acme.regions import REGION_HOST, ZONE, region_config, served, wait_served
+from tests.acme.regions import (
+    REGION_HOST,
+    WWW,
+    example_zones,
+    region_config,
+    served,
+    wait_served,
+)
 from tests.integration.servers import GtmServer, ServerFactory, free_port, gtm_command
 
 pytestmark = pytest.mark.integration
@@ -83,24 +90,27 @@ class LoadLoop(threading.Thread):
         return reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else reply[:40]
 
 
+def gtm_up(gtm_server: ServerFactory, root: Path, ports: dict[str, int], config: Path
+           ) -> GtmServer:
+    """`gtm up` serving the example zone, with the region of ``config``."""
+    script = Path(sys.executable).parent / "gtm"
+    return gtm_server(
+        example_zones(root), workers=None, subcommand="up",
+        extra=["--listen", f"127.0.0.1:{ports['dns']}",
+               "--api-listen", f"127.0.0.1:{ports['api']}",
+               "--state-dir", str(root / "var"), "--region", str(config)],
+        command=[str(script)] if script.exists() else gtm_command(),
+    )
+
+
 def test_certificates_are_issued_renewed_and_rotated_in(
     gtm_server: ServerFactory, tmp_path: Path
 ) -> None:
     ports = {name: free_port() for name in ("dns", "api", "admin", "https", "backend")}
-    zones = tmp_path / "zones"
-    zones.mkdir()
-    (zones / "example.test.zone").write_text(ZONE.format(host=REGION_HOST))
     pebble = start_pebble(tmp_path, ports["dns"], free_port((REGION_HOST,)))
     try:
         config = region_config(tmp_path / "acme-region.toml", pebble, ports)
-        script = Path(sys.executable).parent / "gtm"
-        server: GtmServer = gtm_server(
-            zones, workers=None, subcommand="up",
-            extra=["--listen", f"127.0.0.1:{ports['dns']}",
-                   "--api-listen", f"127.0.0.1:{ports['api']}",
-                   "--state-dir", str(tmp_path / "var"), "--region", str(config)],
-            command=[str(script)] if script.exists() else gtm_command(),
-        )  # fmt: skip
+        server = gtm_up(gtm_server, tmp_path, ports, config)
         root = pebble.root_pem(tmp_path / "pebble-root.pem")
 
         www = wait_served(ports["https"], "www.example.test", root)           # HTTP-01
@@ -150,46 +160,11 @@ def test_certificates_kept_in_the_control_plane(gtm_server: ServerFactory,
     """store = "control": the pair goes to the control plane (sealed), and the listener
     that serves control-plane certificates gets it, with no file written."""
     ports = {name: free_port() for name in ("dns", "api", "admin", "https", "backend")}
-    zones = tmp_path / "zones"
-    zones.mkdir()
-    (zones / "example.test.zone").write_text(ZONE.format(host=REGION_HOST))
     pebble = start_pebble(tmp_path, ports["dns"], free_port((REGION_HOST,)))
     try:
-        config = tmp_path / "region.toml"
-        config.write_text(f"""
-[lb]
-region = "acme-control"
-[[lb.listeners]]
-name = "http"
-bind = "{REGION_HOST}:{pebble.http_port}"
-[[lb.listeners]]
-name = "https"
-bind = "{REGION_HOST}:{ports['https']}"
-tls = {{ control = true }}
-[lb.tls]
-watch_interval = 0.5
-[[lb.pools]]
-name = "web"
-backends = ["127.0.0.1:1"]
-[lb.acme]
-directory = "{pebble.directory}"
-ca_bundle = "{pebble.ca_file}"
-retry_interval = 1.0
-store = "control"
-control_api = "http://127.0.0.1:{ports['api']}"
-control_token_file = "var/control/admin.token"
-[[lb.acme.certificates]]
-name = "www"
-domains = ["www.example.test"]
-""")
-        script = Path(sys.executable).parent / "gtm"
-        gtm_server(
-            zones, workers=None, subcommand="up",
-            extra=["--listen", f"127.0.0.1:{ports['dns']}",
-                   "--api-listen", f"127.0.0.1:{ports['api']}",
-                   "--state-dir", str(tmp_path / "var"), "--region", str(config)],
-            command=[str(script)] if script.exists() else gtm_command(),
-        )  # fmt: skip
+        config = region_config(tmp_path / "region.toml", pebble, ports,
+                               'store = "control"\n' + WWW, tls="control = true")
+        gtm_up(gtm_server, tmp_path, ports, config)
         root = pebble.root_pem(tmp_path / "pebble-root.pem")
         cert = wait_served(ports["https"], "www.example.test", root)
         status, stored = control(ports, tmp_path, "/v1/certificates/www")

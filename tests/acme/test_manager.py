@@ -12,21 +12,26 @@ import pytest
 
 from regional_lb.acme_store import held_pair
 from regional_lb.node import start_balancer
-from tests.acme.pebble import start_pebble
-from tests.acme.regions import REGION_HOST, ZONE, region_config, served
+from tests.acme.pebble import Pebble, start_pebble
+from tests.acme.regions import REGION_HOST, WWW, example_zones, region_config, served
 from tests.integration.servers import ServerFactory, free_port
 
 pytestmark = pytest.mark.integration
 
-WWW_AND_NOWHERE = """
-[[lb.acme.certificates]]
-name = "www"
-domains = ["www.example.test"]
-
+WWW_AND_NOWHERE = WWW + """
 [[lb.acme.certificates]]
 name = "nowhere"
 domains = ["nowhere.example.test"]
 """
+
+
+def dns_and_pebble(gtm_server: ServerFactory, root: Path,
+                   eab_keys: dict[str, str] | None = None) -> tuple[Pebble, dict[str, int]]:
+    """`gtm serve` with the example zone (Pebble's resolver), a Pebble, and free ports."""
+    dns = gtm_server(example_zones(root))
+    pebble = start_pebble(root, dns.port, free_port((REGION_HOST,)), eab_keys)
+    return pebble, {"admin": free_port((REGION_HOST,)), "https": free_port((REGION_HOST,)),
+                    "backend": free_port(("127.0.9.101",)), "dns": dns.port}
 
 
 async def until(condition, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -39,13 +44,7 @@ async def until(condition, seconds: float = 30.0) -> None:  # type: ignore[no-un
 
 def test_renewal_near_expiry_and_a_failed_validation(gtm_server: ServerFactory,
                                                      tmp_path: Path) -> None:
-    zones = tmp_path / "zones"
-    zones.mkdir()
-    (zones / "example.test.zone").write_text(ZONE.format(host=REGION_HOST))
-    dns = gtm_server(zones)
-    pebble = start_pebble(tmp_path, dns.port, free_port((REGION_HOST,)))
-    ports = {"admin": free_port((REGION_HOST,)), "https": free_port((REGION_HOST,)),
-             "backend": free_port(("127.0.9.101",)), "dns": dns.port}
+    pebble, ports = dns_and_pebble(gtm_server, tmp_path)
     config = region_config(tmp_path / "region.toml", pebble, ports, WWW_AND_NOWHERE)
     root = pebble.root_pem(tmp_path / "root.pem")
     output = tmp_path / "certs"
@@ -95,19 +94,12 @@ EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"  # 
 
 def test_a_ca_that_requires_external_account_binding(gtm_server: ServerFactory,
                                                      tmp_path: Path) -> None:
-    zones = tmp_path / "zones"
-    zones.mkdir()
-    (zones / "example.test.zone").write_text(ZONE.format(host=REGION_HOST))
-    dns = gtm_server(zones)
-    pebble = start_pebble(tmp_path, dns.port, free_port((REGION_HOST,)), {"kid-1": EAB_KEY})
-    ports = {"admin": free_port((REGION_HOST,)), "https": free_port((REGION_HOST,)),
-             "backend": free_port(("127.0.9.101",)), "dns": dns.port}
-    www = "\n[[lb.acme.certificates]]\nname = \"www\"\ndomains = [\"www.example.test\"]\n"
-    unbound = region_config(tmp_path / "unbound" / "region.toml", pebble, ports, www)
+    pebble, ports = dns_and_pebble(gtm_server, tmp_path, {"kid-1": EAB_KEY})
+    unbound = region_config(tmp_path / "unbound" / "region.toml", pebble, ports, WWW)
     (tmp_path / "eab.key").write_text(EAB_KEY + "\n")
     bound = region_config(tmp_path / "bound" / "region.toml", pebble, ports,
                           f'eab_kid = "kid-1"\neab_hmac_key_file = "{tmp_path / "eab.key"}"\n'
-                          + www)
+                          + WWW)
 
     async def main() -> None:
         handle = await start_balancer(unbound)

@@ -7,15 +7,14 @@ PostgreSQL is reached through a relay that the test cuts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
+from gtm.control.plane import ControlSettings
 from tests.control.apiclient import Api
-from tests.control.conftest import POSTGRES_URL, example_document
+from tests.control.conftest import POSTGRES_URL, example_document, running
 from tests.control.harness import Nodes, OwnRedis, TcpRelay, wait_for_answer, www
 
 pytestmark = pytest.mark.integration
@@ -52,17 +51,6 @@ def relay(postgres_url: str) -> Iterator[TcpRelay]:
         relay.close()
 
 
-@contextlib.asynccontextmanager
-async def control(settings: ControlSettings) -> AsyncIterator[tuple[ControlPlane, Api]]:
-    plane = await start_control_plane(settings)
-    api = Api(plane.url, plane.admin_token_path.read_text().strip())
-    try:
-        yield plane, api
-    finally:
-        await api.close()
-        await plane.stop()
-
-
 async def put(api: Api, base: int, www_address: str) -> tuple[int, dict]:
     status, body, _ = await api.call(
         "PUT", "/v1/config", {"document": example_document(www_address, serial=base + 1)},
@@ -78,7 +66,7 @@ async def test_redis_stopped_nodes_converge_through_reconcile(
     db = tmp_path / "control" / "gtm.db"
     settings = ControlSettings(port=0, state_dir=tmp_path / "control",
                                redis_url=own_redis.url, namespace=namespace)
-    async with control(settings) as (_plane, api):
+    async with running(settings) as (_plane, api):
         assert (await put(api, 0, "192.0.2.1"))[0] == 201
         group = [nodes.start(f"n{i}", f"sqlite://{db}", namespace, redis_url=own_redis.url,
                              reconcile=1.5) for i in range(2)]
@@ -105,7 +93,7 @@ async def test_postgres_unreachable_nodes_serve_writes_503_then_converge(
     store_url = relay.url(POSTGRES_URL)
     settings = ControlSettings(port=0, state_dir=tmp_path / "control", store_url=store_url,
                                redis_url=redis_url, namespace=namespace)
-    async with control(settings) as (_plane, api):
+    async with running(settings) as (_plane, api):
         assert (await put(api, 0, "192.0.2.1"))[0] == 201
         group = [nodes.start(f"n{i}", store_url, namespace, redis_url=redis_url,
                              reconcile=0.5) for i in range(2)]
@@ -139,7 +127,7 @@ async def test_killed_node_restarts_from_snapshot_with_both_servers_down(
     store_url = relay.url(POSTGRES_URL)
     settings = ControlSettings(port=0, state_dir=tmp_path / "control", store_url=store_url,
                                redis_url=own_redis.url, namespace=namespace)
-    async with control(settings) as (_plane, api):
+    async with running(settings) as (_plane, api):
         assert (await put(api, 0, "192.0.2.1"))[0] == 201
         assert (await put(api, 1, "192.0.2.7"))[0] == 201
         node = nodes.start("n0", store_url, namespace, redis_url=own_redis.url)
