@@ -18,7 +18,9 @@ import hashlib
 import os
 import re
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -35,6 +37,7 @@ TLS12_CIPHERS = ":".join((
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 ))
+Signature = tuple[tuple[int, int, int], ...]  # (mtime_ns, size, inode) of each file
 KEY_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.+?-----END \1-----", re.S)
 # Certificate names: what a pair's file is called, and the control plane's key for it.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -170,6 +173,13 @@ def describe_key(public: object) -> tuple[str, str]:
     if isinstance(public, ed448.Ed448PublicKey):
         return "Ed448", "Ed448"
     return type(public).__name__, type(public).__name__
+
+
+def file_signature(paths: Iterable[Path]) -> Signature:
+    """What changes when a file is replaced or rewritten (mtime, size, inode of each);
+    raises OSError when one is gone."""
+    stats = [os.stat(path) for path in paths]
+    return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
 
 
 def load_into(ctx: ssl.SSLContext, pem: Pem, source: str) -> None:

@@ -27,7 +27,7 @@ from gtm.acme.flow import Issued, Solver, issue
 from gtm.acme.jws import AccountKey, decode_mac_key
 from gtm.errors import AcmeError, GtmError
 from regional_lb.acme_http import TokenFiles, tokens_dir
-from regional_lb.acme_store import Held, control_context, control_token, pair_store
+from regional_lb.acme_store import Held, control_api, pair_store
 from regional_lb.config import AcmeCertificate, AcmeSettings
 
 
@@ -168,9 +168,7 @@ class AcmeManager:
         settings = self.settings
         if cert.challenge == "http-01":
             return TokenFiles(tokens_dir(settings))
-        assert settings.control_api is not None
-        return ControlPlaneDns(settings.control_api, control_token(settings),
-                               settings.dns_servers, ssl_context=control_context(settings))
+        return ControlPlaneDns(control_api(settings), settings.dns_servers)
 
     def _schedule(self, cert: AcmeCertificate, state: CertState, at: float) -> None:
         state.next_at = at

@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gtm.acme.control_api import ControlApi
 from gtm.acme.flow import Issued
 from gtm.acme.jws import write_private
 from gtm.errors import AcmeError, ConfigError
+from gtm.tlscerts import dns_names
 from regional_lb.config import AcmeSettings
 from regional_lb.tls import PLACEHOLDER_ISSUER_CN as PLACEHOLDER
 
@@ -50,13 +51,8 @@ def held_pair(output: Path, name: str) -> Held | None:
         leaf = x509.load_pem_x509_certificate((output / f"{name}.pem").read_bytes())
     except (OSError, ValueError):
         return None
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = frozenset()
     issuer = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return Held(names, leaf.not_valid_before_utc, leaf.not_valid_after_utc,
+    return Held(frozenset(dns_names(leaf)), leaf.not_valid_before_utc, leaf.not_valid_after_utc,
                 bool(issuer) and issuer[0].value == PLACEHOLDER)
 
 
@@ -125,8 +121,6 @@ class DirectoryStore:
 
 class ControlPlaneStore:
     def __init__(self, settings: AcmeSettings):
-        assert settings.control_api is not None
-        self.api = settings.control_api.rstrip("/")
         self.settings = settings
 
     async def held(self, name: str) -> Held | None:
@@ -149,17 +143,8 @@ class ControlPlaneStore:
                             f"{body[:300]}")
 
     async def _call(self, method: str, name: str, body: object = None) -> tuple[int, str]:
-        url = f"{self.api}/v1/certificates/{quote(name, safe='')}"
-        headers = {"Authorization": f"Bearer {control_token(self.settings)}"}
-        try:
-            async with aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=control_context(self.settings) or True),
-                    timeout=aiohttp.ClientTimeout(total=30)) as session, \
-                    session.request(method, url, json=body, headers=headers) as response:
-                return response.status, await response.text()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise AcmeError(f"cannot reach the control plane at {self.api}: "
-                            f"{exc or type(exc).__name__}") from exc
+        return await control_api(self.settings).call(
+            method, f"/v1/certificates/{quote(name, safe='')}", json=body)
 
 
 def control_token(settings: AcmeSettings) -> str:
@@ -169,6 +154,12 @@ def control_token(settings: AcmeSettings) -> str:
         return path.read_text().strip()
     except OSError as exc:
         raise AcmeError(f"cannot read the control plane token {path}: {exc.strerror}") from exc
+
+
+def control_api(settings: AcmeSettings) -> ControlApi:
+    """The control plane as [lb.acme] names it (the token is read anew at each use)."""
+    assert settings.control_api is not None
+    return ControlApi(settings.control_api, control_token(settings), control_context(settings))
 
 
 def control_context(settings: AcmeSettings) -> ssl.SSLContext | None:

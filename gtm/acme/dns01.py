@@ -9,17 +9,16 @@ served; withdrawing removes exactly the values it added.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import defaultdict
 from urllib.parse import quote
 
-import aiohttp
 import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rdatatype
 
 from gtm import log
+from gtm.acme.control_api import ControlApi
 from gtm.acme.flow import Challenge
 from gtm.acme.jws import dns01_value
 from gtm.config.settings import Listen
@@ -33,49 +32,31 @@ def txt_owner(challenge: Challenge) -> str:
 class ControlPlaneDns:
     kind = "dns-01"
 
-    def __init__(self, api_url: str, token: str, servers: tuple[Listen, ...] = (),
-                 wait: float = 30.0, ssl_context: ssl.SSLContext | None = None):
-        self.api_url = api_url.rstrip("/")
-        self.ssl_context = ssl_context  # for an https API: its CA (None: the system's)
-        self.token = token
+    def __init__(self, api: ControlApi, servers: tuple[Listen, ...] = (), wait: float = 30.0):
+        self.api = api
         self.servers = servers
         self.wait = wait
 
     async def present(self, challenges: list[Challenge]) -> None:
         wanted = _values_by_owner(challenges)
-        async with self._session() as session:
-            for owner, values in wanted.items():
-                await self._call(session, "PUT", owner, json={"values": values})
+        for owner, values in wanted.items():
+            await self._call("PUT", owner, json={"values": values})
         log.acme.info("dns-01: published %s", ", ".join(sorted(wanted)))
         await self._until_served(wanted)
 
     async def cleanup(self, challenges: list[Challenge]) -> None:
-        async with self._session() as session:
-            for owner, values in _values_by_owner(challenges).items():
-                try:
-                    await self._call(session, "DELETE", owner, params=[("value", v)
-                                                                       for v in values])
-                except AcmeError as exc:  # the order's outcome matters more than the litter
-                    log.acme.warning("dns-01: could not withdraw %s: %s", owner, exc)
+        for owner, values in _values_by_owner(challenges).items():
+            try:
+                await self._call("DELETE", owner, params=[("value", v) for v in values])
+            except AcmeError as exc:  # the order's outcome matters more than the litter
+                log.acme.warning("dns-01: could not withdraw %s: %s", owner, exc)
 
-    def _session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.ssl_context or True),
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=aiohttp.ClientTimeout(total=30))
-
-    async def _call(self, session: aiohttp.ClientSession, method: str, owner: str,
-                    **kwargs: object) -> None:
-        url = f"{self.api_url}/v1/acme/challenges/{quote(owner, safe='')}"
-        try:
-            async with session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]
-                if response.status >= 300:
-                    text = (await response.text())[:300]
-                    raise AcmeError(f"the control plane refused {method} {owner}: "
-                                    f"HTTP {response.status} {text}")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise AcmeError(f"cannot reach the control plane at {self.api_url}: "
-                            f"{exc or type(exc).__name__}") from exc
+    async def _call(self, method: str, owner: str, **kwargs: object) -> None:
+        status, text = await self.api.call(
+            method, f"/v1/acme/challenges/{quote(owner, safe='')}", **kwargs)
+        if status >= 300:
+            raise AcmeError(f"the control plane refused {method} {owner}: HTTP {status} "
+                            f"{text[:300]}")
 
     async def _until_served(self, wanted: dict[str, list[str]]) -> None:
         loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gtm.errors import AcmeError
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def b64url(data: bytes) -> str:
@@ -108,7 +111,10 @@ def external_account_binding(account: AccountKey, kid: str, mac_key: bytes, url:
 
 def decode_mac_key(text: str) -> bytes:
     """A CA's EAB MAC key as they hand it out: base64url, padded or not."""
-    cleaned = text.strip()
+    cleaned = text.strip().rstrip("=")
+    # urlsafe_b64decode skips characters outside the alphabet; a typo must not pass.
+    if not _BASE64URL.fullmatch(cleaned):
+        raise AcmeError("the EAB MAC key is not base64url")
     try:
         key = base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
     except (ValueError, binascii.Error) as exc:

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 from pathlib import Path
 
 from gtm import log
 from gtm.errors import CertificateError
-from gtm.tlscerts import TLS12_CIPHERS, Pem, check_pair, load_into
+from gtm.tlscerts import TLS12_CIPHERS, Pem, check_pair, file_signature, load_into
 
 POLL_SECONDS = 5.0
-
-
-def _signature(cert: Path, key: Path) -> tuple[tuple[int, int, int], ...]:
-    stats = [os.stat(path) for path in (cert, key)]
-    return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
 
 
 class ApiTls:
@@ -38,7 +32,7 @@ class ApiTls:
         self.context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE \
             | ssl.OP_NO_RENEGOTIATION
         self.context.set_alpn_protocols(["http/1.1"])
-        self.seen = _signature(cert, key)
+        self.seen = file_signature((cert, key))
         self._load()  # raises CertificateError: the API does not start on a bad pair
         self._task: asyncio.Task[None] | None = None
 
@@ -68,7 +62,7 @@ class ApiTls:
     def rescan(self) -> bool:
         """Load the pair again if its files changed; True when a new one now serves."""
         try:
-            signature = _signature(self.cert, self.key)
+            signature = file_signature((self.cert, self.key))
         except OSError:
             return False  # being replaced: the next look sees it whole
         if signature == self.seen:

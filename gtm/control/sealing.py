@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gtm import log
-from gtm.errors import SealingError
+from gtm.errors import ConfigError, SealingError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -98,21 +98,31 @@ def key_file(explicit: Path | None, default: Path | None = None) -> Path | None:
     return Path(from_env) if from_env else default
 
 
-def read_key(path: Path) -> SecretKey:
+def read_base64_file(path: Path, size: int, what: str, hint: str,
+                     error: type[ConfigError] = SealingError) -> bytes:
+    """``size`` random bytes kept as base64 on one line (a secret key, ticket keys);
+    ``error`` (naming the file) says what is wrong, with ``hint`` on how to make one."""
     try:
         text = path.read_text(encoding="ascii").strip()
-        mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        raise SealingError(f"cannot read the secret key: {reason}", str(path)) from exc
+        raise error(f"cannot read the {what}: {reason}", str(path)) from exc
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise SealingError(f"must hold {KEY_BYTES} random bytes in base64 (make one with "
-                           "`gtm certs keygen FILE`)", str(path)) from exc
-    if len(raw) != KEY_BYTES:
-        raise SealingError(f"must hold {KEY_BYTES} random bytes in base64, not {len(raw)} "
-                           "(make one with `gtm certs keygen FILE`)", str(path))
+        raise error(f"must hold {size} random bytes in base64 ({hint})", str(path)) from exc
+    if len(raw) != size:
+        raise error(f"must hold {size} random bytes in base64, not {len(raw)} ({hint})",
+                    str(path))
+    return raw
+
+
+def read_key(path: Path) -> SecretKey:
+    raw = read_base64_file(path, KEY_BYTES, "secret key", "make one with `gtm certs keygen FILE`")
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SealingError(f"cannot read the secret key: {exc.strerror}", str(path)) from exc
     if stat.S_IMODE(mode) & 0o077:
         log.control.warning("secret key %s is readable by others (mode %o): chmod 600 it",
                             path, stat.S_IMODE(mode))

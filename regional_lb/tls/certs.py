@@ -9,12 +9,11 @@ way. Errors name the file and the reason and never carry key material.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gtm.errors import CertificateError
-from gtm.tlscerts import CheckedPair, Pem, check_pair, describe_key
+from gtm.tlscerts import CheckedPair, Pem, Signature, check_pair, describe_key, file_signature
 
 __all__ = ["CERT_SUFFIXES", "KEY_SUFFIX", "CertInfo", "PairFiles", "Pem", "Signature",
            "describe_key", "find_pairs", "load_pair", "signature"]
@@ -24,7 +23,7 @@ KEY_SUFFIX = ".key"
 
 # What changes when a pair's source changes: (mtime_ns, size, inode) of each file; for a
 # pair from the control plane, ((revision, key generation, 0),).
-Signature = tuple[tuple[int, int, int], ...]
+
 
 
 @dataclass(frozen=True)
@@ -87,8 +86,7 @@ def find_pairs(directory: Path) -> dict[str, PairFiles]:
 
 def signature(files: PairFiles) -> Signature:
     """What changes when a file is replaced or rewritten; raises OSError when one is gone."""
-    stats = [os.stat(path) for path in files.paths]
-    return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
+    return file_signature(files.paths)
 
 
 def load_pair(files: PairFiles, now: dt.datetime | None = None,

@@ -17,8 +17,6 @@ tickets made under the old keys then get a full handshake.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ctypes
 import os
 import ssl
@@ -26,6 +24,7 @@ import sys
 from pathlib import Path
 
 from gtm import log
+from gtm.control.sealing import read_base64_file
 from gtm.errors import CertificateError
 
 KEY_BYTES = 80
@@ -47,20 +46,8 @@ def process_keys() -> bytes:
 
 
 def read_key_file(path: Path) -> bytes:
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        raise CertificateError(f"cannot read the ticket key file: {reason}", str(path)) from exc
-    try:
-        keys = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise CertificateError("a ticket key file holds base64 of 80 random bytes "
-                               "(head -c 80 /dev/urandom | base64 -w0)", str(path)) from exc
-    if len(keys) != KEY_BYTES:
-        raise CertificateError(f"a ticket key file holds {KEY_BYTES} bytes, not {len(keys)}",
-                               str(path))
-    return keys
+    return read_base64_file(path, KEY_BYTES, "ticket key file",
+                            "head -c 80 /dev/urandom | base64 -w0", CertificateError)
 
 
 def use_file(path: Path | None) -> None:

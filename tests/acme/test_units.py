@@ -202,8 +202,9 @@ def test_external_account_binding_is_an_hmac_over_the_account_key() -> None:
     assert unb64(jws["signature"]) == expected
     from gtm.errors import AcmeError
 
-    for bad in ("not base64url!", "c2hvcnQ"):
-        with pytest.raises(AcmeError):
+    for bad, why in (("zWNDZM6eQGHWpSRTPal5eIUYFTu7Eaj+Ioguysq", "not base64url"),
+                     ("c2hvcnQ", "shorter than 16 bytes")):
+        with pytest.raises(AcmeError, match=why):
             decode_mac_key(bad)
 
 

@@ -91,8 +91,8 @@ def test_balancers_with_one_key_file_resume_each_other(pki: Pki, tmp_path: Path)
 
 
 @pytest.mark.parametrize(("content", "words"), [
-    ("not base64!", "base64 of 80"),
-    (base64.b64encode(b"short").decode(), "80 bytes, not 5"),
+    ("not base64!", "80 random bytes in base64 (head -c 80"),
+    (base64.b64encode(b"short").decode(), "80 random bytes in base64, not 5"),
 ])
 def test_a_bad_ticket_key_file_is_refused(tmp_path: Path, content: str, words: str) -> None:
     path = tmp_path / "tickets.key"
