@@ -48,6 +48,7 @@ Every key, with its default::
     proxy_protocol = false     # accept PROXY v1/v2 headers ...
     trusted_networks = []      # ... from these networks only (required with it)
     health_path = "/.gtm/health"
+    upgrades = ["websocket"]   # Upgrade protocols tunnelled to backends ([] for none; never h2c)
     [lb.listeners.tls]         # TLS on this listener (absent: plain TCP); see regional_lb.tls
     certificates = "certs/"    # NAME.crt + NAME.key or NAME.pem files (relative to this file)
     control = false            # true: also the control plane's certificates ([lb.tls] below);
@@ -146,6 +147,7 @@ the default does not stop it being served.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +259,7 @@ class ListenerSpec:
     trusted_networks: tuple[IpNetwork, ...] = ()
     health_path: str = "/.gtm/health"
     tls: TlsSpec | None = None       # terminate TLS on this listener
+    upgrades: tuple[str, ...] = ("websocket",)  # Upgrade protocols tunnelled to backends
 
 
 @dataclass(frozen=True)
@@ -434,7 +437,11 @@ def _backend(raw: Any, where: str, source: str) -> BackendSpec:
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
-                  "trusted_networks", "health_path", "tls")
+                  "trusted_networks", "health_path", "tls", "upgrades")
+# Upgrade protocols a listener may switch to. h2c is never one: HTTP/2 is the balancer's
+# own to speak, and a tunnel would let a client talk h2c to a backend past every check.
+NEVER_UPGRADES = frozenset({"h2c"})
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2
 
 
 def _listener(raw: Any, where: str, source: str, pools: list[str],
@@ -466,6 +473,7 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
     health = reader.get("health_path", str, "/.gtm/health")
     if not health.startswith("/"):
         raise reader.fail("health_path", "must start with /")
+    upgrades = _upgrades(reader)
     tls_table = reader.get("tls", dict)
     tls = listener_tls(tls_table, f"{where}.tls", source, mode, managed) \
         if tls_table is not None \
@@ -475,8 +483,20 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
     return ListenerSpec(
         name=reader.get("name", str, f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
         routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
-        health_path=health, tls=tls,
+        health_path=health, tls=tls, upgrades=upgrades,
     )
+
+
+def _upgrades(reader: Reader) -> tuple[str, ...]:
+    names = []
+    for i, item in enumerate(reader.get("upgrades", list, ["websocket"])):
+        if not isinstance(item, str) or TOKEN.fullmatch(item) is None:
+            raise reader.fail(f"upgrades[{i}]", "is not a protocol name (an HTTP token)")
+        if item.lower() in NEVER_UPGRADES:
+            raise reader.fail(f"upgrades[{i}]", f"{item} cannot be tunnelled (HTTP/2 toward "
+                              "clients is the balancer's own, never a backend's)")
+        names.append(item.lower())
+    return tuple(names)
 
 
 def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:

@@ -46,6 +46,7 @@ class Listener:
     default_host: bytes  # Host for HTTP/1.0 requests without one
     tls: ListenerTls | None = None  # TLS state (front context, counters) when terminating
     proto: bytes = b"http"          # X-Forwarded-Proto and Forwarded proto=
+    upgrades: frozenset[bytes] = frozenset()  # protocols an Upgrade may switch to
 
     def route(self, request: Request) -> PoolState:
         """The first route that matches, else the listener's pool."""
@@ -102,6 +103,7 @@ def compile_snapshot(config: LbConfig, previous: Snapshot | None, now: float,
             default_host=str(spec.bind).encode(),
             tls=(tls or {}).get(spec.name),
             proto=b"https" if spec.tls is not None else b"http",
+            upgrades=frozenset(name.encode() for name in spec.upgrades),
         )
         for spec in config.listeners
     }

@@ -48,6 +48,7 @@ class ClientBase(asyncio.Protocol):
     tried: tuple[BackendState, ...] = ()  # backends that failed this request
     stale_retry = False
     head_out = b""
+    upgrade: bytes | None = None  # the Upgrade offered to the backend (listener-allowed)
     body_left = 0
     decoder: ChunkedDecoder | None = None
     body_seen = 0

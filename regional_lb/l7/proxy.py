@@ -32,7 +32,9 @@ from regional_lb.l7.parser import (
     ChunkedDecoder,
     Request,
     _requests,
+    allowed_upgrade,
     check_partial_head,
+    check_request_line_length,
     chunk,
     parse_request_cached,
 )
@@ -176,12 +178,13 @@ class ClientProtocol(ClientBase):
                 head = head[2:]  # empty lines before a request line are ignored
             if not head:
                 continue
+            try:
+                check_request_line_length(head, limits.max_request_line)
+            except HttpError as exc:
+                self._reject(exc)
+                return
             if end > limits.max_header_bytes:
                 self._reject(HttpError(431, "request head too large"))
-                return
-            line_end = head.find(b"\r\n")
-            if (line_end if line_end >= 0 else len(head)) > limits.max_request_line:
-                self._reject(HttpError(414, "request line too long"))
                 return
             try:
                 request = _requests.get(head) or parse_request_cached(head,
@@ -253,9 +256,10 @@ class ClientProtocol(ClientBase):
             self.state = WAIT
             self.buffer = rest
         worker.request_count += 1
+        self.upgrade = allowed_upgrade(request.upgrade, listener.upgrades)
         self.head_out = request_head(request, self.client_ip,
                                      worker.request_prefix + b"%x" % worker.request_count,
-                                     listener.default_host, listener.proto)
+                                     listener.default_host, listener.proto, self.upgrade)
         if self.tls_headers:  # before the blank line that ends the head
             self.head_out = self.head_out[:-2] + self.tls_headers + b"\r\n"
         self._pick_and_send()
@@ -318,7 +322,7 @@ class ClientProtocol(ClientBase):
         request = self.request
         assert request is not None and upstream.transport is not None
         self.upstream = upstream
-        upstream.start(self, request.method == b"HEAD", request.upgrade is not None)
+        upstream.start(self, request.method == b"HEAD", self.upgrade)
         upstream.transport.write(self.head_out)
         self.deadline = self.started + self.worker.timeouts.backend_response
         self.deadline_status = 504

@@ -14,13 +14,13 @@ REASONS = {
 
 
 def request_head(request: Request, client_ip: bytes, request_id: bytes, default_host: bytes,
-                 proto: bytes = b"http") -> bytes:
+                 proto: bytes = b"http", upgrade: bytes | None = None) -> bytes:
     """The request line and headers for the backend.
 
-    Hop-by-hop headers and those named in Connection are gone; Host, Content-Length and
-    Transfer-Encoding are re-emitted normalized; X-Forwarded-For and Forwarded get the
-    client appended; X-Forwarded-Proto and -Host are replaced; X-Request-ID is added when
-    absent.
+    Hop-by-hop headers and those named in Connection (but the protected ones) are gone;
+    Host, Content-Length and Transfer-Encoding are re-emitted normalized; X-Forwarded-For
+    and Forwarded get the client appended; X-Forwarded-Proto and -Host are replaced;
+    X-Request-ID is added when absent; Upgrade only as the listener allows it.
     """
     host = request.host or default_host
     prefix = request.prefix
@@ -43,8 +43,8 @@ def request_head(request: Request, client_ip: bytes, request_id: bytes, default_
         parts += (b"\r\nX-Request-ID: ", request_id)
     if request.chunked:
         parts.append(b"\r\nTransfer-Encoding: chunked")
-    if request.upgrade is not None:
-        parts += (b"\r\nConnection: upgrade\r\nUpgrade: ", request.upgrade)
+    if upgrade is not None:  # what the listener allows of the client's Upgrade
+        parts += (b"\r\nConnection: upgrade\r\nUpgrade: ", upgrade)
     parts.append(b"\r\n\r\n")
     return b"".join(parts)
 

@@ -19,6 +19,7 @@ from regional_lb.l7.parser import (
     _responses,
     chunk,
     parse_response_cached,
+    upgrade_name,
 )
 from regional_lb.l7.rewrite import interim_response, response_head
 from regional_lb.tls.contexts import backend_tls
@@ -53,6 +54,18 @@ async def connect(backend: BackendState, timeout: float,
     return upstream
 
 
+def _switch_problem(offered: bytes | None, chosen: bytes | None) -> str:
+    """Why a backend's 101 cannot be tunnelled ("" when it can): it must switch to one
+    of the protocols the request offered (RFC 9110 7.8), nothing else."""
+    if offered is None:
+        return "101 without an upgrade request"
+    names = {upgrade_name(item) for item in offered.split(b",")}
+    picked = [upgrade_name(item) for item in (chosen or b"").split(b",") if item.strip()]
+    if not picked or any(name not in names for name in picked):
+        return "101 to a protocol the request did not offer"
+    return ""
+
+
 class UpstreamProtocol(asyncio.Protocol):
     def __init__(self, backend: BackendState):
         self.backend = backend
@@ -69,7 +82,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.got_bytes = False
         self.closed = False
         self.no_body = False
-        self.upgrade = False
+        self.upgrade: bytes | None = None  # protocols offered in the request's Upgrade
 
     # -- lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,7 +103,7 @@ class UpstreamProtocol(asyncio.Protocol):
         elif self.state != DONE:
             client.upstream_lost(self, exc, self.got_bytes)
 
-    def start(self, client: ClientProtocol, no_body: bool, upgrade: bool) -> None:
+    def start(self, client: ClientProtocol, no_body: bool, upgrade: bytes | None) -> None:
         """Take on one request: the client writes its head and body to our transport."""
         self.client = client
         self.state = HEAD
@@ -250,9 +263,10 @@ class UpstreamProtocol(asyncio.Protocol):
         extra = b""
         status = response.status
         if status == 101:
-            if not self.upgrade:
+            problem = _switch_problem(self.upgrade, response.upgrade)
+            if problem:
                 self.keep = False
-                client.upstream_failed(self, HttpError(502, "101 without an upgrade request"))
+                client.upstream_failed(self, HttpError(502, problem))
                 return None
             self.state = TUNNEL
             extra = b"\r\nConnection: upgrade"
