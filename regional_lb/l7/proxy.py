@@ -34,7 +34,6 @@ from regional_lb.l7.parser import (
     _requests,
     allowed_upgrade,
     check_partial_head,
-    check_request_line_length,
     chunk,
     parse_request_cached,
 )
@@ -178,10 +177,9 @@ class ClientProtocol(ClientBase):
                 head = head[2:]  # empty lines before a request line are ignored
             if not head:
                 continue
-            try:
-                check_request_line_length(head, limits.max_request_line)
-            except HttpError as exc:
-                self._reject(exc)
+            line_end = head.find(b"\r\n")  # 414 first: the more precise answer
+            if (line_end if line_end >= 0 else len(head)) > limits.max_request_line:
+                self._reject(HttpError(414, "request line too long"))
                 return
             if end > limits.max_header_bytes:
                 self._reject(HttpError(431, "request head too large"))
