@@ -23,6 +23,7 @@ Every key, with its default::
     redis_namespace = "gtm"    # key prefix: <ns>:lb:region:<region>:<worker>, <ns>:lb:regions
     report_interval = 1.0
     demo_backends = []         # "HOST:PORT" demo HTTP servers started with the balancer
+    via = "gtm"                # Via: 1.1 gtm on forwarded requests and responses; "" for none
 
     [lb.timeouts]              # seconds
     header_read = 10.0         # a whole request head (slowloris): 408
@@ -49,6 +50,7 @@ Every key, with its default::
     trusted_networks = []      # ... from these networks only (required with it)
     health_path = "/.gtm/health"
     upgrades = ["websocket"]   # Upgrade protocols tunnelled to backends ([] for none; never h2c)
+    backlog = 0                # listen queue length; 0: the kernel's maximum (somaxconn)
     [lb.listeners.tls]         # TLS on this listener (absent: plain TCP); see regional_lb.tls
     certificates = "certs/"    # NAME.crt + NAME.key or NAME.pem files (relative to this file)
     control = false            # true: also the control plane's certificates ([lb.tls] below);
@@ -128,7 +130,8 @@ Every key, with its default::
     check = { type = "http", path = "/healthz", interval = 2.0, timeout = 1.0, rise = 2, fall = 2,
               fastinter = 0.5 }  # active checks (tcp | http | https); see regional_lb.health
     outlier = { consecutive_5xx = 5, consecutive_gateway = 3, base_ejection = 10.0,
-                max_ejection = 300.0, max_ejection_percent = 50 }  # passive; absent: off
+                max_ejection = 300.0, max_ejection_percent = 50 }  # passive; absent:
+                               # gateway errors only (consecutive_5xx = 0); false: off
     panic_below = 0.5          # fewer healthy than this share: balance over all enabled
 
 Control-plane certificates (``control = true``) are the ones ``gtm certs upload`` (or
@@ -260,6 +263,7 @@ class ListenerSpec:
     health_path: str = "/.gtm/health"
     tls: TlsSpec | None = None       # terminate TLS on this listener
     upgrades: tuple[str, ...] = ("websocket",)  # Upgrade protocols tunnelled to backends
+    backlog: int = 0                 # listen queue; 0: the kernel's maximum (somaxconn)
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,7 @@ class LbConfig:
     redis_namespace: str = "gtm"     # key prefix, as the control plane's
     report_interval: float = 1.0
     demo_backends: tuple[Listen, ...] = ()  # built-in demo servers started with the balancer
+    via: str = "gtm"                 # pseudonym in the Via header; "" sends none
     tls: TlsSettings = field(default_factory=TlsSettings)
     acme: AcmeSettings | None = None
     source: str = "config"
@@ -300,7 +305,7 @@ def load_config(path: Path) -> LbConfig:
 
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
-        "report_interval", "demo_backends", "tls", "acme")
+        "report_interval", "demo_backends", "tls", "acme", "via")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
@@ -338,10 +343,18 @@ def build_config(raw: Any, source: str) -> LbConfig:
         redis_namespace=top.get("redis_namespace", str, "gtm"),
         report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
         demo_backends=addresses(top, "demo_backends"),
+        via=_via(top),
         tls=tls_settings(top.get("tls", dict, {}), source),
         acme=acme,
         source=source,
     ))
+
+
+def _via(top: Reader) -> str:
+    pseudonym = top.get("via", str, "gtm")
+    if pseudonym and TOKEN.fullmatch(pseudonym) is None:
+        raise top.fail("via", "must be a pseudonym (an HTTP token), or empty for no Via")
+    return pseudonym
 
 
 def _check_proxy_protocol_pools(listeners: tuple[ListenerSpec, ...],
@@ -414,11 +427,23 @@ def _pool(raw: Any, where: str, source: str) -> PoolSpec:
         tls_server_name=reader.get("tls_server_name", str),
         tls_verify=reader.get("tls_verify", bool, True),
         check=parse_check(raw["check"], f"{where}.check", source) if "check" in raw else None,
-        outlier=parse_outlier(raw["outlier"], f"{where}.outlier", source)
-        if "outlier" in raw else None,
+        outlier=_outlier(raw, where, source),
         panic_below=parse_panic_below(raw["panic_below"], f"{where}.panic_below", source)
         if "panic_below" in raw else 0.5,
     )
+
+
+# Passive ejection on gateway errors (refused, reset, timed out) is on unless a pool says
+# outlier = false: a dead backend then leaves rotation after a few failed attempts even
+# without active checks. 5xx responses are the application's business: not by default.
+DEFAULT_OUTLIER = OutlierSpec(consecutive_5xx=0)
+
+
+def _outlier(raw: dict[str, Any], where: str, source: str) -> OutlierSpec | None:
+    value = raw.get("outlier", True)
+    if isinstance(value, bool):
+        return DEFAULT_OUTLIER if value else None
+    return parse_outlier(value, f"{where}.outlier", source)
 
 
 def _backend(raw: Any, where: str, source: str) -> BackendSpec:
@@ -437,7 +462,7 @@ def _backend(raw: Any, where: str, source: str) -> BackendSpec:
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
-                  "trusted_networks", "health_path", "tls", "upgrades")
+                  "trusted_networks", "health_path", "tls", "upgrades", "backlog")
 # Upgrade protocols a listener may switch to. h2c is never one: HTTP/2 is the balancer's
 # own to speak, and a tunnel would let a client talk h2c to a backend past every check.
 NEVER_UPGRADES = frozenset({"h2c"})
@@ -484,6 +509,7 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
         name=reader.get("name", str, f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
         routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
         health_path=health, tls=tls, upgrades=upgrades,
+        backlog=reader.number("backlog", int, 0, 0, 1 << 20),
     )
 
 

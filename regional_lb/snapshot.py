@@ -47,6 +47,8 @@ class Listener:
     tls: ListenerTls | None = None  # TLS state (front context, counters) when terminating
     proto: bytes = b"http"          # X-Forwarded-Proto and Forwarded proto=
     upgrades: frozenset[bytes] = frozenset()  # protocols an Upgrade may switch to
+    # The Via line (RFC 9110 7.6.3) for messages received as HTTP/1.0 and 1.1, or empty.
+    via: tuple[bytes, bytes] = (b"", b"")
 
     def route(self, request: Request) -> PoolState:
         """The first route that matches, else the listener's pool."""
@@ -85,6 +87,12 @@ def balance_key(pool: PoolState, request: Request, client_ip: bytes) -> bytes:
     return client_ip
 
 
+def via_lines(pseudonym: str) -> tuple[bytes, bytes]:
+    if not pseudonym:
+        return (b"", b"")
+    return (b"\r\nVia: 1.0 " + pseudonym.encode(), b"\r\nVia: 1.1 " + pseudonym.encode())
+
+
 def compile_snapshot(config: LbConfig, previous: Snapshot | None, now: float,
                      seed: int | None = None,
                      tls: Mapping[str, ListenerTls] | None = None) -> Snapshot:
@@ -104,6 +112,7 @@ def compile_snapshot(config: LbConfig, previous: Snapshot | None, now: float,
             tls=(tls or {}).get(spec.name),
             proto=b"https" if spec.tls is not None else b"http",
             upgrades=frozenset(name.encode() for name in spec.upgrades),
+            via=via_lines(config.via),
         )
         for spec in config.listeners
     }

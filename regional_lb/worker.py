@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from gtm import log
 from gtm.metrics import LbBackendSample, LbSample
+from gtm.sockopts import listen_backlog
 from regional_lb.accesslog import make_access_log
 from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
@@ -168,7 +169,7 @@ class Worker:
         for key, spec in wanted.items():
             self.names[key] = spec.name
             if key not in self.servers:
-                sock = self.sockets.pop(key, None) or bind_listener(spec.bind)
+                sock = self.sockets.pop(key, None) or bind_listener(spec.bind, spec.backlog)
                 self.servers[key] = await self._serve(key, spec, sock)
         retiring = [key for key in self.servers if key not in wanted]
         if retiring:
@@ -184,11 +185,13 @@ class Worker:
     async def _serve(self, key: str, spec: ListenerSpec,
                      sock: socket.socket) -> asyncio.base_events.Server:
         listener = self.snapshot.listeners[spec.name]
+        backlog = listen_backlog(spec.backlog)
         if listener.tls is None:
-            return await self.loop.create_server(self._factory(key, spec.mode), sock=sock)
+            return await self.loop.create_server(self._factory(key, spec.mode), sock=sock,
+                                                 backlog=backlog)
         return await self.loop.create_server(
             self._factory(key, spec.mode), sock=sock, ssl=listener.tls.front,
-            ssl_handshake_timeout=self.timeouts.header_read)
+            ssl_handshake_timeout=self.timeouts.header_read, backlog=backlog)
 
     def _factory(self, key: str, mode: str) -> Callable[[], asyncio.Protocol]:
         if mode == "tcp":

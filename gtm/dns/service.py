@@ -16,6 +16,7 @@ from gtm.dns.render import ServerIdentity
 from gtm.dns.server import TcpProtocol, UdpProtocol
 from gtm.dns.sockets import WorkerSockets
 from gtm.health.overlay import ServingFeed
+from gtm.sockopts import listen_backlog
 from gtm.steering.chain import LocatorLike
 
 
@@ -71,7 +72,7 @@ class DnsService:
         for sock in self.sockets.tcp:
             server = await loop.create_server(
                 lambda: TcpProtocol(self.engine, self.settings.tcp_idle_timeout, self.connections),
-                sock=sock,
+                sock=sock, backlog=listen_backlog(),
             )
             self.servers.append(server)
         if self.settings.watch_interval > 0:

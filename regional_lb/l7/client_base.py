@@ -157,7 +157,7 @@ class ClientBase(asyncio.Protocol):
 
         The same steps as response_start + response_end + _finish, in one call.
         """
-        extra = self.connection_header(False)
+        extra = self.listener.via[response.minor] + self.connection_header(False)
         head = response.heads.get(extra) or response_head(response, extra)
         self.response_started = True
         self.status = response.status

@@ -257,7 +257,8 @@ class ClientProtocol(ClientBase):
         self.upgrade = allowed_upgrade(request.upgrade, listener.upgrades)
         self.head_out = request_head(request, self.client_ip,
                                      worker.request_prefix + b"%x" % worker.request_count,
-                                     listener.default_host, listener.proto, self.upgrade)
+                                     listener.default_host, listener.proto, self.upgrade,
+                                     listener.via)
         if self.tls_headers:  # before the blank line that ends the head
             self.head_out = self.head_out[:-2] + self.tls_headers + b"\r\n"
         self._pick_and_send()
@@ -288,7 +289,7 @@ class ClientProtocol(ClientBase):
         key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
         backend = pool.picker(pool, key, self.started, self.tried)
         if backend is None:
-            self._reject(HttpError(503, "no backend available"))
+            self._gateway_error(HttpError(503, "no backend available"))
             return
         self.backend = backend
         backend.active += 1
@@ -345,10 +346,12 @@ class ClientProtocol(ClientBase):
         if not retryable:  # sent already: only requests that may run twice, with no body
             retryable = (request.method in IDEMPOTENT and not request.body
                          and isinstance(error, UpstreamError) and error.status == 502)
-        if retryable and len(self.tried) <= pool.spec.retries and pool.take_retry():
+        unsent = isinstance(error, UpstreamError) and error.unsent
+        if retryable and len(self.tried) <= pool.spec.retries \
+                and (unsent or pool.take_retry()):
             self._pick_and_send()
             return
-        self._reject(HttpError(error.status, error.reason))
+        self._gateway_error(HttpError(error.status, error.reason))
 
     def _release_backend(self, failed: bool) -> None:
         backend, self.backend = self.backend, None
@@ -483,6 +486,28 @@ class ClientProtocol(ClientBase):
                 self._pause(PAUSE_CLIENT_FULL)
                 return
             self._heads(rest)
+
+    def _gateway_error(self, error: HttpError) -> None:
+        """A backend failed (502/503/504) after the whole request was read: the client's
+        stream is intact, so its connection stays open for the next request."""
+        if not self.request_done or not self.keep_alive or self.worker.stopping \
+                or self.transport is None or self.state == CLOSED:
+            self._reject(error)
+            return
+        self.worker.stats.rejected += 1
+        self.status = error.status
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.abort()
+        self._release_backend(failed=False)
+        if self.worker.access_log is not None and self.request is not None:
+            self.worker.access_log(self, self.worker.loop.time() - self.started)
+        self.request = None
+        self.transport.write(error_response(error.status, close=False, message=error.reason,
+                                            keep_alive_1_0=self.minor == 0))
+        self._resume(PAUSE_NO_UPSTREAM)
+        rest, self.buffer = self.buffer, b""
+        self._idle(rest)
 
     def _reject(self, error: HttpError) -> None:
         """Answer with an error of our own and close: the stream cannot be trusted after it."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
+
 from regional_lb.l7.parser import Request, Response
 
 REASONS = {
@@ -14,7 +17,8 @@ REASONS = {
 
 
 def request_head(request: Request, client_ip: bytes, request_id: bytes, default_host: bytes,
-                 proto: bytes = b"http", upgrade: bytes | None = None) -> bytes:
+                 proto: bytes = b"http", upgrade: bytes | None = None,
+                 via: tuple[bytes, bytes] = (b"", b"")) -> bytes:
     """The request line and headers for the backend.
 
     Hop-by-hop headers and those named in Connection (but the protected ones) are gone;
@@ -41,6 +45,8 @@ def request_head(request: Request, client_ip: bytes, request_id: bytes, default_
         parts = [prefix, suffix]
     if not request.has_request_id:
         parts += (b"\r\nX-Request-ID: ", request_id)
+    if via[request.minor]:
+        parts.append(via[request.minor])
     if request.chunked:
         parts.append(b"\r\nTransfer-Encoding: chunked")
     if upgrade is not None:  # what the listener allows of the client's Upgrade
@@ -91,12 +97,27 @@ def response_head(response: Response, extra: bytes) -> bytes:
     return head
 
 
-def error_response(status: int, close: bool, message: str | None = None) -> bytes:
+def http_date() -> bytes:
+    """The Date header's value (RFC 9110 6.6.1), made once a second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[:] = [now, formatdate(now, usegmt=True).encode()]
+    return _date[1]  # type: ignore[return-value]
+
+
+_date: list[int | bytes] = [0, b""]
+
+
+def error_response(status: int, close: bool, message: str | None = None,
+                   keep_alive_1_0: bool = False) -> bytes:
+    """An error of our own: never stored by a cache (it says nothing about the resource)."""
     reason = REASONS.get(status, b"Error")
     body = (message or reason.decode()).encode() + b"\n"
-    connection = b"Connection: close\r\n" if close else b""
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
-            % (status, reason, len(body), connection, body))
+    connection = b"Connection: close\r\n" if close \
+        else b"Connection: keep-alive\r\n" if keep_alive_1_0 else b""
+    return (b"HTTP/1.1 %d %s\r\nDate: %s\r\nCache-Control: no-store\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (status, reason, http_date(), len(body), connection, body))
 
 
 def interim_response(response: Response) -> bytes:
@@ -108,6 +129,7 @@ def health_response(healthy: bool, close: bool, head_only: bool) -> bytes:
     """The listener's own health path: 200 while serving, 503 once stopping has begun."""
     status = b"200 OK" if healthy else b"503 Service Unavailable"
     body = b"ok\n" if healthy else b"draining\n"
-    return (b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
-            % (status, len(body), b"Connection: close\r\n" if close else b"",
+    return (b"HTTP/1.1 %s\r\nDate: %s\r\nCache-Control: no-store\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (status, http_date(), len(body), b"Connection: close\r\n" if close else b"",
                b"" if head_only else body))

@@ -50,7 +50,8 @@ async def connect(backend: BackendState, timeout: float,
     except TimeoutError as exc:
         raise UpstreamError(504, "backend connect timeout", retryable=True) from exc
     except OSError as exc:
-        raise UpstreamError(502, f"backend connect failed: {exc}", retryable=True) from exc
+        raise UpstreamError(502, f"backend connect failed: {exc}", retryable=True,
+                            unsent=True) from exc
     return upstream
 
 
@@ -260,7 +261,7 @@ class UpstreamProtocol(asyncio.Protocol):
         """Decide the body's framing; the head for the client (None: failed or tunnel)."""
         if response.close:
             self.keep = False
-        extra = b""
+        extra = client.listener.via[response.minor]
         status = response.status
         if status == 101:
             problem = _switch_problem(self.upgrade, response.upgrade)
@@ -269,12 +270,13 @@ class UpstreamProtocol(asyncio.Protocol):
                 client.upstream_failed(self, HttpError(502, problem))
                 return None
             self.state = TUNNEL
-            extra = b"\r\nConnection: upgrade"
+            extra += b"\r\nConnection: upgrade"
             if response.upgrade is not None:
                 extra += b"\r\nUpgrade: " + response.upgrade
             client.response_start(self, response, response_head(response, extra), tunnel=True)
             return None
-        close_client = False
+        # A backend closing after an error may have lost track of the stream: so do we.
+        close_client = response.close and status >= 400
         if self.no_body or status in (204, 304):
             self.state = DONE
         elif response.chunked:
@@ -282,7 +284,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.decoder = ChunkedDecoder()
             self.raw_chunks = client.minor == 1
             if self.raw_chunks:
-                extra = CHUNKED_LINE
+                extra += CHUNKED_LINE
             else:
                 close_client = True
         elif response.content_length is not None:
@@ -293,9 +295,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self.keep = False
             self.chunk_out = client.minor == 1
             if self.chunk_out:
-                extra = CHUNKED_LINE
+                extra += CHUNKED_LINE
             else:
                 close_client = True
         if self.no_body and response.chunked:
-            extra = CHUNKED_LINE
+            extra += CHUNKED_LINE
         return response_head(response, extra + client.connection_header(close_client))
