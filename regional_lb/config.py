@@ -15,7 +15,7 @@ Every key, with its default::
     workers = 1                # processes sharing the listeners (gtm lb serve --workers)
     access_log = "off"         # off | text | json  (logger gtm.lb.access)
     admin = "127.0.0.1:9900"   # admin API (absent: none); needs admin_token
-    admin_token = "..."        # Authorization: Bearer <token>
+    admin_token = "..."        # Authorization: Bearer <token> (visible ASCII, no spaces)
     admin_tls = { certificates = "certs/" }  # HTTPS for the admin API (keys as a listener's tls)
     region = "local"           # the name in region reports
     capacity = 0               # in-flight requests the region takes; 0: sum of max_connections
@@ -24,6 +24,11 @@ Every key, with its default::
     report_interval = 1.0
     demo_backends = []         # "HOST:PORT" demo HTTP servers started with the balancer
     via = "gtm"                # Via: 1.1 gtm on forwarded requests and responses; "" for none
+    allowed_backend_networks = ["10.0.0.0/8"]  # CIDRs backends may be in, whoever adds them
+                               # (this file, the admin API, runtime overrides); absent:
+                               # all but link-local (169.254.0.0/16, fe80::/10), unspecified
+                               # (0.0.0.0, ::) and multicast (224.0.0.0/4, ff00::/8);
+                               # ::ffff:a.b.c.d is checked as a.b.c.d
 
     [lb.timeouts]              # seconds
     header_read = 10.0         # a whole request head (slowloris): 408
@@ -156,6 +161,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gtm.config.networks import (
+    DEFAULT_ALLOWED_BACKEND_NETWORKS,
+    check_backend_address,
+    parse_networks,
+)
 from gtm.config.settings import Listen
 from gtm.errors import ConfigError
 from gtm.steering.model import HealthCheck
@@ -284,6 +294,7 @@ class LbConfig:
     report_interval: float = 1.0
     demo_backends: tuple[Listen, ...] = ()  # built-in demo servers started with the balancer
     via: str = "gtm"                 # pseudonym in the Via header; "" sends none
+    allowed_backend_networks: tuple[IpNetwork, ...] = DEFAULT_ALLOWED_BACKEND_NETWORKS
     tls: TlsSettings = field(default_factory=TlsSettings)
     acme: AcmeSettings | None = None
     source: str = "config"
@@ -305,12 +316,14 @@ def load_config(path: Path) -> LbConfig:
 
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
-        "report_interval", "demo_backends", "tls", "acme", "via")
+        "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
     top = Reader(raw if raw is not None else {}, "lb", source, _TOP)
-    pools = tuple(_pool(item, f"lb.pools[{i}]", source) for i, item in enumerate(top.list("pools")))
+    allowed = _allowed_backend_networks(top)
+    pools = tuple(_pool(item, f"lb.pools[{i}]", source, allowed)
+                  for i, item in enumerate(top.list("pools")))
     if not pools:
         raise top.fail("pools", "needs at least one [[lb.pools]]")
     names = [p.name for p in pools]
@@ -335,7 +348,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         workers=top.number("workers", int, 1, 1, 256),
         access_log=top.choice("access_log", ("off", "text", "json"), "off"),
         admin=top.address("admin", required=False),
-        admin_token=top.get("admin_token", str),
+        admin_token=_admin_token(top),
         admin_tls=admin_tls(top, source),
         region=top.get("region", str, "local"),
         capacity=top.number("capacity", int, 0, 0, 10**9),
@@ -344,6 +357,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
         demo_backends=addresses(top, "demo_backends"),
         via=_via(top),
+        allowed_backend_networks=allowed,
         tls=tls_settings(top.get("tls", dict, {}), source),
         acme=acme,
         source=source,
@@ -355,6 +369,24 @@ def _via(top: Reader) -> str:
     if pseudonym and TOKEN.fullmatch(pseudonym) is None:
         raise top.fail("via", "must be a pseudonym (an HTTP token), or empty for no Via")
     return pseudonym
+
+
+def _allowed_backend_networks(top: Reader) -> tuple[IpNetwork, ...]:
+    if "allowed_backend_networks" not in top.table:
+        return DEFAULT_ALLOWED_BACKEND_NETWORKS
+    try:
+        return parse_networks(top.table["allowed_backend_networks"])
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, top.source, f"lb.{exc.where}") from exc
+
+
+def _admin_token(top: Reader) -> str | None:
+    """Visible ASCII only: what a client can send in an Authorization header and match."""
+    token = top.get("admin_token", str)
+    if token is not None and not (token.isascii() and token.isprintable()
+                                  and " " not in token):
+        raise top.fail("admin_token", "must be visible ASCII characters without spaces")
+    return token
 
 
 def _check_proxy_protocol_pools(listeners: tuple[ListenerSpec, ...],
@@ -395,13 +427,13 @@ _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_co
               "tls_server_name", "tls_verify", "check", "outlier", "panic_below")
 
 
-def _pool(raw: Any, where: str, source: str) -> PoolSpec:
+def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
     reader = Reader(raw, where, source, _POOL_KEYS)
     name = reader.get("name", str)
     if not name:
         raise reader.fail("name", "is required")
     backends = tuple(
-        _backend(item, f"{where}.backends[{i}]", source)
+        parse_backend(item, f"{where}.backends[{i}]", source, allowed)
         for i, item in enumerate(reader.list("backends"))
     )
     keys = [b.key for b in backends]
@@ -446,19 +478,40 @@ def _outlier(raw: dict[str, Any], where: str, source: str) -> OutlierSpec | None
     return parse_outlier(value, f"{where}.outlier", source)
 
 
-def _backend(raw: Any, where: str, source: str) -> BackendSpec:
+BACKEND_KEYS = ("address", "weight", "state")
+
+
+def parse_backend(raw: Any, where: str, source: str,
+                  allowed: tuple[IpNetwork, ...]) -> BackendSpec:
+    """One backend entry (``"H:P"`` or a table): of the file, the admin API and the
+    runtime overrides alike, so all of them accept and refuse the same things."""
     if isinstance(raw, str):
         raw = {"address": raw}
-    reader = Reader(raw, where, source, ("address", "weight", "state"))
+    reader = Reader(raw, where, source, BACKEND_KEYS)
+    return BackendSpec(backend_address(reader, allowed), **backend_values(reader))
+
+
+def backend_address(reader: Reader, allowed: tuple[IpNetwork, ...]) -> Listen:
+    """The ``address`` key: HOST:PORT with a port, inside allowed_backend_networks."""
     address = reader.address("address")
     assert address is not None
     if address.port == 0:
         raise reader.fail("address", "needs a port above 0")
-    return BackendSpec(
-        address=address,
-        weight=reader.number("weight", int, 1, 0, 10000),
-        state=reader.choice("state", ADMIN_STATES, "enabled"),
-    )
+    try:
+        check_backend_address(address.host, allowed)
+    except ConfigError as exc:
+        raise reader.fail("address", exc.reason) from exc
+    return address
+
+
+def backend_values(reader: Reader) -> dict[str, Any]:
+    """The ``weight`` and ``state`` keys that are present (a change names only those)."""
+    values: dict[str, Any] = {}
+    if "weight" in reader.table:
+        values["weight"] = reader.number("weight", int, 1, 0, 10000)
+    if "state" in reader.table:
+        values["state"] = reader.choice("state", ADMIN_STATES, "enabled")
+    return values
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -58,10 +59,14 @@ def parse_listen(text: str, default_port: int = DEFAULT_DNS_PORT) -> Listen:
         ipaddress.ip_address(host)
     except ValueError as exc:
         raise ConfigError(f"{host!r} is not an IP address", where=text) from exc
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError as exc:
-        raise ConfigError(f"port {port_text!r} is not a number", where=text) from exc
+    # ipaddress takes any text after "%" (newlines, NUL); a scope is an interface name.
+    if "%" in host and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", host.partition("%")[2]):
+        raise ConfigError(f"{host!r}: the scope after % must be an interface name", where=text)
+    # ASCII digits only: int() would also take other scripts' digits, "+1" and "1_0".
+    if port_text and not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise ConfigError(f"port {port_text[:16]!r} is not a number from 0 to 65535",
+                          where=text)
+    port = int(port_text) if port_text else default_port
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is out of range", where=text)
     return Listen(host, port)
