@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gtm import log
-from gtm.errors import ConfigError, GtmError, ServeError
+from gtm.errors import ConfigError, GtmError, RequestError, ServeError
+from gtm.json_input import read_json
 from regional_lb import overrides as ov
 from regional_lb.balancing import BackendState
 from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
@@ -212,11 +213,12 @@ class AdminServer:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            body = await request.json()
-        except RecursionError as exc:
-            raise ConfigError("body is nested too deeply", ADMIN) from exc
-        except (ValueError, LookupError) as exc:  # not JSON, not UTF-8, an unknown charset
-            raise ConfigError(f"body is not JSON: {exc}", ADMIN) from exc
+            body = await read_json(request)  # the shared strict reader: depth, duplicates, NUL
+        except RequestError as exc:
+            if exc.status != 400:  # 413: larger than the body size allowed
+                raise HttpError(exc.status, str(exc)) from exc
+            raise ConfigError(str(exc), ADMIN, None if exc.field == "body" else exc.field) \
+                from exc
         if not isinstance(body, dict):
             raise ConfigError("body must be a JSON object", ADMIN)
         return body

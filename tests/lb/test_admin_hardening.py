@@ -1,11 +1,16 @@
-"""The balancer's log, as an operator reads it (`gtm lb serve`'s stderr): an admin API
-request with an over-long or broken header line never gets the credential printed."""
+"""The balancer's admin API against crafted input: an over-long or broken header line never
+gets the credential into the log (`gtm lb serve`'s stderr, as an operator reads it), and
+bodies go through the same strict JSON reader as the control plane's."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +63,33 @@ backends = ["{backend.address}"]
     text = "".join(lb.lines)
     assert "LineTooLong (HTTP 400); its bytes are not logged" in text
     assert token not in text and token[:8] not in text
+
+
+def admin_put(port: int, method: str, path: str, data: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=data,
+        headers={"Authorization": "Bearer t", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_admin_bodies_are_read_strictly(env: Env) -> None:
+    backend = env.recorder("a")
+    env.balancer([backend.address], admin="127.0.0.1:0", admin_token="t")
+    assert env.handle is not None and env.handle.admin is not None
+    port = env.handle.admin.port
+    path = f"/pools/app/backends/{backend.address}"
+    cases = [
+        ("[" * 100_000 + "]" * 100_000, "deeper than 64 levels"),
+        ('{"weight": 2, "weight": 0}', 'duplicate key "weight"'),
+        ('{"weight": NaN}', "NaN is not a JSON number"),
+        ('{"state": "dra\\u0000in"}', "NUL"),
+    ]
+    for data, reason in cases:
+        status, body = admin_put(port, "PATCH", path, data.encode())
+        assert status == 400 and reason in body["error"], body
+    status, body = admin_put(port, "PATCH", path, b'{"weight": 3}')
+    assert (status, body["weight"]) == (200, 3), body
