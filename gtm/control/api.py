@@ -18,6 +18,7 @@ from gtm.config.document import ZONES, known_sections
 from gtm.control.auth import Authenticator, actor, principal, requires
 from gtm.control.diff import diff_documents
 from gtm.control.http import (
+    MAX_NUMBER,
     base_version,
     error_boundary,
     etag,
@@ -27,6 +28,7 @@ from gtm.control.http import (
     page_args,
     query_flag,
     query_int,
+    whole_number,
 )
 from gtm.control.openapi import openapi_document
 from gtm.control.service import ConfigService, Document, Proposal
@@ -227,10 +229,7 @@ def versioned(body: dict[str, Any], version: int) -> web.Response:
 
 
 def version_number(request: web.Request) -> int:
-    text = request.match_info["number"]
-    if not text.isdigit():
-        raise RequestError(400, "a version number is a whole number", "number")
-    return int(text)
+    return whole_number(request.match_info["number"], "number", 0, MAX_NUMBER)
 
 
 @requires("viewer")
@@ -253,7 +252,7 @@ async def get_version(request: web.Request) -> web.Response:
 @requires("viewer")
 async def get_diff(request: web.Request) -> web.Response:
     number = version_number(request)
-    against = query_int(request, "against", max(number - 1, 0), 0, 2**62)
+    against = query_int(request, "against", max(number - 1, 0), 0, MAX_NUMBER)
     assert against is not None
     service = service_of(request)
     changes = diff_documents(await service.document_at(against), await service.document_at(number))
