@@ -26,6 +26,7 @@ from gtm.control.http import (
     json_body,
     page,
     page_args,
+    plain_path_parameters,
     query_flag,
     query_int,
     whole_number,
@@ -42,7 +43,8 @@ AUTH = web.AppKey("auth", Authenticator)
 
 def build_app(service: ConfigService) -> web.Application:
     auth = Authenticator(service)
-    app = web.Application(middlewares=[error_boundary, auth.middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[error_boundary, auth.middleware, plain_path_parameters],
+                          client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
     routes = [

@@ -63,6 +63,21 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(500, "internal error; see the control plane's log")
 
 
+# Controls (NUL included) and lone surrogates: no name, id or number has them, and they
+# would reach queries, messages and the audit log.
+_NOT_IN_PATHS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+@web.middleware
+async def plain_path_parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a path parameter with a control character. Runs after authentication, so
+    an unauthenticated request is still refused (and audited) as such."""
+    for name, value in request.match_info.items():
+        if _NOT_IN_PATHS.search(value):
+            raise RequestError(400, f"the path's {name} holds a control character", name)
+    return await handler(request)
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     body = await read_json(request)
     if not isinstance(body, dict):

@@ -44,6 +44,27 @@ async def test_an_unauthenticated_nul_in_the_path_is_refused_and_audited(
         assert targets == ["GET /v1/config/zones/a%ED%A0%80b", "GET /v1/config/zones/a\\x00b"]
 
 
+async def test_control_characters_in_path_parameters_get_400(settings: ControlSettings) -> None:
+    async with running(settings) as (_plane, api):
+        await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
+        zone = json.dumps({"text": example_document()["zones"]["example.test."]}).encode()
+        cases = [
+            ("DELETE", "/v1/tokens/a%00b", None, "id"),
+            ("PUT", "/v1/config/zones/a%00b.", zone, "name"),
+            ("PUT", "/v1/config/zones/a%0ab.", zone, "name"),
+            ("GET", "/v1/config/zones/a%1bb.", None, "name"),
+            ("PUT", "/v1/acme/challenges/_acme-challenge.a%00b.example.test.",
+             b'{"values": ["x"]}', "name"),
+            ("GET", "/v1/versions/1%00", None, "number"),
+        ]
+        for method, path, data, field in cases:
+            status, body = await send(api, method, path, data, if_match=1)
+            assert (status, body["error"]["field"]) == (400, field), (path, body)
+            assert "control character" in body["error"]["message"]
+        status, body, _ = await api.call("GET", "/v1/config")
+        assert body["version"] == 1
+
+
 async def test_nul_and_lone_surrogates_in_names_and_messages_get_400(
     settings: ControlSettings,
 ) -> None:
@@ -91,7 +112,7 @@ async def test_version_numbers_out_of_range_or_not_ascii_digits_get_400(
             assert status == 400, (query, body)
         async with api.session.put(api.base + "/v1/config/sections/lb", json={"value": {}},
                                    headers={"Authorization": f"Bearer {api.token}",
-                                            "If-Match": '"١"'}) as response:
+                                            "If-Match": '"\u0661"'}) as response:
             body = await response.json()
             assert (response.status, body["error"]["field"]) == (400, "If-Match"), body
         status, body, _ = await api.call("GET", "/v1/versions/1")
