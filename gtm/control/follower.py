@@ -82,6 +82,7 @@ class ConfigFollower:
         self._redis = fanout.RedisFanout(settings.redis_url, self.namespace) \
             if settings.redis_url else None
         self._warned_at = 0.0
+        self._warned_ahead = False
         # More to report (e.g. {"health": ...} from gtm.health), merged into the info.
         self.status_extra: Callable[[], dict[str, Any]] | None = None
 
@@ -161,6 +162,9 @@ class ConfigFollower:
 
     async def _tick(self) -> None:
         try:
+            # Opening is idempotent too; a node that started from its snapshot has not
+            # opened the store yet (SQLite needs it; PostgreSQL connects lazily anyway).
+            await self.store.open()
             # Re-subscribing is idempotent and cheap while the subscription is live,
             # and makes a new one after the store's connection was lost.
             if self.settings.store_notify:
@@ -173,12 +177,29 @@ class ConfigFollower:
     async def _sync_once(self) -> None:
         head = await self.store.head()
         self.last_contact = time.time()
-        if head <= self.version or head == self._failed_version:
+        if head == self.version or (head and head == self._failed_version):
+            return
+        if head < self.version and not self._ahead_of(head):
             return
         record = await self.store.get(head)
         if record is None or record.document is None:
             return
         await self._adopt(record.number, record.document)
+
+    def _ahead_of(self, head: int) -> bool:
+        """This node serves a version the store has not reached: a store restored from a
+        backup, or a snapshot from another deployment. The store is the truth: True when
+        its head can be adopted (it has one); new commits are adopted as they come."""
+        if head == 0:
+            if not self._warned_ahead:
+                self._warned_ahead = True
+                log.follower.error("serving version %d but the store has no version at all; "
+                                   "keeping it until the store has one", self.version)
+            return False
+        log.follower.warning("serving version %d but the store's latest is %d (a restored "
+                             "store, or a snapshot from elsewhere): resyncing to %d",
+                             self.version, head, head)
+        return True
 
     async def _adopt(self, version: int, document: dict[str, Any]) -> None:
         """Compile and snapshot off the loop; then serve. A failure keeps the old version."""
