@@ -34,7 +34,7 @@ from gtm.control.http import (
 from gtm.control.openapi import openapi_document
 from gtm.control.service import ConfigService, Document, Proposal
 from gtm.control.store import NodeStatus, hash_secret, new_token
-from gtm.errors import NotFound, RequestError
+from gtm.errors import ConfigError, NotFound, RequestError
 
 MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
 SERVICE = web.AppKey("service", ConfigService)
@@ -308,7 +308,10 @@ async def post_token(request: web.Request) -> web.Response:
     body = await json_body(request)
     name, role = field(body, "name", str), field(body, "role", str)
     who = actor(principal(request))
-    record, secret = new_token(name, role, who)
+    try:
+        record, secret = new_token(name, role, who)
+    except ConfigError as exc:  # a bad field of this request, not a bad document (422)
+        raise RequestError(400, exc.reason, str(exc.where)) from None
     service = service_of(request)
     await service.store.add_token(record, hash_secret(secret))
     await service.audit(who, "token.create", record.id, "ok", {"name": name, "role": role})

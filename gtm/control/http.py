@@ -57,7 +57,10 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # 405: which methods the resource has (RFC 9110 15.5.6)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:  # the error boundary: a bug answers 500, never kills the server
         log.control.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal error; see the control plane's log")
