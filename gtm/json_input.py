@@ -17,6 +17,7 @@ and, where it can, where.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -27,6 +28,7 @@ from aiohttp import web
 from gtm.errors import RequestError
 
 MAX_DEPTH = 64  # the deepest real document (steering) is about 8
+OFF_LOOP_BYTES = 1 << 20  # bodies this large are parsed in a worker thread
 
 # Outside strings, only brackets change the depth; strings are skipped whole (escapes
 # included) so brackets inside them do not count. Exact for every prefix of valid
@@ -42,7 +44,9 @@ async def read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestError(413, f"the body is larger than {request.client_max_size} bytes",
                            "body") from exc
-    return parse(data)
+    if len(data) < OFF_LOOP_BYTES:
+        return parse(data)
+    return await asyncio.to_thread(parse, data)  # a large zone must not stall the loop
 
 
 def parse(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:

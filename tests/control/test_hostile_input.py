@@ -137,6 +137,9 @@ async def test_deep_duplicate_and_non_json_bodies_get_400_and_later_edits_work(
             ("/v1/config/sections/lb", '{"value": {}, "value": {"x": 1}}', 'duplicate key "value"'),
             ("/v1/config/sections/lb", '{"value": NaN}', "NaN is not a JSON number"),
             ("/v1/config/sections/lb", '{"value": 1e999}', "too large"),
+            # Large enough to be parsed off the event loop: the same rules there.
+            ("/v1/config/sections/lb", '{"value": {"pad": "' + "x" * (1 << 21) + '"}, "value": 1}',
+             'duplicate key "value"'),
         ]
         for path, data, reason in cases:
             status, body = await send(api, "PUT", path, data.encode(), if_match=1)
