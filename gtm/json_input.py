@@ -3,11 +3,12 @@
 Strict, because what it accepts is stored and handed to every node:
 
 - size: the body is read within the application's ``client_max_size`` (413 beyond it);
+- encoding: UTF-8, as RFC 8259 requires (a Content-Type naming another charset is 400);
 - depth: at most MAX_DEPTH levels of arrays and objects, checked before parsing, so a
   100,000-deep body is refused rather than crashing the parser, and a stored document
   can never be too deep for the code that copies, diffs and compiles it;
 - no duplicate keys (which value would win is a guess), no NaN or Infinity (not
-  JSON), no number too large to be a finite float;
+  JSON) and no number too large to be a finite float, each named by its JSON path;
 - no NUL and no lone surrogate in any string or key: neither can be stored as text
   (PostgreSQL refuses NUL, UTF-8 has no surrogates), and neither is ever meaningful.
 
@@ -39,11 +40,15 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 async def read_json(request: web.Request) -> Any:
     """The request's body as JSON, strictly (above); RequestError otherwise."""
+    charset = request.charset
+    if charset is not None and charset.lower().replace("-", "") != "utf8":
+        raise RequestError(400, f"the body must be UTF-8 JSON, not charset {charset[:40]!r}",
+                           "Content-Type")
     try:
         data = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestError(413, f"the body is larger than {request.client_max_size} bytes",
-                           "body") from exc
+        raise RequestError(413, f"the body exceeds the maximum body size of "
+                           f"{request.client_max_size} bytes", "body") from exc
     if len(data) < OFF_LOOP_BYTES:
         return parse(data)
     return await asyncio.to_thread(parse, data)  # a large zone must not stall the loop
@@ -54,15 +59,16 @@ def parse(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
-        raise RequestError(400, f"the body is not UTF-8: {exc.reason} at byte {exc.start}",
-                           "body") from exc
+        raise RequestError(400, f"the body is not JSON: not UTF-8 ({exc.reason} at byte "
+                           f"{exc.start})", "body") from exc
     _check_depth(text, max_depth)
     try:
-        value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant,
-                           parse_float=_finite_float)
-    except ValueError as exc:  # JSONDecodeError, and the hooks' refusals
-        raise RequestError(400, f"the body is not valid JSON: {exc}", "body") from exc
-    _check_strings(value)
+        # NaN, Infinity and 1e400 parse (as non-finite floats) so that the walk below can
+        # refuse them by their path; duplicate keys are refused here.
+        value = json.loads(text, object_pairs_hook=_object)
+    except ValueError as exc:  # JSONDecodeError, a duplicate key, an integer too long
+        raise RequestError(400, f"the body is not JSON: {exc}", "body") from exc
+    _check_values(value)
     return value
 
 
@@ -74,8 +80,8 @@ def _check_depth(text: str, max_depth: int) -> None:
             depth += 1
             if depth > max_depth:
                 raise RequestError(
-                    400, f"the body nests arrays and objects deeper than {max_depth} levels "
-                    f"(at character {token.start()})", "body")
+                    400, f"the body is nested too deeply: more than {max_depth} levels of "
+                    f"arrays and objects (at character {token.start()})", "body")
         elif char in "]}":
             depth -= 1
 
@@ -91,25 +97,17 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-def _constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is too large")
-    return value
-
-
-def _check_strings(value: Any) -> None:
-    """Every key and string in ``value`` storable as text; the first one that is not is
-    named by its JSON path. Iterative: the depth is bounded, but the width is not."""
+def _check_values(value: Any) -> None:
+    """Every key and string storable as text, every number finite; the first that is not
+    is named by its JSON path. Iterative: the depth is bounded, but the width is not."""
     pending: list[tuple[Any, str]] = [(value, "")]
     while pending:
         item, path = pending.pop()
         if isinstance(item, str):
             _storable(item, path)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise RequestError(400, f"the number at {path or 'the top'} is not a finite JSON "
+                               "number (NaN, Infinity, or too large)", path or "body")
         elif isinstance(item, dict):
             for key, child in item.items():
                 child_path = _child(path, key)

@@ -127,24 +127,35 @@ async def test_deep_duplicate_and_non_json_bodies_get_400_and_later_edits_work(
     async with running(settings) as (_plane, api):
         await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
         deep_lb = '{"value": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}"
+        too_deep = "nested too deeply: more than 64 levels"
         cases = [
-            ("/v1/config/sections/lb", deep_lb, "deeper than 64 levels"),
-            ("/v1/config/sections/lb", '{"value": ' + nested(100_000) + "}",
-             "deeper than 64 levels"),
-            ("/v1/config", nested(100_000), "deeper than 64 levels"),
-            ("/v1/config/sections/lb", '{"value": {"pools": 1, "pools": 2}}',
+            ("/v1/config/sections/lb", deep_lb, "body", too_deep),
+            ("/v1/config/sections/lb", '{"value": ' + nested(100_000) + "}", "body", too_deep),
+            ("/v1/config", nested(100_000), "body", too_deep),
+            ("/v1/config/sections/lb", '{"value": {"pools": 1, "pools": 2}}', "body",
              'duplicate key "pools"'),
-            ("/v1/config/sections/lb", '{"value": {}, "value": {"x": 1}}', 'duplicate key "value"'),
-            ("/v1/config/sections/lb", '{"value": NaN}', "NaN is not a JSON number"),
-            ("/v1/config/sections/lb", '{"value": 1e999}', "too large"),
+            ("/v1/config/sections/lb", '{"value": {}, "value": {"x": 1}}', "body",
+             'duplicate key "value"'),
+            ("/v1/config/sections/lb", '{"value": {"a": [NaN]}}', "value.a[0]", "not a finite"),
+            ("/v1/config/sections/lb", '{"value": {"b": -Infinity}}', "value.b", "not a finite"),
+            ("/v1/config/sections/lb", '{"value": 1e999}', "value", "not a finite"),
+            ("/v1/config/sections/lb", '{"value": 1' + "0" * 5000 + "}", "body", "not JSON"),
             # Large enough to be parsed off the event loop: the same rules there.
             ("/v1/config/sections/lb", '{"value": {"pad": "' + "x" * (1 << 21) + '"}, "value": 1}',
-             'duplicate key "value"'),
+             "body", 'duplicate key "value"'),
         ]
-        for path, data, reason in cases:
+        for path, data, field, reason in cases:
             status, body = await send(api, "PUT", path, data.encode(), if_match=1)
-            assert (status, body["error"]["field"]) == (400, "body"), body
+            assert (status, body["error"]["field"]) == (400, field), body
             assert reason in body["error"]["message"], body
+        status, body = await send(api, "PUT", "/v1/config/sections/lb", b"\xff{}", if_match=1)
+        assert (status, body["error"]["field"]) == (400, "body") and "not UTF-8" in str(body)
+        async with api.session.put(api.base + "/v1/config/sections/lb", data=b'{"value": {}}',
+                                   headers={"Authorization": f"Bearer {api.token}",
+                                            "If-Match": '"1"', "Content-Type":
+                                            "application/json; charset=latin-1"}) as response:
+            body = await response.json()
+            assert (response.status, body["error"]["field"]) == (400, "Content-Type"), body
         status, body, _ = await api.call("GET", "/v1/config")
         assert body["version"] == 1
         # A document as deep as the limit allows is still one every later edit can handle.

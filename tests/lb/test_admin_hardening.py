@@ -83,9 +83,8 @@ def test_admin_bodies_are_read_strictly(env: Env) -> None:
     port = env.handle.admin.port
     path = f"/pools/app/backends/{backend.address}"
     cases = [
-        ("[" * 100_000 + "]" * 100_000, "deeper than 64 levels"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ('{"weight": 2, "weight": 0}', 'duplicate key "weight"'),
-        ('{"weight": NaN}', "NaN is not a JSON number"),
         ('{"state": "dra\\u0000in"}', "NUL"),
     ]
     for data, reason in cases:
