@@ -76,13 +76,13 @@ def _check_depth(text: str, max_depth: int) -> None:
     depth = 0
     for token in _DEPTH_TOKENS.finditer(text):
         char = token.group()
-        if char in "[{":
+        if char in ("[", "{"):
             depth += 1
             if depth > max_depth:
                 raise RequestError(
                     400, f"the body is nested too deeply: more than {max_depth} levels of "
                     f"arrays and objects (at character {token.start()})", "body")
-        elif char in "]}":
+        elif char in ("]", "}"):
             depth -= 1
 
 
