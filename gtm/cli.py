@@ -10,19 +10,23 @@ from dataclasses import replace
 from pathlib import Path
 
 from gtm import __version__, log
-from gtm.config.settings import (
-    DnsSettings,
-    Listen,
-    default_workers,
-    load_dns_settings,
-    parse_listen,
-    validate,
-)
-from gtm.control import certs_cli
-from gtm.control import cli as control_cli
-from gtm.errors import ConfigError, GtmError
-from gtm.health import cli as health_cli
-from gtm.steering.state import SteeringState
+
+try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) ends quietly
+    from gtm.config.settings import (
+        DnsSettings,
+        Listen,
+        default_workers,
+        load_dns_settings,
+        parse_listen,
+        validate,
+    )
+    from gtm.control import certs_cli
+    from gtm.control import cli as control_cli
+    from gtm.errors import ConfigError, GtmError
+    from gtm.health import cli as health_cli
+    from gtm.steering.state import SteeringState
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
 
 REPO_ZONES = Path(__file__).resolve().parent.parent / "zones"
 EXAMPLE_REGIONS = tuple(
@@ -32,16 +36,41 @@ EXAMPLE_REGIONS = tuple(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Every command ends here: errors become one line, and a reader that went away
+    (`gtm config history | head -1`) or a Ctrl-C ends the command quietly."""
+    try:
+        try:
+            return _command(argv)
+        finally:
+            # A closed pipe shows here (after --help too), not in the interpreter's exit.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141  # what a shell reports for a command ended by SIGPIPE (128 + 13)
+    except KeyboardInterrupt:
+        return 130  # 128 + SIGINT, as shells report it
+
+
+def _command(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     log.setup(args.log_level)
     try:
         return int(args.handler(args))
     except GtmError as exc:
         print(f"gtm: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is still
+    buffered does not fail again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:
