@@ -335,9 +335,10 @@ def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def cmd_geo_build(args: argparse.Namespace) -> int:
     from gtm.geo.build import build_mmdb
+    from gtm.wording import counted
 
     count = build_mmdb(args.csv, args.out)
-    print(f"wrote {count} networks to {args.out}")
+    print(f"wrote {counted(count, 'network')} to {args.out}")
     return 0
 
 

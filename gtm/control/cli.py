@@ -22,6 +22,7 @@ from gtm.control.diff import render
 from gtm.control.follower import FollowerSettings
 from gtm.control.plane import ADMIN_TOKEN_FILE, ControlSettings
 from gtm.errors import ConfigError
+from gtm.wording import plural
 
 DEFAULT_API = "http://127.0.0.1:8080"
 DEFAULT_STATE = Path("var/control")
@@ -243,7 +244,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for item in items:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["created_at"]))
         extra = f" (rollback to {item['rollback_of']})" if item["rollback_of"] else ""
-        print(f"{item['version']:>6}  {when}  {item['author']:<24} {item['changes']:>3} changes"
+        changes = f"{item['changes']:>3} {plural(item['changes'], 'change'):<7}"
+        print(f"{item['version']:>6}  {when}  {item['author']:<24} {changes}"
               f"  {item['message']}{extra}")
     return 0
 

@@ -17,6 +17,7 @@ from gtm.dns.service import DnsService
 from gtm.dns.sockets import WorkerSockets, bind_workers
 from gtm.errors import ZoneError
 from gtm.geo.locate import DEFAULT_DATABASE, Locator
+from gtm.wording import counted
 from gtm.workers import Supervisor
 
 if TYPE_CHECKING:
@@ -79,8 +80,8 @@ def announce(settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult)
         host, port = sock.getsockname()[:2]
         log.dns.info("listening on %s port %d (UDP and TCP)", host, port)
     names = ", ".join(z.origin.to_text() for z in initial.zones.zones.values())
-    log.dns.info("serving %d zones: %s (%d workers)", len(initial.zones.zones), names,
-                 settings.workers)
+    log.dns.info("serving %s: %s (%s)", counted(len(initial.zones.zones), "zone"), names,
+                 counted(settings.workers, "worker"))
 
 
 def _worker_health(health: HealthSettings | None, index: int) -> HealthSettings | None:

@@ -100,6 +100,9 @@ async def test_history_into_head_ends_quietly(tmp_path: Path) -> None:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await shell.communicate()
         assert err.decode() == "" and out.decode().split()[0] == "3"
+        # Each version changed one thing: "1 change", not "1 changes".
+        code, out, _ = await gtm("config", "history", token=env["GTM_TOKEN"], api=plane.url)
+        assert code == 0 and out.count(" 1 change ") == 3 and "changes" not in out
         # The reader gone before a byte is written, so the write always meets a closed pipe.
         assert await asyncio.to_thread(into_closed_pipe, ["config", "history"], env) == (141, "")
     finally:

@@ -193,3 +193,13 @@ def test_ctrl_c_while_waiting_for_the_api_ends_quietly(tmp_path: Path) -> None:
             process.send_signal(signal.SIGINT)
             stdout, stderr = process.communicate(timeout=20)
     assert (process.returncode, stderr.decode(), stdout.decode()) == (130, "", "")
+
+
+def test_serve_counts_one_zone_and_one_worker_in_the_singular(
+    gtm_server: ServerFactory, tmp_path: Path
+) -> None:
+    zones = tmp_path / "one"
+    zones.mkdir()
+    (zones / "one.test.zone").write_text(ZONE_HEAD)
+    server = gtm_server(zones, workers=1)
+    assert "serving 1 zone: one.test. (1 worker)" in server.log()
