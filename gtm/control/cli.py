@@ -78,7 +78,8 @@ def add_commands(commands: Any) -> None:
     apply.add_argument("-f", "--file", type=Path, required=True, help="JSON document")
     apply.add_argument("-m", "--message", default="")
     apply.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
-    apply.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    apply.add_argument("--yes", action="store_true",
+                       help="apply without asking (required when stdin is not a terminal)")
     apply.set_defaults(handler=cmd_apply)
     diff = _client_options(sub.add_parser("diff", help="FILE against live, or two versions"))
     diff.add_argument("-f", "--file", type=Path)
@@ -197,6 +198,7 @@ def read_document(path: Path) -> dict[str, Any]:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    require_confirmation_or_yes(args)
     api = client(args)
     document = read_document(args.file)
     live = api.call("GET", "/v1/config")
@@ -209,13 +211,23 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     if args.dry_run or not preview["diff"]:
         return 0
-    if not args.yes and sys.stdin.isatty() and not _confirm("apply these changes?"):
+    if not args.yes and not _confirm("apply these changes?"):
         print("nothing changed")
         return 1
     # Same base as the preview: if anyone committed since, this is a 409, not a surprise.
     stored = api.call("PUT", "/v1/config", body, if_match=base).body
     print(f"version {stored['version']['version']} is live")
     return 0
+
+
+def require_confirmation_or_yes(args: argparse.Namespace) -> None:
+    """A change is confirmed at a terminal or asked for with --yes: a script, a pipe or
+    a cron job without a terminal never changes the live configuration by default."""
+    if args.yes or args.dry_run or sys.stdin.isatty():
+        return
+    raise ConfigError("stdin is not a terminal, so the change cannot be confirmed and "
+                      "nothing was changed; add --yes to apply it (--dry-run to preview)",
+                      "command line", "--yes")
 
 
 def _confirm(question: str) -> bool:

@@ -44,7 +44,12 @@ async def test_config_token_and_status_commands(tmp_path: Path) -> None:
         code, out, err = await gtm("config", "apply", "-f", str(doc), "--dry-run", **run)
         assert code == 0 and 'add    zones["example.test."]' in out, err
         assert await plane.store.head() == 0
+        # No terminal to confirm at (stdin is /dev/null here): only --yes applies.
         code, out, err = await gtm("config", "apply", "-f", str(doc), "-m", "first", **run)
+        assert code == 2 and "add --yes" in err and "nothing was changed" in err, out + err
+        assert await plane.store.head() == 0
+        code, out, err = await gtm("config", "apply", "-f", str(doc), "-m", "first", "--yes",
+                                   **run)
         assert code == 0 and "version 1 is live" in out, err
         doc.write_text(json.dumps(example_document("192.0.2.2")))
         code, out, _ = await gtm("config", "diff", "-f", str(doc), **run)
