@@ -32,7 +32,7 @@ ZONE_HEAD = (
 )
 # (id, what follows ZONE_HEAD, the line at fault, a regex for the reason)
 BAD_ZONES = [
-    ("bad-address", "www   A    127.0.0.999\n", 5, r"\S"),
+    ("bad-address", "www   A    127.0.0.999\n", 5, r"not an IPv4 address: 127\.0\.0\.999"),
     ("unknown-type", "www   AX   127.0.0.1\n", 5, r"unknown record type 'AX'"),
     (
         "cname-and-other-data",
