@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = zone_commands.add_parser("check", help="validate a zone directory")
     check.add_argument("directory", type=Path)
     check.set_defaults(handler=cmd_zones_check)
+    take = control_cli._client_options(zone_commands.add_parser(
+        "apply", help="make a zone's live configuration equal its files again (gtm up)"))
+    take.add_argument("zone", help="the zone whose files should win (example.test)")
+    take.add_argument("--zones", type=Path, help="the zone directory (default: zones/)")
+    take.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    take.add_argument("--yes", action="store_true",
+                      help="apply without asking (required when stdin is not a terminal)")
+    take.set_defaults(handler=cmd_zones_apply)
     _geo_commands(commands)
     _lb_commands(commands)
     _certs_commands(commands)
@@ -315,6 +323,36 @@ def cmd_zones_check(args: argparse.Namespace) -> int:
         print(f"error {error}")
     return 1 if result.errors else 0
 
+
+
+def cmd_zones_apply(args: argparse.Namespace) -> int:
+    """Take a zone back from the control plane: its files' content becomes live, and
+    `gtm up`'s watcher follows the files of that zone again."""
+    from gtm.control.diff import render
+    from gtm.control.zonedir import take_back
+
+    control_cli.require_confirmation_or_yes(args)
+    zones_dir = args.zones or default_zones_dir()
+    zone = args.zone.rstrip(".") + "."
+    api = control_cli.client(args)
+    live = api.call("GET", "/v1/config")
+    base = int(live.body["version"])
+    body = {"document": take_back(zones_dir, zone, live.body["document"]),
+            "message": f"zones apply {zone}: its files in {zones_dir} are live again"}
+    preview = api.call("PUT", "/v1/config?dry_run=true", body, if_match=base).body
+    if not preview["diff"]:
+        print(f"version {base} already holds the files of {zone}; nothing to change")
+        return 0
+    print(f"changes against version {base}:")
+    sys.stdout.write(render(preview["diff"]))
+    if args.dry_run:
+        return 0
+    if not args.yes and not control_cli.confirm("apply these changes?"):
+        print("nothing changed")
+        return 1
+    stored = api.call("PUT", "/v1/config", body, if_match=base).body
+    print(f"version {stored['version']['version']} is live; {zone} follows its files again")
+    return 0
 
 
 def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -2,41 +2,31 @@
 
 The control plane keeps the configuration (SQLite in ``var/`` by default, or
 PostgreSQL and Redis when given) and the DNS node follows it. The zone directory
-stays a way to change it: files that change while gtm runs (and files that differ
-from the store when it starts) become new versions, zone by zone, through the same
-validator as the API, so an edit in ``zones/`` and a ``gtm config apply`` both
-work and neither silently undoes the other's unrelated changes.
+stays a way to change it (gtm.control.zonedir): files that change while gtm runs, or
+while it was down, become new versions zone by zone, and an entry changed through the
+control plane is not overwritten by its file until it is taken back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gtm import log
-from gtm.config.document import document_from_zone_dir
 from gtm.config.settings import DnsSettings, Listen
 from gtm.control.embedded import Embedded, start_embedded
 from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file
-from gtm.control.service import ConfigService
 from gtm.control.stores import DEFAULT_SQLITE_NAME
-from gtm.dns.loader import Signature, signature
+from gtm.control.zonedir import RECORD_FILE, ZoneDirSync
 from gtm.dns.node import load_or_fail, open_locator, run_async, wait_for_stop
 from gtm.dns.service import DnsService
 from gtm.dns.sockets import bind_workers
-from gtm.errors import ConfigError, GtmError
 from gtm.health.service import HealthService, HealthSettings
 
-FILE_SECTIONS = ("zones", "steering", "state")
-AUTHOR = "zones-dir"
-
-Entry = tuple[str, str]  # (section, zone name)
 Stopper = Callable[[], Awaitable[None]]
 
 
@@ -86,11 +76,12 @@ async def _main(settings: UpSettings) -> None:
             summary = checker.summary
             embedded.follower.status_extra = lambda: {"health": summary()}
             checker.on_change = _auditor(embedded, checker.settings.observer_id)
-        sync = ZoneDirSync(embedded.plane.service, dns.zones_dir)
-        await sync.run_once(at_start=True)
+        sync = ZoneDirSync(embedded.plane.service, dns.zones_dir,
+                           settings.state_dir / RECORD_FILE)
+        await sync.run_once()
         stoppers.append(await _watch(sync, dns.watch_interval))
         _announce(settings, sockets.udp, embedded)
-        await wait_for_stop(on_reload=sync.run_once)
+        await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
     finally:
         for stop in reversed(stoppers):
             with contextlib.suppress(Exception):
@@ -171,68 +162,3 @@ def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
                  "listeners with tls.control = true; keys sealed with %s)",
                  embedded.plane.settings.resolved_key_file())
     log.cli.info("zones: %s (edits become new versions)", settings.dns.zones_dir)
-
-
-class ZoneDirSync:
-    """Turns changes of the zone directory into versions, one zone entry at a time."""
-
-    def __init__(self, service: ConfigService, zones_dir: Path):
-        self.service = service
-        self.zones_dir = zones_dir
-        self.seen_signature: Signature | None = None
-        self.seen_entries: dict[Entry, str] | None = None
-
-    async def run_once(self, at_start: bool = False) -> None:
-        try:
-            await self._sync(at_start)
-        except (GtmError, OSError, ValueError) as exc:
-            # A bad file is reported and the live version stays; the next edit retries.
-            log.zones.error("zone directory not applied: %s", exc)
-
-    async def _sync(self, at_start: bool) -> None:
-        loop = asyncio.get_running_loop()
-        current_signature = await loop.run_in_executor(None, signature, self.zones_dir)
-        if current_signature == self.seen_signature:
-            return
-        document = await loop.run_in_executor(None, document_from_zone_dir, self.zones_dir)
-        entries = _entries(document)
-        head = await self.service.store.head()
-        live = await self.service.document_at(head)
-        # At start, compare with the store (files edited while gtm was down win, but a
-        # missing file removes nothing); later, with what the files said last time.
-        previous = _entries(live) if at_start else (self.seen_entries or {})
-        changed = {k: v for k, v in entries.items() if previous.get(k) != v}
-        removed = set() if at_start else set(previous) - set(entries)
-        if changed or removed:
-            updated = _apply(live, document, changed, removed)
-            if updated != live:
-                names = sorted({zone for _, zone in (*changed, *removed)})
-                await self.service.propose(updated, head, AUTHOR,
-                                           f"zone directory changed: {', '.join(names)}")
-        self.seen_signature = current_signature
-        self.seen_entries = entries
-
-
-def _entries(document: dict[str, Any]) -> dict[Entry, str]:
-    entries: dict[Entry, str] = {}
-    for section in FILE_SECTIONS:
-        table = document.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"section {section} is not an object")
-        for zone, value in table.items():
-            entries[(section, zone)] = json.dumps(value, sort_keys=True)
-    return entries
-
-
-def _apply(
-    live: dict[str, Any], files: dict[str, Any], changed: dict[Entry, str], removed: set[Entry]
-) -> dict[str, Any]:
-    updated = copy.deepcopy(live)
-    for section, zone in changed:
-        updated.setdefault(section, {})[zone] = copy.deepcopy(files[section][zone])
-    for section, zone in removed:
-        updated.get(section, {}).pop(zone, None)
-    for section in FILE_SECTIONS:
-        if section in updated and not updated[section]:
-            del updated[section]
-    return updated

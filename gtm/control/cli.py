@@ -211,7 +211,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     if args.dry_run or not preview["diff"]:
         return 0
-    if not args.yes and not _confirm("apply these changes?"):
+    if not args.yes and not confirm("apply these changes?"):
         print("nothing changed")
         return 1
     # Same base as the preview: if anyone committed since, this is a 409, not a surprise.
@@ -230,7 +230,7 @@ def require_confirmation_or_yes(args: argparse.Namespace) -> None:
                       "command line", "--yes")
 
 
-def _confirm(question: str) -> bool:
+def confirm(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
