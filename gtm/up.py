@@ -18,16 +18,20 @@ from typing import Any
 
 from gtm import log
 from gtm.config.settings import DnsSettings, Listen
-from gtm.control.embedded import Embedded, start_embedded
+from gtm.control.embedded import NODE_STATE, Embedded, start_embedded
 from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file
+from gtm.control.snapshot import snapshot_path
 from gtm.control.stores import DEFAULT_SQLITE_NAME
-from gtm.control.zonedir import RECORD_FILE, ZoneDirSync
-from gtm.dns.node import load_or_fail, open_locator, run_async, wait_for_stop
+from gtm.control.zonedir import RECORD_FILE, ZoneDirSync, zone_of_file
+from gtm.dns.loader import LoadResult, load_directory
+from gtm.dns.node import open_locator, run_async, wait_for_stop
 from gtm.dns.service import DnsService
 from gtm.dns.sockets import bind_workers
+from gtm.errors import ZoneError
 from gtm.health.service import HealthService, HealthSettings
 
 Stopper = Callable[[], Awaitable[None]]
+STOP_GRACE = 2.0  # seconds open TCP conversations get to finish at SIGTERM
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,14 @@ def up(settings: UpSettings) -> int:
 
 async def _main(settings: UpSettings) -> None:
     dns = settings.dns
-    initial = load_or_fail(dns)
+    initial = _initial_zones(settings)
     sockets = bind_workers(dns.listen, 1)[0]
     # The node follows the store; the zone directory reaches it through ZoneDirSync.
     service = DnsService(replace(dns, watch_interval=0), sockets, initial, open_locator(dns))
     await service.start()
-    stoppers: list[Stopper] = [service.stop]
+    stoppers: list[tuple[str, Stopper]] = [
+        (f"the DNS service (open TCP conversations get {STOP_GRACE:g} s)",
+         lambda: service.stop(STOP_GRACE))]
     try:
         stoppers += await _start_regions(settings.regions, *_control_for_regions(settings))
         checker = None
@@ -65,13 +71,13 @@ async def _main(settings: UpSettings) -> None:
             checker = HealthService(replace(settings.health, redis_url=settings.redis),
                                     service.feed)
             await checker.start()
-            stoppers.append(checker.stop)
+            stoppers.append(("health checks", checker.stop))
         embedded = await start_embedded(
             service, dns.zones_dir, settings.state_dir, host=settings.api.host,
             port=settings.api.port, store_url=settings.postgres, redis_url=settings.redis,
             tls=settings.api_tls,
         )
-        stoppers.append(embedded.stop)
+        stoppers.append(("the config follower and the control plane API", embedded.stop))
         if checker is not None:
             summary = checker.summary
             embedded.follower.status_extra = lambda: {"health": summary()}
@@ -79,13 +85,43 @@ async def _main(settings: UpSettings) -> None:
         sync = ZoneDirSync(embedded.plane.service, dns.zones_dir,
                            settings.state_dir / RECORD_FILE)
         await sync.run_once()
-        stoppers.append(await _watch(sync, dns.watch_interval))
+        stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
-        await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
+        received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
+        log.cli.info("%s received: shutting down", received)
     finally:
-        for stop in reversed(stoppers):
-            with contextlib.suppress(Exception):
-                await stop()
+        await _stop_all(stoppers)
+
+
+async def _stop_all(stoppers: list[tuple[str, Stopper]]) -> None:
+    """Newest first, each step in the log; one that fails does not keep the rest up."""
+    for what, stop in reversed(stoppers):
+        log.cli.info("stopping %s", what)
+        try:
+            await stop()
+        except Exception:
+            log.cli.exception("stopping %s failed", what)
+    log.cli.info("stopped")
+
+
+def _initial_zones(settings: UpSettings) -> LoadResult:
+    """The zone directory, checked. With a bad zone, a node that served before starts
+    anyway (loudly): its follower serves the last-known-good snapshot at once, and the
+    watcher keeps refusing the bad file until it is fixed. Only a first start, with no
+    snapshot to fall back on, refuses."""
+    result = load_directory(settings.dns.zones_dir)  # logs each bad file: file, line, why
+    if not result.errors:
+        return result
+    snapshot = snapshot_path(settings.state_dir / NODE_STATE)
+    if not snapshot.exists():
+        raise ZoneError("refusing to start with invalid zones (and no last-known-good "
+                        f"snapshot in {snapshot.parent} to start from):\n  "
+                        + "\n  ".join(str(e) for e in result.errors))
+    bad = ", ".join(sorted({zone_of_file(Path(str(e.source))) for e in result.errors}))
+    log.cli.error("BAD ZONE FILES for %s: starting from the last-known-good snapshot %s; "
+                  "those zones keep the version served before until their files are fixed",
+                  bad, snapshot)
+    return LoadResult(result.zones, (), result.signature)
 
 
 def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str], None]:
@@ -119,7 +155,7 @@ def _control_for_regions(settings: UpSettings) -> tuple[str, Path]:
 
 
 async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path
-                         ) -> list[Stopper]:
+                         ) -> list[tuple[str, Stopper]]:
     """The regional balancers, in this loop. Imported here: `gtm up` composes both
     tiers, while the gtm package itself never depends on regional_lb."""
     if not paths:
@@ -133,7 +169,8 @@ async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path
     handles = await start_regions(list(paths), loader=load)
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s", handle.snapshot.config.region, path)
-    return [handle.stop for handle in handles]
+    return [(f"the balancer of region {handle.snapshot.config.region}", handle.stop)
+            for handle in handles]
 
 
 async def _watch(sync: ZoneDirSync, interval: float) -> Stopper:

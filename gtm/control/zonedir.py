@@ -52,6 +52,15 @@ def file_of(directory: Path, entry: Entry) -> Path:
     return directory / f"{zone.rstrip('.')}{SUFFIXES[section]}"
 
 
+def zone_of_file(path: Path) -> str:
+    """The zone a zone, steering or state file belongs to ("example.test.")."""
+    name = path.name
+    for suffix in (STEERING_SUFFIX, STATE_SUFFIX, ZONE_SUFFIX):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix).rstrip(".") + "."
+    return name
+
+
 def take_back_command(directory: Path, zone: str) -> str:
     return f"gtm zones apply {zone.rstrip('.')} --zones {directory}"
 

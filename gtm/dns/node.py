@@ -130,10 +130,11 @@ def run_worker(
     return 0
 
 
-async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-    """Until SIGTERM or SIGINT; SIGHUP runs on_reload meanwhile."""
+async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> str:
+    """Until SIGTERM or SIGINT (its name is returned); SIGHUP runs on_reload meanwhile."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    received: list[str] = []
     pending: set[asyncio.Task[Any]] = set()
 
     def reload() -> None:
@@ -141,10 +142,15 @@ async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> No
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    def stopping(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stopping, signal.SIGTERM)
+    loop.add_signal_handler(signal.SIGINT, stopping, signal.SIGINT)
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
+    return received[0]
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
