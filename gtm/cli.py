@@ -10,19 +10,23 @@ from dataclasses import replace
 from pathlib import Path
 
 from gtm import __version__, log
-from gtm.config.settings import (
-    DnsSettings,
-    Listen,
-    default_workers,
-    load_dns_settings,
-    parse_listen,
-    validate,
-)
-from gtm.control import certs_cli
-from gtm.control import cli as control_cli
-from gtm.errors import ConfigError, GtmError
-from gtm.health import cli as health_cli
-from gtm.steering.state import SteeringState
+
+try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) ends quietly
+    from gtm.config.settings import (
+        DnsSettings,
+        Listen,
+        default_workers,
+        load_dns_settings,
+        parse_listen,
+        validate,
+    )
+    from gtm.control import certs_cli
+    from gtm.control import cli as control_cli
+    from gtm.errors import ConfigError, GtmError
+    from gtm.health import cli as health_cli
+    from gtm.steering.state import SteeringState
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
 
 REPO_ZONES = Path(__file__).resolve().parent.parent / "zones"
 EXAMPLE_REGIONS = tuple(
@@ -32,16 +36,41 @@ EXAMPLE_REGIONS = tuple(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Every command ends here: errors become one line, and a reader that went away
+    (`gtm config history | head -1`) or a Ctrl-C ends the command quietly."""
+    try:
+        try:
+            return _command(argv)
+        finally:
+            # A closed pipe shows here (after --help too), not in the interpreter's exit.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141  # what a shell reports for a command ended by SIGPIPE (128 + 13)
+    except KeyboardInterrupt:
+        return 130  # 128 + SIGINT, as shells report it
+
+
+def _command(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     log.setup(args.log_level)
     try:
         return int(args.handler(args))
     except GtmError as exc:
         print(f"gtm: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is still
+    buffered does not fail again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = zone_commands.add_parser("check", help="validate a zone directory")
     check.add_argument("directory", type=Path)
     check.set_defaults(handler=cmd_zones_check)
+    take = control_cli._client_options(zone_commands.add_parser(
+        "apply", help="make a zone's live configuration equal its files again (gtm up)"))
+    take.add_argument("zone", help="the zone whose files should win (example.test)")
+    take.add_argument("--zones", type=Path, help="the zone directory (default: zones/)")
+    take.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    take.add_argument("--yes", action="store_true",
+                      help="apply without asking (required when stdin is not a terminal)")
+    take.set_defaults(handler=cmd_zones_apply)
     _geo_commands(commands)
     _lb_commands(commands)
     _certs_commands(commands)
@@ -288,6 +325,36 @@ def cmd_zones_check(args: argparse.Namespace) -> int:
 
 
 
+def cmd_zones_apply(args: argparse.Namespace) -> int:
+    """Take a zone back from the control plane: its files' content becomes live, and
+    `gtm up`'s watcher follows the files of that zone again."""
+    from gtm.control.diff import render
+    from gtm.control.zonedir import take_back
+
+    control_cli.require_confirmation_or_yes(args)
+    zones_dir = args.zones or default_zones_dir()
+    zone = args.zone.rstrip(".") + "."
+    api = control_cli.client(args)
+    live = api.call("GET", "/v1/config")
+    base = int(live.body["version"])
+    body = {"document": take_back(zones_dir, zone, live.body["document"]),
+            "message": f"zones apply {zone}: its files in {zones_dir} are live again"}
+    preview = api.call("PUT", "/v1/config?dry_run=true", body, if_match=base).body
+    if not preview["diff"]:
+        print(f"version {base} already holds the files of {zone}; nothing to change")
+        return 0
+    print(f"changes against version {base}:")
+    sys.stdout.write(render(preview["diff"]))
+    if args.dry_run:
+        return 0
+    if not args.yes and not control_cli.confirm("apply these changes?"):
+        print("nothing changed")
+        return 1
+    stored = api.call("PUT", "/v1/config", body, if_match=base).body
+    print(f"version {stored['version']['version']} is live; {zone} follows its files again")
+    return 0
+
+
 def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     geo = commands.add_parser("geo", help="GeoIP databases")
     geo_commands = geo.add_subparsers(dest="geo_command", required=True)
@@ -306,9 +373,10 @@ def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def cmd_geo_build(args: argparse.Namespace) -> int:
     from gtm.geo.build import build_mmdb
+    from gtm.wording import counted
 
     count = build_mmdb(args.csv, args.out)
-    print(f"wrote {count} networks to {args.out}")
+    print(f"wrote {counted(count, 'network')} to {args.out}")
     return 0
 
 

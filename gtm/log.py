@@ -111,10 +111,31 @@ aiohttp_server.addFilter(WithoutRequestBytes())
 
 
 def handler(stream: TextIO | None = None) -> logging.Handler:
-    """The product's log handler: one escaped line per record, on ``stream`` (stderr)."""
-    made = logging.StreamHandler(stream or sys.stderr)
+    """The product's log handler: one escaped line per record, on ``stream`` (default:
+    whatever sys.stderr is at each record)."""
+    made = logging.StreamHandler(stream) if stream is not None else CurrentStderrHandler()
     made.setFormatter(OneLineFormatter(FORMAT))
     return made
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    A handler bound to the stream object of the moment outlives it when the stream is
+    replaced and closed (pytest's captures, a CLI run in-process), and every later record
+    ends in "--- Logging error --- I/O operation on closed file".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass  # always sys.stderr, looked up at each record
 
 
 def setup(level: str | None = None) -> None:

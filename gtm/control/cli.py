@@ -22,6 +22,7 @@ from gtm.control.diff import render
 from gtm.control.follower import FollowerSettings
 from gtm.control.plane import ADMIN_TOKEN_FILE, ControlSettings
 from gtm.errors import ConfigError
+from gtm.wording import plural
 
 DEFAULT_API = "http://127.0.0.1:8080"
 DEFAULT_STATE = Path("var/control")
@@ -77,7 +78,8 @@ def add_commands(commands: Any) -> None:
     apply.add_argument("-f", "--file", type=Path, required=True, help="JSON document")
     apply.add_argument("-m", "--message", default="")
     apply.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
-    apply.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    apply.add_argument("--yes", action="store_true",
+                       help="apply without asking (required when stdin is not a terminal)")
     apply.set_defaults(handler=cmd_apply)
     diff = _client_options(sub.add_parser("diff", help="FILE against live, or two versions"))
     diff.add_argument("-f", "--file", type=Path)
@@ -196,6 +198,7 @@ def read_document(path: Path) -> dict[str, Any]:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    require_confirmation_or_yes(args)
     api = client(args)
     document = read_document(args.file)
     live = api.call("GET", "/v1/config")
@@ -208,7 +211,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     if args.dry_run or not preview["diff"]:
         return 0
-    if not args.yes and sys.stdin.isatty() and not _confirm("apply these changes?"):
+    if not args.yes and not confirm("apply these changes?"):
         print("nothing changed")
         return 1
     # Same base as the preview: if anyone committed since, this is a 409, not a surprise.
@@ -217,7 +220,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(question: str) -> bool:
+def require_confirmation_or_yes(args: argparse.Namespace) -> None:
+    """A change is confirmed at a terminal or asked for with --yes: a script, a pipe or
+    a cron job without a terminal never changes the live configuration by default."""
+    if args.yes or args.dry_run or sys.stdin.isatty():
+        return
+    raise ConfigError("stdin is not a terminal, so the change cannot be confirmed and "
+                      "nothing was changed; add --yes to apply it (--dry-run to preview)",
+                      "command line", "--yes")
+
+
+def confirm(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
@@ -243,7 +256,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for item in items:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["created_at"]))
         extra = f" (rollback to {item['rollback_of']})" if item["rollback_of"] else ""
-        print(f"{item['version']:>6}  {when}  {item['author']:<24} {item['changes']:>3} changes"
+        changes = f"{item['changes']:>3} {plural(item['changes'], 'change'):<7}"
+        print(f"{item['version']:>6}  {when}  {item['author']:<24} {changes}"
               f"  {item['message']}{extra}")
     return 0
 

@@ -11,7 +11,8 @@ A DNS node or a regional balancer runs one ConfigFollower in its event loop:
 3. A new version is fetched, compiled in a worker thread (never on the event
    loop), written to disk as the new snapshot, then handed to ``apply``.
 4. It reports (node id, version served, last contact) to the store and to Redis,
-   which is what ``gtm status`` shows.
+   which is what ``gtm status`` shows; a new version is reported as part of applying
+   it, before the node counts it as served.
 
 Nothing here ever stops the node from serving: every failure is logged, counted
 and retried on the next tick, and the node keeps what it serves.
@@ -83,6 +84,9 @@ class ConfigFollower:
             if settings.redis_url else None
         self._warned_at = 0.0
         self._warned_ahead = False
+        # Whether announcements can reach this node now (store NOTIFY, Redis pub/sub).
+        self.store_subscribed = False
+        self.redis_subscribed = False
         # More to report (e.g. {"health": ...} from gtm.health), merged into the info.
         self.status_extra: Callable[[], dict[str, Any]] | None = None
 
@@ -168,9 +172,10 @@ class ConfigFollower:
             # Re-subscribing is idempotent and cheap while the subscription is live,
             # and makes a new one after the store's connection was lost.
             if self.settings.store_notify:
-                await self.store.subscribe(self.heard)
+                self.store_subscribed = await self.store.subscribe(self.heard)
             await self._sync_once()
         except StoreUnavailable as exc:
+            self.store_subscribed = False
             self._warn("store unavailable; serving version %d: %s", self.version, exc)
         await self._report()
 
@@ -228,28 +233,32 @@ class ConfigFollower:
             metrics.config_follower_applies.labels("error", origin).inc()
             log.follower.exception("applying version %d failed", version)
             return
+        if origin == "store":
+            # Recorded before this node says it serves the version (self.version, the
+            # log, the metric): `gtm status` never shows it behind what it reports.
+            await self._report(self.status(serving=version))
         self.version, self.served, self.error = version, compiled, None
         metrics.config_follower_applies.labels("ok", origin).inc()
         metrics.config_follower_version.set(version)
         log.follower.info("serving version %d (from %s)", version, origin)
-        if origin == "store":
-            await self._report()
 
-    def status(self) -> NodeStatus:
+    def status(self, serving: int | None = None) -> NodeStatus:
+        """What this node reports; ``serving``: a version just applied (no error left)."""
         info: dict[str, Any] = {
             "pid": os.getpid(), "host": socket.gethostname(),
-            "store_contact": self.last_contact, "error": self.error,
+            "store_contact": self.last_contact,
+            "error": self.error if serving is None else None,
         }
         if self.status_extra is not None:
             try:
                 info.update(self.status_extra())
             except Exception:  # a report must never stop the follower
                 log.follower.exception("extra status failed")
-        return NodeStatus(self.settings.node_id, self.settings.kind, self.version,
-                          time.time(), info)
+        version = self.version if serving is None else serving
+        return NodeStatus(self.settings.node_id, self.settings.kind, version, time.time(), info)
 
-    async def _report(self) -> None:
-        status = self.status()
+    async def _report(self, status: NodeStatus | None = None) -> None:
+        status = status or self.status()
         if self._redis is not None:
             await self._redis.report(status)
         with contextlib.suppress(StoreUnavailable):
@@ -264,6 +273,8 @@ class ConfigFollower:
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(fanout.config_channel(self.namespace))
+                self.redis_subscribed = True
+                log.follower.info("hearing announcements through Redis")
                 delay = 0.2
                 self._wake.set()  # whatever was announced while unsubscribed
                 async for message in pubsub.listen():
@@ -272,6 +283,7 @@ class ConfigFollower:
             except (RedisError, OSError, ValueError) as exc:
                 self._warn("Redis subscription lost (%s); retrying", exc)
             finally:
+                self.redis_subscribed = False
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
                     await client.aclose()

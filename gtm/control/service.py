@@ -20,6 +20,7 @@ from gtm.control.diff import diff_documents
 from gtm.control.fanout import RedisFanout
 from gtm.control.store import AuditEntry, NewVersion, Store, VersionRecord
 from gtm.errors import ConfigError, NotFound, StoreUnavailable, VersionConflict
+from gtm.wording import counted
 
 Document = dict[str, Any]
 
@@ -75,8 +76,8 @@ class ConfigService:
             metrics.config_commits.labels("unavailable").inc()
             raise
         metrics.config_commits.labels("ok").inc()
-        log.control.info("version %d by %s: %s (%d changes)", record.number, author, message,
-                         len(changes))
+        log.control.info("version %d by %s: %s (%s)", record.number, author, message,
+                         counted(len(changes), "change"))
         await self.audit(author, action, f"version {record.number}", "ok",
                          {"message": message, "changes": len(changes), "base": base})
         if self.fanout is not None:

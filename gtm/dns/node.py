@@ -17,6 +17,7 @@ from gtm.dns.service import DnsService
 from gtm.dns.sockets import WorkerSockets, bind_workers
 from gtm.errors import ZoneError
 from gtm.geo.locate import DEFAULT_DATABASE, Locator
+from gtm.wording import counted
 from gtm.workers import Supervisor
 
 if TYPE_CHECKING:
@@ -79,8 +80,8 @@ def announce(settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult)
         host, port = sock.getsockname()[:2]
         log.dns.info("listening on %s port %d (UDP and TCP)", host, port)
     names = ", ".join(z.origin.to_text() for z in initial.zones.zones.values())
-    log.dns.info("serving %d zones: %s (%d workers)", len(initial.zones.zones), names,
-                 settings.workers)
+    log.dns.info("serving %s: %s (%s)", counted(len(initial.zones.zones), "zone"), names,
+                 counted(settings.workers, "worker"))
 
 
 def _worker_health(health: HealthSettings | None, index: int) -> HealthSettings | None:
@@ -129,10 +130,11 @@ def run_worker(
     return 0
 
 
-async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-    """Until SIGTERM or SIGINT; SIGHUP runs on_reload meanwhile."""
+async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> str:
+    """Until SIGTERM or SIGINT (its name is returned); SIGHUP runs on_reload meanwhile."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    received: list[str] = []
     pending: set[asyncio.Task[Any]] = set()
 
     def reload() -> None:
@@ -140,10 +142,15 @@ async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> No
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    def stopping(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stopping, signal.SIGTERM)
+    loop.add_signal_handler(signal.SIGINT, stopping, signal.SIGINT)
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
+    return received[0]
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -18,6 +18,7 @@ from gtm.dns.sockets import WorkerSockets
 from gtm.health.overlay import ServingFeed
 from gtm.sockopts import listen_backlog
 from gtm.steering.chain import LocatorLike
+from gtm.wording import counted
 
 
 class DnsService:
@@ -89,9 +90,8 @@ class DnsService:
             metrics.zone_reloads.labels("error" if result.errors else "ok").inc()
             for zone in result.zones.zones.values():
                 metrics.zone_serial.labels(zone.origin.to_text()).set(zone.serial)
-            log.zones.info(
-                "reloaded %d zones (%d errors)", len(result.zones.zones), len(result.errors)
-            )
+            log.zones.info("reloaded %s (%s)", counted(len(result.zones.zones), "zone"),
+                           counted(len(result.errors), "error"))
             return result
 
     async def _watch(self) -> None:

@@ -92,6 +92,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def render_summary(summary: Mapping[str, Any]) -> list[str]:
+    """A node's view: each endpoint and region as it is handed out, with the cause
+    (admin, probe, region report), then the evidence (observations, backends)."""
     now = time.time()
     head = (f"node {summary['observer']}: quorum {summary['quorum']}, observations fresh for "
             f"{summary['expiry']:g} s, {'probing' if summary.get('probing') else 'listening'}")
@@ -99,17 +101,79 @@ def render_summary(summary: Mapping[str, Any]) -> list[str]:
     if summary.get("isolated"):
         lines.append("  ISOLATED: too few fresh observers for quorum; keeping the last agreed "
                      "state instead of acting on this node's view alone")
-    lines.append(f"  {'ENDPOINT':<34} {'STATE':<5} {'SINCE':>8}  REASON")
-    for tid, item in summary.get("endpoints", {}).items():
-        since = f"{now - item['since']:.0f} s" if item.get("since") else "-"
-        flags = " (in doubt)" if item.get("doubt") else ""
-        lines.append(f"  {tid:<34} {item['state']:<5} {since:>8}  {item['reason']}{flags}")
-        lines.extend(_observation_lines(item))
-    for region, fact in summary.get("regions", {}).items():
-        headroom = "-" if fact.get("headroom") is None else f"{fact['headroom']:.2f}"
-        lines.append(f"  region {region}: {'up' if fact['healthy'] else 'DOWN'}, headroom "
-                     f"{headroom}, {fact['detail']} ({now - fact['time']:.1f} s ago)")
-        for backend in fact.get("backends", []):
+    served: Mapping[str, Any] = summary.get("served") or {}
+    probed: Mapping[str, Any] = summary.get("endpoints", {})
+    lines.append(f"  {'ENDPOINT':<34} {'STATE':<5} {'SINCE':>8}  WHY")
+    for tid in _endpoint_ids(served, probed):
+        lines.append(_endpoint_line(tid, served, probed.get(tid), now))
+        if tid in probed:
+            lines.extend(_observation_lines(probed[tid]))
+    lines.extend(_region_lines(served, summary.get("regions", {}), now))
+    return lines
+
+
+def _endpoint_ids(served: Mapping[str, Any], probed: Mapping[str, Any]) -> list[str]:
+    ids = {f"{zone.rstrip('.')}/{name}" for zone, view in served.items()
+           for name in view.get("endpoints", {})}
+    return sorted(ids | set(probed))
+
+
+def _served_endpoint(served: Mapping[str, Any], tid: str) -> Mapping[str, Any] | None:
+    zone, _, name = tid.rpartition("/")
+    view: Mapping[str, Any] = served.get(f"{zone}.") or {}
+    endpoint: Mapping[str, Any] | None = view.get("endpoints", {}).get(name)
+    return endpoint
+
+
+def _endpoint_line(tid: str, served: Mapping[str, Any], item: Mapping[str, Any] | None,
+                   now: float) -> str:
+    since = f"{now - item['since']:.0f} s" if item and item.get("since") else "-"
+    flags = " (in doubt)" if item and item.get("doubt") else ""
+    shown = _served_endpoint(served, tid)
+    if shown is None:  # a node that does not say what it serves: the probes' view
+        assert item is not None
+        return f"  {tid:<34} {item['state']:<5} {since:>8}  {item['reason']}{flags}"
+    why = _cause(shown)
+    if item is not None and shown["cause"] != "probe":
+        why += f"; probes: {item['state']}, {item['reason']}"
+    return f"  {tid:<34} {shown['state']:<5} {since:>8}  {why}{flags}"
+
+
+def _cause(view: Mapping[str, Any]) -> str:
+    if view["cause"] == "none":
+        return "nothing reported or set by hand"
+    if view["cause"] == "region":
+        return str(view["reason"])  # "region eu-west down (admin: drill)"
+    return f"{view['cause']}: {view['reason']}" if view["reason"] else str(view["cause"])
+
+
+def _region_lines(served: Mapping[str, Any], reported: Mapping[str, Any],
+                  now: float) -> list[str]:
+    """One line per region as served (with its cause), then its balancer's report."""
+    lines: list[str] = []
+    zones_of: dict[str, list[str]] = {}
+    for zone, view in served.items():
+        for region in view.get("regions", {}):
+            zones_of.setdefault(region, []).append(zone)
+    for region in sorted(set(zones_of) | set(reported)):
+        fact = reported.get(region)
+        report = ""
+        if fact is not None:
+            headroom = "-" if fact.get("headroom") is None else f"{fact['headroom']:.2f}"
+            report = f"headroom {headroom} ({now - fact['time']:.1f} s ago)"
+        for zone in zones_of.get(region, []):
+            view = served[zone]["regions"][region]
+            label = region if len(zones_of[region]) == 1 else f"{region} in {zone}"
+            state = "up" if view["state"] == "up" else "DOWN"
+            shown = report
+            if fact is not None and view["cause"] != "region report":
+                shown = f"{fact['detail']}, {report}"  # what the balancer says beside it
+            lines.append(f"  region {label}: {state} ({_cause(view)})"
+                         + (f", {shown}" if shown else ""))
+        if region not in zones_of and fact is not None:  # reported, steered by no zone
+            lines.append(f"  region {region}: {'up' if fact['healthy'] else 'DOWN'}, "
+                         f"{fact['detail']}, {report}")
+        for backend in (fact or {}).get("backends", []):
             admin = "" if backend.get("state") == "enabled" else f", admin {backend['state']}"
             panic = ", serving in panic" if backend.get("panic") else ""
             lines.append(f"      backend {backend['address']}: {backend['health']}{admin}"

@@ -57,8 +57,8 @@ def load_steering_file(path: Path, origin: dns.name.Name) -> Steering:
             raw = tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(exc), str(path)) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", str(path)) from exc
     return parse_steering(raw, origin, str(path), path.parent)
 
 
