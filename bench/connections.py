@@ -67,7 +67,8 @@ from lb_bench import NGINX_CONF, wait_ready
 PEERS = ("gtm", "haproxy")
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: connections-bench\r\n\r\n"
 SOCKET_TIMEOUT = 5.0
-SETTLE_SECONDS = 0.5      # after the last connection opens or closes, before reading memory
+SETTLE_SECONDS = 0.5      # after the last connection opens, before reading memory
+CLOSED_SETTLE_SECONDS = 1.0  # after the last closes (gtm gives back two sweeps later)
 CLOSE_TIMEOUT = 30.0      # for the proxy to notice every close
 SHARED_ATTRIBUTES = ("worker", "listener", "listener_name", "pool")
 
@@ -335,7 +336,7 @@ def measure_peer(name: str, args: argparse.Namespace, tools: dict[str, str],
         finally:
             close_all(sockets)
         wait_descriptors(server.pid, descriptors + 2, deadline)
-        time.sleep(SETTLE_SECONDS)
+        time.sleep(CLOSED_SETTLE_SECONDS)
         after = memory(server.pid)
         if not server.alive():
             raise BenchError(f"{name} died; its log ends:\n{server.log_tail()}")
@@ -489,7 +490,7 @@ async def breakdown(config: Path, count: int, top: int, deadline: Deadline) -> N
 
         await child_cycle([*child_argv, str(count)], deadline, keep=while_open)
         await wait_until(lambda: not handle.worker.connections, deadline)
-        await asyncio.sleep(SETTLE_SECONDS)
+        await asyncio.sleep(CLOSED_SETTLE_SECONDS)
         gc.collect()
         after_traced = tracemalloc.get_traced_memory()[0]
         after_rss = memory(os.getpid())
