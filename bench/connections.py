@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import linecache
 import os
 import resource
 import shutil
@@ -585,7 +586,8 @@ def print_breakdown(count: int, top: int, before: Any, snapshots: dict[str, Any]
         frame = stat.traceback[0]
         rows.append([f"{short_path(frame.filename)}:{frame.lineno}",
                      f"{stat.size_diff / count:.0f}", f"{stat.count_diff / count:.2f}",
-                     block_sizes(old, new, frame, count), what(frame.filename)])
+                     block_sizes(old, new, frame, count),
+                     what(frame.filename, frame.lineno)])
     rows.append(["total (all lines)", f"{total / count:.0f}", "", "", ""])
     print_table(["where", "bytes/conn", "blocks/conn", "block sizes (bytes x per conn)", "what"],
                 rows)
@@ -615,13 +617,13 @@ def block_sizes(old: Any, new: Any, frame: Any, count: int) -> str:
     return " ".join(f"{size}x{n / count:.2f}" for size, n in grown[:5])
 
 
-def what(filename: str) -> str:
-    """Whose allocation a line is, where the line alone does not say."""
+def what(filename: str, lineno: int) -> str:
+    """What a line allocates: its source, or whose it is where the line does not say."""
     if filename.endswith("asyncio/runners.py"):
         return "uvloop C code (no Python frame): transport, libuv handle, callbacks"
     if filename.endswith("weakref.py"):
         return "uvloop: loop._transports, a WeakValueDictionary of every transport"
-    return ""
+    return linecache.getline(filename, lineno).strip()[:70]
 
 
 def fmt_signed(value: int) -> str:
