@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 from gtm import log
 from gtm.metrics import LbBackendSample, LbSample
 from gtm.sockopts import listen_backlog
+from regional_lb import heap
 from regional_lb.accesslog import make_access_log
 from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
@@ -32,6 +34,11 @@ from regional_lb.tls.listener import ADMIN_TLS, ListenerTls, TlsRegistry, TlsSpe
 def _tls_specs(config: LbConfig) -> list[tuple[str, TlsSpec | None]]:
     """Every TLS endpoint of a config by name: the listeners and the admin API."""
     return [*((spec.name, spec.tls) for spec in config.listeners), (ADMIN_TLS, config.admin_tls)]
+
+
+# Connections that must have closed (and at least half of the most seen) before the
+# worker gives their memory back: smaller ebbs are left to be reused.
+CROWD = 1024
 
 
 class Timed(Protocol):
@@ -72,6 +79,8 @@ class Worker:
         self.limits: Limits = config.limits
         self.access_log: Callable[[Any, float], None] | None = make_access_log(config.access_log)
         self.connections: set[Any] = set()
+        self.crowd = 0  # the most connections seen since memory was last given back
+        self.last_count = 0  # connections at the previous sweep
         self.stopping = False
         self.stats = Stats()
         self.sockets = dict(sockets or {})
@@ -232,6 +241,31 @@ class Worker:
                         connection.on_timeout(now)
                     except Exception:  # one bad connection never stops the timers
                         log.lb.exception("timeout handling failed")
+            self._after_crowd(len(self.connections))
+
+    def _after_crowd(self, count: int) -> None:
+        """Once a crowd of connections has gone, give back the memory it left behind.
+
+        Gone: CROWD or more fewer than the most seen, at most half of it, and no longer
+        falling (so the last of them, and uvloop's handles, are freed first).
+        """
+        previous, self.last_count = self.last_count, count
+        if count > self.crowd:
+            self.crowd = count
+        elif self.crowd - count >= CROWD and count <= self.crowd // 2 \
+                and previous - count < CROWD // 8:
+            self.crowd = count
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the connection set for what it holds now (sets never shrink) and have
+        the C heap return its free pages (see regional_lb.heap)."""
+        peak_bytes = sys.getsizeof(self.connections)
+        self.connections = set(self.connections)
+        trimmed = heap.release_free_pages()
+        log.lb.debug("%d connections left: their table went from %d to %d bytes%s",
+                     len(self.connections), peak_bytes, sys.getsizeof(self.connections),
+                     ", free heap pages returned" if trimmed else "")
 
     # -- stop ---------------------------------------------------------------------------
     async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:

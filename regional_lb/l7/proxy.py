@@ -8,7 +8,6 @@ or, once a response has started, as a closed connection.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.balancing import BackendState
@@ -46,15 +45,9 @@ from regional_lb.l7.upstream import UpstreamProtocol, connect
 from regional_lb.proxyproto import ProxyHeaderError, parse_proxy_header
 from regional_lb.snapshot import balance_key
 
-if TYPE_CHECKING:
-    from regional_lb.worker import Worker
 
 class ClientProtocol(ClientBase):
-    tls_headers = b""  # about the client's certificate, for every request (TLS listeners)
-
-    def __init__(self, worker: Worker, listener_name: str):
-        self.worker = worker
-        self.listener_name = listener_name
+    __slots__ = ()  # the state is ClientBase's: no instance dict here either
 
     # -- connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -476,7 +469,9 @@ class ClientProtocol(ClientBase):
         worker = self.worker
         self.state = HEAD
         self.deadline = (self.answered or worker.loop.time()) + worker.timeouts.idle_keepalive
-        self.answered = 0.0
+        self.answered = self.started = 0.0
+        self.head_out = b""  # an idle connection keeps nothing of the request it served
+        self.decoder = self.upgrade = None
         self.deadline_status = 0
         if self.paused:
             self._resume(PAUSE_PIPELINE)
