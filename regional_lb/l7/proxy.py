@@ -489,15 +489,7 @@ class ClientProtocol(ClientBase):
                 or self.transport is None or self.state == CLOSED:
             self._reject(error)
             return
-        self.worker.stats.rejected += 1
-        self.status = error.status
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            upstream.abort()
-        self._release_backend(failed=False)
-        if self.worker.access_log is not None and self.request is not None:
-            self.worker.access_log(self, self.worker.loop.time() - self.started)
-        self.request = None
+        self._drop_request(error)
         self.transport.write(error_response(error.status, close=False, message=error.reason,
                                             keep_alive_1_0=self.minor == 0))
         self._resume(PAUSE_NO_UPSTREAM)
@@ -506,6 +498,14 @@ class ClientProtocol(ClientBase):
 
     def _reject(self, error: HttpError) -> None:
         """Answer with an error of our own and close: the stream cannot be trusted after it."""
+        self._drop_request(error)
+        self.state = CLOSED
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(error_response(error.status, close=True, message=error.reason))
+            self.transport.close()
+
+    def _drop_request(self, error: HttpError) -> None:
+        """Count and log a request answered with an error of ours; free its backend."""
         self.worker.stats.rejected += 1
         self.status = error.status
         upstream, self.upstream = self.upstream, None
@@ -514,8 +514,4 @@ class ClientProtocol(ClientBase):
         self._release_backend(failed=False)
         if self.worker.access_log is not None and self.request is not None:
             self.worker.access_log(self, self.worker.loop.time() - self.started)
-        self.state = CLOSED
         self.request = None
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_response(error.status, close=True, message=error.reason))
-            self.transport.close()

@@ -16,7 +16,7 @@ from typing import Any
 import h11
 import pytest
 
-from tests.lb.conftest import Env, connect, exchange, read_response, status_of
+from tests.lb.conftest import Env, RawBackend, connect, exchange, read_response, status_of
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 # As seen with nginx: a body ending in an unfinished header line swallows the start of
@@ -26,18 +26,15 @@ PROTECTED = ["Content-Length", "Transfer-Encoding", "Host", "X-Request-ID",
              "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"]
 
 
-class StrictBackend:
+class StrictBackend(RawBackend):
     """An h11 server: one record per complete request; answers with what it saw."""
 
     def __init__(self) -> None:
+        super().__init__(self._h11)
         self.requests: list[dict[str, Any]] = []
         self.errors: list[str] = []
-        self.connections = 0
-        self.server: asyncio.base_events.Server | None = None
-        self.port = 0
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
+    async def _h11(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
         current: dict[str, Any] = {}
         try:
@@ -68,22 +65,6 @@ class StrictBackend:
                     return
         except h11.RemoteProtocolError as exc:
             self.errors.append(str(exc))
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def header(self, index: int, name: str) -> list[str]:
         return [v for k, v in self.requests[index]["headers"] if k.lower() == name.lower()]
@@ -93,7 +74,7 @@ class StrictBackend:
 def strict(env: Env) -> StrictBackend:
     backend = StrictBackend()
     env.loop.run(backend.start())
-    env.backends.append(backend)  # type: ignore[arg-type]
+    env.backends.append(backend)
     return backend
 
 
