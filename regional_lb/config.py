@@ -46,6 +46,20 @@ Every key, with its default::
     max_body_bytes = 0         # 413 above; 0: unlimited
     max_client_connections = 20000  # per worker (all listeners); beyond, closed at once
 
+    [lb.http2]                 # HTTP/2 toward clients (TLS listeners by ALPN, h2c below)
+    max_concurrent_streams = 100  # streams open at once per connection; a client opening
+                               # more gets GOAWAY (PROTOCOL_ERROR)
+    initial_window_size = 65535  # request body bytes a client may send ahead per stream;
+                               # acknowledged as they are written to the backend
+    max_resets = 100           # streams the client resets (RST_STREAM) per abuse_window;
+                               # more: GOAWAY (ENHANCE_YOUR_CALM), close (CVE-2023-44487)
+    max_control_frames = 1000  # SETTINGS, PING, PRIORITY and unknown frames per window;
+                               # more: GOAWAY (ENHANCE_YOUR_CALM), close
+    abuse_window = 10.0        # seconds the two counts run over
+                               # Also: the header list (all HEADERS and CONTINUATION frames
+                               # of a block) is capped by max_header_bytes (then GOAWAY),
+                               # frames at 16384 bytes (FRAME_SIZE_ERROR at the frame's head)
+
     [[lb.listeners]]
     name = "http-8080"         # default: mode-port
     bind = "127.0.0.1:8080"    # required
@@ -55,6 +69,8 @@ Every key, with its default::
     trusted_networks = []      # ... from these networks only (required with it)
     health_path = "/.gtm/health"
     upgrades = ["websocket"]   # Upgrade protocols tunnelled to backends ([] for none; never h2c)
+    h2c = false                # plain listeners: also HTTP/2 with prior knowledge (a
+                               # connection opening with the HTTP/2 preface); never by Upgrade
     backlog = 0                # listen queue length; 0: the kernel's maximum (somaxconn)
     [lb.listeners.tls]         # TLS on this listener (absent: plain TCP); see regional_lb.tls
     certificates = "certs/"    # NAME.crt + NAME.key or NAME.pem files (relative to this file)
@@ -63,7 +79,7 @@ Every key, with its default::
     default = "www"            # pair served without SNI or for unknown names (default: first)
     unknown_sni = "default"    # default | refuse (alert unrecognized_name)
     min_version = "1.2"        # 1.2 | 1.3
-    alpn = ["http/1.1"]        # http: http/1.1 only; tcp: any (default none)
+    alpn = ["h2", "http/1.1"]  # http: h2 and/or http/1.1 ([] none); tcp: any (default none)
     client_auth = "none"       # none | optional | required (needs client_ca)
     client_ca = "clients.pem"  # CA bundle client certificates must chain to
     session_tickets = true     # resumption by tickets
@@ -176,6 +192,7 @@ from regional_lb.config_acme import (
     acme_names,
     parse_acme,
 )
+from regional_lb.config_http2 import Http2Settings, http2_settings
 from regional_lb.config_reader import Reader, addresses, existing_path
 from regional_lb.config_tls import (
     TlsSettings,
@@ -192,8 +209,8 @@ from regional_lb.health_spec import (
 )
 from regional_lb.tls.listener import TlsSpec
 
-__all__ = ["ACME_KEY_TYPES", "AcmeCertificate", "AcmeSettings", "TlsSettings",
-           "with_control_store"]  # re-exported: their home modules are details
+__all__ = ["ACME_KEY_TYPES", "AcmeCertificate", "AcmeSettings", "Http2Settings",
+           "TlsSettings", "with_control_store"]  # re-exported: their home modules are details
 
 ALGORITHMS = ("round_robin", "weighted_round_robin", "least_connections", "least_request",
               "peak_ewma", "consistent_hash", "random")
@@ -274,6 +291,7 @@ class ListenerSpec:
     tls: TlsSpec | None = None       # terminate TLS on this listener
     upgrades: tuple[str, ...] = ("websocket",)  # Upgrade protocols tunnelled to backends
     backlog: int = 0                 # listen queue; 0: the kernel's maximum (somaxconn)
+    h2c: bool = False                # plain HTTP/2 with prior knowledge (the preface)
 
 
 @dataclass(frozen=True)
@@ -297,6 +315,7 @@ class LbConfig:
     allowed_backend_networks: tuple[IpNetwork, ...] = DEFAULT_ALLOWED_BACKEND_NETWORKS
     tls: TlsSettings = field(default_factory=TlsSettings)
     acme: AcmeSettings | None = None
+    http2: Http2Settings = field(default_factory=Http2Settings)
     source: str = "config"
 
     def pool(self, name: str) -> PoolSpec:
@@ -316,7 +335,8 @@ def load_config(path: Path) -> LbConfig:
 
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
-        "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks")
+        "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks",
+        "http2")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
@@ -360,6 +380,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         allowed_backend_networks=allowed,
         tls=tls_settings(top.get("tls", dict, {}), source),
         acme=acme,
+        http2=http2_settings(top.get("http2", dict, {}), source),
         source=source,
     ))
 
@@ -515,7 +536,7 @@ def backend_values(reader: Reader) -> dict[str, Any]:
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
-                  "trusted_networks", "health_path", "tls", "upgrades", "backlog")
+                  "trusted_networks", "health_path", "tls", "upgrades", "backlog", "h2c")
 # Upgrade protocols a listener may switch to. h2c is never one: HTTP/2 is the balancer's
 # own to speak, and a tunnel would let a client talk h2c to a backend past every check.
 NEVER_UPGRADES = frozenset({"h2c"})
@@ -558,11 +579,14 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
         else None
     if tls is not None and accept_proxy:  # the PROXY header comes before the handshake
         raise reader.fail("proxy_protocol", "cannot be combined with tls (not supported yet)")
+    h2c = reader.get("h2c", bool, False)
+    if h2c and (mode != "http" or tls is not None):
+        raise reader.fail("h2c", "is for plain http listeners (TLS ones offer h2 by ALPN)")
     return ListenerSpec(
         name=reader.get("name", str, f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
         routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
         health_path=health, tls=tls, upgrades=upgrades,
-        backlog=reader.number("backlog", int, 0, 0, 1 << 20),
+        backlog=reader.number("backlog", int, 0, 0, 1 << 20), h2c=h2c,
     )
 
 

@@ -49,6 +49,7 @@ class Listener:
     upgrades: frozenset[bytes] = frozenset()  # protocols an Upgrade may switch to
     # The Via line (RFC 9110 7.6.3) for messages received as HTTP/1.0 and 1.1, or empty.
     via: tuple[bytes, bytes] = (b"", b"")
+    h2: bool = False   # HTTP/2 offered: by ALPN (TLS), or by prior knowledge (h2c)
 
     def route(self, request: Request) -> PoolState:
         """The first route that matches, else the listener's pool."""
@@ -113,6 +114,7 @@ def compile_snapshot(config: LbConfig, previous: Snapshot | None, now: float,
             proto=b"https" if spec.tls is not None else b"http",
             upgrades=frozenset(name.encode() for name in spec.upgrades),
             via=via_lines(config.via),
+            h2=spec.h2c or (spec.tls is not None and "h2" in spec.tls.policy.alpn),
         )
         for spec in config.listeners
     }

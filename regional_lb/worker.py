@@ -22,6 +22,7 @@ from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
 from regional_lb.l4 import TcpSession
+from regional_lb.l7.http2 import Http2Connection, Http2Stats
 from regional_lb.l7.parser import clear_caches
 from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol
@@ -83,6 +84,7 @@ class Worker:
         self.last_count = 0  # connections at the previous sweep
         self.stopping = False
         self.stats = Stats()
+        self.http2 = Http2Stats()
         self.sockets = dict(sockets or {})
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.names: dict[str, str] = {}  # listener key -> listener name in the live snapshot
@@ -117,7 +119,7 @@ class Worker:
         ]
         handshakes, expiry, refusals = self.tls.sample()
         return LbSample(rows, self.stats.rejected, self.stats.reloads, handshakes, expiry,
-                        refusals)
+                        refusals, self.http2.sample())
 
     # -- start, reload ------------------------------------------------------------------
     async def start(self) -> None:
@@ -280,6 +282,8 @@ class Worker:
             for connection in list(self.connections):
                 if isinstance(connection, ClientProtocol) and connection.idle:
                     connection.close()
+                elif isinstance(connection, Http2Connection):
+                    connection.drain()  # GOAWAY once; closed when its streams are done
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             if connection.transport is not None:

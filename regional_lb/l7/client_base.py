@@ -217,6 +217,12 @@ class ClientBase(asyncio.Protocol):
         if last:
             self.transport.write(last)
         self.upstream = None
+        self._return_upstream(upstream)
+        self._finish()
+
+    def _return_upstream(self, upstream: UpstreamProtocol) -> None:
+        """After a response: back to the backend's idle pool, or closed when it cannot be
+        reused (the request body was not all sent, the backend said close, a full pool)."""
         if self.request_done and upstream.release():
             backend = upstream.backend
             if len(backend.idle) < (self.pool.spec.max_idle if self.pool else 0) and backend.up:
@@ -226,7 +232,6 @@ class ClientBase(asyncio.Protocol):
         elif not self.request_done:
             upstream.close()
             self.keep_alive = False
-        self._finish()
 
     def response_broken(self, upstream: UpstreamProtocol) -> None:
         self.upstream = None

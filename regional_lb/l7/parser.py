@@ -527,15 +527,17 @@ MAX_TRAILERS = 16384
 
 
 class ChunkedDecoder:
-    """Incremental, strict chunked decoding; trailers are validated and dropped."""
+    """Incremental, strict chunked decoding; trailers are validated, and dropped unless
+    ``trailers`` is a list (HTTP/2 clients get them as a trailing HEADERS frame)."""
 
-    __slots__ = ("line", "remaining", "state", "trailer_bytes")
+    __slots__ = ("line", "remaining", "state", "trailer_bytes", "trailers")
 
     def __init__(self) -> None:
         self.state = SIZE
         self.remaining = 0
         self.line = b""
         self.trailer_bytes = 0
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # (lower name, value)
 
     @property
     def done(self) -> bool:
@@ -584,7 +586,9 @@ class ChunkedDecoder:
             self.trailer_bytes += len(line)
             if self.trailer_bytes > MAX_TRAILERS:
                 raise HttpError(431, "trailer section too large")
-            _header(line)
+            field = _header(line)
+            if self.trailers is not None:
+                self.trailers.append(field)
 
 
 def chunk(data: bytes) -> list[bytes]:

@@ -46,6 +46,15 @@ from regional_lb.proxyproto import ProxyHeaderError, parse_proxy_header
 from regional_lb.snapshot import balance_key
 
 
+# The HTTP/2 connection preface (RFC 9113 3.4) up to its first blank line: read as an
+# HTTP/1.1 head it is "PRI * HTTP/2.0", which h2c listeners hand to HTTP/2.
+PREFACE_HEAD = b"PRI * HTTP/2.0"
+
+
+def alpn_h2(transport: asyncio.BaseTransport) -> bool:
+    sslobj = transport.get_extra_info("ssl_object")
+    return sslobj is not None and sslobj.selected_alpn_protocol() == "h2"
+
 class ClientProtocol(ClientBase):
     __slots__ = ()  # the state is ClientBase's: no instance dict here either
 
@@ -68,6 +77,9 @@ class ClientProtocol(ClientBase):
         self.listener = listener  # kept in case a reload removes it
         if listener.tls is not None:
             self.tls_headers = listener.tls.count(transport)
+            if listener.h2 and alpn_h2(transport):
+                self._to_http2(transport, b"")
+                return
         if listener.spec.proxy_protocol and peer is not None \
                 and worker.trusted(listener, peer[0]):
             self.state = PROXY_HEADER
@@ -181,13 +193,31 @@ class ClientProtocol(ClientBase):
                 request = _requests.get(head) or parse_request_cached(head,
                                                                       limits.max_headers)
             except HttpError as exc:
-                self._reject(exc)
+                if head == PREFACE_HEAD and self._h2c_allowed():
+                    self._to_http2(self.transport, PREFACE_HEAD + b"\r\n\r\n" + data)
+                else:
+                    self._reject(exc)
                 return
             if request.fields > limits.max_headers:  # cached under another balancer's limits
                 self._reject(HttpError(431, "too many header fields"))
                 return
             self._dispatch(request, data)
             return
+
+    def _h2c_allowed(self) -> bool:
+        """HTTP/2 with prior knowledge (RFC 9113 3.3): on plain listeners that allow it, as
+        the first thing on the connection (no request was proxied on it before)."""
+        return self.listener.h2 and self.listener.tls is None and self.pool is None
+
+    def _to_http2(self, transport: asyncio.BaseTransport | None, data: bytes) -> None:
+        """Hand the connection to an HTTP/2 protocol (regional_lb.l7.http2)."""
+        from regional_lb.l7.http2 import Http2Connection  # it builds on this module
+
+        self.worker.connections.discard(self)
+        self.state = CLOSED
+        assert transport is not None
+        Http2Connection(self.worker, self.listener_name, self.listener, self.client_ip,
+                        self.tls_headers).take_over(transport, data)  # type: ignore[arg-type]
 
     def _partial_head(self, data: bytes) -> None:
         limits = self.worker.limits
@@ -445,14 +475,7 @@ class ClientProtocol(ClientBase):
     # -- end of a request ---------------------------------------------------------------
     def _finish(self) -> None:
         worker = self.worker
-        worker.stats.requests += 1
-        if worker.access_log is not None and self.request is not None:
-            worker.access_log(self, worker.loop.time() - self.started)
-        backend = self.backend
-        if backend is not None:
-            self.backend = None
-            backend.active -= 1
-        self.request = None
+        self._account()
         if self.state == CLOSED:
             return
         if not self.keep_alive or worker.stopping:
@@ -464,6 +487,18 @@ class ClientProtocol(ClientBase):
         if rest:
             self.buffer = b""
         self._idle(rest)
+
+    def _account(self) -> None:
+        """A request answered: counted, logged, its backend slot given back."""
+        worker = self.worker
+        worker.stats.requests += 1
+        if worker.access_log is not None and self.request is not None:
+            worker.access_log(self, worker.loop.time() - self.started)
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.active -= 1
+        self.request = None
 
     def _idle(self, rest: bytes) -> None:
         worker = self.worker

@@ -94,6 +94,9 @@ def test_versions_ciphers_and_alpn(env: Env, pki: Pki) -> None:
     ctx = client_context(pki.ca_file)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     with tls_connect(address, "www.example.com", ctx) as sock:
+        assert sock.selected_alpn_protocol() == "h2"  # HTTP/2 by default (README)
+    ctx.set_alpn_protocols(["http/1.1"])
+    with tls_connect(address, "www.example.com", ctx) as sock:
         assert sock.selected_alpn_protocol() == "http/1.1"
 
 
