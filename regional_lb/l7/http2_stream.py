@@ -346,6 +346,9 @@ class Http2Stream(ClientProtocol):
             decoder.trailers = None
         self.out_end = True
         self.upstream = None
+        if self.upstream_paused and upstream.transport is not None:
+            self.upstream_paused = False  # pooled, it must see the backend close
+            upstream.transport.resume_reading()
         self._return_upstream(upstream)
         if self.state == BODY:
             self.state = WAIT  # DATA still coming is acknowledged and dropped
@@ -400,8 +403,15 @@ class Http2Stream(ClientProtocol):
         if body and self.request is not None and self.request.method != b"HEAD":
             self._queue(body)
         self.request = None
+        self._answer()
+
+    def _answer(self) -> None:
+        """Send a response of our own; a client that never opens its window for it is
+        reset after backend_response, like one stalling a backend's response."""
+        self.response_started = True
         self.out_end = True
         self.state = WAIT
+        self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
         self._send()
 
     def _gateway_error(self, error: HttpError) -> None:
@@ -430,12 +440,9 @@ class Http2Stream(ClientProtocol):
         self.out_size = 0
         self.out_headers, body = h1_response(error_response(error.status, close=False,
                                                             message=error.reason))
-        self.response_started = True
         if not head_only:
             self._queue(body)
-        self.out_end = True
-        self.state = WAIT
-        self._send()
+        self._answer()
 
     def on_timeout(self, now: float) -> None:
         """Called by the connection when this stream's deadline has passed."""

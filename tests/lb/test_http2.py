@@ -386,3 +386,14 @@ def test_zero_window_frees_the_backend(env: Env) -> None:
 def _backends(env: Env) -> list[Any]:
     assert env.handle is not None
     return [b for p in env.handle.worker.snapshot.pools.values() for b in p.backends]
+
+
+def test_our_own_answers_do_not_wait_forever_on_a_zero_window(env: Env) -> None:
+    backend = env.recorder()
+    address = env.balancer([backend.address], listeners=[h2c()],
+                           timeouts={"backend_response": 0.3})
+    with H2Client(address, settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}) as client:
+        health = client.wait(client.start(path="/.gtm/health"))
+        refused = client.wait(client.start(authority="bad host"))
+    assert health.status == 200 and health.reset == ErrorCodes.CANCEL
+    assert refused.status == 400 and refused.reset == ErrorCodes.CANCEL
