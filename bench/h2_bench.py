@@ -9,8 +9,9 @@ speak HTTP/1.1 to the same two nginx servers, with pooled keep-alive connections
   h2c          HTTP/2 with prior knowledge: gtm `h2c = true`, HAProxy `proto h2`
   h2 tls       HTTP/2 over TLS 1.3 by ALPN (gtm's default, HAProxy `alpn h2,http/1.1`)
 
-h2load runs `-c CONNECTIONS -m STREAMS` (10 x 10) for `--seconds` (-D) after a 1 s
-warm-up; a run with any failed or errored request, or a non-2xx status, gets no figure.
+Each listener must first answer `ok` to curl over HTTP/2. h2load runs `-c CONNECTIONS
+-m STREAMS` (10 x 10) for `--seconds` (-D); a run with any failed or errored request, or
+a non-2xx status, gets no figure.
 Rounds interleave the proxies; medians are reported with gtm/HAProxy ratios.
 """
 
@@ -20,6 +21,7 @@ import argparse
 import re
 import shutil
 import ssl
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -148,6 +150,20 @@ def parse_h2load(text: str) -> H2loadResult:
                         float(mean.group(1)) * _UNITS[mean.group(2)], protocol.group(1))
 
 
+def _fetch(url: str, curl: str | None) -> tuple[int, bytes]:
+    if curl is None:
+        with urllib.request.urlopen(url, timeout=2.0, context=_insecure()) as reply:
+            return reply.status, reply.read()
+    how = "--http2-prior-knowledge" if url.startswith("http:") else "--http2"
+    done = subprocess.run([curl, "-sk", how, "-o", "-", "-w", "\n%{http_code} %{http_version}",
+                           url], capture_output=True, timeout=5, check=False)
+    body, _, tail = done.stdout.rpartition(b"\n")
+    status, _, version = tail.partition(b" ")
+    if done.returncode != 0 or version != b"2":
+        return 0, done.stdout + done.stderr
+    return int(status), body
+
+
 def _insecure() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -155,22 +171,21 @@ def _insecure() -> ssl.SSLContext:
     return ctx
 
 
-def wait_ready(server: Server, urls: list[str], deadline: Deadline) -> None:
-    """Until each listener answers 200 'ok' over HTTP/1.1 (both accept it beside h2)."""
+def wait_ready(server: Server, urls: list[str], deadline: Deadline,
+               curl: str | None = None) -> None:
+    """Until each URL answers 200 'ok': over HTTP/2 with curl when given (prior
+    knowledge for http://, ALPN for https://), else plain HTTP/1.1."""
     end = time.monotonic() + deadline.cap(STARTUP_TIMEOUT)
     last = ""
     while time.monotonic() < end:
         if not server.alive():
             raise BenchError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
         try:
-            results = []
-            for url in urls:
-                with urllib.request.urlopen(url, timeout=2.0, context=_insecure()) as reply:
-                    results.append((reply.status, reply.read()))
+            results = [_fetch(url, curl) for url in urls]
             if all(r == (200, b"ok") for r in results):
                 return
             last = repr(results)
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             last = str(exc)
         time.sleep(0.1)
     raise BenchError(f"{server.name} not answering 200 ok ({last}); its log ends:\n"
@@ -193,7 +208,7 @@ def start_peer(name: str, args: argparse.Namespace, tools: dict[str, str], serve
 def run_h2load(args: argparse.Namespace, tools: dict[str, str], url: str,
                deadline: Deadline) -> H2loadResult:
     argv = pinned(args.client_cpu, [
-        tools["h2load"], "-c", str(CONNECTIONS), "-m", str(STREAMS), "--warm-up-time=1",
+        tools["h2load"], "-c", str(CONNECTIONS), "-m", str(STREAMS),
         "-D", f"{args.seconds:g}", url])
     done = run_measured(argv, deadline.cap(args.seconds + 30))
     if done.returncode != 0:
@@ -216,7 +231,7 @@ def one_round(round_no: int, args: argparse.Namespace, tools: dict[str, str],
         server = start_peer(name, args, tools, servers, workdir, ports)
         urls = {"h2c": f"http://127.0.0.1:{ports['h2c']}/",
                 "tls": f"https://127.0.0.1:{ports['tls']}/"}
-        wait_ready(server, list(urls.values()), deadline)
+        wait_ready(server, list(urls.values()), deadline, tools["curl"])
         for workload, kind in WORKLOADS:
             cpu_before = server.cpu_seconds()
             start = time.monotonic()
@@ -225,8 +240,7 @@ def one_round(round_no: int, args: argparse.Namespace, tools: dict[str, str],
             cpu = server.cpu_seconds() - cpu_before
             if not server.alive():
                 raise BenchError(f"{name} died during the run; log:\n{server.log_tail()}")
-            # h2load's rate excludes its warm-up second; CPU and wall include it, so the
-            # per-core figure uses the requests over the whole wall time.
+            # Per core: all the run's requests over the proxy's CPU seconds in it.
             run = Run(round_no, workload, name, result.requests_per_s, 100 * cpu / wall,
                       per_core(result.succeeded / wall, cpu, wall), result.mean_ms,
                       result.succeeded)
@@ -314,8 +328,8 @@ def run(args: argparse.Namespace, deadline: Deadline, tools: dict[str, str]) -> 
 SUITE = Suite(
     name="h2",
     help="gtm lb serve vs HAProxy over HTTP/2: h2c and h2 over TLS (h2load, nginx upstreams)",
-    tools={"h2load": "nghttp2-client", "haproxy": "haproxy", "nginx": "nginx",
-           "taskset": "util-linux"},
+    tools={"h2load": "nghttp2-client", "curl": "curl", "haproxy": "haproxy",
+           "nginx": "nginx", "taskset": "util-linux"},
     add_arguments=add_arguments,
     budget_seconds=budget_seconds,
     run=run,
