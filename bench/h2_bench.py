@@ -7,7 +7,7 @@ h2load run; the figure compared is requests per second per proxy core. Both prox
 speak HTTP/1.1 to the same two nginx servers, with pooled keep-alive connections.
 
   h2c          HTTP/2 with prior knowledge: gtm `h2c = true`, HAProxy `proto h2`
-  h2 tls       HTTP/2 over TLS 1.3 by ALPN (gtm's default, HAProxy `alpn h2,http/1.1`)
+  h2 tls       HTTP/2 over TLS 1.3 by ALPN (both `alpn h2,http/1.1`)
 
 Each listener must first answer `ok` to curl over HTTP/2. h2load runs `-c CONNECTIONS
 -m STREAMS` (10 x 10) for `--seconds` (-D); a run with any failed or errored request, or
@@ -103,7 +103,7 @@ h2c = true
 [[lb.listeners]]
 name = "tls"
 bind = "127.0.0.1:{tls}"
-tls = {{ certificates = "{workdir}/certs", default = "bench" }}
+tls = {{ certificates = "{workdir}/certs", default = "bench", alpn = ["h2", "http/1.1"] }}
 [[lb.pools]]
 name = "app"
 algorithm = "round_robin"

@@ -79,7 +79,8 @@ Every key, with its default::
     default = "www"            # pair served without SNI or for unknown names (default: first)
     unknown_sni = "default"    # default | refuse (alert unrecognized_name)
     min_version = "1.2"        # 1.2 | 1.3
-    alpn = ["h2", "http/1.1"]  # http: h2 and/or http/1.1 ([] none); tcp: any (default none)
+    alpn = ["http/1.1"]        # http: "h2" and/or "http/1.1" (["h2", "http/1.1"] turns
+                               # HTTP/2 on; [] none); tcp: any (default none)
     client_auth = "none"       # none | optional | required (needs client_ca)
     client_ca = "clients.pem"  # CA bundle client certificates must chain to
     session_tickets = true     # resumption by tickets

@@ -132,17 +132,19 @@ def admin_tls(top: Reader, source: str) -> TlsSpec | None:
     return listener_tls(table, "lb.admin_tls", source, "http", h2=False)
 
 
-# What http listeners may offer by ALPN, and their default: HTTP/2 first (clients pick
-# it when they can: one connection, so one handshake, per client instead of up to six).
+# What http listeners may offer by ALPN. HTTP/2 is opt-in: here a request over it costs
+# several times the CPU of one over HTTP/1.1 (README, "TLS at the balancer"), so turning
+# it on by default would silently cut the capacity of every existing TLS listener.
 HTTP_ALPN = ("h2", "http/1.1")
+DEFAULT_HTTP_ALPN = ("http/1.1",)
 
 
 def _alpn(reader: Reader, mode: str, offered: tuple[str, ...]) -> tuple[str, ...]:
     """ALPN protocols in preference order: tcp listeners any (default none); http ones
-    a choice of what the server speaks (default all of it; [] offers none, so clients
+    a choice of what the server speaks (default http/1.1; [] offers none, so clients
     speak HTTP/1.1)."""
     if "alpn" not in reader.table:
-        return offered if mode == "http" else ()
+        return DEFAULT_HTTP_ALPN if mode == "http" else ()
     alpn = tuple(reader.list("alpn"))
     for i, protocol in enumerate(alpn):
         if not isinstance(protocol, str) or not 0 < len(protocol) < 256:

@@ -1,4 +1,4 @@
-"""HTTP/2 over TLS: ALPN h2 (offered by default beside http/1.1), with client
+"""HTTP/2 over TLS: ALPN h2 (opt-in: alpn = ["h2", "http/1.1"]), with client
 certificates passed on per stream, real clients (curl, h2load), and the admin API,
 which speaks HTTP/1.1 only."""
 
@@ -20,6 +20,7 @@ from tests.tls.pki import CA
 from tests.tls.test_handshakes import _client_pair
 
 pytestmark = pytest.mark.integration
+H2 = ["h2", "http/1.1"]
 
 
 def h2_context(pki: Pki, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
@@ -35,7 +36,8 @@ def test_h2_by_alpn_carries_https_and_the_client_certificate(env: Env, pki: Pki,
     clients = CA("client CA")
     alice = _client_pair(clients, tmp_path, "alice")
     address = env.balancer([backend.address], listeners=[tls_listener(
-        pki, client_auth="optional", client_ca=str(clients.write(tmp_path / "clients.pem")))])
+        pki, client_auth="optional", client_ca=str(clients.write(tmp_path / "clients.pem")),
+        alpn=H2)])
     with H2Client(address, context=h2_context(pki, cert=alice)) as client:
         assert isinstance(client.sock, ssl.SSLSocket)
         assert client.sock.selected_alpn_protocol() == "h2"
@@ -47,15 +49,17 @@ def test_h2_by_alpn_carries_https_and_the_client_certificate(env: Env, pki: Pki,
     assert backend.header(1, "x-client-cert-subject") == ["CN=alice"]
 
 
-def test_alpn_http11_only_and_no_h2_for_the_admin_api(env: Env, pki: Pki) -> None:
+def test_h2_only_when_asked_and_never_for_the_admin_api(env: Env, pki: Pki) -> None:
     pki.add("www", ["www.example.com"])
     env.balancer(["127.0.0.1:1"], admin="127.0.0.1:0", admin_token="secret",
                  admin_tls={"certificates": str(pki.certs)},
-                 listeners=[{**tls_listener(pki), "tls": {"certificates": str(pki.certs),
-                                                          "alpn": ["http/1.1"]}}])
+                 listeners=[tls_listener(pki), {**tls_listener(pki, alpn=["h2"]),
+                                                "name": "h2only"}])
     ctx = h2_context(pki)
     with tls_connect(env.address("web"), "www.example.com", ctx) as sock:
-        assert sock.selected_alpn_protocol() == "http/1.1"
+        assert sock.selected_alpn_protocol() == "http/1.1"  # the default
+    with tls_connect(env.address("h2only"), "www.example.com", ctx) as sock:
+        assert sock.selected_alpn_protocol() == "h2"
     assert env.handle is not None and env.handle.admin is not None
     with tls_connect(("127.0.0.1", env.handle.admin.port), "www.example.com", ctx) as sock:
         assert sock.selected_alpn_protocol() == "http/1.1"
@@ -74,7 +78,7 @@ def test_curl_and_h2load_over_tls(env: Env, pki: Pki) -> None:
     h2load = require("h2load", "nghttp2-client")
     backend = env.recorder()
     pki.add("localhost", ["localhost"])
-    _, port = env.balancer([backend.address], listeners=[tls_listener(pki)])
+    _, port = env.balancer([backend.address], listeners=[tls_listener(pki, alpn=H2)])
     url = f"https://localhost:{port}/"
     resolve = f"localhost:{port}:127.0.0.1"
     out = subprocess.run([curl, "-sS", "-i", "--http2", "--cacert", str(pki.ca_file),

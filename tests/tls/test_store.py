@@ -192,7 +192,7 @@ def test_paths_are_relative_to_the_config_file(pki: Pki) -> None:
     spec = load_config(path).listeners[0].tls
     assert spec is not None and spec.certificates == pki.certs.resolve()
     assert spec.policy.client_ca == pki.ca_file.resolve()
-    assert spec.policy.alpn == ("h2", "http/1.1") and spec.policy.min_version == "1.2"
+    assert spec.policy.alpn == ("http/1.1",) and spec.policy.min_version == "1.2"
 
 
 def test_certs_list_from_a_config(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
