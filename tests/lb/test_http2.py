@@ -15,6 +15,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, GoAwayFrame
 
+from regional_lb.config import build_config
 from tests.lb.conftest import Env, read_request
 from tests.lb.h2client import H2Client, Reply
 
@@ -397,3 +398,24 @@ def test_our_own_answers_do_not_wait_forever_on_a_zero_window(env: Env) -> None:
         refused = client.wait(client.start(authority="bad host"))
     assert health.status == 200 and health.reset == ErrorCodes.CANCEL
     assert refused.status == 400 and refused.reset == ErrorCodes.CANCEL
+
+
+def test_a_reload_that_turns_h2c_off_drains_open_connections(env: Env) -> None:
+    backend = env.recorder()
+    address = env.balancer([backend.address], listeners=[h2c()])
+    assert env.handle is not None
+    with H2Client(address) as client:
+        assert client.request().status == 200
+        plain = build_config({"listeners": [{"name": "web", "bind": "127.0.0.1:0"}],
+                              "pools": [{"name": "app", "backends": [backend.address]}],
+                              "timeouts": {"shutdown_grace": 0.0}}, "test")
+        env.loop.run(env.handle.reload(plain))
+        stream_id = client.start()  # served on the connection it came on, then GOAWAY
+        frames = client.raw_frames()
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    data = [f for f in frames if isinstance(f, DataFrame) and f.stream_id == stream_id]
+    assert [(g.error_code, g.last_stream_id) for g in goaways] == [(0, stream_id)]
+    assert b"".join(f.data for f in data) == b"b\n"
+    with socket.create_connection(address, timeout=5) as sock:  # new ones: HTTP/1.1 only
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 505")

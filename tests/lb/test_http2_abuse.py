@@ -79,6 +79,7 @@ def test_rapid_reset_ends_in_goaway_and_frees_every_backend_slot(env: Env) -> No
             stream_id = client.start()
             client.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
             client.flush()
+        assert wait_until(lambda: metric("gtm_lb_http2_streams_total", listener="rapid") == 20)
         assert wait_until(lambda: in_flight(env) == 0)
         for _ in range(5):
             stream_id = client.start()
@@ -87,6 +88,10 @@ def test_rapid_reset_ends_in_goaway_and_frees_every_backend_slot(env: Env) -> No
         assert goaway_code(client) == ErrorCodes.ENHANCE_YOUR_CALM
     assert wait_until(lambda: in_flight(env) == 0)
     assert metric("gtm_lb_http2_goaways_total", listener="rapid", reason="rapid_reset") == 1
+    assert metric("gtm_lb_http2_connections_total", listener="rapid") == 1
+    assert metric("gtm_lb_http2_streams_total", listener="rapid") >= 20  # the last ones
+    # may have come with the RST_STREAM over the limit: refused unread, with the GOAWAY
+    assert wait_until(lambda: metric("gtm_lb_http2_connections", listener="rapid") == 0)
 
 
 def test_continuation_flood_is_cut_before_it_is_buffered(env: Env) -> None:
