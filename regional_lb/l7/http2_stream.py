@@ -420,17 +420,8 @@ class Http2Stream(ClientProtocol):
     def _reject(self, error: HttpError) -> None:
         """Our own error response on this stream (the connection and its other streams
         go on); a client still sending is then told to stop (RST_STREAM NO_ERROR)."""
-        worker = self.worker
-        worker.stats.rejected += 1
-        self.status = error.status
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            upstream.abort()
-        self._release_backend(failed=False)
-        if worker.access_log is not None and self.request is not None:
-            worker.access_log(self, worker.loop.time() - self.started)
         head_only = self.request is not None and self.request.method == b"HEAD"
-        self.request = None
+        self._drop_request(error)
         if self.state == CLOSED:
             return
         if self.response_started:

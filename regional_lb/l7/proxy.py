@@ -45,7 +45,6 @@ from regional_lb.l7.upstream import UpstreamProtocol, connect
 from regional_lb.proxyproto import ProxyHeaderError, parse_proxy_header
 from regional_lb.snapshot import balance_key
 
-
 # The HTTP/2 connection preface (RFC 9113 3.4) up to its first blank line: read as an
 # HTTP/1.1 head it is "PRI * HTTP/2.0", which h2c listeners hand to HTTP/2.
 PREFACE_HEAD = b"PRI * HTTP/2.0"
@@ -54,6 +53,7 @@ PREFACE_HEAD = b"PRI * HTTP/2.0"
 def alpn_h2(transport: asyncio.BaseTransport) -> bool:
     sslobj = transport.get_extra_info("ssl_object")
     return sslobj is not None and sslobj.selected_alpn_protocol() == "h2"
+
 
 class ClientProtocol(ClientBase):
     __slots__ = ()  # the state is ClientBase's: no instance dict here either
