@@ -49,16 +49,19 @@ Every key, with its default::
     [lb.http2]                 # HTTP/2 toward clients (TLS listeners by ALPN, h2c below)
     max_concurrent_streams = 100  # streams open at once per connection; a client opening
                                # more gets GOAWAY (PROTOCOL_ERROR)
-    initial_window_size = 65535  # request body bytes a client may send ahead per stream;
-                               # acknowledged as they are written to the backend
+    initial_window_size = 65535  # (or more) request body bytes a client may send ahead
+                               # per stream; acknowledged as written to the backend
     max_resets = 100           # streams the client resets (RST_STREAM) per abuse_window;
                                # more: GOAWAY (ENHANCE_YOUR_CALM), close (CVE-2023-44487)
     max_control_frames = 1000  # SETTINGS, PING, PRIORITY and unknown frames per window;
                                # more: GOAWAY (ENHANCE_YOUR_CALM), close
     abuse_window = 10.0        # seconds the two counts run over
-                               # Also: the header list (all HEADERS and CONTINUATION frames
-                               # of a block) is capped by max_header_bytes (then GOAWAY),
-                               # frames at 16384 bytes (FRAME_SIZE_ERROR at the frame's head)
+                               # Also: a request head over max_header_bytes gets 431; a
+                               # header block (HEADERS and its CONTINUATIONs) over twice it
+                               # GOAWAY (ENHANCE_YOUR_CALM); frames over 16384 bytes
+                               # FRAME_SIZE_ERROR at the frame's head; a stream without
+                               # progress for backend_response RST_STREAM (CANCEL); see
+                               # regional_lb.l7.http2
 
     [[lb.listeners]]
     name = "http-8080"         # default: mode-port

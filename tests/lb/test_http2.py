@@ -15,6 +15,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, GoAwayFrame
 
+from gtm.errors import ConfigError
 from regional_lb.config import build_config
 from tests.lb.conftest import Env, read_request
 from tests.lb.h2client import H2Client, Reply
@@ -419,3 +420,22 @@ def test_a_reload_that_turns_h2c_off_drains_open_connections(env: Env) -> None:
     with socket.create_connection(address, timeout=5) as sock:  # new ones: HTTP/1.1 only
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 505")
+
+
+def test_http2_settings_are_checked() -> None:
+    def config(http2: dict[str, Any], **listener: Any) -> Any:
+        return build_config({"http2": http2,
+                             "listeners": [{"bind": "127.0.0.1:0", **listener}],
+                             "pools": [{"name": "a", "backends": ["127.0.0.1:1"]}]}, "test")
+
+    assert config({"max_concurrent_streams": 10}).http2.max_concurrent_streams == 10
+    for http2, message in [({"max_concurrent_streams": 0}, "max_concurrent_streams: must be"),
+                           ({"initial_window_size": 1024}, "initial_window_size: must be"),
+                           ({"max_resets": True}, "max_resets: must be a whole number"),
+                           ({"pings": 1}, "unknown key 'pings'")]:
+        with pytest.raises(ConfigError, match=message):
+            config(http2)
+    with pytest.raises(ConfigError, match="h2c: is for plain http listeners"):
+        config({}, mode="tcp", h2c=True)
+    with pytest.raises(ConfigError, match=r"upgrades\[0\]: h2c cannot be tunnelled"):
+        config({}, upgrades=["h2c"])
