@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from regional_lb.balancing import BackendState, PoolState
 from regional_lb.balancing.state import LATENCY_BUCKETS
@@ -59,6 +59,10 @@ class ClientBase(asyncio.Protocol):
     answered = 0.0           # when the response head came (saves asking the clock again)
     writing_paused = False   # our buffer towards the client is full
     listener: Listener       # as it was when the connection came
+    # Per-client limits and the pool queue (regional_lb.client_limits, .pool_queue).
+    connection_cell = 0      # the count this connection holds for its client network
+    request_cell = 0         # the count the request in flight holds
+    waiting: list[Any] | None = None  # its queue entry while waiting for a backend slot
 
     worker: Worker
     listener_name: str
