@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import socket
 import time
 import tracemalloc
 from collections import Counter
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ import pytest
 from gtm.errors import ConfigError
 from regional_lb.config import build_config
 from tests.lb.conftest import TIMEOUT, Client, Env, read_request, read_response
+from tests.lb.process import LbProcess, free_port
 
 H = b"Host: example.test\r\n"
 GET = b"GET / HTTP/1.1\r\n" + H + b"\r\n"
@@ -324,3 +327,54 @@ def test_nothing_leaks_after_10000_limited_requests(env: Env) -> None:
     assert env.loop.call(tables.rate.used) <= 64 and len(tables.rate.memory) == 64 * 16
     assert _table_totals(env) == (0, 0)
     assert grown < 100_000, f"{grown} bytes more after 10,000 refused requests"
+
+
+# -- across the workers of one balancer ------------------------------------------------------
+def test_two_workers_enforce_one_shared_limit(env: Env, tmp_path: Path) -> None:
+    """`gtm lb serve --workers 2`: the rate limit and the connection cap hold for the
+    balancer, not per worker (each worker alone would let through twice as much)."""
+    backend = env.recorder("b")
+    port = free_port()
+    config = tmp_path / "lb.toml"
+    config.write_text(f"""[lb]
+access_log = "text"
+[lb.timeouts]
+shutdown_grace = 0.2
+shutdown_deadline = 2
+[[lb.listeners]]
+name = "web"
+bind = "127.0.0.1:{port}"
+[lb.listeners.limits]
+rate = 0.001
+burst = 5
+key = "header:X-Key"
+max_connections = 3
+[[lb.pools]]
+name = "app"
+backends = ["{backend.address}"]
+""")
+    lb = LbProcess(config, workers=2)
+    try:
+        address = ("127.0.0.1", port)
+        lb.wait_serving(address)
+        # 40 connections (the kernel spreads them over both workers), one key.
+        statuses = [get(address, "127.0.0.2", b"X-Key: shared\r\n")[0] for _ in range(40)]
+        assert (statuses.count(200), statuses.count(429)) == (5, 35)
+        lb.wait_for_log(r'gtm\.lb\.access\[\d+\] 127\.0\.0\.2 "GET /" 429', count=35)
+        pids = {m.group(1) for line in lb.lines
+                if (m := re.search(r'gtm\.lb\.access\[(\d+)\] 127\.0\.0\.2 "GET /"', line))}
+        assert len(pids) == 2, "both workers answered the key"
+        # Three connections held by one client; every further one is refused, in
+        # whichever worker it lands.
+        held = [connect_from(address, "127.0.3.1") for _ in range(3)]
+        for n, client in enumerate(held):
+            client.sendall(b"GET / HTTP/1.1\r\n" + H + b"X-Key: held-%d\r\n\r\n" % n)
+            assert read_response(client)[0] == 200
+        for _ in range(10):
+            with connect_from(address, "127.0.3.1") as refused:
+                assert _closed(refused)
+        assert get(address, "127.0.3.2", b"X-Key: other\r\n")[0] == 200
+        for client in held:
+            client.close()
+    finally:
+        assert lb.stop() == 0
