@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import time
 from dataclasses import dataclass
+from time import monotonic
 
 from regional_lb.client_tables import ClientTables
 from regional_lb.config_limits import ClientLimitsSpec, RateLimitSpec
@@ -27,13 +27,14 @@ from regional_lb.errors import HttpError
 from regional_lb.l7.parser import Request
 
 REFUSED = -1
+ADMITTED = (0, 0.0)
 ADDRESS_CACHE = 4096  # client address -> its network key, per listener; cleared when full
 
 
 class RateLimit:
     """A compiled rate limit: the bucket parameters and how to key a request."""
 
-    __slots__ = ("cookie", "header", "interval", "salt", "spec", "tolerance")
+    __slots__ = ("by_address", "cookie", "header", "interval", "salt", "spec", "tolerance")
 
     def __init__(self, spec: RateLimitSpec, scope: str):
         self.spec = spec
@@ -42,6 +43,7 @@ class RateLimit:
         kind, _, name = spec.key.partition(":")
         self.header = name.encode() if kind == "header" else None
         self.cookie = name.encode() + b"=" if kind == "cookie" else None
+        self.by_address = self.header is None and self.cookie is None
         # Different limits never share buckets; the same scope keeps them across reloads.
         self.salt = hash(("gtm-rate", scope, spec.key))
 
@@ -133,6 +135,7 @@ class Limiter:
 
     def __init__(self, tables: ClientTables, column: int = 0):
         self.tables = tables
+        self.take = tables.rate.take
         self.column = column
         self.refused: dict[str, LimitCounts] = {}
         if tables.workers > 1:
@@ -164,21 +167,29 @@ class Limiter:
     # -- requests -------------------------------------------------------------------------
     def admit(self, limits: ListenerAdmission, route: RateLimit | None, request: Request,
               client_ip: bytes) -> tuple[int, float]:
-        """(held cell or 0, 0.0) to go on; (REFUSED, seconds to wait) for a 429."""
+        """(held cell or 0, 0.0) to go on; (REFUSED, seconds to wait) for a 429.
+
+        A route's bucket is charged first, then the listener's: a request the route
+        refuses costs the listener's bucket nothing (the reverse does not hold)."""
         network = limits.network(client_ip)
         if network is None:
-            return 0, 0.0
-        now = time.monotonic()  # one clock for every worker (loop.time() may differ)
-        for rate in (route, limits.rate):
-            if rate is None:
-                continue
-            wait = self.tables.rate.take(hash(rate.key(request, network)) ^ rate.salt, now,
-                                         rate.interval, rate.tolerance)
-            if wait:
-                self.counts(limits.name).rate += 1
-                return REFUSED, wait
+            return ADMITTED
+        rate = limits.rate
+        if route is not None or rate is not None:
+            now = monotonic()  # one clock for every worker (loop.time() may differ)
+            take = self.take
+            if route is not None:
+                key = network if route.by_address else route.key(request, network)
+                wait = take(hash(key) ^ route.salt, now, route.interval, route.tolerance)
+                if wait:
+                    return self._too_fast(limits, wait)
+            if rate is not None:
+                key = network if rate.by_address else rate.key(request, network)
+                wait = take(hash(key) ^ rate.salt, now, rate.interval, rate.tolerance)
+                if wait:
+                    return self._too_fast(limits, wait)
         if not limits.max_requests:
-            return 0, 0.0
+            return ADMITTED
         table = self.tables.counts
         cell = table.acquire(table.requests, hash(network) ^ limits.count_salt, self.column,
                              limits.max_requests)
@@ -186,6 +197,10 @@ class Limiter:
             self.counts(limits.name).requests += 1
             return REFUSED, 1.0
         return cell, 0.0
+
+    def _too_fast(self, limits: ListenerAdmission, wait: float) -> tuple[int, float]:
+        self.counts(limits.name).rate += 1
+        return REFUSED, wait
 
     def finish_request(self, cell: int) -> None:
         self.tables.counts.release(self.tables.counts.requests, cell)

@@ -61,7 +61,7 @@ class RateTable:
 
         ``interval`` is 1/rate, ``tolerance`` (burst - 1) * interval.
         """
-        h = _key(h)
+        h = h or 1  # 0 marks an empty slot
         index = h & self.mask
         if self.keys[index] != h:
             index = self._slot(h, index, now)
@@ -69,9 +69,8 @@ class RateTable:
         tat = tats[index]
         if tat < now:
             tat = now
-        wait = tat - now - tolerance
-        if wait > 0.0:
-            return wait
+        if tat - now > tolerance:
+            return tat - now - tolerance
         tats[index] = tat + interval
         return 0.0
 
