@@ -9,6 +9,7 @@ test has several "clients" with addresses of its choosing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
 import socket
@@ -378,3 +379,26 @@ backends = ["{backend.address}"]
             client.close()
     finally:
         assert lb.stop() == 0
+
+
+def test_behind_a_proxy_the_connection_cap_counts_the_client_the_header_names(
+        env: Env) -> None:
+    address = limited(env, {"max_connections": 1}, listener={
+        "proxy_protocol": True, "trusted_networks": ["127.0.0.0/8"]})
+
+    def via_proxy(client_ip: str) -> Client:
+        client = connect_from(address, "127.0.0.2")  # the proxy: one address for all
+        client.sendall(f"PROXY TCP4 {client_ip} 127.0.0.1 4000 80\r\n".encode() + GET)
+        return client
+
+    first = via_proxy("198.51.100.1")
+    assert read_response(first)[0] == 200
+    other = via_proxy("198.51.100.2")  # another client through the same proxy
+    assert read_response(other)[0] == 200
+    # The first client's second connection: closed without an answer (a reset when the
+    # close raced the request's bytes).
+    with via_proxy("198.51.100.1") as again, contextlib.suppress(ConnectionResetError):
+        assert again.recv(1) == b""
+    for client in (first, other):
+        client.close()
+    assert _table_totals(env) == (0, 0)
