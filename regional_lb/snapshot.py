@@ -150,7 +150,10 @@ def _queue(config: LbConfig, name: str, old: PoolQueue | None) -> PoolQueue | No
     """The pool's queue: the one it had (waiters keep their place), or a new one."""
     spec = config.pool(name)
     if spec.queue_size == 0:
-        return old if old is not None and old.size else None  # its waiters still finish
+        if old is None or not old.size:
+            return None
+        old.capacity = 0  # its waiters still get their turn; no one new joins them
+        return old
     if old is None:
         return PoolQueue(name, config.priority_classes, spec.queue_size, spec.queue_timeout)
     old.configure(config.priority_classes, spec.queue_size, spec.queue_timeout)

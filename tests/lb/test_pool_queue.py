@@ -222,3 +222,24 @@ def test_a_reload_that_raises_max_connections_dispatches_the_queue(env: Env) -> 
     assert read_response(queued)[0] == 200
     for client in (first, queued):
         client.close()
+
+
+def test_a_reload_that_removes_the_queue_lets_its_waiters_finish(env: Env) -> None:
+    gate, address = saturated(env, {"queue_size": 5, "queue_timeout": 30})
+    first = hold_the_slot(env, gate, address)
+    queued = send(address, "/queued")
+    wait_for(lambda: depth(env) == 1)
+    assert env.handle is not None
+    config = env.handle.snapshot.config
+    from dataclasses import replace
+
+    env.loop.run(env.handle.reload(replace(config, pools=(replace(config.pools[0],
+                                                                  queue_size=0),))))
+    with send(address, "/late") as late:  # no one new joins the old queue
+        assert read_response(late)[0] == 503
+    let(env, gate, 2)
+    assert read_response(first)[0] == 200
+    assert read_response(queued)[0] == 200
+    assert gate.paths == ["/first", "/queued"]
+    for client in (first, queued):
+        client.close()
