@@ -113,9 +113,9 @@ class CountTable:
 
     def clear_column(self, column: int) -> None:
         """Forget what a previous worker of this index held (it is gone)."""
-        for cell in range(column, self.slots * self.workers, self.workers):
-            self.connections[cell] = 0
-            self.requests[cell] = 0
+        zeros = memoryview(bytes(self.slots * 4)).cast("i")  # one store per array
+        self.connections[column :: self.workers] = zeros
+        self.requests[column :: self.workers] = zeros
 
     def acquire(self, counts: memoryview, h: int, column: int, cap: int) -> int:
         """Count one more for the key: its cell + 1, 0 when not counted, -1 at the cap."""
