@@ -12,6 +12,15 @@ for an HTTP/1.1 connection and for an HTTP/2 stream:
 A listener without ``limits`` (and whose routes have none) costs one attribute check
 per request: ``Listener.admission is None``. The state lives in regional_lb.client_tables,
 shared by the workers of a balancer.
+
+A protocol built on ClientProtocol (an HTTP/2 stream) is admitted and queued by the
+inherited ``_dispatch`` and ``_pick_and_send``. Where it overrides the ends of a request
+it must do what ClientProtocol does there: ``_end_limits()`` when a request is refused,
+cancelled or reset (it releases the request's count and leaves the queue); answer a
+queued request first in ``on_timeout`` (``self.waiting``: 503); wake the pool's queue
+after ``backend.active -= 1``; pass ``error.headers`` (Retry-After) to error_response;
+and a connection handed to another protocol hands over ``connection_cell``, released
+when that protocol's connection is lost.
 """
 
 from __future__ import annotations
