@@ -166,6 +166,17 @@ LB_METRICS = {
                               "too_many_streams, flow_control, protocol_error).",
     "lb_http2_stream_errors_total": "RST_STREAM frames sent, by reason (malformed, stalled, "
                                     "refused, backend_broken, cancelled).",
+    "lb_limited_total": "Requests (429) and connections (closed at accept) refused by "
+                        "per-client limits, by listener and reason (rate, requests, "
+                        "connections).",
+    "lb_limit_table_overflows_total": "Per-client table entries that did not fit: rate "
+                                      "buckets evicted while in use (evicted), clients not "
+                                      "counted (uncounted).",
+    "lb_queue_depth": "Requests waiting for a backend slot, by pool and priority class.",
+    "lb_queued_total": "Requests that waited for a backend slot, by pool, class and result "
+                       "(dispatched, timeout, abandoned, full: refused at once).",
+    "lb_queue_wait_seconds": "Time queued requests waited before a backend slot, by pool "
+                             "and class.",
 }
 
 # (listener, connections, open, streams, GOAWAYs by reason, stream errors by reason)
@@ -184,6 +195,17 @@ class LbBackendSample:
         self.buckets, self.seconds_sum = buckets, seconds_sum
 
 
+class LbQueueSample:
+    """One pool's queue, one priority class of it."""
+
+    __slots__ = ("buckets", "depth", "klass", "pool", "results", "seconds_sum")
+
+    def __init__(self, pool: str, klass: str, depth: int, results: dict[str, int],
+                 buckets: list[tuple[float, int]], seconds_sum: float):
+        self.pool, self.klass, self.depth, self.results = pool, klass, depth, results
+        self.buckets, self.seconds_sum = buckets, seconds_sum
+
+
 class LbSample:
     def __init__(self, backends: list[LbBackendSample], rejected: int, reloads: int,
                  tls_handshakes: list[tuple[str, int, int]] | None = None,
@@ -194,6 +216,10 @@ class LbSample:
         self.certificates = certificates or {}       # pair name -> not-after (Unix time)
         self.cert_refusals = cert_refusals
         self.http2 = http2 or []
+        # Per-client limits and queues (regional_lb.client_limits, .pool_queue).
+        self.limited: list[tuple[str, str, int]] = []  # (listener, reason, count)
+        self.table_overflows: dict[str, int] = {}      # evicted | uncounted -> count
+        self.queues: list[LbQueueSample] = []
 
 
 class LbCollector:
@@ -248,6 +274,50 @@ class LbCollector:
                     reloads)
         yield from _tls_metrics(samples, name)
         yield from _http2_metrics(samples, name)
+        yield from _limit_metrics(samples, name)
+
+
+def _limit_metrics(samples: list[LbSample], name: Callable[[str], str]) -> Iterator[Metric]:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    limited = CounterMetricFamily(name("lb_limited_total"), LB_METRICS["lb_limited_total"],
+                                  labels=["listener", "reason"])
+    totals: dict[tuple[str, str], int] = {}
+    overflows: dict[str, int] = {"evicted": 0, "uncounted": 0}
+    for sample in samples:  # several workers in one process add up
+        for listener, reason, count in sample.limited:
+            totals[listener, reason] = totals.get((listener, reason), 0) + count
+        for kind, count in sample.table_overflows.items():
+            overflows[kind] = overflows.get(kind, 0) + count
+    for (listener, reason), count in sorted(totals.items()):
+        limited.add_metric([listener, reason], count)
+    overflow = CounterMetricFamily(name("lb_limit_table_overflows_total"),
+                                   LB_METRICS["lb_limit_table_overflows_total"], labels=["kind"])
+    for kind, count in overflows.items():
+        overflow.add_metric([kind], count)
+    labels = ["pool", "class"]
+    depth = GaugeMetricFamily(name("lb_queue_depth"), LB_METRICS["lb_queue_depth"],
+                              labels=labels)
+    queued = CounterMetricFamily(name("lb_queued_total"), LB_METRICS["lb_queued_total"],
+                                 labels=[*labels, "result"])
+    wait = HistogramMetricFamily(name("lb_queue_wait_seconds"),
+                                 LB_METRICS["lb_queue_wait_seconds"], labels=labels)
+    for sample in samples:
+        for q in sample.queues:
+            key = [q.pool, q.klass]
+            depth.add_metric(key, q.depth)
+            for result, count in q.results.items():
+                queued.add_metric([*key, result], count)
+            running, buckets = 0, []
+            for bound, count in q.buckets:
+                running += count
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+            wait.add_metric(key, buckets, q.seconds_sum)
+    yield from (limited, overflow, depth, queued, wait)
 
 
 def _tls_metrics(samples: list[LbSample], name: Callable[[str], str]) -> Iterator[Metric]:

@@ -29,6 +29,7 @@ Every key, with its default::
                                # all but link-local (169.254.0.0/16, fe80::/10), unspecified
                                # (0.0.0.0, ::) and multicast (224.0.0.0/4, ff00::/8);
                                # ::ffff:a.b.c.d is checked as a.b.c.d
+    priority_classes = ["high", "normal", "low"]  # queue classes of requests, highest first
 
     [lb.timeouts]              # seconds
     header_read = 10.0         # a whole request head (slowloris): 408
@@ -45,6 +46,8 @@ Every key, with its default::
     max_headers = 100          # 431 above
     max_body_bytes = 0         # 413 above; 0: unlimited
     max_client_connections = 20000  # per worker (all listeners); beyond, closed at once
+    client_table = 65536       # entries of the per-client tables (rate buckets; connection
+                               # and request counts), shared by the workers; fixed at start
 
     [lb.http2]                 # HTTP/2 toward clients (TLS listeners by ALPN, h2c below)
     max_concurrent_streams = 100  # streams open at once per connection; a client opening
@@ -75,6 +78,23 @@ Every key, with its default::
     h2c = false                # plain listeners: also HTTP/2 with prior knowledge (a
                                # connection opening with the HTTP/2 preface); never by Upgrade
     backlog = 0                # listen queue length; 0: the kernel's maximum (somaxconn)
+    priority = "normal"        # queue class of its requests (default normal, else the lowest)
+    priority_header = "X-Priority"  # a request's class from this header: a class name ...
+    priority_values = { "1" = "high", "batch" = "low" }  # ... or a value mapped here; else
+                               # the route's or listener's class. Clients can send it: map
+                               # only to classes anyone may have, or set it at a proxy before
+    [lb.listeners.limits]      # per client (absent: none, at no cost); refused: 429 with
+                               # Retry-After (the connection stays open when the request
+                               # was read whole), counts shared by the workers
+    rate = 0.0                 # requests a second per key: a token bucket (0: no rate limit)
+    burst = 10                 # requests a key may send at once (default: rate, at least 1)
+    key = "client_ip"          # client_ip | header:NAME | cookie:NAME (absent: client_ip)
+    ipv4_prefix = 32           # client addresses count by network: 24 puts a /24 in one
+    ipv6_prefix = 128          # bucket (56 a /56), for rate, connections and requests
+    max_connections = 0        # open connections per client network (0: no cap); beyond:
+                               # closed at accept
+    max_requests = 0           # requests in flight per client network (0: no cap); beyond: 429
+    allow = ["10.0.0.0/8"]     # client networks never limited
     [lb.listeners.tls]         # TLS on this listener (absent: plain TCP); see regional_lb.tls
     certificates = "certs/"    # NAME.crt + NAME.key or NAME.pem files (relative to this file)
     control = false            # true: also the control plane's certificates ([lb.tls] below);
@@ -93,6 +113,9 @@ Every key, with its default::
     host = "api.example.com"   # all given conditions must hold
     path_prefix = "/api/"
     header = "X-Canary: 1"     # or just "X-Canary" for any value
+    limits = { rate = 1.0, burst = 5, key = "client_ip" }  # a rate limit of its own, charged
+                               # before the listener's (prefixes and allow: the listener's)
+    priority = "high"          # queue class of the requests it matches
 
     [lb.tls]
     watch_interval = 2.0       # seconds between looks at directories and the control plane
@@ -158,6 +181,10 @@ Every key, with its default::
                 max_ejection = 300.0, max_ejection_percent = 50 }  # passive; absent:
                                # gateway errors only (consecutive_5xx = 0); false: off
     panic_below = 0.5          # fewer healthy than this share: balance over all enabled
+    queue_size = 0             # requests that wait while every backend is at max_connections
+                               # (0: none, 503 at once); beyond it 503 at once
+    queue_timeout = 5.0        # seconds one waits, then 503; highest class first, FIFO within
+                               # a class; a client that closes leaves the queue
 
 Control-plane certificates (``control = true``) are the ones ``gtm certs upload`` (or
 ``PUT /v1/certificates/NAME``) stored: each poll reads what changed, opens the sealed
@@ -197,6 +224,18 @@ from regional_lb.config_acme import (
     parse_acme,
 )
 from regional_lb.config_http2 import Http2Settings, http2_settings
+from regional_lb.config_limits import (
+    DEFAULT_CLASSES,
+    ClientLimitsSpec,
+    PrioritySpec,
+    RateLimitSpec,
+    class_index,
+    listener_limits,
+    listener_priority,
+    priority_classes,
+    queue_settings,
+    route_limits,
+)
 from regional_lb.config_reader import Reader, addresses, existing_path
 from regional_lb.config_tls import (
     TlsSettings,
@@ -240,6 +279,7 @@ class Limits:
     max_headers: int = 100          # 431 above
     max_body_bytes: int = 0         # 413 above; 0 = unlimited
     max_client_connections: int = 20000  # per worker, all listeners; more are refused
+    client_table: int = 65536       # entries of the per-client tables (regional_lb.client_limits)
 
 
 @dataclass(frozen=True)
@@ -272,6 +312,8 @@ class PoolSpec:
     check: HealthCheck | None = None    # active checks of every backend (regional_lb.health)
     outlier: OutlierSpec | None = None  # passive outlier detection on live traffic
     panic_below: float = 0.5         # fewer healthy than this share: balance over all
+    queue_size: int = 0              # requests waiting for a backend slot; 0: 503 at once
+    queue_timeout: float = 5.0       # seconds a request waits in the queue, then 503
 
 
 @dataclass(frozen=True)
@@ -280,6 +322,8 @@ class RouteSpec:
     host: bytes | None = None
     path_prefix: bytes | None = None
     header: tuple[bytes, bytes | None] | None = None  # (lower name, value or any)
+    limits: RateLimitSpec | None = None  # a rate limit of the route's own
+    priority: int | None = None      # queue class (index into priority_classes)
 
 
 @dataclass(frozen=True)
@@ -296,6 +340,8 @@ class ListenerSpec:
     upgrades: tuple[str, ...] = ("websocket",)  # Upgrade protocols tunnelled to backends
     backlog: int = 0                 # listen queue; 0: the kernel's maximum (somaxconn)
     h2c: bool = False                # plain HTTP/2 with prior knowledge (the preface)
+    limits: ClientLimitsSpec | None = None  # per-client limits (regional_lb.client_limits)
+    priority: PrioritySpec = field(default_factory=PrioritySpec)  # queue class of a request
 
 
 @dataclass(frozen=True)
@@ -320,6 +366,7 @@ class LbConfig:
     tls: TlsSettings = field(default_factory=TlsSettings)
     acme: AcmeSettings | None = None
     http2: Http2Settings = field(default_factory=Http2Settings)
+    priority_classes: tuple[str, ...] = DEFAULT_CLASSES  # queue classes, highest first
     source: str = "config"
 
     def pool(self, name: str) -> PoolSpec:
@@ -340,7 +387,7 @@ def load_config(path: Path) -> LbConfig:
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
         "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks",
-        "http2")
+        "http2", "priority_classes")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
@@ -356,8 +403,9 @@ def build_config(raw: Any, source: str) -> LbConfig:
             raise ConfigError(f"pool {name!r} is defined twice", source, f"lb.pools[{i}].name")
     acme_table = top.get("acme", dict)
     managed = acme_names(acme_table)
+    classes = priority_classes(top)
     listeners = tuple(
-        _listener(item, f"lb.listeners[{i}]", source, names, managed)
+        _listener(item, f"lb.listeners[{i}]", source, names, managed, classes)
         for i, item in enumerate(top.list("listeners"))
     )
     if not listeners:
@@ -385,6 +433,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         tls=tls_settings(top.get("tls", dict, {}), source),
         acme=acme,
         http2=http2_settings(top.get("http2", dict, {}), source),
+        priority_classes=classes,
         source=source,
     ))
 
@@ -444,12 +493,15 @@ def _limits(raw: Any, source: str) -> Limits:
         raise reader.fail("max_header_bytes", "is too small to hold a request")
     if values["max_client_connections"] < 1:
         raise reader.fail("max_client_connections", "must be at least 1")
+    if not 64 <= values["client_table"] <= 1 << 24:
+        raise reader.fail("client_table", "must be between 64 and 16777216")
     return Limits(**values)
 
 
 _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_connections",
               "max_idle", "retries", "retry_budget", "proxy_protocol", "tls", "tls_ca",
-              "tls_server_name", "tls_verify", "check", "outlier", "panic_below")
+              "tls_server_name", "tls_verify", "check", "outlier", "panic_below", "queue_size",
+              "queue_timeout")
 
 
 def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
@@ -468,6 +520,7 @@ def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> 
     hash_key = reader.get("hash_key", str, "client_ip")
     if hash_key != "client_ip" and not hash_key.startswith(("cookie:", "header:")):
         raise reader.fail("hash_key", "must be client_ip, cookie:NAME or header:NAME")
+    queue_size, queue_timeout = queue_settings(reader)
     return PoolSpec(
         name=name,
         backends=backends,
@@ -487,6 +540,8 @@ def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> 
         outlier=_outlier(raw, where, source),
         panic_below=parse_panic_below(raw["panic_below"], f"{where}.panic_below", source)
         if "panic_below" in raw else 0.5,
+        queue_size=queue_size,
+        queue_timeout=queue_timeout,
     )
 
 
@@ -540,7 +595,8 @@ def backend_values(reader: Reader) -> dict[str, Any]:
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
-                  "trusted_networks", "health_path", "tls", "upgrades", "backlog", "h2c")
+                  "trusted_networks", "health_path", "tls", "upgrades", "backlog", "h2c",
+                  "limits", "priority", "priority_header", "priority_values")
 # Upgrade protocols a listener may switch to. h2c is never one: HTTP/2 is the balancer's
 # own to speak, and a tunnel would let a client talk h2c to a backend past every check.
 NEVER_UPGRADES = frozenset({"h2c"})
@@ -548,7 +604,8 @@ TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2
 
 
 def _listener(raw: Any, where: str, source: str, pools: list[str],
-              managed: frozenset[str] = frozenset()) -> ListenerSpec:
+              managed: frozenset[str] = frozenset(),
+              classes: tuple[str, ...] = DEFAULT_CLASSES) -> ListenerSpec:
     reader = Reader(raw, where, source, _LISTENER_KEYS)
     bind = reader.address("bind")
     assert bind is not None
@@ -559,11 +616,15 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
         raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
     mode = reader.choice("mode", ("http", "tcp"), "http")
     routes = tuple(
-        _route(item, f"{where}.routes[{i}]", source, pools)
+        _route(item, f"{where}.routes[{i}]", source, pools, classes)
         for i, item in enumerate(reader.list("routes"))
     )
     if routes and mode == "tcp":
         raise reader.fail("routes", "are for http listeners only")
+    limits = listener_limits(raw["limits"], f"{where}.limits", source) \
+        if "limits" in raw else None
+    if limits is not None and mode == "tcp":
+        raise reader.fail("limits", "are for http listeners only")
     networks = []
     for i, text in enumerate(reader.list("trusted_networks")):
         try:
@@ -591,6 +652,8 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
         routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
         health_path=health, tls=tls, upgrades=upgrades,
         backlog=reader.number("backlog", int, 0, 0, 1 << 20), h2c=h2c,
+        limits=limits,
+        priority=listener_priority(reader, classes),
     )
 
 
@@ -606,8 +669,10 @@ def _upgrades(reader: Reader) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
-    reader = Reader(raw, where, source, ("pool", "host", "path_prefix", "header"))
+def _route(raw: Any, where: str, source: str, pools: list[str],
+           classes: tuple[str, ...] = DEFAULT_CLASSES) -> RouteSpec:
+    reader = Reader(raw, where, source,
+                    ("pool", "host", "path_prefix", "header", "limits", "priority"))
     pool = reader.get("pool", str)
     if pool not in pools:
         raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
@@ -627,6 +692,9 @@ def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
         host=host.lower().encode() if host else None,
         path_prefix=prefix.encode() if prefix else None,
         header=header,
+        limits=route_limits(raw["limits"], f"{where}.limits", source)
+        if "limits" in raw else None,
+        priority=class_index(reader, "priority", classes),
     )
 
 

@@ -12,6 +12,8 @@ class HttpError(GtmError):
     boundary that turns it into a response (and, for framing errors, a closed connection).
     """
 
+    headers = b""  # header lines for that response, each ending in CRLF (Retry-After)
+
     def __init__(self, status: int, reason: str):
         self.status = status
         self.reason = reason

@@ -14,18 +14,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gtm import log
-from gtm.metrics import LbBackendSample, LbSample
+from gtm.metrics import LbBackendSample, LbQueueSample, LbSample
 from gtm.sockopts import listen_backlog
 from regional_lb import heap
 from regional_lb.accesslog import make_access_log
 from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
+from regional_lb.client_limits import Limiter
+from regional_lb.client_tables import ClientTables
 from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
 from regional_lb.l4 import TcpSession
 from regional_lb.l7.http2 import Http2Connection, Http2Stats
 from regional_lb.l7.parser import clear_caches
 from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol
+from regional_lb.pool_queue import RESULTS
 from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
 from regional_lb.sockets import bind_listener, listener_key
 from regional_lb.tls import tickets
@@ -68,7 +71,8 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 class Worker:
-    def __init__(self, config: LbConfig, sockets: dict[str, socket.socket] | None = None):
+    def __init__(self, config: LbConfig, sockets: dict[str, socket.socket] | None = None,
+                 limiter: Limiter | None = None):
         self.loop = asyncio.get_running_loop()
         self.tls = TlsRegistry()
         self.snapshot: Snapshot = compile_snapshot(config, None, self.loop.time(),
@@ -82,6 +86,8 @@ class Worker:
         self.connections: set[Any] = set()
         self.crowd = 0  # the most connections seen since memory was last given back
         self.last_count = 0  # connections at the previous sweep
+        # Per-client state: shared with the other workers when they were forked with it.
+        self.limiter = limiter or Limiter(ClientTables(config.limits.client_table))
         self.stopping = False
         self.stats = Stats()
         self.http2 = Http2Stats()
@@ -118,8 +124,26 @@ class Worker:
             for pool in self.snapshot.pools.values() for b in pool.backends
         ]
         handshakes, expiry, refusals = self.tls.sample()
-        return LbSample(rows, self.stats.rejected, self.stats.reloads, handshakes, expiry,
-                        refusals, self.http2.sample())
+        sample = LbSample(rows, self.stats.rejected, self.stats.reloads, handshakes, expiry,
+                          refusals, self.http2.sample())
+        self._sample_limits(sample)
+        return sample
+
+    def _sample_limits(self, sample: LbSample) -> None:
+        limiter = self.limiter
+        sample.limited = [(listener, reason, count)
+                          for listener, counts in limiter.refused.items()
+                          for reason, count in vars(counts).items()]
+        sample.table_overflows = {"evicted": limiter.tables.rate.evictions,
+                                  "uncounted": limiter.tables.counts.full}
+        for pool in self.snapshot.pools.values():
+            queue = pool.queue
+            if queue is None:
+                continue
+            for klass, stats in zip(queue.names, queue.stats, strict=True):
+                sample.queues.append(LbQueueSample(
+                    pool.name, klass, stats.depth, dict(zip(RESULTS, stats.results, strict=True)),
+                    list(zip(LATENCY_BUCKETS, stats.wait_buckets, strict=True)), stats.wait_sum))
 
     # -- start, reload ------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,6 +267,7 @@ class Worker:
                         connection.on_timeout(now)
                     except Exception:  # one bad connection never stops the timers
                         log.lb.exception("timeout handling failed")
+            self._pump_queues(now)
             self._after_crowd(len(self.connections))
 
     def _after_crowd(self, count: int) -> None:
@@ -268,6 +293,14 @@ class Worker:
         log.lb.debug("%d connections left: their table went from %d to %d bytes%s",
                      len(self.connections), peak_bytes, sys.getsizeof(self.connections),
                      ", free heap pages returned" if trimmed else "")
+
+    def _pump_queues(self, now: float) -> None:
+        """Slots that freed without a request ending (a backend back to health, a reload
+        that raised max_connections) go to queued requests here."""
+        for pool in self.snapshot.pools.values():
+            queue = pool.queue
+            if queue is not None and queue.size:
+                queue.pump(now)
 
     # -- stop ---------------------------------------------------------------------------
     async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:

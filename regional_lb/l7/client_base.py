@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from regional_lb.balancing import BackendState, PoolState
 from regional_lb.balancing.state import LATENCY_BUCKETS
@@ -34,11 +34,40 @@ class ClientBase(asyncio.Protocol):
     # address (bench/connections.py --breakdown). A slot has no class default, so
     # __init__ sets every field with plain stores, the cheapest way to fill an object.
     __slots__ = (
-        "answered", "backend", "body_left", "body_seen", "buffer", "client_ip", "deadline",
-        "deadline_status", "decoder", "head_out", "keep_alive", "listener", "listener_name",
-        "minor", "paused", "pending", "pool", "request", "request_done", "response_started",
-        "stale_retry", "started", "state", "status", "tls_headers", "transport", "tried",
-        "upgrade", "upstream", "worker", "writing_paused",
+        "answered",
+        "backend",
+        "body_left",
+        "body_seen",
+        "buffer",
+        "client_ip",
+        "connection_cell",
+        "deadline",
+        "deadline_status",
+        "decoder",
+        "head_out",
+        "keep_alive",
+        "listener",
+        "listener_name",
+        "minor",
+        "paused",
+        "pending",
+        "pool",
+        "request",
+        "request_cell",
+        "request_done",
+        "response_started",
+        "stale_retry",
+        "started",
+        "state",
+        "status",
+        "tls_headers",
+        "transport",
+        "tried",
+        "upgrade",
+        "upstream",
+        "waiting",
+        "worker",
+        "writing_paused",
     )
     transport: asyncio.Transport | None
     state: int
@@ -69,6 +98,10 @@ class ClientBase(asyncio.Protocol):
     writing_paused: bool     # our buffer towards the client is full
     tls_headers: bytes       # about the client's certificate, for every request (TLS)
     listener: Listener       # as it was when the connection came (set by connection_made)
+    # Per-client limits and the pool queue (regional_lb.client_limits, .pool_queue).
+    connection_cell: int     # the count this connection holds for its client network
+    request_cell: int        # the count the request in flight holds
+    waiting: list[Any] | None  # its queue entry while waiting for a backend slot
     worker: Worker
     listener_name: str
 
@@ -76,11 +109,12 @@ class ClientBase(asyncio.Protocol):
         self.worker = worker
         self.listener_name = listener_name
         self.transport = self.request = self.pool = self.backend = self.upstream = None
-        self.decoder = self.upgrade = None
+        self.decoder = self.upgrade = self.waiting = None
         self.state = HEAD
         self.buffer = self.pending = self.client_ip = self.head_out = self.tls_headers = b""
         self.deadline = self.started = self.answered = 0.0
         self.deadline_status = self.paused = self.body_left = self.body_seen = self.status = 0
+        self.connection_cell = self.request_cell = 0
         self.minor = 1
         self.keep_alive = True
         self.tried = ()

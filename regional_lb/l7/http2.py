@@ -227,8 +227,9 @@ class FrameGuard:
 
 class Http2Connection(asyncio.Protocol):
     def __init__(self, worker: Worker, listener_name: str, listener: Listener,
-                 client_ip: bytes, tls_headers: bytes):
+                 client_ip: bytes, tls_headers: bytes, connection_cell: int = 0):
         self.worker = worker
+        self.connection_cell = connection_cell  # per-client connection count it holds
         self.listener_name = listener_name
         self.listener = listener
         self.client_ip = client_ip
@@ -284,6 +285,9 @@ class Http2Connection(asyncio.Protocol):
         for stream in list(self.streams.values()):
             stream.cancel()
         self.streams.clear()
+        if self.connection_cell:
+            self.worker.limiter.close_connection(self.connection_cell)
+            self.connection_cell = 0
 
     def eof_received(self) -> bool | None:
         return None  # a client that stops sending is gone: close

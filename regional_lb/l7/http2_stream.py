@@ -35,6 +35,7 @@ from regional_lb.l7.parser import (
 from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.rewrite import error_response
 from regional_lb.l7.upstream import CHUNKED, DONE, UpstreamProtocol
+from regional_lb.pool_queue import ABANDONED, TIMEOUT
 
 if TYPE_CHECKING:
     from regional_lb.l7.http2 import Http2Connection
@@ -430,7 +431,8 @@ class Http2Stream(ClientProtocol):
         self.out.clear()
         self.out_size = 0
         self.out_headers, body = h1_response(error_response(error.status, close=False,
-                                                            message=error.reason))
+                                                            message=error.reason,
+                                                            headers=error.headers))
         if not head_only:
             self._queue(body)
         self._answer()
@@ -438,6 +440,10 @@ class Http2Stream(ClientProtocol):
     def on_timeout(self, now: float) -> None:
         """Called by the connection when this stream's deadline has passed."""
         self._deadline = 0.0
+        if self.waiting is not None:
+            self._leave_queue(TIMEOUT)
+            self._reject(HttpError(503, "no backend slot within queue_timeout"))
+            return
         if self.response_started:
             upstream, self.upstream = self.upstream, None
             if upstream is not None:
@@ -458,6 +464,7 @@ class Http2Stream(ClientProtocol):
         if upstream is not None:
             upstream.abort()  # mid-request or mid-response: never back to the pool
         self._release_backend(failed=False)
+        self._end_limits(ABANDONED)  # its queue place and its client's request count
         self.out.clear()
         self.out_size = 0
 

@@ -11,6 +11,7 @@ import asyncio
 
 from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.balancing import BackendState
+from regional_lb.client_limits import REFUSED, ListenerAdmission, too_many_requests
 from regional_lb.errors import HttpError, UpstreamError
 from regional_lb.l7.client_base import (
     BODY,
@@ -42,8 +43,9 @@ from regional_lb.l7.rewrite import (
     request_head,
 )
 from regional_lb.l7.upstream import UpstreamProtocol, connect
+from regional_lb.pool_queue import ABANDONED, TIMEOUT, PoolQueue
 from regional_lb.proxyproto import ProxyHeaderError, parse_proxy_header
-from regional_lb.snapshot import balance_key
+from regional_lb.snapshot import Route, balance_key
 
 # The HTTP/2 connection preface (RFC 9113 3.4) up to its first blank line: read as an
 # HTTP/1.1 head it is "PRI * HTTP/2.0", which h2c listeners hand to HTTP/2.
@@ -77,19 +79,36 @@ class ClientProtocol(ClientBase):
         self.listener = listener  # kept in case a reload removes it
         if listener.tls is not None:
             self.tls_headers = listener.tls.count(transport)
-            if listener.h2 and alpn_h2(transport):
-                self._to_http2(transport, b"")
-                return
         if listener.spec.proxy_protocol and peer is not None \
                 and worker.trusted(listener, peer[0]):
             self.state = PROXY_HEADER
+        elif listener.admission is not None and not self._open(listener.admission):
+            return
+        if listener.tls is not None and listener.h2 and alpn_h2(transport):
+            self._to_http2(transport, b"")  # after the connection cap: it counts too
+            return
         self.deadline = worker.loop.time() + worker.timeouts.header_read
         self.deadline_status = 0
+
+    def _open(self, admission: ListenerAdmission) -> bool:
+        """The client network's connection cap: over it, closed at accept."""
+        cell = self.worker.limiter.open_connection(admission, self.client_ip)
+        if cell == REFUSED:
+            self.state = CLOSED
+            assert self.transport is not None
+            self.transport.close()
+            return False
+        self.connection_cell = cell
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         was = self.state
         self.state = CLOSED
         self.worker.connections.discard(self)
+        self._end_limits(ABANDONED)
+        if self.connection_cell:
+            self.worker.limiter.close_connection(self.connection_cell)
+            self.connection_cell = 0
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -120,6 +139,8 @@ class ClientProtocol(ClientBase):
 
     def eof_received(self) -> bool | None:
         # TLS transports close after an EOF whatever this returns (and warn about True).
+        if self.waiting is not None:
+            return None  # a client that closes while queued has given up: leave the queue
         keep = None if self.transport is None or self.transport.get_extra_info("sslcontext") \
             else True
         if self.state == TUNNEL and self.upstream is not None:
@@ -133,6 +154,10 @@ class ClientProtocol(ClientBase):
 
     def on_timeout(self, now: float) -> None:
         """Called by the worker's sweeper when self.deadline has passed."""
+        if self.waiting is not None:
+            self._leave_queue(TIMEOUT)
+            self._gateway_error(HttpError(503, "no backend slot within queue_timeout"))
+            return
         state = self.state
         if self.response_started or state in (TUNNEL, CLOSED):
             self.state = CLOSED
@@ -164,6 +189,9 @@ class ClientProtocol(ClientBase):
         source, used = parsed
         if source is not None:
             self.client_ip = source[0].encode()
+        admission = self.listener.admission
+        if admission is not None and not self._open(admission):
+            return  # the connection cap counts the client the header names
         self.state = HEAD
         self.buffer = b""
         if used < len(data):
@@ -216,8 +244,11 @@ class ClientProtocol(ClientBase):
         self.worker.connections.discard(self)
         self.state = CLOSED
         assert transport is not None
+        # The client network's connection count goes with the connection, released when
+        # the HTTP/2 protocol loses it (this object never hears of it again).
+        cell, self.connection_cell = self.connection_cell, 0
         Http2Connection(self.worker, self.listener_name, self.listener, self.client_ip,
-                        self.tls_headers).take_over(transport, data)  # type: ignore[arg-type]
+                        self.tls_headers, cell).take_over(transport, data)  # type: ignore[arg-type]
 
     def _partial_head(self, data: bytes) -> None:
         limits = self.worker.limits
@@ -254,7 +285,8 @@ class ClientProtocol(ClientBase):
         if limit and (request.content_length or 0) > limit:
             self._reject(HttpError(413, "request body too large"))
             return
-        self.pool = pool = listener.route(request) if listener.routes else listener.pool
+        route = listener.match(request) if listener.routes else None
+        self.pool = pool = route.pool if route is not None else listener.pool
         if pool.retry_tokens < pool.retry_cap:
             pool.retry_tokens += pool.retry_budget
         self.tried = ()
@@ -276,6 +308,8 @@ class ClientProtocol(ClientBase):
             self.request_done = True
             self.state = WAIT
             self.buffer = rest
+        if listener.admission is not None and not self._admit(listener.admission, route):
+            return
         worker.request_count += 1
         self.upgrade = allowed_upgrade(request.upgrade, listener.upgrades)
         self.head_out = request_head(request, self.client_ip,
@@ -312,8 +346,12 @@ class ClientProtocol(ClientBase):
         key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
         backend = pool.picker(pool, key, self.started, self.tried)
         if backend is None:
-            self._gateway_error(HttpError(503, "no backend available"))
+            if pool.queue is None or not self._enqueue(pool.queue):
+                self._gateway_error(HttpError(503, "no backend available"))
             return
+        self._send_to(backend)
+
+    def _send_to(self, backend: BackendState) -> None:
         self.backend = backend
         backend.active += 1
         backend.requests += 1
@@ -326,6 +364,64 @@ class ClientProtocol(ClientBase):
         self._pause(PAUSE_NO_UPSTREAM)
         self.deadline = 0.0
         self.worker.spawn(self._connect(backend))
+
+    # -- limits and the queue (regional_lb.client_limits, regional_lb.pool_queue) --------
+    def _admit(self, admission: ListenerAdmission, route: Route | None) -> bool:
+        """Rate limits and the request cap: False when answered 429."""
+        cell, wait = self.worker.limiter.admit(admission, route.limits if route else None,
+                                               self.request, self.client_ip)  # type: ignore[arg-type]
+        if cell == REFUSED:
+            self._gateway_error(too_many_requests(wait))
+            return False
+        self.request_cell = cell
+        return True
+
+    def _enqueue(self, queue: PoolQueue) -> bool:
+        """Wait for a backend slot when the backends that could serve are all busy.
+        False when none is up (the caller answers 503); a full queue answers 503 here."""
+        pool, request, tried = self.pool, self.request, self.tried
+        assert pool is not None and request is not None
+        if not any(b.up and b not in tried for b in pool.backends):
+            return False
+        listener = self.listener
+        rank = listener.priority(request, listener.match(request) if listener.routes else None)
+        now = self.worker.loop.time()
+        if not queue.push(self, rank, now):
+            self._gateway_error(HttpError(503, "queue full"))
+            return True
+        self.deadline = now + queue.timeout
+        self.deadline_status = 503
+        return True
+
+    def from_queue(self) -> bool:
+        """A backend slot freed: take it (True), or wait on at the head (False)."""
+        request, pool = self.request, self.pool
+        if request is None or pool is None or self.state == CLOSED:
+            return True
+        key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
+        backend = pool.picker(pool, key, self.started, self.tried)
+        if backend is None:
+            return False
+        self._send_to(backend)
+        return True
+
+    def _leave_queue(self, result: int) -> None:
+        pool = self.pool
+        if pool is not None and pool.queue is not None:
+            pool.queue.leave(self, result)
+
+    def _wake_queue(self, queue: PoolQueue) -> None:
+        """A backend slot of this pool freed: the first waiter takes it."""
+        if queue.size:
+            queue.dispatch(self.worker.loop.time())
+
+    def _end_limits(self, result: int) -> None:
+        """The request is over (answered, failed or abandoned): give back what it held."""
+        if self.waiting is not None:
+            self._leave_queue(result)
+        if self.request_cell:
+            self.worker.limiter.finish_request(self.request_cell)
+            self.request_cell = 0
 
     async def _connect(self, backend: BackendState) -> None:
         try:
@@ -381,6 +477,9 @@ class ClientProtocol(ClientBase):
         if backend is None:
             return
         backend.active -= 1
+        pool = self.pool
+        if pool is not None and pool.queue is not None:
+            self._wake_queue(pool.queue)
         if failed:
             backend.failures += 1
             backend.responses[5] += 1
@@ -392,6 +491,8 @@ class ClientProtocol(ClientBase):
         upstream = self.upstream
         if upstream is None or upstream.transport is None:
             self.pending += data
+            if len(self.pending) > PIPELINE_BUFFER:  # queued: hold no more than this
+                self._pause(PAUSE_NO_UPSTREAM)
             return
         self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
         if self.decoder is None:
@@ -498,6 +599,12 @@ class ClientProtocol(ClientBase):
         if backend is not None:
             self.backend = None
             backend.active -= 1
+            queue = self.pool.queue  # type: ignore[union-attr]
+            if queue is not None:
+                self._wake_queue(queue)
+        if self.request_cell:
+            worker.limiter.finish_request(self.request_cell)
+            self.request_cell = 0
         self.request = None
 
     def _idle(self, rest: bytes) -> None:
@@ -526,7 +633,8 @@ class ClientProtocol(ClientBase):
             return
         self._drop_request(error)
         self.transport.write(error_response(error.status, close=False, message=error.reason,
-                                            keep_alive_1_0=self.minor == 0))
+                                            keep_alive_1_0=self.minor == 0,
+                                            headers=error.headers))
         self._resume(PAUSE_NO_UPSTREAM)
         rest, self.buffer = self.buffer, b""
         self._idle(rest)
@@ -536,7 +644,8 @@ class ClientProtocol(ClientBase):
         self._drop_request(error)
         self.state = CLOSED
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_response(error.status, close=True, message=error.reason))
+            self.transport.write(error_response(error.status, close=True, message=error.reason,
+                                                headers=error.headers))
             self.transport.close()
 
     def _drop_request(self, error: HttpError) -> None:
@@ -547,6 +656,7 @@ class ClientProtocol(ClientBase):
         if upstream is not None:
             upstream.abort()
         self._release_backend(failed=False)
+        self._end_limits(ABANDONED)
         if self.worker.access_log is not None and self.request is not None:
             self.worker.access_log(self, self.worker.loop.time() - self.started)
         self.request = None

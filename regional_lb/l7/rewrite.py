@@ -10,6 +10,7 @@ from regional_lb.l7.parser import Request, Response
 REASONS = {
     400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 408: b"Request Timeout",
     413: b"Content Too Large", 414: b"URI Too Long", 417: b"Expectation Failed",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large", 501: b"Not Implemented", 502: b"Bad Gateway",
     503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
     200: b"OK",
@@ -109,15 +110,17 @@ _date: list[int | bytes] = [0, b""]
 
 
 def error_response(status: int, close: bool, message: str | None = None,
-                   keep_alive_1_0: bool = False) -> bytes:
-    """An error of our own: never stored by a cache (it says nothing about the resource)."""
+                   keep_alive_1_0: bool = False, headers: bytes = b"") -> bytes:
+    """An error of our own: never stored by a cache (it says nothing about the resource).
+
+    ``headers``: more lines, each ending in CRLF (a 429's Retry-After)."""
     reason = REASONS.get(status, b"Error")
     body = (message or reason.decode()).encode() + b"\n"
     connection = b"Connection: close\r\n" if close \
         else b"Connection: keep-alive\r\n" if keep_alive_1_0 else b""
     return (b"HTTP/1.1 %d %s\r\nDate: %s\r\nCache-Control: no-store\r\n"
-            b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
-            % (status, reason, http_date(), len(body), connection, body))
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s%s\r\n%s"
+            % (status, reason, http_date(), len(body), headers, connection, body))
 
 
 def interim_response(response: Response) -> bytes:
