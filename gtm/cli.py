@@ -20,10 +20,9 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
         parse_listen,
         validate,
     )
-    from gtm.control import certs_cli
+    from gtm.control import certs_cli, health_cli
     from gtm.control import cli as control_cli
     from gtm.errors import ConfigError, GtmError
-    from gtm.health import cli as health_cli
     from gtm.steering.state import SteeringState
 except KeyboardInterrupt:
     raise SystemExit(130) from None
@@ -192,7 +191,7 @@ def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gtm.dns import node
+    from gtm import node
 
     follow = control_cli.follower_settings(args)
     settings = dns_settings(args, workers=default_workers())
@@ -230,8 +229,8 @@ def default_zones_dir() -> Path:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from gtm.config.settings import DnsSettings
-    from gtm.dns.node import open_locator
-    from gtm.steering.explain import Question, explain_directory
+    from gtm.health.explain import Question, explain_directory
+    from gtm.node import open_locator
 
     if args.log_level is None:
         log.setup("WARNING")  # the explanation is the output; keep start-up notes out
@@ -239,7 +238,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     question = Question(args.name, args.type, args.client, args.subnet)
     if _use_api(args):
         from gtm.config.document import compile_document
-        from gtm.steering.explain import explain
+        from gtm.health.explain import explain
 
         api = control_cli.client(args)
         live = api.get("/v1/config")
@@ -265,7 +264,7 @@ def _use_api(args: argparse.Namespace) -> bool:
 
 
 def cmd_steer_endpoint(args: argparse.Namespace) -> int:
-    from gtm.steering.admin import with_endpoint
+    from gtm.control.steer_cli import with_endpoint
 
     def change(state: SteeringState) -> SteeringState:
         return with_endpoint(state, args.endpoint, args.health, args.admin, args.reason)
@@ -279,7 +278,7 @@ def cmd_steer_endpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_steer_region(args: argparse.Namespace) -> int:
-    from gtm.steering.admin import with_region
+    from gtm.control.steer_cli import with_region
 
     def change(state: SteeringState) -> SteeringState:
         return with_region(state, args.region, args.health, args.headroom, args.reason)
@@ -302,7 +301,7 @@ def _steer(
 ) -> tuple[SteeringState, str]:
     """Write the state where the nodes read it: the control plane when one is in use
     (--api, $GTM_API, or a `gtm up` state directory here), else the zone directory."""
-    from gtm.steering.admin import change_in_directory, change_through_api
+    from gtm.control.steer_cli import change_in_directory, change_through_api
 
     if _use_api(args):
         state, version = change_through_api(control_cli.client(args), args.zone, endpoint,

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from regional_lb.balancing import BackendState, PoolState, build_pool_state
 from regional_lb.config import LbConfig, ListenerSpec, RouteSpec
-from regional_lb.l7.parser import Request
 
 if TYPE_CHECKING:
+    from regional_lb.l7.parser import Request
     from regional_lb.tls.listener import ListenerTls
 
 

@@ -18,10 +18,10 @@ from gtm.metrics import LbBackendSample, LbSample
 from gtm.sockopts import listen_backlog
 from regional_lb import heap
 from regional_lb.accesslog import make_access_log
-from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
 from regional_lb.l4 import TcpSession
+from regional_lb.l7.acme_http import tokens_dir
 from regional_lb.l7.parser import clear_caches
 from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol

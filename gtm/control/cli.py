@@ -159,7 +159,7 @@ def _env_path(name: str) -> Path | None:
 def cmd_api(args: argparse.Namespace) -> int:
     from gtm.config.settings import parse_listen
     from gtm.control.plane import start_control_plane
-    from gtm.dns.node import run_async, wait_for_stop
+    from gtm.process import run_async, wait_for_stop
 
     listen = parse_listen(args.listen, default_port=8080)
     # With a shared store, every control-plane node must seal with the same key: a key
@@ -323,7 +323,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     reply = client(args).get("/v1/nodes")
     print(f"live version {reply['version']}")
-    from gtm.health.cli import status_column
+    from gtm.health.summary import status_column
 
     print(f"{'NODE':<28} {'KIND':<6} {'VERSION':>7} {'LAG':>4} {'LAST CONTACT':>13}  "
           f"{'HEALTH':<16} ERROR")

@@ -31,11 +31,11 @@ from typing import Any
 
 from gtm import log
 from gtm.config.document import digest, zone_name_of, zone_text_from_file
+from gtm.config.steering import state_from_file, steering_from_file
 from gtm.control.service import ConfigService
 from gtm.dns.loader import ZONE_SUFFIX, Signature, load_zone, signature
 from gtm.errors import ConfigError, GtmError, StoreUnavailable, VersionConflict
 from gtm.steering.definitions import STEERING_SUFFIX
-from gtm.steering.document import state_from_file, steering_from_file
 from gtm.steering.state import STATE_SUFFIX
 
 FILE_SECTIONS = ("zones", "steering", "state")

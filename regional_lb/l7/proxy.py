@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.balancing import BackendState
 from regional_lb.errors import HttpError, UpstreamError
+from regional_lb.l7.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.l7.client_base import (
     BODY,
     CLOSED,
