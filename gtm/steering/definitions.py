@@ -145,6 +145,12 @@ CHECK_KEYS = {
 COMMON_CHECK_KEYS = {"type", "port", "interval", "timeout", "rise", "fall", "fastinter", "jitter"}
 
 
+def parse_health_check(raw: Any, where: str, source: str) -> HealthCheck:
+    """One health-check table, validated as the GTM validates a pool's ``check``; the
+    regional balancer reads its pools' checks through this too, so both accept the same."""
+    return _check(_Ctx(source, None), where, raw)
+
+
 def _check(ctx: _Ctx, where: str, raw: Any) -> HealthCheck:
     """A pool's health check; only the keys its type uses are allowed."""
     table = _table(ctx, where, raw)
