@@ -1,8 +1,9 @@
 """Endpoint and region state: health facts and admin overlays, kept apart.
 
-Until health checking feeds it, state comes from a small JSON file beside the
-zone (``<zone>.state.json``) that ``gtm steer set`` writes; the zone watcher picks
-the change up like any other file, so every worker swaps it in at once.
+This is the state set by hand: ``gtm steer endpoint|region`` writes it to the
+control plane's document (``state`` section) or to ``<zone>.state.json`` beside the
+zone, which the zone watcher picks up like any other file. Probes' health facts are
+merged on top of it when zones are served (gtm.health.overlay).
 """
 
 from __future__ import annotations
