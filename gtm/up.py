@@ -24,11 +24,12 @@ from gtm.control.snapshot import snapshot_path
 from gtm.control.stores import DEFAULT_SQLITE_NAME
 from gtm.control.zonedir import RECORD_FILE, ZoneDirSync, zone_of_file
 from gtm.dns.loader import LoadResult, load_directory
-from gtm.dns.node import open_locator, run_async, wait_for_stop
-from gtm.dns.service import DnsService
-from gtm.dns.sockets import bind_workers
 from gtm.errors import ZoneError
 from gtm.health.service import HealthService, HealthSettings
+from gtm.node import open_locator
+from gtm.process import run_async, wait_for_stop
+from gtm.serving.service import DnsService
+from gtm.serving.sockets import bind_workers
 
 Stopper = Callable[[], Awaitable[None]]
 STOP_GRACE = 2.0  # seconds open TCP conversations get to finish at SIGTERM

@@ -26,9 +26,9 @@ from gtm.acme.dns01 import ControlPlaneDns
 from gtm.acme.flow import Issued, Solver, issue
 from gtm.acme.jws import AccountKey, decode_mac_key
 from gtm.errors import AcmeError, GtmError
-from regional_lb.acme_http import TokenFiles, tokens_dir
 from regional_lb.acme_store import Held, control_api, pair_store
 from regional_lb.config import AcmeCertificate, AcmeSettings
+from regional_lb.l7.acme_http import TokenFiles, tokens_dir
 
 
 # -- deciding -------------------------------------------------------------------------------

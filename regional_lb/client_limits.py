@@ -29,11 +29,14 @@ import ipaddress
 import math
 from dataclasses import dataclass
 from time import monotonic
+from typing import TYPE_CHECKING
 
 from regional_lb.client_tables import ClientTables
 from regional_lb.config_limits import ClientLimitsSpec, RateLimitSpec
 from regional_lb.errors import HttpError
-from regional_lb.l7.parser import Request
+
+if TYPE_CHECKING:
+    from regional_lb.l7.parser import Request
 
 REFUSED = -1
 ADMITTED = (0, 0.0)

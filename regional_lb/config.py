@@ -203,7 +203,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +215,7 @@ from gtm.config.networks import (
 from gtm.config.settings import Listen
 from gtm.errors import ConfigError
 from gtm.steering.model import HealthCheck
+from gtm.toml_input import read_toml
 from regional_lb.config_acme import (
     ACME_KEY_TYPES,
     AcmeCertificate,
@@ -374,14 +374,7 @@ class LbConfig:
 
 
 def load_config(path: Path) -> LbConfig:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(exc), str(path)) from exc
-    return build_config(data.get("lb"), str(path))
+    return build_config(read_toml(path).get("lb"), str(path))
 
 
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",

@@ -217,7 +217,7 @@ async def start_regions(paths: list[Path], loader: Loader = load_config
 
 def serve(path: Path, workers: int | None = None) -> int:
     """``gtm lb serve``: bind, then run one worker here or N under the Supervisor."""
-    from gtm.dns.node import run_async, wait_for_stop
+    from gtm.process import run_async, wait_for_stop
 
     config = load_config(path)
     count = workers or config.workers

@@ -18,11 +18,11 @@ hand-edited file is refused for the same reasons as a bad admin request.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gtm.atomic import SHARED, write_atomic
 from gtm.errors import ConfigError
 from regional_lb.config import BackendSpec, LbConfig, backend_address, backend_values
 from regional_lb.config_reader import Reader
@@ -56,9 +56,7 @@ def load_overrides(path: Path | None) -> Overrides:
 
 
 def save_overrides(path: Path, overrides: Overrides) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(overrides, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(overrides, indent=1, sort_keys=True), SHARED)
 
 
 def _file_keys(base: LbConfig, pool: str) -> set[str]:

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from regional_lb.balancing import BackendState, PoolState, build_pool_state
 from regional_lb.client_limits import ListenerAdmission, RateLimit, cookie_value
 from regional_lb.config import LbConfig, ListenerSpec, RouteSpec
-from regional_lb.l7.parser import Request
 from regional_lb.pool_queue import PoolQueue
 
 if TYPE_CHECKING:
+    from regional_lb.l7.parser import Request
     from regional_lb.tls.listener import ListenerTls
 
 

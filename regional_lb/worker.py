@@ -18,12 +18,12 @@ from gtm.metrics import LbBackendSample, LbQueueSample, LbSample
 from gtm.sockopts import listen_backlog
 from regional_lb import heap
 from regional_lb.accesslog import make_access_log
-from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.client_limits import Limiter
 from regional_lb.client_tables import ClientTables
 from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
 from regional_lb.l4 import TcpSession
+from regional_lb.l7.acme_http import tokens_dir
 from regional_lb.l7.http2 import Http2Connection, Http2Stats
 from regional_lb.l7.parser import clear_caches
 from regional_lb.l7.proxy import ClientProtocol
@@ -91,6 +91,9 @@ class Worker:
         self.stopping = False
         self.stats = Stats()
         self.http2 = Http2Stats()
+        # The protocol an HTTP/2 connection is handed to: it builds on the HTTP/1.1 one,
+        # so the HTTP/1.1 protocol finds it here rather than importing it (no cycle).
+        self.http2_connection = Http2Connection
         self.sockets = dict(sockets or {})
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.names: dict[str, str] = {}  # listener key -> listener name in the live snapshot

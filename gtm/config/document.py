@@ -27,17 +27,17 @@ import dns.name
 import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
-from gtm.dns.answer import ZoneSet
-from gtm.dns.zone import Zone, compile_zone
-from gtm.dns.zonefile import Record, read_master_text
-from gtm.errors import ConfigError, ZoneError
-from gtm.steering.document import (
+from gtm.config.steering import (
     STATE,
     STEERING,
     attach_all,
     check_zone_table,
     sections_from_zone_dir,
 )
+from gtm.dns.answer import ZoneSet
+from gtm.dns.zone import Zone, compile_zone
+from gtm.dns.zonefile import Record, read_master_text
+from gtm.errors import ConfigError, ZoneError
 
 ZONES = "zones"
 

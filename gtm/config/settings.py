@@ -8,12 +8,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from gtm.errors import ConfigError
+from gtm.toml_input import read_toml
 
 DEFAULT_DNS_PORT = 6053  # unprivileged, and clear of mDNS on 5353
 
@@ -84,7 +84,7 @@ def load_dns_settings(path: Path | None, defaults: DnsSettings | None = None) ->
     defaults = defaults or DnsSettings()
     if path is None:
         return defaults
-    table = _read_toml(path).get("dns", {})
+    table = read_toml(path).get("dns", {})
     if not isinstance(table, dict):
         raise ConfigError("[dns] must be a table", str(path), "dns")
     unknown = set(table) - _DNS_KEYS
@@ -94,16 +94,6 @@ def load_dns_settings(path: Path | None, defaults: DnsSettings | None = None) ->
     for key, raw in table.items():
         values[key] = _convert(key, raw, str(path), path.parent)
     return validate(replace(defaults, **values), str(path))
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(exc), str(path)) from exc
 
 
 def _convert(key: str, raw: Any, source: str, base: Path) -> Any:

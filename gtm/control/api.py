@@ -32,12 +32,12 @@ from gtm.control.http import (
     whole_number,
 )
 from gtm.control.openapi import openapi_document
-from gtm.control.service import ConfigService, Document, Proposal
+from gtm.control.routes_shared import SERVICE, proposal_response, service_of
+from gtm.control.service import ConfigService, Document
 from gtm.control.store import NodeStatus, hash_secret, new_token
 from gtm.errors import ConfigError, NotFound, RequestError
 
 MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
-SERVICE = web.AppKey("service", ConfigService)
 AUTH = web.AppKey("auth", Authenticator)
 
 
@@ -74,10 +74,6 @@ def build_app(service: ConfigService) -> web.Application:
 
     app.add_routes([*routes, *challenge_routes(), *certificate_routes()])
     return app
-
-
-def service_of(request: web.Request) -> ConfigService:
-    return request.app[SERVICE]
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -208,22 +204,6 @@ async def write(
     who = actor(principal(request))
     proposal = await service_of(request).edit(base, who, message, change, dry_run)
     return proposal_response(proposal, dry_run)
-
-
-def proposal_response(proposal: Proposal, dry_run: bool) -> web.Response:
-    body: dict[str, Any] = {
-        "dry_run": dry_run,
-        "base_version": proposal.base,
-        "diff": proposal.diff,
-        "warnings": list(proposal.warnings),
-    }
-    if proposal.version is None:
-        return web.json_response(body)
-    body["version"] = proposal.version.summary()
-    number = proposal.version.number
-    return web.json_response(body, status=201, headers={
-        "ETag": etag(number), "Location": f"/v1/versions/{number}",
-    })
 
 
 def versioned(body: dict[str, Any], version: int) -> web.Response:

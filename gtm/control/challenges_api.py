@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from gtm.config.challenges import CHALLENGES
-from gtm.control.api import proposal_response, service_of
 from gtm.control.auth import actor, principal, requires
 from gtm.control.http import field, json_body
+from gtm.control.routes_shared import proposal_response, service_of
 from gtm.control.service import Document, Proposal
 from gtm.errors import NotFound, RequestError, VersionConflict
 

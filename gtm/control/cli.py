@@ -74,44 +74,44 @@ def add_commands(commands: Any) -> None:
 
     config = commands.add_parser("config", help="the versioned configuration")
     sub = config.add_subparsers(dest="config_command", required=True)
-    apply = _client_options(sub.add_parser("apply", help="make the live config equal FILE"))
+    apply = client_options(sub.add_parser("apply", help="make the live config equal FILE"))
     apply.add_argument("-f", "--file", type=Path, required=True, help="JSON document")
     apply.add_argument("-m", "--message", default="")
     apply.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
     apply.add_argument("--yes", action="store_true",
                        help="apply without asking (required when stdin is not a terminal)")
     apply.set_defaults(handler=cmd_apply)
-    diff = _client_options(sub.add_parser("diff", help="FILE against live, or two versions"))
+    diff = client_options(sub.add_parser("diff", help="FILE against live, or two versions"))
     diff.add_argument("-f", "--file", type=Path)
     diff.add_argument("--from", dest="from_version", type=int)
     diff.add_argument("--to", dest="to_version", type=int)
     diff.set_defaults(handler=cmd_diff)
-    history = _client_options(sub.add_parser("history", help="versions, newest first"))
+    history = client_options(sub.add_parser("history", help="versions, newest first"))
     history.add_argument("--limit", type=int, default=20)
     history.set_defaults(handler=cmd_history)
-    get = _client_options(sub.add_parser("get", help="print a version's document"))
+    get = client_options(sub.add_parser("get", help="print a version's document"))
     get.add_argument("--version", dest="number", type=int)
     get.set_defaults(handler=cmd_get)
-    rollback = _client_options(sub.add_parser("rollback", help="new version equal to N"))
+    rollback = client_options(sub.add_parser("rollback", help="new version equal to N"))
     rollback.add_argument("number", type=int)
     rollback.add_argument("-m", "--message", default="")
     rollback.set_defaults(handler=cmd_rollback)
 
     token = commands.add_parser("token", help="API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
-    create = _client_options(tsub.add_parser("create", help="create a token (shown once)"))
+    create = client_options(tsub.add_parser("create", help="create a token (shown once)"))
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "editor", "admin"])
     create.add_argument("--store", metavar="URL", help="write to the store directly")
     create.add_argument("--namespace", default="gtm")
     create.set_defaults(handler=cmd_token_create)
-    revoke = _client_options(tsub.add_parser("revoke", help="revoke a token by id"))
+    revoke = client_options(tsub.add_parser("revoke", help="revoke a token by id"))
     revoke.add_argument("id")
     revoke.set_defaults(handler=cmd_token_revoke)
-    tlist = _client_options(tsub.add_parser("list", help="list tokens"))
+    tlist = client_options(tsub.add_parser("list", help="list tokens"))
     tlist.set_defaults(handler=cmd_token_list)
 
-    status = _client_options(commands.add_parser("status", help="every node and its version"))
+    status = client_options(commands.add_parser("status", help="every node and its version"))
     status.set_defaults(handler=cmd_status)
 
 
@@ -132,7 +132,7 @@ def add_tls_options(parser: argparse.ArgumentParser, prefix: str) -> None:
                         help="... and its private key")
 
 
-def _client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--api", default=os.environ.get("GTM_API", DEFAULT_API))
     parser.add_argument("--ca", type=Path, default=_env_path("GTM_API_CA"), metavar="FILE",
                         help="CA bundle the API's HTTPS certificate must chain to "
@@ -159,7 +159,7 @@ def _env_path(name: str) -> Path | None:
 def cmd_api(args: argparse.Namespace) -> int:
     from gtm.config.settings import parse_listen
     from gtm.control.plane import start_control_plane
-    from gtm.dns.node import run_async, wait_for_stop
+    from gtm.process import run_async, wait_for_stop
 
     listen = parse_listen(args.listen, default_port=8080)
     # With a shared store, every control-plane node must seal with the same key: a key
@@ -323,7 +323,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     reply = client(args).get("/v1/nodes")
     print(f"live version {reply['version']}")
-    from gtm.health.cli import status_column
+    from gtm.health.summary import status_column
 
     print(f"{'NODE':<28} {'KIND':<6} {'VERSION':>7} {'LAG':>4} {'LAST CONTACT':>13}  "
           f"{'HEALTH':<16} ERROR")

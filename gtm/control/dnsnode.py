@@ -7,7 +7,7 @@ from dataclasses import replace
 from gtm import log, metrics
 from gtm.config.document import CompiledConfig
 from gtm.control.follower import ConfigFollower, FollowerSettings
-from gtm.dns.service import DnsService
+from gtm.serving.service import DnsService
 
 
 async def follow_dns(

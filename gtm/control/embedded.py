@@ -14,7 +14,7 @@ from pathlib import Path
 from gtm.config.document import CompiledConfig, document_from_zone_dir
 from gtm.control.follower import ConfigFollower, FollowerSettings
 from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
-from gtm.dns.service import DnsService
+from gtm.serving.service import DnsService
 
 NODE_STATE = "node"  # the node's snapshot, below the state directory
 

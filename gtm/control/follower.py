@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gtm import log, metrics
+from gtm import log, metrics, redis_client
 from gtm.config.document import CompiledConfig, compile_document
 from gtm.control import fanout
 from gtm.control.snapshot import read_snapshot, write_snapshot
@@ -269,7 +269,7 @@ class ConfigFollower:
         assert url is not None
         delay = 0.2
         while True:
-            client = fanout.subscriber(url)
+            client = redis_client.subscriber(url)
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(fanout.config_channel(self.namespace))

@@ -15,12 +15,12 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gtm import log
+from gtm.atomic import write_atomic
 from gtm.config.document import canonical_json
 
 SNAPSHOT_FILE = "snapshot.json"
@@ -42,18 +42,7 @@ def write_snapshot(state_dir: Path, version: int, document: dict[str, Any]) -> N
     state_dir.mkdir(parents=True, exist_ok=True)
     content = {"format": FORMAT, "version": version, "document": document}
     text = canonical_json({**content, SEAL: _seal(content)})
-    fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=state_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, snapshot_path(state_dir))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(state_dir)
+    write_atomic(snapshot_path(state_dir), text)
 
 
 def read_snapshot(state_dir: Path) -> Snapshot | None:
@@ -82,11 +71,3 @@ def _seal(content: dict[str, Any]) -> str:
     """The SHA-256 of a snapshot's content in its one canonical text."""
     return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk too.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -23,19 +23,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gtm import log
+from gtm.atomic import write_atomic
 from gtm.config.document import digest, zone_name_of, zone_text_from_file
+from gtm.config.steering import state_from_file, steering_from_file
 from gtm.control.service import ConfigService
 from gtm.dns.loader import ZONE_SUFFIX, Signature, load_zone, signature
 from gtm.errors import ConfigError, GtmError, StoreUnavailable, VersionConflict
 from gtm.steering.definitions import STEERING_SUFFIX
-from gtm.steering.document import state_from_file, steering_from_file
 from gtm.steering.state import STATE_SUFFIX
 
 FILE_SECTIONS = ("zones", "steering", "state")
@@ -337,11 +336,7 @@ def _write_record(path: Path, given: dict[Entry, str]) -> None:
     body = {"given": [{"section": s, "zone": z, "digest": d}
                       for (s, z), d in sorted(given.items())]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".zones-dir-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(body, handle, indent=1)
-        handle.write("\n")
-    os.replace(temp, path)
+    write_atomic(path, json.dumps(body, indent=1) + "\n")
 
 
 def take_back(directory: Path, zone: str, live: dict[str, Any]) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.balancing import BackendState
 from regional_lb.client_limits import REFUSED, ListenerAdmission, too_many_requests
 from regional_lb.errors import HttpError, UpstreamError
+from regional_lb.l7.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.l7.client_base import (
     BODY,
     CLOSED,
@@ -239,16 +239,16 @@ class ClientProtocol(ClientBase):
 
     def _to_http2(self, transport: asyncio.BaseTransport | None, data: bytes) -> None:
         """Hand the connection to an HTTP/2 protocol (regional_lb.l7.http2)."""
-        from regional_lb.l7.http2 import Http2Connection  # it builds on this module
-
         self.worker.connections.discard(self)
         self.state = CLOSED
         assert transport is not None
         # The client network's connection count goes with the connection, released when
         # the HTTP/2 protocol loses it (this object never hears of it again).
         cell, self.connection_cell = self.connection_cell, 0
-        Http2Connection(self.worker, self.listener_name, self.listener, self.client_ip,
-                        self.tls_headers, cell).take_over(transport, data)  # type: ignore[arg-type]
+        connection = self.worker.http2_connection(self.worker, self.listener_name,
+                                                  self.listener, self.client_ip,
+                                                  self.tls_headers, cell)
+        connection.take_over(transport, data)  # type: ignore[arg-type]
 
     def _partial_head(self, data: bytes) -> None:
         limits = self.worker.limits

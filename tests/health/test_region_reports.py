@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 from gtm.config.document import compile_document
 from gtm.health import reports
 from gtm.health.bus import region_channel, region_prefix
-from gtm.health.cli import render_summary
 from gtm.health.overlay import ServingFeed
 from gtm.health.service import HealthService, HealthSettings
+from gtm.health.summary import render_summary
 from tests.health.conftest import REDIS_URL
 from tests.health.endpoint import Endpoint, free_port
 from tests.health.helpers import ORIGIN, Served, check, compile_zones, wait_for, zone_of

@@ -11,7 +11,6 @@ directory carries the same data as ``<zone>.steering.toml`` and ``<zone>.state.j
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from gtm.dns.zone import Zone, attach_steering, name_key
 from gtm.errors import ConfigError
 from gtm.steering.definitions import STEERING_SUFFIX, parse_steering
 from gtm.steering.state import STATE_SUFFIX, SteeringState, parse_state
+from gtm.toml_input import read_toml
 
 STEERING = "steering"
 STATE = "state"
@@ -115,14 +115,7 @@ def sections_from_zone_dir(directory: Path) -> dict[str, dict[str, Any]]:
 
 def steering_from_file(path: Path) -> dict[str, Any]:
     """A ``<zone>.steering.toml`` as the document holds it (tables inlined)."""
-    try:
-        with path.open("rb") as handle:
-            definitions = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML: {exc}", str(path)) from exc
-    return _inline_tables(definitions, path)
+    return _inline_tables(read_toml(path), path)
 
 
 def state_from_file(path: Path) -> dict[str, Any]:

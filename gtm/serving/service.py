@@ -14,8 +14,8 @@ from gtm.dns.engine import Engine
 from gtm.dns.loader import LoadResult, Signature, load_directory, signature
 from gtm.dns.render import ServerIdentity
 from gtm.dns.server import TcpProtocol, UdpProtocol
-from gtm.dns.sockets import WorkerSockets
 from gtm.health.overlay import ServingFeed
+from gtm.serving.sockets import WorkerSockets
 from gtm.sockopts import listen_backlog
 from gtm.steering.chain import LocatorLike
 from gtm.wording import counted

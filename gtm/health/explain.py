@@ -65,7 +65,7 @@ def explain(zones: ZoneSet, question: Question, locator: LocatorLike | None,
             lines.append(f"       dropped {name}: {why}")
     lines += _outcome(zone, steered, records, answer_type)
     if health is not None:
-        from gtm.health.cli import explain_lines
+        from gtm.health.summary import explain_lines
 
         assert zone.steering is not None
         names = [e.name for e in zone.steering.pools[steered.pool].endpoints]
