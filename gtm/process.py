@@ -47,3 +47,21 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel tasks and wait until every one has ended.
+
+    One cancel() is not always enough on Python 3.11: asyncio.wait_for swallows a
+    cancellation that arrives as its inner future completes (fixed in 3.12), and a loop
+    around a probe then runs on, so a plain ``await task`` after cancel() can wait
+    forever. Cancel again until the task is done.
+    """
+    pending = {task for task in tasks if task is not None and not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        done, pending = await asyncio.wait(pending, timeout=0.25)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: never logged as "exception never retrieved"

@@ -10,7 +10,6 @@ control plane is not overwritten by its file until it is taken back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from gtm.dns.loader import LoadResult, load_directory
 from gtm.errors import ZoneError
 from gtm.health.service import HealthService, HealthSettings
 from gtm.node import open_locator
-from gtm.process import run_async, wait_for_stop
+from gtm.process import cancel_and_wait, run_async, wait_for_stop
 from gtm.serving.service import DnsService
 from gtm.serving.sockets import bind_workers
 
@@ -183,9 +182,7 @@ async def _watch(sync: ZoneDirSync, interval: float) -> Stopper:
     task = asyncio.create_task(loop())
 
     async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     return stop
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from gtm import log
 from gtm.metrics import LbBackendSample, LbQueueSample, LbSample
+from gtm.process import cancel_and_wait
 from gtm.sockopts import listen_backlog
 from regional_lb import heap
 from regional_lb.accesslog import make_access_log
@@ -327,10 +328,7 @@ class Worker:
         for pool in self.snapshot.pools.values():
             for backend in pool.backends:
                 self._close_idle(backend.idle)
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.sweeper
+        await cancel_and_wait(self.sweeper)
         await stop_task(self.tls_watcher)
         await self.tls.close()  # control-plane certificate feeds hold store connections
         for task in list(self.tasks):

@@ -39,6 +39,7 @@ from gtm.control.snapshot import read_snapshot, write_snapshot
 from gtm.control.store import NodeStatus, Store, validate_namespace
 from gtm.control.stores import store_from_url
 from gtm.errors import ConfigError, StoreUnavailable
+from gtm.process import cancel_and_wait
 
 ApplyCallback = Callable[[int, CompiledConfig], Awaitable[None]]
 
@@ -99,11 +100,7 @@ class ConfigFollower:
             self._tasks.append(asyncio.create_task(self._listen_redis(), name="config-redis"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._redis is not None:
             await self._redis.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 from gtm import log, metrics
@@ -15,6 +14,7 @@ from gtm.dns.loader import LoadResult, Signature, load_directory, signature
 from gtm.dns.render import ServerIdentity
 from gtm.dns.server import TcpProtocol, UdpProtocol
 from gtm.health.overlay import ServingFeed
+from gtm.process import cancel_and_wait
 from gtm.serving.sockets import WorkerSockets
 from gtm.sockopts import listen_backlog
 from gtm.steering.chain import LocatorLike
@@ -109,10 +109,7 @@ class DnsService:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, let open TCP conversations end, then close everything."""
         self.feed.close()
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+        await cancel_and_wait(self.watcher)
         for server in self.servers:
             server.close()
         for transport in self.transports:
