@@ -31,6 +31,9 @@ async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> st
     loop.add_signal_handler(signal.SIGTERM, stopping, signal.SIGTERM)
     loop.add_signal_handler(signal.SIGINT, stopping, signal.SIGINT)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    # A forked worker holds SIGHUP back until now (gtm.workers): one sent meanwhile is
+    # delivered here, to the handler, instead of being dropped.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     await stop.wait()
     return received[0]
 

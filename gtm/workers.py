@@ -19,6 +19,17 @@ RESTART_DELAY = 1.0
 STOP_DEADLINE = 10.0
 
 
+def worker_signals() -> None:
+    """A forked worker's signals until its loop listens (gtm.process.wait_for_stop)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    # A reload asked for before the worker's loop listens must neither kill it nor be
+    # lost (the admin API's change would never reach this worker): held back, blocked,
+    # until wait_for_stop listens for it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+
 class Supervisor:
     def __init__(self, count: int, run_worker: Callable[[int], int]):
         self.count = count
@@ -39,10 +50,7 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, signal.SIG_DFL)
-                # A reload asked for before the worker's loop listens must not kill it.
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                worker_signals()
                 code = self.run_worker(index)
             except BaseException:
                 log.workers.exception("worker %d failed", index)
