@@ -320,7 +320,6 @@ async def delete_token(request: web.Request) -> web.Response:
     service = service_of(request)
     if not await service.store.revoke_token(token_id):
         raise NotFound(f"no live token {token_id!r}")
-    request.app[AUTH].forget(token_id)
     await service.audit(actor(principal(request)), "token.revoke", token_id, "ok", {})
     return web.json_response({"id": token_id, "revoked": True})
 

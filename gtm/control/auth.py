@@ -1,14 +1,14 @@
 """Bearer tokens and roles for the API; every refusal is audited.
 
-Tokens are looked up by the SHA-256 of their secret. A verified token is cached
-for a few seconds so a burst of requests costs one store lookup; revoking through
-this control plane drops the cache at once, and other control-plane processes
-notice within CACHE_SECONDS.
+Tokens are looked up by the SHA-256 of their secret, in the store, on every request.
+Nothing is cached: a revocation is a row in the shared store, so once the revoke call
+has returned every control-plane process refuses the token (a cache would let a
+revoked admin token keep minting tokens on another process until it expired). The
+lookup is one indexed read, the same cost as the read that any request makes anyway.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,7 +19,6 @@ from gtm.control.http import Handler, error_response
 from gtm.control.service import ConfigService
 from gtm.control.store import TokenRecord, hash_secret, role_allows
 
-CACHE_SECONDS = 5.0
 PRINCIPAL = web.RequestKey("principal", TokenRecord)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,23 +36,10 @@ def requires(role: str) -> Callable[[F], F]:
 class Authenticator:
     def __init__(self, service: ConfigService):
         self.service = service
-        self._cache: dict[str, tuple[TokenRecord, float]] = {}
-
-    def forget(self, token_id: str) -> None:
-        self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}
 
     async def token_for(self, secret: str) -> TokenRecord | None:
-        key = hash_secret(secret)
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        record = await self.service.store.token_by_hash(key)
-        if record is not None and record.revoked_at is None:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = (record, time.monotonic() + CACHE_SECONDS)
-            return record
-        return None
+        record = await self.service.store.token_by_hash(hash_secret(secret))
+        return record if record is not None and record.revoked_at is None else None
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

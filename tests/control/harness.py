@@ -232,3 +232,64 @@ async def wait_for_answer(port: int, expected: str, timeout: float) -> float:
             return time.monotonic() - started
         await asyncio.sleep(0.02)
     raise AssertionError(f"node on port {port} answers {last}, not {expected}, after {timeout}s")
+
+
+API_LISTENING = re.compile(r"control plane API on (http\S+)")
+
+
+@dataclass
+class ApiProcess:
+    """One `gtm api` process."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    state_dir: Path
+    url: str = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class ApiProcesses:
+    """Real `gtm api` processes over one store, each on a free port, stopped by PID."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.apis: list[ApiProcess] = []
+
+    def start(self, name: str, store_url: str, namespace: str, *,
+              redis_url: str | None = None, extra: tuple[str, ...] = ()) -> ApiProcess:
+        state_dir = self.directory / name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = state_dir / "api.log"
+        args = [sys.executable, "-m", "gtm.cli", "api", "--listen", "127.0.0.1:0",
+                "--postgres", store_url, "--namespace", namespace,
+                "--state-dir", str(state_dir), *extra]
+        if redis_url:
+            args += ["--redis", redis_url]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "GTM_LOG_LEVEL": "INFO"}
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(args, stdout=log_file, stderr=log_file, env=env)
+        api = ApiProcess(process, log_path, state_dir)
+        self.apis.append(api)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            match = API_LISTENING.search(api.log())
+            if match:
+                api.url = match.group(1)
+                return api
+            if process.poll() is not None:
+                raise RuntimeError(f"api {name} exited:\n{api.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"api {name} did not start:\n{api.log()}")
+
+    def stop_all(self) -> None:
+        for api in self.apis:
+            if api.process.poll() is None:
+                api.process.send_signal(signal.SIGTERM)
+        for api in self.apis:
+            try:
+                api.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                api.process.send_signal(signal.SIGKILL)
+                api.process.wait(timeout=10)
