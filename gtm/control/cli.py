@@ -65,6 +65,9 @@ def add_commands(commands: Any) -> None:
     api.add_argument("--redis", metavar="URL")
     api.add_argument("--namespace", default="gtm")
     api.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    api.add_argument("--store-timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="the longest one PostgreSQL statement may take before a request "
+                     "gets 503 with the reason (5)")
     api.add_argument("--secret-key-file", type=Path, metavar="FILE",
                      help="seals certificates' private keys (default: $GTM_SECRET_KEY_FILE, "
                      "else STATE_DIR/secret.key; made when missing only with the SQLite store)")
@@ -166,8 +169,11 @@ def cmd_api(args: argparse.Namespace) -> int:
                                redis_url=args.redis, namespace=args.namespace,
                                state_dir=args.state_dir, secret_key_file=args.secret_key_file,
                                create_secret_key=args.store is None,
-                               tls_cert=args.tls_cert, tls_key=args.tls_key)
+                               tls_cert=args.tls_cert, tls_key=args.tls_key,
+                               store_timeout=args.store_timeout)
     tls_files(args.tls_cert, args.tls_key, "--tls")
+    if not 0 < args.store_timeout <= 300:
+        raise ConfigError("must be above 0 and at most 300", "command line", "--store-timeout")
 
     async def main() -> None:
         plane = await start_control_plane(settings)

@@ -55,6 +55,8 @@ class ControlSettings:
     # polled for rotation. None: plain HTTP (the embedded default, on loopback).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The longest one PostgreSQL statement may take before the API answers 503 (seconds).
+    store_timeout: float = 5.0
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -95,7 +97,8 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     tls = ApiTls(settings.tls_cert, settings.tls_key) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    store = store_from_url(settings.resolved_store_url(), namespace)
+    store = store_from_url(settings.resolved_store_url(), namespace,
+                           timeout=settings.store_timeout)
     fanout = RedisFanout(settings.redis_url, namespace) if settings.redis_url else None
     service = ConfigService(store, fanout)
     certificates = certificate_service(settings, service)  # before anything is opened

@@ -4,7 +4,9 @@ Everything lives in one schema named after the namespace, so several deployments
 (or test runs) share a database without meeting. The pool connects lazily and
 reconnects on its own: a store created while PostgreSQL is down works as soon as
 it is back, and meanwhile every call raises StoreUnavailable quickly (short
-timeouts) rather than hanging a caller.
+timeouts) rather than hanging a caller. A server that hangs (accepts, never answers)
+is bounded the same way: connects, statements and waits for a pooled connection all
+time out, on the client and (statement_timeout) on the server, and the error says so.
 
 A commit sends ``NOTIFY <namespace>_config`` inside its transaction, so the
 announcement goes out exactly when the version becomes visible.
@@ -88,8 +90,12 @@ UNAVAILABLE = (
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, namespace: str = "gtm", migrate: bool = True):
+    def __init__(self, url: str, namespace: str = "gtm", migrate: bool = True,
+                 timeout: float = COMMAND_TIMEOUT):
         self.url = url
+        # The longest any one statement may take; connecting gets at most CONNECT_TIMEOUT.
+        self.timeout = timeout
+        self.connect_timeout = min(CONNECT_TIMEOUT, timeout)
         self.namespace = validate_namespace(namespace)
         # Readers that must not need DDL rights (balancers reading certificates) skip
         # migrations: the control plane has made the schema, or they wait until it has.
@@ -127,16 +133,23 @@ class PostgresStore(Store):
                     if self.migrate:
                         await self._migrate()
                     self._pool = await asyncpg.create_pool(
-                        self.url, min_size=0, max_size=4, timeout=CONNECT_TIMEOUT,
-                        command_timeout=COMMAND_TIMEOUT,
-                        server_settings={"search_path": self.schema},
+                        self.url, min_size=0, max_size=4, timeout=self.connect_timeout,
+                        command_timeout=self.timeout,
+                        server_settings={"search_path": self.schema,
+                                         "statement_timeout": str(int(self.timeout * 1000))},
                     )
                 except UNAVAILABLE as exc:
-                    raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+                    raise self._unavailable(exc, self.connect_timeout) from exc
             return self._pool
 
+    def _unavailable(self, exc: BaseException, waited: float) -> StoreUnavailable:
+        """The reason, always non-empty: a timeout's own text is empty."""
+        if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
+            return StoreUnavailable(f"PostgreSQL did not answer within {waited:g} s")
+        return StoreUnavailable(f"PostgreSQL is unreachable: {exc or type(exc).__name__}")
+
     async def _migrate(self) -> None:
-        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
         try:
             # One migrator at a time across every process of the deployment.
             async with conn.transaction():
@@ -161,10 +174,10 @@ class PostgresStore(Store):
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         pool = await self._ready()
         try:
-            async with pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
                 return await work(conn)
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+        except (*UNAVAILABLE, asyncpg.QueryCanceledError) as exc:
+            raise self._unavailable(exc, self.timeout) from exc
 
     async def head(self) -> int:
         return await self._run(_head)
@@ -291,7 +304,7 @@ class PostgresStore(Store):
         if conn is not None and not conn.is_closed():
             return True
         try:
-            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+            conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
             await conn.add_listener(self.channel, self._on_notify)
         except UNAVAILABLE as exc:
             log.control.debug("cannot LISTEN on PostgreSQL: %s", exc)
@@ -348,7 +361,7 @@ class PostgresStore(Store):
     async def drop_schema(self) -> None:
         """Remove everything of this namespace (used by tests and teardown)."""
         await self.close()
-        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
         try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
         finally:

@@ -26,10 +26,14 @@ LISTENING = re.compile(r"listening on (\S+) port (\d+)")
 
 
 class TcpRelay:
-    """Forwards 127.0.0.1:<port> to a target; ``cut()`` makes the target unreachable.
+    """Forwards 127.0.0.1:<port> to a target, and fails on demand the ways a network does.
 
-    While cut, open connections are closed and new ones are accepted and closed at
-    once, which is what a client sees of a server that went away.
+    ``cut()`` makes the target unreachable: open connections are closed and new ones
+    are accepted and closed at once, which is what a client sees of a server that went
+    away. ``freeze()`` makes it hang: connections stay open and nothing is delivered
+    either way until ``thaw()``. ``swallow_reply_to(pattern)``: the next request that
+    contains ``pattern`` reaches the target, which acts on it, but the connection
+    breaks before the reply gets back.
     """
 
     def __init__(self, target: tuple[str, int]):
@@ -37,9 +41,12 @@ class TcpRelay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.is_cut = False
+        self.is_frozen = False
         self.open: set[socket.socket] = set()
         self.lock = threading.Lock()
         self.closed = False
+        self._swallow: bytes | None = None
+        self.swallowed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, template: str) -> str:
@@ -57,8 +64,19 @@ class TcpRelay:
     def restore(self) -> None:
         self.is_cut = False
 
+    def freeze(self) -> None:
+        self.is_frozen = True
+
+    def thaw(self) -> None:
+        self.is_frozen = False
+
+    def swallow_reply_to(self, pattern: bytes) -> None:
+        self.swallowed.clear()
+        self._swallow = pattern
+
     def close(self) -> None:
         self.closed = True
+        self.is_frozen = False
         self.cut()
         _close(self.listener)
 
@@ -71,19 +89,36 @@ class TcpRelay:
             if self.is_cut:
                 _close(client)
                 continue
+            if self.is_frozen:  # a hung server still accepts; it just never answers
+                with self.lock:
+                    self.open.add(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
                 _close(client)
                 continue
+            upstream.settimeout(None)
             with self.lock:
                 self.open.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            link = {"swallowing": False}
+            threading.Thread(target=self._pump, args=(client, upstream, link, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, link, False),
+                             daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, link: dict[str, bool],
+              to_target: bool) -> None:
         try:
             while data := source.recv(65536):
+                while self.is_frozen and not self.closed:
+                    time.sleep(0.02)
+                if to_target and self._swallow is not None and self._swallow in data:
+                    self._swallow = None
+                    link["swallowing"] = True
+                elif not to_target and link["swallowing"]:
+                    self.swallowed.set()  # the target has acted and answered: drop it
+                    break
                 sink.sendall(data)
         except OSError:
             pass

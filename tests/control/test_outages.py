@@ -147,3 +147,27 @@ async def test_killed_node_restarts_from_snapshot_with_both_servers_down(
             await asyncio.sleep(0.2)
         assert status == 201
         await wait_for_answer(again.port, "192.0.2.8", 10)
+
+
+async def test_a_hanging_postgres_gives_503_with_the_reason(
+    tmp_path: Path, relay: TcpRelay, namespace: str
+) -> None:
+    # A server that accepts and never answers: connected sessions and new ones hang alike.
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control",
+                               store_url=relay.url(POSTGRES_URL), namespace=namespace,
+                               store_timeout=1.0)
+    async with running(settings) as (_plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        relay.freeze()
+        status, body = await put(api, 1, "192.0.2.2")
+        assert status == 503, body
+        assert "PostgreSQL did not answer within 1 s" in body["error"]["message"], body
+        status, body, _ = await api.call("GET", "/v1/versions")
+        assert status == 503 and "did not answer within 1 s" in body["error"]["message"], body
+        relay.thaw()
+        for _ in range(50):
+            status, body = await put(api, 1, "192.0.2.2")
+            if status != 503:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 201, body
