@@ -57,6 +57,8 @@ class ControlSettings:
     tls_key: Path | None = None
     # The longest one PostgreSQL statement may take before the API answers 503 (seconds).
     store_timeout: float = 5.0
+    # The longest one Redis call may take (seconds); commits never wait for Redis anyway.
+    redis_timeout: float = 0.5
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -99,7 +101,8 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = store_from_url(settings.resolved_store_url(), namespace,
                            timeout=settings.store_timeout)
-    fanout = RedisFanout(settings.redis_url, namespace) if settings.redis_url else None
+    fanout = RedisFanout(settings.redis_url, namespace, settings.redis_timeout) \
+        if settings.redis_url else None
     service = ConfigService(store, fanout)
     certificates = certificate_service(settings, service)  # before anything is opened
     try:

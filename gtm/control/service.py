@@ -80,7 +80,7 @@ class ConfigService:
         await self.audit(author, action, f"version {record.number}", "ok",
                          {"message": message, "changes": len(changes), "base": base})
         if self.fanout is not None:
-            await self.fanout.announce(record.number)
+            self.fanout.announce_soon(record.number)
         return Proposal(base, changes, record, compiled.warnings)
 
     async def edit(

@@ -130,6 +130,54 @@ class TcpRelay:
             _close(sink)
 
 
+class FrozenServer:
+    """Accepts connections and reads what they send, but never answers: a server that
+    is up and hung (a Redis stuck in a long command, a stopped VM). ``holding()`` counts
+    the requests it is sitting on: open connections that sent something."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: dict[socket.socket, int] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, scheme: str) -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def holding(self) -> int:
+        with self.lock:
+            return sum(1 for count in self.received.values() if count)
+
+    def close(self) -> None:
+        _close(self.listener)
+        with self.lock:
+            for sock in self.received:
+                _close(sock)
+            self.received.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.received[client] = 0
+            threading.Thread(target=self._read, args=(client,), daemon=True).start()
+
+    def _read(self, client: socket.socket) -> None:
+        try:
+            while data := client.recv(65536):
+                with self.lock:
+                    self.received[client] = self.received.get(client, 0) + len(data)
+        except OSError:
+            pass
+        with self.lock:
+            self.received.pop(client, None)
+        _close(client)
+
+
 def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)

@@ -7,7 +7,7 @@ PostgreSQL is reached through a relay that the test cuts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,14 @@ import pytest
 from gtm.control.plane import ControlSettings
 from tests.control.apiclient import Api
 from tests.control.conftest import POSTGRES_URL, example_document, running
-from tests.control.harness import Nodes, OwnRedis, TcpRelay, wait_for_answer, www
+from tests.control.harness import (
+    FrozenServer,
+    Nodes,
+    OwnRedis,
+    TcpRelay,
+    wait_for_answer,
+    www,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +178,32 @@ async def test_a_hanging_postgres_gives_503_with_the_reason(
                 break
             await asyncio.sleep(0.2)
         assert status == 201, body
+
+
+async def until(condition: Callable[[], object], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true after {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_frozen_redis_never_holds_up_a_commit(tmp_path: Path, namespace: str) -> None:
+    frozen = FrozenServer()
+    # Redis calls may wait 60 s here, far longer than this test waits for anything: a
+    # commit that waited on Redis could not return while Redis still sits on the call.
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control", namespace=namespace,
+                               redis_url=frozen.url("redis"), redis_timeout=60.0)
+    try:
+        async with running(settings) as (_plane, api):
+            commit = asyncio.create_task(put(api, 0, "192.0.2.1"))
+            await until(frozen.holding, 10)  # the announcement reached Redis, which hangs
+            status, body = await asyncio.wait_for(commit, 10)
+            assert status == 201, body
+            assert frozen.holding()  # still unanswered: the commit returned without it
+            status, body = await put(api, 1, "192.0.2.2")
+            assert status == 201, body
+            _, config, _ = await api.call("GET", "/v1/config")
+            assert config["version"] == 2 and frozen.holding()
+    finally:
+        frozen.close()
