@@ -28,6 +28,7 @@ from gtm.control.http import (
     query_flag,
     query_int,
 )
+from gtm.control.liveness import GONE, Liveness
 from gtm.control.openapi import openapi_document
 from gtm.control.service import ConfigService, Document, Proposal
 from gtm.control.store import NodeStatus, hash_secret, new_token
@@ -36,13 +37,15 @@ from gtm.errors import NotFound, RequestError
 MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
 SERVICE = web.AppKey("service", ConfigService)
 AUTH = web.AppKey("auth", Authenticator)
+LIVENESS = web.AppKey("liveness", Liveness)
 
 
-def build_app(service: ConfigService) -> web.Application:
+def build_app(service: ConfigService, liveness: Liveness | None = None) -> web.Application:
     auth = Authenticator(service)
     app = web.Application(middlewares=[error_boundary, auth.middleware], client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
+    app[LIVENESS] = liveness or Liveness()
     routes = [
         web.get("/openapi.json", get_openapi),
         web.get("/v1/health", get_health),
@@ -272,6 +275,9 @@ async def post_rollback(request: web.Request) -> web.Response:
 
 @requires("viewer")
 async def list_nodes(request: web.Request) -> web.Response:
+    """Every node's latest report; gone nodes (silent for long) only with ``?all=true``."""
+    everything = query_flag(request, "all")
+    liveness = request.app[LIVENESS]
     service = service_of(request)
     head = await service.store.head()
     latest: dict[str, NodeStatus] = {s.node_id: s for s in await service.store.nodes()}
@@ -282,11 +288,13 @@ async def list_nodes(request: web.Request) -> web.Response:
                 latest[status.node_id] = status
     now = time.time()
     items = [
-        {**s.public(), "lag_versions": max(head - s.version, 0),
+        {**s.public(), "state": liveness.state(s, now), "lag_versions": max(head - s.version, 0),
          "seconds_since_contact": round(max(now - s.last_contact, 0.0), 3)}
         for s in sorted(latest.values(), key=lambda s: s.node_id)
     ]
-    return web.json_response({"version": head, "items": items})
+    shown = items if everything else [item for item in items if item["state"] != GONE]
+    return web.json_response({"version": head, "items": shown,
+                              "gone_hidden": len(items) - len(shown)})
 
 
 @requires("admin")

@@ -134,8 +134,11 @@ def _paths() -> Json:
             **_op("New version equal to this one", "editor", {}, write=True, params=_NUMBER),
             "requestBody": {"required": False, "content": {"application/json": {
                 "schema": {"type": "object", "properties": _WRITE_BODY}}}}}},
-        "/v1/nodes": {"get": _op("Every node, the version it serves, lag, last contact",
-                                 "viewer", _json({"type": "object"}))},
+        "/v1/nodes": {"get": _op(
+            "Every node, the version it serves, lag, last contact, state (live, stale, gone)",
+            "viewer", _json({"type": "object"}),
+            params=[{"name": "all", "in": "query", "schema": {"type": "boolean"},
+                     "description": "also gone nodes (silent for long; hidden by default)"}])},
         "/v1/audit": {"get": _op("Audit log, newest first", "admin",
                                  _json(_page_of("AuditEntry")), params=_PAGE)},
         "/v1/tokens": {

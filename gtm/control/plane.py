@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from gtm.control.api_tls import ApiTls
 from gtm.control.certificates import CertificateService
 from gtm.control.certificates_api import CERTIFICATES
 from gtm.control.fanout import RedisFanout
+from gtm.control.liveness import Liveness
 from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
 from gtm.control.service import ConfigService
 from gtm.control.store import Store, hash_secret, new_token, validate_namespace
@@ -59,6 +60,8 @@ class ControlSettings:
     store_timeout: float = 5.0
     # The longest one Redis call may take (seconds); commits never wait for Redis anyway.
     redis_timeout: float = 0.5
+    # When a node that stopped reporting is shown stale, then gone (gtm.control.liveness).
+    liveness: Liveness = field(default_factory=Liveness)
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -110,7 +113,7 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
         await _first_start(settings, service)
     except StoreUnavailable as exc:
         log.control.error("starting without the config store (%s); writes get 503", exc)
-    app = build_app(service)
+    app = build_app(service, settings.liveness)
     app[CERTIFICATES] = certificates
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

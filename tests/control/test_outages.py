@@ -7,11 +7,13 @@ PostgreSQL is reached through a relay that the test cuts.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from gtm.control.liveness import Liveness
 from gtm.control.plane import ControlSettings
 from tests.control.apiclient import Api
 from tests.control.conftest import POSTGRES_URL, example_document, running
@@ -23,6 +25,7 @@ from tests.control.harness import (
     wait_for_answer,
     www,
 )
+from tests.control.test_cli import gtm
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +210,41 @@ async def test_a_frozen_redis_never_holds_up_a_commit(tmp_path: Path, namespace:
             assert config["version"] == 2 and frozen.holding()
     finally:
         frozen.close()
+
+
+async def node_states(api: Api, query: str = "") -> dict[str, str]:
+    _, reply, _ = await api.call("GET", f"/v1/nodes{query}")
+    return {item["node_id"]: item.get("state", "?") for item in reply["items"]}
+
+
+async def until_states(api: Api, expected: dict[str, str], timeout: float,
+                       query: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (states := await node_states(api, query)) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"nodes are {states}, not {expected}, after {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_stopped_node_turns_stale_then_gone(
+    tmp_path: Path, nodes: Nodes, namespace: str
+) -> None:
+    db = tmp_path / "control" / "gtm.db"
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control", namespace=namespace,
+                               liveness=Liveness(gone_after=4.0))
+    async with running(settings) as (plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        # Both report every 0.5 s; three missed reports make a node stale.
+        kept, stopped = (nodes.start(name, f"sqlite://{db}", namespace, reconcile=0.5)
+                         for name in ("kept", "stopped"))
+        await until_states(api, {"kept": "live", "stopped": "live"}, 10)
+        nodes.kill(stopped)
+        await until_states(api, {"kept": "live", "stopped": "stale"}, 10)
+        code, out, err = await gtm("status", token=api.token, api=plane.url)
+        assert code == 0 and re.search(r"^stopped +dns +stale ", out, re.M), out + err
+        await until_states(api, {"kept": "live"}, 10)  # gone: no longer listed
+        await until_states(api, {"kept": "live", "stopped": "gone"}, 10, "?all=true")
+        code, out, _ = await gtm("status", token=api.token, api=plane.url)
+        assert "stopped" not in out and "1 gone node not shown" in out, out
+        code, out, _ = await gtm("status", "--all", token=api.token, api=plane.url)
+        assert re.search(r"^stopped +dns +gone ", out, re.M) and kept.process.poll() is None
