@@ -30,7 +30,8 @@ from gtm.control.http import (
 )
 from gtm.control.liveness import GONE, Liveness
 from gtm.control.openapi import openapi_document
-from gtm.control.service import ConfigService, Document, Proposal
+from gtm.control.ratelimit import TokenBuckets, client_of
+from gtm.control.service import Caller, ConfigService, Document, Proposal
 from gtm.control.store import NodeStatus, hash_secret, new_token
 from gtm.errors import NotFound, RequestError
 
@@ -40,8 +41,9 @@ AUTH = web.AppKey("auth", Authenticator)
 LIVENESS = web.AppKey("liveness", Liveness)
 
 
-def build_app(service: ConfigService, liveness: Liveness | None = None) -> web.Application:
-    auth = Authenticator(service)
+def build_app(service: ConfigService, liveness: Liveness | None = None,
+              failed_logins: TokenBuckets | None = None) -> web.Application:
+    auth = Authenticator(service, failed_logins)
     app = web.Application(middlewares=[error_boundary, auth.middleware], client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
@@ -77,6 +79,10 @@ def build_app(service: ConfigService, liveness: Liveness | None = None) -> web.A
 
 def service_of(request: web.Request) -> ConfigService:
     return request.app[SERVICE]
+
+
+def caller_of(request: web.Request) -> Caller:
+    return Caller(client_of(request.remote))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -205,7 +211,8 @@ async def write(
     message = field(body, "message", str, default_message or "change through the API")
     dry_run = query_flag(request, "dry_run")
     who = actor(principal(request))
-    proposal = await service_of(request).edit(base, who, message, change, dry_run)
+    proposal = await service_of(request).edit(base, who, message, change, dry_run,
+                                              caller_of(request))
     return proposal_response(proposal, dry_run)
 
 
@@ -269,7 +276,8 @@ async def post_rollback(request: web.Request) -> web.Response:
     body = await json_body(request) if request.can_read_body else {}
     base = base_version(request, body)
     message = field(body, "message", str, "")
-    proposal = await service_of(request).rollback(number, base, actor(principal(request)), message)
+    proposal = await service_of(request).rollback(number, base, actor(principal(request)),
+                                                  message, caller_of(request))
     return proposal_response(proposal, False)
 
 

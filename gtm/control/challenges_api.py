@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from gtm.config.challenges import CHALLENGES
-from gtm.control.api import proposal_response, service_of
+from gtm.control.api import caller_of, proposal_response, service_of
 from gtm.control.auth import actor, principal, requires
 from gtm.control.http import field, json_body
 from gtm.control.service import Document, Proposal
@@ -78,7 +78,8 @@ async def _at_head(request: web.Request, change: Any, message: str) -> web.Respo
     for attempt in range(ATTEMPTS):
         head = await service.store.head()
         try:
-            proposal: Proposal = await service.edit(head, who, message, change)
+            proposal: Proposal = await service.edit(head, who, message, change,
+                                                    caller=caller_of(request))
             return proposal_response(proposal, False)
         except VersionConflict:
             if attempt == ATTEMPTS - 1:
