@@ -8,14 +8,18 @@ from the CLI.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from gtm.config.document import ZONES, known_sections
-from gtm.control.auth import Authenticator, actor, principal, requires
+from gtm.control.auth import Authenticator, actor, bearer_secret, principal, requires
 from gtm.control.diff import diff_documents
 from gtm.control.http import (
     base_version,
@@ -28,11 +32,21 @@ from gtm.control.http import (
     query_flag,
     query_int,
 )
+from gtm.control.idempotency import Idempotency, idempotency_key, replay_completer
 from gtm.control.liveness import GONE, Liveness
 from gtm.control.openapi import openapi_document
 from gtm.control.ratelimit import TokenBuckets, client_of
 from gtm.control.service import Caller, ConfigService, Document, Proposal
-from gtm.control.store import NodeStatus, hash_secret, new_token
+from gtm.control.store import (
+    AuditEntry,
+    NodeStatus,
+    Outcome,
+    Receipt,
+    TokenRecord,
+    hash_secret,
+    new_token,
+    token_secret,
+)
 from gtm.errors import NotFound, RequestError
 
 MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
@@ -44,7 +58,11 @@ LIVENESS = web.AppKey("liveness", Liveness)
 def build_app(service: ConfigService, liveness: Liveness | None = None,
               failed_logins: TokenBuckets | None = None) -> web.Application:
     auth = Authenticator(service, failed_logins)
-    app = web.Application(middlewares=[error_boundary, auth.middleware], client_max_size=MAX_BODY)
+    # The inner error boundary makes the handlers' refusals answers before the
+    # idempotency layer sees them, so they are kept for a retry like any answer.
+    middlewares = [error_boundary, auth.middleware, Idempotency(service.store).middleware,
+                   error_boundary]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
     app[LIVENESS] = liveness or Liveness()
@@ -81,8 +99,11 @@ def service_of(request: web.Request) -> ConfigService:
     return request.app[SERVICE]
 
 
-def caller_of(request: web.Request) -> Caller:
-    return Caller(client_of(request.remote))
+def caller_of(request: web.Request, dry_run: bool = False) -> Caller:
+    """Who is asking, for the service: the client, and the Idempotency-Key with the
+    answer to keep in the commit's own transaction."""
+    return Caller(client_of(request.remote), idempotency_key(request),
+                  lambda proposal: proposal_outcome(proposal, dry_run))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -212,11 +233,15 @@ async def write(
     dry_run = query_flag(request, "dry_run")
     who = actor(principal(request))
     proposal = await service_of(request).edit(base, who, message, change, dry_run,
-                                              caller_of(request))
+                                              caller_of(request, dry_run))
     return proposal_response(proposal, dry_run)
 
 
 def proposal_response(proposal: Proposal, dry_run: bool) -> web.Response:
+    return respond(proposal_outcome(proposal, dry_run))
+
+
+def proposal_outcome(proposal: Proposal, dry_run: bool) -> Outcome:
     body: dict[str, Any] = {
         "dry_run": dry_run,
         "base_version": proposal.base,
@@ -224,12 +249,14 @@ def proposal_response(proposal: Proposal, dry_run: bool) -> web.Response:
         "warnings": list(proposal.warnings),
     }
     if proposal.version is None:
-        return web.json_response(body)
+        return Outcome(200, body)
     body["version"] = proposal.version.summary()
     number = proposal.version.number
-    return web.json_response(body, status=201, headers={
-        "ETag": etag(number), "Location": f"/v1/versions/{number}",
-    })
+    return Outcome(201, body, {"ETag": etag(number), "Location": f"/v1/versions/{number}"})
+
+
+def respond(outcome: Outcome) -> web.Response:
+    return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
 
 
 def versioned(body: dict[str, Any], version: int) -> web.Response:
@@ -318,24 +345,50 @@ async def list_tokens(request: web.Request) -> web.Response:
     return web.json_response({"items": [t.public() for t in tokens], "next_cursor": None})
 
 
+def minted_secret(request: web.Request, outcome: Outcome) -> str:
+    """The secret of a token made with an Idempotency-Key: derived from the caller's own
+    secret, so that a retry gets it again while the store never holds it (nor anything
+    it can be derived from without the caller's secret)."""
+    key = idempotency_key(request)
+    assert key is not None
+    seed = hmac.new(bearer_secret(request).encode(),
+                    f"{outcome.private['salt']}\0{outcome.body['id']}\0{key.key}".encode(),
+                    hashlib.sha256).digest()
+    return token_secret(str(outcome.body["id"]), seed)
+
+
+def with_minted_secret(request: web.Request, outcome: Outcome) -> Outcome:
+    if "salt" not in outcome.private:  # a refusal: there is no token to give again
+        return outcome
+    return replace(outcome, body={**outcome.body, "token": minted_secret(request, outcome)})
+
+
 @requires("admin")
+@replay_completer(with_minted_secret)
 async def post_token(request: web.Request) -> web.Response:
     body = await json_body(request)
     name, role = field(body, "name", str), field(body, "role", str)
     who = actor(principal(request))
     record, secret = new_token(name, role, who)
-    service = service_of(request)
-    await service.store.add_token(record, hash_secret(secret))
-    await service.audit(who, "token.create", record.id, "ok", {"name": name, "role": role})
+    key = idempotency_key(request)
+    answer = Outcome(201, record.public(), private={"salt": secrets.token_hex(16)})
+    if key is not None:
+        secret = minted_secret(request, answer)
+    receipt: Receipt[TokenRecord] = Receipt(
+        lambda r: AuditEntry(who, "token.create", r.id, "ok", {"name": name, "role": role}),
+        key, lambda _r: answer)
+    await service_of(request).store.add_token(record, hash_secret(secret), receipt)
     return web.json_response({**record.public(), "token": secret}, status=201)
 
 
 @requires("admin")
 async def delete_token(request: web.Request) -> web.Response:
     token_id = request.match_info["id"]
-    service = service_of(request)
-    if not await service.store.revoke_token(token_id):
+    who = actor(principal(request))
+    answer = Outcome(200, {"id": token_id, "revoked": True})
+    receipt: Receipt[str] = Receipt(
+        lambda _id: AuditEntry(who, "token.revoke", token_id, "ok", {}),
+        idempotency_key(request), lambda _id: answer)
+    if not await service_of(request).store.revoke_token(token_id, receipt):
         raise NotFound(f"no live token {token_id!r}")
-    await service.audit(actor(principal(request)), "token.revoke", token_id, "ok", {})
-    return web.json_response({"id": token_id, "revoked": True})
-
+    return respond(answer)

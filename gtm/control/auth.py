@@ -110,3 +110,8 @@ def actor(token: TokenRecord) -> str:
 
 def principal(request: web.Request) -> TokenRecord:
     return request[PRINCIPAL]
+
+
+def bearer_secret(request: web.Request) -> str:
+    """The secret of the token that authenticated this request."""
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()

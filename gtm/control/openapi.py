@@ -38,6 +38,13 @@ _IF_MATCH: Json = {
     "description": 'The version the change is based on ("N"); or base_version in the body.',
     "schema": {"type": "string"},
 }
+_IDEMPOTENCY_KEY: Json = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "1-200 visible ASCII characters. A retry with the same key and the same "
+                   "request gets the first answer again (kept 24 h, per token) instead of "
+                   "acting twice; the same key with another request is refused (422).",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+}
 _DRY_RUN: Json = {
     "name": "dry_run", "in": "query", "schema": {"type": "boolean"},
     "description": "Validate and return the diff without storing anything.",
@@ -231,12 +238,24 @@ def _schemas() -> Json:
     }
 
 
+def _with_common_conventions(paths: Json) -> Json:
+    """What every operation shares: writes take an Idempotency-Key, and any operation
+    that needs a token can meet 429 (too many failed authentications from the client)."""
+    for operations in paths.values():
+        for method, op in operations.items():
+            if method in ("put", "post", "patch", "delete"):
+                op["parameters"] = [*op.get("parameters", []), _IDEMPOTENCY_KEY]
+            if op.get("security") != []:
+                op["responses"]["429"] = {"$ref": "#/components/responses/Error"}
+    return paths
+
+
 def openapi_document() -> Json:
     return {
         "openapi": "3.1.0",
         "info": {"title": "gtm control plane", "version": __version__},
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": _with_common_conventions(_paths()),
         "components": {
             "schemas": _schemas(),
             "responses": {"Error": _json(_ref("Error"), "An error naming the field at fault")},

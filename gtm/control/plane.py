@@ -106,7 +106,10 @@ class ControlPlane:
         self._refusal_counts.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._refusal_counts
-        await self.service.refusals.flush(everything=True)  # the counts of open windows
+        try:
+            await self.service.refusals.flush(everything=True)  # the counts of open windows
+        except Exception:  # stopping must go on: the store and Redis are still to close
+            log.control.exception("could not write the counts of refused requests")
         if self.service.fanout is not None:
             await self.service.fanout.close()
         await self.store.close()

@@ -20,7 +20,15 @@ from gtm.config.document import CompiledConfig, canonical_json, compile_document
 from gtm.control.diff import diff_documents
 from gtm.control.fanout import RedisFanout
 from gtm.control.refusals import DEFAULT_WINDOW, RefusalLog
-from gtm.control.store import AuditEntry, NewVersion, Store, VersionRecord
+from gtm.control.store import (
+    AuditEntry,
+    IdempotencyKey,
+    NewVersion,
+    Outcome,
+    Receipt,
+    Store,
+    VersionRecord,
+)
 from gtm.errors import ConfigError, NotFound, StoreUnavailable, VersionConflict
 
 Document = dict[str, Any]
@@ -32,9 +40,12 @@ REFUSALS: dict[type[Exception], str] = {
 @dataclass(frozen=True)
 class Caller:
     """Where a change comes from, beyond its author's name: the client's address, by
-    which repeated refusals are coalesced ("" for in-process callers)."""
+    which repeated refusals are coalesced ("" for in-process callers), and for an API
+    request with an Idempotency-Key the key and the answer to keep with the version."""
 
     client: str = ""
+    key: IdempotencyKey | None = None
+    answer: Callable[[Proposal], Outcome] | None = None
 
 
 IN_PROCESS = Caller()
@@ -77,10 +88,12 @@ class ConfigService:
             changes = diff_documents(await self.document_at(base), document)
             if dry_run:
                 return Proposal(base, changes, None, compiled.warnings)
+            receipt = self._receipt(author, action, message, changes, base, caller,
+                                    compiled.warnings)
             record = await self.store.commit(NewVersion(
                 base, canonical_json(document), author, message, digest(document), changes,
                 rollback_of,
-            ))
+            ), receipt)
         except tuple(REFUSALS) as exc:
             metrics.config_commits.labels(REFUSALS[_refusal(exc)]).inc()
             if not dry_run:
@@ -92,11 +105,28 @@ class ConfigService:
         metrics.config_commits.labels("ok").inc()
         log.control.info("version %d by %s: %s (%d changes)", record.number, author, message,
                          len(changes))
-        await self.audit(author, action, f"version {record.number}", "ok",
-                         {"message": message, "changes": len(changes), "base": base})
+        log.audit.info("%s %s version %d: ok", author, action, record.number)
         if self.fanout is not None:
             self.fanout.announce_soon(record.number)
         return Proposal(base, changes, record, compiled.warnings)
+
+    @staticmethod
+    def _receipt(author: str, action: str, message: str, changes: list[dict[str, Any]],
+                 base: int, caller: Caller, warnings: tuple[str, ...],
+                 ) -> Receipt[VersionRecord]:
+        """The audit row (and kept answer) stored in the commit's own transaction: a
+        connection lost after COMMIT cannot leave the version without them."""
+        answer = caller.answer
+
+        def audit(record: VersionRecord) -> AuditEntry:
+            return AuditEntry(author, action, f"version {record.number}", "ok",
+                              {"message": message, "changes": len(changes), "base": base})
+
+        def kept(record: VersionRecord) -> Outcome:
+            assert answer is not None
+            return answer(Proposal(base, changes, record, warnings))
+
+        return Receipt(audit, caller.key, kept if answer is not None else None)
 
     async def edit(
         self, base: int, author: str, message: str, change: Callable[[Document], Document],

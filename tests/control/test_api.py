@@ -201,3 +201,29 @@ async def test_failed_authentication_is_limited_per_client_and_counted(
         _, body, _ = await api.call("GET", "/v1/audit?limit=500")
         rows = refusal_rows(body["items"], "auth.refused", "refused")
         assert len(rows) <= 4 and refusals_counted(rows) == 100, rows
+
+
+async def test_idempotency_keys_are_checked_and_answers_kept_on_both_stores(
+    settings: ControlSettings,
+) -> None:
+    async with running(settings) as (plane, api):
+        change = {"document": example_document()}
+        for bad in ("has space", "x" * 201, "é"):
+            status, body, _ = await api.call("PUT", "/v1/config", change, if_match=0,
+                                             headers={"Idempotency-Key": bad})
+            assert (status, body["error"]["field"]) == (400, "Idempotency-Key"), body
+        key = {"Idempotency-Key": "one"}
+        first = await api.call("PUT", "/v1/config", change, if_match=0, headers=key)
+        again = await api.call("PUT", "/v1/config", change, if_match=0, headers=key)
+        assert first[0] == again[0] == 201 and first[1] == again[1]
+        rollback = await api.call("POST", "/v1/versions/1/rollback", if_match=1,
+                                  headers={"Idempotency-Key": "back"})
+        assert rollback[0] == 201
+        assert (await api.call("POST", "/v1/versions/1/rollback", if_match=1,
+                               headers={"Idempotency-Key": "back"}))[:2] == rollback[:2]
+        status, body, _ = await api.call("POST", "/v1/nowhere", {}, headers=key)
+        assert status == 404
+        assert await plane.store.head() == 2
+        audit = [e for e in await plane.store.audit(None, 50) if e.outcome == "ok"]
+        assert [e.target for e in audit if e.action.startswith("config.")] == [
+            "version 2", "version 1"]

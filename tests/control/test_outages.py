@@ -248,3 +248,28 @@ async def test_a_stopped_node_turns_stale_then_gone(
         assert "stopped" not in out and "1 gone node not shown" in out, out
         code, out, _ = await gtm("status", "--all", token=api.token, api=plane.url)
         assert re.search(r"^stopped +dns +gone ", out, re.M) and kept.process.poll() is None
+
+
+async def test_a_commit_whose_connection_drops_after_commit_keeps_its_audit_and_answer(
+    tmp_path: Path, relay: TcpRelay, namespace: str
+) -> None:
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control",
+                               store_url=relay.url(POSTGRES_URL), namespace=namespace)
+    async with running(settings) as (plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        document = {"document": example_document("192.0.2.2", serial=2), "message": "two"}
+        # PostgreSQL commits version 2; the answer to COMMIT never gets back to the API.
+        relay.swallow_reply_to(b"COMMIT")
+        status, body, _ = await api.call("PUT", "/v1/config", document, if_match=1,
+                                         headers={"Idempotency-Key": "change-2"})
+        assert relay.swallowed.is_set() and status == 503, body
+        stored = await plane.store.get(2)
+        assert stored is not None and stored.message == "two"
+        audit = [(e.action, e.target, e.outcome) for e in await plane.store.audit(None, 50)]
+        assert ("config.commit", "version 2", "ok") in audit
+        # The client retries with the same key and learns what happened.
+        status, body, headers = await api.call("PUT", "/v1/config", document, if_match=1,
+                                                headers={"Idempotency-Key": "change-2"})
+        assert status == 201 and body["version"]["version"] == 2, body
+        assert headers["ETag"] == '"2"' and headers["Idempotent-Replayed"] == "true"
+        assert await plane.store.head() == 2
