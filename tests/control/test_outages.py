@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -217,12 +219,13 @@ async def node_states(api: Api, query: str = "") -> dict[str, str]:
     return {item["node_id"]: item.get("state", "?") for item in reply["items"]}
 
 
-async def until_states(api: Api, expected: dict[str, str], timeout: float,
-                       query: str = "") -> None:
+async def until_state(api: Api, node: str, expected: str | None, timeout: float,
+                      query: str = "") -> None:
+    """Until ``node`` is listed in ``expected`` state (None: not listed)."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while (states := await node_states(api, query)) != expected:
+    while (state := (await node_states(api, query)).get(node)) != expected:
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"nodes are {states}, not {expected}, after {timeout} s")
+            raise AssertionError(f"{node} is {state}, not {expected}, after {timeout} s")
         await asyncio.sleep(0.1)
 
 
@@ -231,19 +234,25 @@ async def test_a_stopped_node_turns_stale_then_gone(
 ) -> None:
     db = tmp_path / "control" / "gtm.db"
     settings = ControlSettings(port=0, state_dir=tmp_path / "control", namespace=namespace,
-                               liveness=Liveness(gone_after=4.0))
+                               liveness=Liveness(gone_after=300.0))
     async with running(settings) as (plane, api):
         assert (await put(api, 0, "192.0.2.1"))[0] == 201
         # Both report every 0.5 s; three missed reports make a node stale.
         kept, stopped = (nodes.start(name, f"sqlite://{db}", namespace, reconcile=0.5)
                          for name in ("kept", "stopped"))
-        await until_states(api, {"kept": "live", "stopped": "live"}, 10)
+        for name in ("kept", "stopped"):
+            await until_state(api, name, "live", 10)
         nodes.kill(stopped)
-        await until_states(api, {"kept": "live", "stopped": "stale"}, 10)
+        await until_state(api, "stopped", "stale", 10)
+        await until_state(api, "kept", "live", 10)
         code, out, err = await gtm("status", token=api.token, api=plane.url)
         assert code == 0 and re.search(r"^stopped +dns +stale ", out, re.M), out + err
-        await until_states(api, {"kept": "live"}, 10)  # gone: no longer listed
-        await until_states(api, {"kept": "live", "stopped": "gone"}, 10, "?all=true")
+        assert re.search(r"^kept +dns +live ", out, re.M), out
+        # Silent for longer than gone_after (its last report made an hour old): gone.
+        [report] = [n for n in await plane.store.nodes() if n.node_id == "stopped"]
+        await plane.store.report_node(replace(report, last_contact=time.time() - 3600))
+        await until_state(api, "stopped", None, 10)
+        await until_state(api, "stopped", "gone", 10, "?all=true")
         code, out, _ = await gtm("status", token=api.token, api=plane.url)
         assert "stopped" not in out and "1 gone node not shown" in out, out
         code, out, _ = await gtm("status", "--all", token=api.token, api=plane.url)
