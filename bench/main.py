@@ -12,6 +12,7 @@ import argparse
 import sys
 
 import dns_bench
+import h2_bench
 import lb_bench
 import steered_bench
 import tls_bench
@@ -28,7 +29,7 @@ from common import (
 
 SUITES: dict[str, Suite] = {
     suite.name: suite for suite in (dns_bench.SUITE, steered_bench.SUITE, lb_bench.SUITE,
-                                   tls_bench.SUITE)
+                                   tls_bench.SUITE, h2_bench.SUITE)
 }
 DEFAULT_SUITES = ["dns"]
 

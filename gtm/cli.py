@@ -10,19 +10,22 @@ from dataclasses import replace
 from pathlib import Path
 
 from gtm import __version__, log
-from gtm.config.settings import (
-    DnsSettings,
-    Listen,
-    default_workers,
-    load_dns_settings,
-    parse_listen,
-    validate,
-)
-from gtm.control import certs_cli
-from gtm.control import cli as control_cli
-from gtm.errors import ConfigError, GtmError
-from gtm.health import cli as health_cli
-from gtm.steering.state import SteeringState
+
+try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) ends quietly
+    from gtm.config.settings import (
+        DnsSettings,
+        Listen,
+        default_workers,
+        load_dns_settings,
+        parse_listen,
+        validate,
+    )
+    from gtm.control import certs_cli, health_cli
+    from gtm.control import cli as control_cli
+    from gtm.errors import ConfigError, GtmError
+    from gtm.steering.state import SteeringState
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
 
 REPO_ZONES = Path(__file__).resolve().parent.parent / "zones"
 EXAMPLE_REGIONS = tuple(
@@ -32,16 +35,41 @@ EXAMPLE_REGIONS = tuple(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Every command ends here: errors become one line, and a reader that went away
+    (`gtm config history | head -1`) or a Ctrl-C ends the command quietly."""
+    try:
+        try:
+            return _command(argv)
+        finally:
+            # A closed pipe shows here (after --help too), not in the interpreter's exit.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141  # what a shell reports for a command ended by SIGPIPE (128 + 13)
+    except KeyboardInterrupt:
+        return 130  # 128 + SIGINT, as shells report it
+
+
+def _command(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     log.setup(args.log_level)
     try:
         return int(args.handler(args))
     except GtmError as exc:
         print(f"gtm: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is still
+    buffered does not fail again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     health_cli.add_probe_options(serve, serve=True)
     serve.set_defaults(handler=cmd_serve)
     control_cli.add_commands(commands)
-    health_cli.add_commands(commands, control_cli._client_options)
+    health_cli.add_commands(commands, control_cli.client_options)
 
     explain = commands.add_parser("explain", help="why a steered name answers what it does")
     explain.add_argument("name")
@@ -108,10 +136,49 @@ def build_parser() -> argparse.ArgumentParser:
     check = zone_commands.add_parser("check", help="validate a zone directory")
     check.add_argument("directory", type=Path)
     check.set_defaults(handler=cmd_zones_check)
+    take = control_cli.client_options(zone_commands.add_parser(
+        "apply", help="make a zone's live configuration equal its files again (gtm up)"))
+    take.add_argument("zone", help="the zone whose files should win (example.test)")
+    take.add_argument("--zones", type=Path, help="the zone directory (default: zones/)")
+    take.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    take.add_argument("--yes", action="store_true",
+                      help="apply without asking (required when stdin is not a terminal)")
+    take.set_defaults(handler=cmd_zones_apply)
     _geo_commands(commands)
-    _lb_commands(commands)
-    _certs_commands(commands)
+    hooks = CliHooks(commands)
+    for register in _command_plugins():
+        register(hooks)
+    certs_cli.add_commands(hooks.certs(), control_cli.client_options)
     return parser
+
+
+# Packages that bring their own subcommands (regional_lb: `gtm lb`, `gtm certs list`)
+# name a `register(hooks)` function in this entry-point group, so gtm imports none of them.
+PLUGIN_GROUP = "gtm.cli"
+
+
+def _command_plugins() -> list[Callable[[CliHooks], None]]:
+    from importlib.metadata import entry_points
+
+    return [entry.load() for entry in sorted(entry_points(group=PLUGIN_GROUP),
+                                             key=lambda e: e.name)]
+
+
+class CliHooks:
+    """What a plugin's `register(hooks)` may add to: top-level commands, the `certs`
+    group (made when first asked for), and the control-plane options and listing."""
+
+    def __init__(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]):
+        self.commands = commands
+        self.client_options = control_cli.client_options
+        self.list_control_certificates = certs_cli.list_control
+        self._certs: argparse._SubParsersAction[argparse.ArgumentParser] | None = None
+
+    def certs(self) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        if self._certs is None:
+            certs = self.commands.add_parser("certs", help="TLS certificates of the balancer")
+            self._certs = certs.add_subparsers(dest="certs_command", required=True)
+        return self._certs
 
 
 def _steer_target_options(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +222,7 @@ def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gtm.dns import node
+    from gtm import node
 
     follow = control_cli.follower_settings(args)
     settings = dns_settings(args, workers=default_workers())
@@ -193,8 +260,8 @@ def default_zones_dir() -> Path:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from gtm.config.settings import DnsSettings
-    from gtm.dns.node import open_locator
-    from gtm.steering.explain import Question, explain_directory
+    from gtm.health.explain import Question, explain_directory
+    from gtm.node import open_locator
 
     if args.log_level is None:
         log.setup("WARNING")  # the explanation is the output; keep start-up notes out
@@ -202,7 +269,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     question = Question(args.name, args.type, args.client, args.subnet)
     if _use_api(args):
         from gtm.config.document import compile_document
-        from gtm.steering.explain import explain
+        from gtm.health.explain import explain
 
         api = control_cli.client(args)
         live = api.get("/v1/config")
@@ -228,7 +295,7 @@ def _use_api(args: argparse.Namespace) -> bool:
 
 
 def cmd_steer_endpoint(args: argparse.Namespace) -> int:
-    from gtm.steering.admin import with_endpoint
+    from gtm.control.steer_cli import with_endpoint
 
     def change(state: SteeringState) -> SteeringState:
         return with_endpoint(state, args.endpoint, args.health, args.admin, args.reason)
@@ -242,7 +309,7 @@ def cmd_steer_endpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_steer_region(args: argparse.Namespace) -> int:
-    from gtm.steering.admin import with_region
+    from gtm.control.steer_cli import with_region
 
     def change(state: SteeringState) -> SteeringState:
         return with_region(state, args.region, args.health, args.headroom, args.reason)
@@ -265,7 +332,7 @@ def _steer(
 ) -> tuple[SteeringState, str]:
     """Write the state where the nodes read it: the control plane when one is in use
     (--api, $GTM_API, or a `gtm up` state directory here), else the zone directory."""
-    from gtm.steering.admin import change_in_directory, change_through_api
+    from gtm.control.steer_cli import change_in_directory, change_through_api
 
     if _use_api(args):
         state, version = change_through_api(control_cli.client(args), args.zone, endpoint,
@@ -288,6 +355,36 @@ def cmd_zones_check(args: argparse.Namespace) -> int:
 
 
 
+def cmd_zones_apply(args: argparse.Namespace) -> int:
+    """Take a zone back from the control plane: its files' content becomes live, and
+    `gtm up`'s watcher follows the files of that zone again."""
+    from gtm.control.diff import render
+    from gtm.control.zonedir import take_back
+
+    control_cli.require_confirmation_or_yes(args)
+    zones_dir = args.zones or default_zones_dir()
+    zone = args.zone.rstrip(".") + "."
+    api = control_cli.client(args)
+    live = api.call("GET", "/v1/config")
+    base = int(live.body["version"])
+    body = {"document": take_back(zones_dir, zone, live.body["document"]),
+            "message": f"zones apply {zone}: its files in {zones_dir} are live again"}
+    preview = api.call("PUT", "/v1/config?dry_run=true", body, if_match=base).body
+    if not preview["diff"]:
+        print(f"version {base} already holds the files of {zone}; nothing to change")
+        return 0
+    print(f"changes against version {base}:")
+    sys.stdout.write(render(preview["diff"]))
+    if args.dry_run:
+        return 0
+    if not args.yes and not control_cli.confirm("apply these changes?"):
+        print("nothing changed")
+        return 1
+    stored = api.call("PUT", "/v1/config", body, if_match=base).body
+    print(f"version {stored['version']['version']} is live; {zone} follows its files again")
+    return 0
+
+
 def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     geo = commands.add_parser("geo", help="GeoIP databases")
     geo_commands = geo.add_subparsers(dest="geo_command", required=True)
@@ -306,9 +403,10 @@ def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def cmd_geo_build(args: argparse.Namespace) -> int:
     from gtm.geo.build import build_mmdb
+    from gtm.wording import counted
 
     count = build_mmdb(args.csv, args.out)
-    print(f"wrote {count} networks to {args.out}")
+    print(f"wrote {counted(count, 'network')} to {args.out}")
     return 0
 
 
@@ -321,78 +419,6 @@ def cmd_geo_lookup(args: argparse.Namespace) -> int:
         value = getattr(where, name)
         print(f"{name:12} {'-' if value is None else value}")
     return 0
-
-
-def _lb_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    lb = commands.add_parser("lb", help="the regional load balancer")
-    lb_commands = lb.add_subparsers(dest="lb_command", required=True)
-    serve = lb_commands.add_parser("serve", help="run the balancer from a TOML config")
-    serve.add_argument("--config", type=Path, required=True, help="TOML file ([lb] table)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: lb.workers)")
-    serve.set_defaults(handler=cmd_lb_serve)
-    demo = lb_commands.add_parser("demo-backend", help="tiny HTTP backends for trying it out")
-    demo.add_argument("--listen", action="append", required=True, metavar="ADDR:PORT")
-    demo.set_defaults(handler=cmd_lb_demo)
-
-
-def _certs_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    certs = commands.add_parser("certs", help="TLS certificates of the balancer")
-    certs_commands = certs.add_subparsers(dest="certs_command", required=True)
-    listing = certs_commands.add_parser("list", help="pairs in a directory, with expiry")
-    where = listing.add_mutually_exclusive_group(required=True)
-    where.add_argument("--dir", type=Path, help="directory of NAME.crt + NAME.key / NAME.pem")
-    where.add_argument("--config", type=Path, help="balancer TOML: its TLS listeners' dirs")
-    where.add_argument("--control", action="store_true",
-                       help="the control plane's certificates (through --api)")
-    control_cli._client_options(listing)
-    listing.add_argument("--warn-days", type=float, default=30.0,
-                         help="mark pairs expiring within this many days (30)")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(handler=cmd_certs_list)
-    certs_cli.add_commands(certs_commands, control_cli._client_options)
-
-
-def cmd_certs_list(args: argparse.Namespace) -> int:
-    """Exit status 1 when a pair is broken or expired, so cron jobs can alert on it."""
-    import datetime as dt
-
-    from regional_lb.config import load_config
-    from regional_lb.tls.inventory import inventory, render_json, render_table
-
-    if args.control:
-        return certs_cli.list_control(args)
-    if args.dir is not None:
-        directories = [args.dir]
-    else:
-        config = load_config(args.config)
-        directories = list(dict.fromkeys(
-            spec.tls.certificates for spec in config.listeners
-            if spec.tls is not None and spec.tls.certificates is not None))
-        if any(spec.tls is not None and spec.tls.control for spec in config.listeners):
-            print("# listeners with control = true also serve the control plane's "
-                  "certificates: gtm certs list --control")
-    now = dt.datetime.now(dt.UTC)
-    failed = False
-    for directory in directories:
-        found, broken = inventory(directory, now)
-        if len(directories) > 1:
-            print(f"# {directory}")
-        render = render_json if args.json else render_table
-        print(render(found, broken, now, args.warn_days))
-        failed = failed or bool(broken) or any(i.days_left(now) <= 0 for i in found)
-    return 1 if failed else 0
-
-
-def cmd_lb_serve(args: argparse.Namespace) -> int:
-    from regional_lb.node import serve as lb_serve
-
-    return lb_serve(args.config, args.workers)
-
-
-def cmd_lb_demo(args: argparse.Namespace) -> int:
-    from regional_lb.demo import serve_demo
-
-    return serve_demo([parse_listen(text) for text in args.listen])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ A test lints the names (namespace, unit suffixes, help text).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
@@ -157,7 +158,29 @@ LB_METRICS = {
     "lb_tls_certificate_not_after_seconds": "Expiry of each served certificate (Unix time).",
     "lb_tls_certificate_refusals_total": "Certificate pairs refused (unreadable, key mismatch, "
                                          "expired); the previous one keeps serving.",
+    "lb_http2_connections_total": "HTTP/2 client connections accepted, per listener.",
+    "lb_http2_connections": "HTTP/2 client connections open, per listener.",
+    "lb_http2_streams_total": "HTTP/2 streams (requests) opened by clients, per listener.",
+    "lb_http2_goaways_total": "GOAWAY frames sent, by reason (drain, idle, rapid_reset, "
+                              "control_flood, continuation_flood, frame_size, header_list, "
+                              "too_many_streams, flow_control, protocol_error).",
+    "lb_http2_stream_errors_total": "RST_STREAM frames sent, by reason (malformed, stalled, "
+                                    "refused, backend_broken, cancelled).",
+    "lb_limited_total": "Requests (429) and connections (closed at accept) refused by "
+                        "per-client limits, by listener and reason (rate, requests, "
+                        "connections).",
+    "lb_limit_table_overflows_total": "Per-client table entries that did not fit: rate "
+                                      "buckets evicted while in use (evicted), clients not "
+                                      "counted (uncounted).",
+    "lb_queue_depth": "Requests waiting for a backend slot, by pool and priority class.",
+    "lb_queued_total": "Requests that waited for a backend slot, by pool, class and result "
+                       "(dispatched, timeout, abandoned, full: refused at once).",
+    "lb_queue_wait_seconds": "Time queued requests waited before a backend slot, by pool "
+                             "and class.",
 }
+
+# (listener, connections, open, streams, GOAWAYs by reason, stream errors by reason)
+Http2Row = tuple[str, int, int, int, dict[str, int], dict[str, int]]
 
 
 class LbBackendSample:
@@ -172,14 +195,31 @@ class LbBackendSample:
         self.buckets, self.seconds_sum = buckets, seconds_sum
 
 
+class LbQueueSample:
+    """One pool's queue, one priority class of it."""
+
+    __slots__ = ("buckets", "depth", "klass", "pool", "results", "seconds_sum")
+
+    def __init__(self, pool: str, klass: str, depth: int, results: dict[str, int],
+                 buckets: list[tuple[float, int]], seconds_sum: float):
+        self.pool, self.klass, self.depth, self.results = pool, klass, depth, results
+        self.buckets, self.seconds_sum = buckets, seconds_sum
+
+
 class LbSample:
     def __init__(self, backends: list[LbBackendSample], rejected: int, reloads: int,
                  tls_handshakes: list[tuple[str, int, int]] | None = None,
-                 certificates: dict[str, float] | None = None, cert_refusals: int = 0):
+                 certificates: dict[str, float] | None = None, cert_refusals: int = 0,
+                 http2: list[Http2Row] | None = None):
         self.backends, self.rejected, self.reloads = backends, rejected, reloads
         self.tls_handshakes = tls_handshakes or []   # (listener, full, resumed)
         self.certificates = certificates or {}       # pair name -> not-after (Unix time)
         self.cert_refusals = cert_refusals
+        self.http2 = http2 or []
+        # Per-client limits and queues (regional_lb.client_limits, .pool_queue).
+        self.limited: list[tuple[str, str, int]] = []  # (listener, reason, count)
+        self.table_overflows: dict[str, int] = {}      # evicted | uncounted -> count
+        self.queues: list[LbQueueSample] = []
 
 
 class LbCollector:
@@ -233,6 +273,51 @@ class LbCollector:
         yield from (requests, responses, failures, in_flight, connections, latency, rejected,
                     reloads)
         yield from _tls_metrics(samples, name)
+        yield from _http2_metrics(samples, name)
+        yield from _limit_metrics(samples, name)
+
+
+def _limit_metrics(samples: list[LbSample], name: Callable[[str], str]) -> Iterator[Metric]:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    limited = CounterMetricFamily(name("lb_limited_total"), LB_METRICS["lb_limited_total"],
+                                  labels=["listener", "reason"])
+    totals: dict[tuple[str, str], int] = {}
+    overflows: dict[str, int] = {"evicted": 0, "uncounted": 0}
+    for sample in samples:  # several workers in one process add up
+        for listener, reason, count in sample.limited:
+            totals[listener, reason] = totals.get((listener, reason), 0) + count
+        for kind, count in sample.table_overflows.items():
+            overflows[kind] = overflows.get(kind, 0) + count
+    for (listener, reason), count in sorted(totals.items()):
+        limited.add_metric([listener, reason], count)
+    overflow = CounterMetricFamily(name("lb_limit_table_overflows_total"),
+                                   LB_METRICS["lb_limit_table_overflows_total"], labels=["kind"])
+    for kind, count in overflows.items():
+        overflow.add_metric([kind], count)
+    labels = ["pool", "class"]
+    depth = GaugeMetricFamily(name("lb_queue_depth"), LB_METRICS["lb_queue_depth"],
+                              labels=labels)
+    queued = CounterMetricFamily(name("lb_queued_total"), LB_METRICS["lb_queued_total"],
+                                 labels=[*labels, "result"])
+    wait = HistogramMetricFamily(name("lb_queue_wait_seconds"),
+                                 LB_METRICS["lb_queue_wait_seconds"], labels=labels)
+    for sample in samples:
+        for q in sample.queues:
+            key = [q.pool, q.klass]
+            depth.add_metric(key, q.depth)
+            for result, count in q.results.items():
+                queued.add_metric([*key, result], count)
+            running, buckets = 0, []
+            for bound, count in q.buckets:
+                running += count
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+            wait.add_metric(key, buckets, q.seconds_sum)
+    yield from (limited, overflow, depth, queued, wait)
 
 
 def _tls_metrics(samples: list[LbSample], name: Callable[[str], str]) -> Iterator[Metric]:
@@ -262,6 +347,40 @@ def _tls_metrics(samples: list[LbSample], name: Callable[[str], str]) -> Iterato
                                    LB_METRICS["lb_tls_certificate_refusals_total"])
     refusals.add_metric([], sum(s.cert_refusals for s in samples))
     yield from (handshakes, expiry, refusals)
+
+
+def _http2_metrics(samples: list[LbSample], name: Callable[[str], str]) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    def family(kind: Any, key: str, labels: list[str]) -> Any:
+        return kind(name(key), LB_METRICS[key], labels=labels)
+
+    accepted = family(CounterMetricFamily, "lb_http2_connections_total", ["listener"])
+    open_now = family(GaugeMetricFamily, "lb_http2_connections", ["listener"])
+    streams = family(CounterMetricFamily, "lb_http2_streams_total", ["listener"])
+    goaways = family(CounterMetricFamily, "lb_http2_goaways_total", ["listener", "reason"])
+    errors = family(CounterMetricFamily, "lb_http2_stream_errors_total", ["listener", "reason"])
+    totals: dict[str, list[int]] = {}
+    reasons: dict[tuple[str, str], list[int]] = {}
+    for sample in samples:  # several workers in one process add up per listener
+        for listener, connections, current, opened, sent_goaways, sent_errors in sample.http2:
+            counts = totals.setdefault(listener, [0, 0, 0])
+            counts[0] += connections
+            counts[1] += current
+            counts[2] += opened
+            for index, by_reason in enumerate((sent_goaways, sent_errors)):
+                for reason, count in by_reason.items():
+                    reasons.setdefault((listener, reason), [0, 0])[index] += count
+    for listener, (connections, current, opened) in totals.items():
+        accepted.add_metric([listener], connections)
+        open_now.add_metric([listener], current)
+        streams.add_metric([listener], opened)
+    for (listener, reason), (goaway_count, error_count) in reasons.items():
+        if goaway_count:
+            goaways.add_metric([listener, reason], goaway_count)
+        if error_count:
+            errors.add_metric([listener, reason], error_count)
+    yield from (accepted, open_now, streams, goaways, errors)
 
 
 lb_collector = LbCollector()

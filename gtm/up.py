@@ -2,42 +2,36 @@
 
 The control plane keeps the configuration (SQLite in ``var/`` by default, or
 PostgreSQL and Redis when given) and the DNS node follows it. The zone directory
-stays a way to change it: files that change while gtm runs (and files that differ
-from the store when it starts) become new versions, zone by zone, through the same
-validator as the API, so an edit in ``zones/`` and a ``gtm config apply`` both
-work and neither silently undoes the other's unrelated changes.
+stays a way to change it (gtm.control.zonedir): files that change while gtm runs, or
+while it was down, become new versions zone by zone, and an entry changed through the
+control plane is not overwritten by its file until it is taken back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gtm import log
-from gtm.config.document import document_from_zone_dir
 from gtm.config.settings import DnsSettings, Listen
-from gtm.control.embedded import Embedded, start_embedded
+from gtm.control.embedded import NODE_STATE, Embedded, start_embedded
 from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file
-from gtm.control.service import ConfigService
+from gtm.control.snapshot import snapshot_path
 from gtm.control.stores import DEFAULT_SQLITE_NAME
-from gtm.dns.loader import Signature, signature
-from gtm.dns.node import load_or_fail, open_locator, run_async, wait_for_stop
-from gtm.dns.service import DnsService
-from gtm.dns.sockets import bind_workers
-from gtm.errors import ConfigError, GtmError
+from gtm.control.zonedir import RECORD_FILE, ZoneDirSync, zone_of_file
+from gtm.dns.loader import LoadResult, load_directory
+from gtm.errors import ZoneError
 from gtm.health.service import HealthService, HealthSettings
+from gtm.node import open_locator
+from gtm.process import cancel_and_wait, run_async, wait_for_stop
+from gtm.serving.service import DnsService
+from gtm.serving.sockets import bind_workers
 
-FILE_SECTIONS = ("zones", "steering", "state")
-AUTHOR = "zones-dir"
-
-Entry = tuple[str, str]  # (section, zone name)
 Stopper = Callable[[], Awaitable[None]]
+STOP_GRACE = 2.0  # seconds open TCP conversations get to finish at SIGTERM
 
 
 @dataclass(frozen=True)
@@ -61,12 +55,14 @@ def up(settings: UpSettings) -> int:
 
 async def _main(settings: UpSettings) -> None:
     dns = settings.dns
-    initial = load_or_fail(dns)
+    initial = _initial_zones(settings)
     sockets = bind_workers(dns.listen, 1)[0]
     # The node follows the store; the zone directory reaches it through ZoneDirSync.
     service = DnsService(replace(dns, watch_interval=0), sockets, initial, open_locator(dns))
     await service.start()
-    stoppers: list[Stopper] = [service.stop]
+    stoppers: list[tuple[str, Stopper]] = [
+        (f"the DNS service (open TCP conversations get {STOP_GRACE:g} s)",
+         lambda: service.stop(STOP_GRACE))]
     try:
         stoppers += await _start_regions(settings.regions, *_control_for_regions(settings))
         checker = None
@@ -75,26 +71,57 @@ async def _main(settings: UpSettings) -> None:
             checker = HealthService(replace(settings.health, redis_url=settings.redis),
                                     service.feed)
             await checker.start()
-            stoppers.append(checker.stop)
+            stoppers.append(("health checks", checker.stop))
         embedded = await start_embedded(
             service, dns.zones_dir, settings.state_dir, host=settings.api.host,
             port=settings.api.port, store_url=settings.postgres, redis_url=settings.redis,
             tls=settings.api_tls,
         )
-        stoppers.append(embedded.stop)
+        stoppers.append(("the config follower and the control plane API", embedded.stop))
         if checker is not None:
             summary = checker.summary
             embedded.follower.status_extra = lambda: {"health": summary()}
             checker.on_change = _auditor(embedded, checker.settings.observer_id)
-        sync = ZoneDirSync(embedded.plane.service, dns.zones_dir)
-        await sync.run_once(at_start=True)
-        stoppers.append(await _watch(sync, dns.watch_interval))
+        sync = ZoneDirSync(embedded.plane.service, dns.zones_dir,
+                           settings.state_dir / RECORD_FILE)
+        await sync.run_once()
+        stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
-        await wait_for_stop(on_reload=sync.run_once)
+        received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
+        log.cli.info("%s received: shutting down", received)
     finally:
-        for stop in reversed(stoppers):
-            with contextlib.suppress(Exception):
-                await stop()
+        await _stop_all(stoppers)
+
+
+async def _stop_all(stoppers: list[tuple[str, Stopper]]) -> None:
+    """Newest first, each step in the log; one that fails does not keep the rest up."""
+    for what, stop in reversed(stoppers):
+        log.cli.info("stopping %s", what)
+        try:
+            await stop()
+        except Exception:
+            log.cli.exception("stopping %s failed", what)
+    log.cli.info("stopped")
+
+
+def _initial_zones(settings: UpSettings) -> LoadResult:
+    """The zone directory, checked. With a bad zone, a node that served before starts
+    anyway (loudly): its follower serves the last-known-good snapshot at once, and the
+    watcher keeps refusing the bad file until it is fixed. Only a first start, with no
+    snapshot to fall back on, refuses."""
+    result = load_directory(settings.dns.zones_dir)  # logs each bad file: file, line, why
+    if not result.errors:
+        return result
+    snapshot = snapshot_path(settings.state_dir / NODE_STATE)
+    if not snapshot.exists():
+        raise ZoneError("refusing to start with invalid zones (and no last-known-good "
+                        f"snapshot in {snapshot.parent} to start from):\n  "
+                        + "\n  ".join(str(e) for e in result.errors))
+    bad = ", ".join(sorted({zone_of_file(Path(str(e.source))) for e in result.errors}))
+    log.cli.error("BAD ZONE FILES for %s: starting from the last-known-good snapshot %s; "
+                  "those zones keep the version served before until their files are fixed",
+                  bad, snapshot)
+    return LoadResult(result.zones, (), result.signature)
 
 
 def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str], None]:
@@ -128,7 +155,7 @@ def _control_for_regions(settings: UpSettings) -> tuple[str, Path]:
 
 
 async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path
-                         ) -> list[Stopper]:
+                         ) -> list[tuple[str, Stopper]]:
     """The regional balancers, in this loop. Imported here: `gtm up` composes both
     tiers, while the gtm package itself never depends on regional_lb."""
     if not paths:
@@ -142,7 +169,8 @@ async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path
     handles = await start_regions(list(paths), loader=load)
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s", handle.snapshot.config.region, path)
-    return [handle.stop for handle in handles]
+    return [(f"the balancer of region {handle.snapshot.config.region}", handle.stop)
+            for handle in handles]
 
 
 async def _watch(sync: ZoneDirSync, interval: float) -> Stopper:
@@ -154,9 +182,7 @@ async def _watch(sync: ZoneDirSync, interval: float) -> Stopper:
     task = asyncio.create_task(loop())
 
     async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     return stop
 
@@ -171,68 +197,3 @@ def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
                  "listeners with tls.control = true; keys sealed with %s)",
                  embedded.plane.settings.resolved_key_file())
     log.cli.info("zones: %s (edits become new versions)", settings.dns.zones_dir)
-
-
-class ZoneDirSync:
-    """Turns changes of the zone directory into versions, one zone entry at a time."""
-
-    def __init__(self, service: ConfigService, zones_dir: Path):
-        self.service = service
-        self.zones_dir = zones_dir
-        self.seen_signature: Signature | None = None
-        self.seen_entries: dict[Entry, str] | None = None
-
-    async def run_once(self, at_start: bool = False) -> None:
-        try:
-            await self._sync(at_start)
-        except (GtmError, OSError, ValueError) as exc:
-            # A bad file is reported and the live version stays; the next edit retries.
-            log.zones.error("zone directory not applied: %s", exc)
-
-    async def _sync(self, at_start: bool) -> None:
-        loop = asyncio.get_running_loop()
-        current_signature = await loop.run_in_executor(None, signature, self.zones_dir)
-        if current_signature == self.seen_signature:
-            return
-        document = await loop.run_in_executor(None, document_from_zone_dir, self.zones_dir)
-        entries = _entries(document)
-        head = await self.service.store.head()
-        live = await self.service.document_at(head)
-        # At start, compare with the store (files edited while gtm was down win, but a
-        # missing file removes nothing); later, with what the files said last time.
-        previous = _entries(live) if at_start else (self.seen_entries or {})
-        changed = {k: v for k, v in entries.items() if previous.get(k) != v}
-        removed = set() if at_start else set(previous) - set(entries)
-        if changed or removed:
-            updated = _apply(live, document, changed, removed)
-            if updated != live:
-                names = sorted({zone for _, zone in (*changed, *removed)})
-                await self.service.propose(updated, head, AUTHOR,
-                                           f"zone directory changed: {', '.join(names)}")
-        self.seen_signature = current_signature
-        self.seen_entries = entries
-
-
-def _entries(document: dict[str, Any]) -> dict[Entry, str]:
-    entries: dict[Entry, str] = {}
-    for section in FILE_SECTIONS:
-        table = document.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"section {section} is not an object")
-        for zone, value in table.items():
-            entries[(section, zone)] = json.dumps(value, sort_keys=True)
-    return entries
-
-
-def _apply(
-    live: dict[str, Any], files: dict[str, Any], changed: dict[Entry, str], removed: set[Entry]
-) -> dict[str, Any]:
-    updated = copy.deepcopy(live)
-    for section, zone in changed:
-        updated.setdefault(section, {})[zone] = copy.deepcopy(files[section][zone])
-    for section, zone in removed:
-        updated.get(section, {}).pop(zone, None)
-    for section in FILE_SECTIONS:
-        if section in updated and not updated[section]:
-            del updated[section]
-    return updated

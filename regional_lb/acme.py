@@ -13,7 +13,6 @@ once here), or a control-plane certificate every subscribed balancer polls for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import ssl
 import time
@@ -26,9 +25,10 @@ from gtm.acme.dns01 import ControlPlaneDns
 from gtm.acme.flow import Issued, Solver, issue
 from gtm.acme.jws import AccountKey, decode_mac_key
 from gtm.errors import AcmeError, GtmError
-from regional_lb.acme_http import TokenFiles, tokens_dir
+from gtm.process import cancel_and_wait
 from regional_lb.acme_store import Held, control_api, pair_store
 from regional_lb.config import AcmeCertificate, AcmeSettings
+from regional_lb.l7.acme_http import TokenFiles, tokens_dir
 
 
 # -- deciding -------------------------------------------------------------------------------
@@ -74,11 +74,8 @@ class AcmeManager:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

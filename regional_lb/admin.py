@@ -1,13 +1,17 @@
 """The admin API (aiohttp, off the hot path), protected by a bearer token.
 
+Every other path needs ``Authorization: Bearer <admin_token>``. Errors answer
+``{"error": reason}``, with ``"field"`` when one input is to blame (a body key or a query
+parameter); bodies and parameters are checked in full before anything is changed.
+
     GET    /health                              200 ok / 503 draining (no token needed)
     GET    /pools                               pools, backends, state and counters
     POST   /pools/{pool}/backends               {"address": "H:P", "weight": 1}: add
     DELETE /pools/{pool}/backends/{address}     remove
     PATCH  /pools/{pool}/backends/{address}     {"weight": n} and/or {"state": "drain"}
     POST   /pools/{pool}/backends/{address}/drain?wait=SECONDS
-                                                drain; with wait, answer once in-flight is 0
-                                                (in every worker, when there are several)
+                                                drain; with wait (0 to 3600), answer once
+                                                in-flight is 0 (in every worker)
     POST   /reload                              re-read the config file
     GET    /report                              the region report
     GET    /metrics                             Prometheus text
@@ -18,22 +22,84 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import re
 import signal
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gtm import log
-from gtm.errors import ConfigError, GtmError, ServeError
+from gtm.errors import ConfigError, GtmError, RequestError, ServeError
+from gtm.json_input import read_json
 from regional_lb import overrides as ov
 from regional_lb.balancing import BackendState
+from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
+from regional_lb.config_reader import Reader
+from regional_lb.errors import HttpError
 from regional_lb.health import health_view
 from regional_lb.shares import drained, read_shares, share_dir
 from regional_lb.tls.listener import ADMIN_TLS
 
 if TYPE_CHECKING:
     from regional_lb.node import BalancerHandle
+
+ADMIN = "admin"  # the source named in ConfigErrors of requests
+MAX_WAIT = 3600.0  # seconds a drain may wait: each waiting request holds a task
+WAIT_SYNTAX = re.compile(r"[0-9]{1,4}(\.[0-9]{1,6})?", re.ASCII)  # finite and plain
+
+
+def error_response(status: int, reason: str, headers: dict[str, str] | None = None,
+                   **details: Any) -> web.Response:
+    """The admin API's one error shape: {"error": reason} (+ "field" for input errors)."""
+    return web.json_response({"error": reason, **details}, status=status, headers=headers)
+
+
+def authorization_refusal(headers: Any, token: str | None) -> web.Response | None:
+    """None when the request carries ``Authorization: Bearer <token>``, else the refusal.
+
+    RFC 6750: no credentials or another scheme is 401 with a bare ``Bearer`` challenge, a
+    malformed header is 400 ``invalid_request``, a wrong token 401 ``invalid_token``.
+    """
+    values = headers.getall("Authorization", [])
+    if not values:
+        return _challenge(401, "missing bearer token (Authorization: Bearer <token>)")
+    if len(values) > 1:
+        return _challenge(400, "more than one Authorization header", "invalid_request")
+    value = values[0]
+    if not (value.isascii() and value.isprintable()):  # undecodable bytes come as surrogates
+        return _challenge(400, "the Authorization header must be printable ASCII",
+                          "invalid_request")
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return _challenge(401, "the Authorization scheme must be Bearer")
+    if not token or not hmac.compare_digest(credentials.strip(" ").encode(), token.encode()):
+        return _challenge(401, "wrong bearer token", "invalid_token")
+    return None
+
+
+def _challenge(status: int, reason: str, code: str | None = None) -> web.Response:
+    challenge = f'Bearer error="{code}"' if code else "Bearer"
+    return error_response(status, reason, headers={"WWW-Authenticate": challenge})
+
+
+def query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters, each known and given once; checked before anything is done."""
+    for name in request.query:
+        if name not in allowed:
+            raise ConfigError("unknown query parameter", ADMIN, name)
+        if len(request.query.getall(name)) > 1:
+            raise ConfigError("is given more than once", ADMIN, name)
+    return dict(request.query)
+
+
+def wait_seconds(text: str) -> float:
+    """``?wait=``: plain decimal seconds, 0 to MAX_WAIT (no nan, inf, exponents, signs)."""
+    if not WAIT_SYNTAX.fullmatch(text) or float(text) > MAX_WAIT:
+        raise ConfigError(f"must be seconds from 0 to {MAX_WAIT:g} (like 5 or 0.5)", ADMIN,
+                          "wait")
+    return float(text)
 
 
 def backend_view(backend: BackendState) -> dict[str, Any]:
@@ -56,6 +122,9 @@ class AdminServer:
         self.workers = workers
         self.runner: web.AppRunner | None = None
         self.port = 0
+        # One change at a time: each edits what the one before left (a reload can wait on
+        # a thread, and two interleaved edits of copies would lose the first).
+        self.changing = asyncio.Lock()
 
     async def start(self) -> None:
         config = self.handle.snapshot.config
@@ -94,17 +163,25 @@ class AdminServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path != "/health":
-            token = self.handle.snapshot.config.admin_token
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not token or not hmac.compare_digest(given.encode(), token.encode()):
-                return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+            refusal = authorization_refusal(request.headers,
+                                            self.handle.snapshot.config.admin_token)
+            if refusal is not None:
+                return refusal
         try:
             response: web.StreamResponse = await handler(request)
             return response
         except ConfigError as exc:
-            return web.json_response({"error": exc.reason, "field": exc.where}, status=400)
+            return error_response(400, exc.reason, field=exc.where or None)
+        except HttpError as exc:
+            return error_response(exc.status, exc.reason)
         except GtmError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return error_response(400, str(exc))
+        except web.HTTPException as exc:  # aiohttp's own: unknown path, method, body size
+            if exc.status < 400:
+                raise
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            reason = (exc.text or exc.reason).removeprefix(f"{exc.status}: ")
+            return error_response(exc.status, reason, headers=allow)
 
     async def health(self, request: web.Request) -> web.Response:
         stopping = self.handle.worker.stopping
@@ -120,71 +197,78 @@ class AdminServer:
                       for p in snapshot.pools.values()],
         })
 
+    def _pool(self, request: web.Request) -> str:
+        name = request.match_info["pool"]
+        if name not in self.handle.snapshot.pools:
+            raise HttpError(404, f"no pool {name!r}")
+        return name
+
     def _backend(self, request: web.Request) -> BackendState:
-        pool = self.handle.snapshot.pools.get(request.match_info["pool"])
-        if pool is None:
-            raise web.HTTPNotFound(text="no such pool\n")
+        pool = self.handle.snapshot.pools[self._pool(request)]
         address = request.match_info["address"]
         for backend in pool.backends:
             if backend.key == address:
                 return backend
-        raise web.HTTPNotFound(text="no such backend\n")
+        raise HttpError(404, f"no backend {address!r} in pool {pool.name!r}")
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            body = await request.json()
-        except ValueError as exc:
-            raise ConfigError("body must be a JSON object", "admin") from exc
+            body = await read_json(request)  # the shared strict reader: depth, duplicates, NUL
+        except RequestError as exc:
+            if exc.status != 400:  # 413: larger than the body size allowed
+                raise HttpError(exc.status, str(exc)) from exc
+            raise ConfigError(str(exc), ADMIN, None if exc.field == "body" else exc.field) \
+                from exc
         if not isinstance(body, dict):
-            raise ConfigError("body must be a JSON object", "admin")
+            raise ConfigError("body must be a JSON object", ADMIN)
         return body
 
-    async def _apply(self, pool: str, address: str, **values: Any) -> None:
-        if pool not in self.handle.snapshot.pools:
-            raise web.HTTPNotFound(text="no such pool\n")
-        overrides = dict(self.handle.overrides)
-        overrides = {k: {a: dict(v) for a, v in p.items()} for k, p in overrides.items()}
-        ov.change(overrides, pool, address, **values)
-        await self.handle.reload_with(overrides)
-        if self.handle.path is not None:  # so that reloads, restarts and other workers see it
-            ov.save_overrides(ov.overrides_path(self.handle.path), overrides)
-            if self.supervised:
-                os.kill(os.getppid(), signal.SIGHUP)
+    async def _apply(self, edit: Callable[[ov.Overrides], None]) -> None:
+        """Edit a copy of the overrides, keep what is live, swap it in, then persist it."""
+        async with self.changing:
+            overrides = {k: {a: dict(v) for a, v in p.items()}
+                         for k, p in self.handle.overrides.items()}
+            edit(overrides)
+            overrides = ov.prune(overrides, self.handle.base)
+            await self.handle.reload_with(overrides)
+            if self.handle.path is not None:  # so reloads, restarts and other workers see it
+                ov.save_overrides(ov.overrides_path(self.handle.path), overrides)
+                if self.supervised:
+                    os.kill(os.getppid(), signal.SIGHUP)
 
     async def add(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        address = body.get("address")
-        if not isinstance(address, str):
-            raise ConfigError("is required (\"HOST:PORT\")", "admin", "address")
-        values = {k: body[k] for k in ("weight", "state") if k in body}
-        await self._apply(request.match_info["pool"], address, removed=False, **values)
-        return web.json_response({"added": address}, status=201)
+        query(request, ())
+        pool = self._pool(request)
+        reader = Reader(await self._body(request), "", ADMIN, BACKEND_KEYS)
+        key = str(backend_address(reader, self.handle.snapshot.config.allowed_backend_networks))
+        values = backend_values(reader)
+        await self._apply(lambda o: ov.add(o, self.handle.base, pool, key, values))
+        return web.json_response({"added": key}, status=201)
 
     async def remove(self, request: web.Request) -> web.Response:
-        backend = self._backend(request)
-        await self._apply(request.match_info["pool"], backend.key, removed=True)
-        return web.json_response({"removed": backend.key})
+        query(request, ())
+        pool, key = self._pool(request), self._backend(request).key
+        await self._apply(lambda o: ov.remove(o, self.handle.base, pool, key))
+        return web.json_response({"removed": key})
 
     async def patch(self, request: web.Request) -> web.Response:
-        backend = self._backend(request)
-        body = await self._body(request)
-        unknown = set(body) - {"weight", "state"}
-        if unknown:
-            raise ConfigError(f"unknown field {sorted(unknown)[0]!r}", "admin")
-        await self._apply(request.match_info["pool"], backend.key, **body)
+        query(request, ())
+        pool, key = self._pool(request), self._backend(request).key
+        values = backend_values(Reader(await self._body(request), "", ADMIN,
+                                       ("weight", "state")))
+        await self._apply(lambda o: ov.change(o, pool, key, values))
         return web.json_response(backend_view(self._backend(request)))
 
     async def drain(self, request: web.Request) -> web.Response:
-        backend = self._backend(request)
+        wait = wait_seconds(query(request, ("wait",)).get("wait", "0"))
+        pool, address = self._pool(request), self._backend(request).key
         started = time.time()
-        await self._apply(request.match_info["pool"], backend.key, state="drain")
+        await self._apply(lambda o: ov.change(o, pool, address, {"state": "drain"}))
         backend = self._backend(request)
-        wait = min(float(request.query.get("wait", "0") or 0), 3600.0)
         loop = asyncio.get_running_loop()
         end = loop.time() + wait
-        key = f"{request.match_info['pool']}/{backend.key}"
         while True:
-            done, in_flight = self._drained(backend, key, started)
+            done, in_flight = self._drained(backend, f"{pool}/{address}", started)
             if done or loop.time() >= end:
                 break
             await asyncio.sleep(0.02)
@@ -199,7 +283,9 @@ class AdminServer:
         return drained(read_shares(share_dir(self.handle.path), self.workers), key, since)
 
     async def reload(self, request: web.Request) -> web.Response:
-        snapshot = await self.handle.reload()
+        query(request, ())
+        async with self.changing:  # re-reads the runtime file: not under a change's feet
+            snapshot = await self.handle.reload()
         if self.supervised:
             os.kill(os.getppid(), signal.SIGHUP)
         return web.json_response({"config_version": snapshot.version})
@@ -210,9 +296,10 @@ class AdminServer:
 
     async def acme_renew(self, request: web.Request) -> web.Response:
         """Order a certificate now (the answer waits for the order: seconds to minutes)."""
+        query(request, ())
         manager = self.handle.acme
         if manager is None:
-            return web.json_response({"error": "no [lb.acme] in the configuration"}, status=404)
+            return error_response(404, "no [lb.acme] in the configuration")
         issued = await manager.renew(request.match_info["name"])
         status = next(s for s in manager.status() if s["name"] == request.match_info["name"])
         return web.json_response({"issued": issued, **status}, status=200 if issued else 502)

@@ -15,7 +15,7 @@ Every key, with its default::
     workers = 1                # processes sharing the listeners (gtm lb serve --workers)
     access_log = "off"         # off | text | json  (logger gtm.lb.access)
     admin = "127.0.0.1:9900"   # admin API (absent: none); needs admin_token
-    admin_token = "..."        # Authorization: Bearer <token>
+    admin_token = "..."        # Authorization: Bearer <token> (visible ASCII, no spaces)
     admin_tls = { certificates = "certs/" }  # HTTPS for the admin API (keys as a listener's tls)
     region = "local"           # the name in region reports
     capacity = 0               # in-flight requests the region takes; 0: sum of max_connections
@@ -23,6 +23,13 @@ Every key, with its default::
     redis_namespace = "gtm"    # key prefix: <ns>:lb:region:<region>:<worker>, <ns>:lb:regions
     report_interval = 1.0
     demo_backends = []         # "HOST:PORT" demo HTTP servers started with the balancer
+    via = "gtm"                # Via: 1.1 gtm on forwarded requests and responses; "" for none
+    allowed_backend_networks = ["10.0.0.0/8"]  # CIDRs backends may be in, whoever adds them
+                               # (this file, the admin API, runtime overrides); absent:
+                               # all but link-local (169.254.0.0/16, fe80::/10), unspecified
+                               # (0.0.0.0, ::) and multicast (224.0.0.0/4, ff00::/8);
+                               # ::ffff:a.b.c.d is checked as a.b.c.d
+    priority_classes = ["high", "normal", "low"]  # queue classes of requests, highest first
 
     [lb.timeouts]              # seconds
     header_read = 10.0         # a whole request head (slowloris): 408
@@ -39,6 +46,25 @@ Every key, with its default::
     max_headers = 100          # 431 above
     max_body_bytes = 0         # 413 above; 0: unlimited
     max_client_connections = 20000  # per worker (all listeners); beyond, closed at once
+    client_table = 65536       # entries of the per-client tables (rate buckets; connection
+                               # and request counts), shared by the workers; fixed at start
+
+    [lb.http2]                 # HTTP/2 toward clients (TLS listeners by ALPN, h2c below)
+    max_concurrent_streams = 100  # streams open at once per connection; a client opening
+                               # more gets GOAWAY (PROTOCOL_ERROR)
+    initial_window_size = 65535  # (or more) request body bytes a client may send ahead
+                               # per stream; acknowledged as written to the backend
+    max_resets = 100           # streams the client resets (RST_STREAM) per abuse_window;
+                               # more: GOAWAY (ENHANCE_YOUR_CALM), close (CVE-2023-44487)
+    max_control_frames = 1000  # SETTINGS, PING, PRIORITY and unknown frames per window;
+                               # more: GOAWAY (ENHANCE_YOUR_CALM), close
+    abuse_window = 10.0        # seconds the two counts run over
+                               # Also: a request head over max_header_bytes gets 431; a
+                               # header block (HEADERS and its CONTINUATIONs) over twice it
+                               # GOAWAY (ENHANCE_YOUR_CALM); frames over 16384 bytes
+                               # FRAME_SIZE_ERROR at the frame's head; a stream without
+                               # progress for backend_response RST_STREAM (CANCEL); see
+                               # regional_lb.l7.http2
 
     [[lb.listeners]]
     name = "http-8080"         # default: mode-port
@@ -48,6 +74,27 @@ Every key, with its default::
     proxy_protocol = false     # accept PROXY v1/v2 headers ...
     trusted_networks = []      # ... from these networks only (required with it)
     health_path = "/.gtm/health"
+    upgrades = ["websocket"]   # Upgrade protocols tunnelled to backends ([] for none; never h2c)
+    h2c = false                # plain listeners: also HTTP/2 with prior knowledge (a
+                               # connection opening with the HTTP/2 preface); never by Upgrade
+    backlog = 0                # listen queue length; 0: the kernel's maximum (somaxconn)
+    priority = "normal"        # queue class of its requests (default normal, else the lowest)
+    priority_header = "X-Priority"  # a request's class from this header: a class name ...
+    priority_values = { "1" = "high", "batch" = "low" }  # ... or a value mapped here; else
+                               # the route's or listener's class. Clients can send it: map
+                               # only to classes anyone may have, or set it at a proxy before
+    [lb.listeners.limits]      # per client (absent: none, at no cost); refused: 429 with
+                               # Retry-After (the connection stays open when the request
+                               # was read whole), counts shared by the workers
+    rate = 0.0                 # requests a second per key: a token bucket (0: no rate limit)
+    burst = 10                 # requests a key may send at once (default: rate, at least 1)
+    key = "client_ip"          # client_ip | header:NAME | cookie:NAME (absent: client_ip)
+    ipv4_prefix = 32           # client addresses count by network: 24 puts a /24 in one
+    ipv6_prefix = 128          # bucket (56 a /56), for rate, connections and requests
+    max_connections = 0        # open connections per client network (0: no cap); beyond:
+                               # closed at accept
+    max_requests = 0           # requests in flight per client network (0: no cap); beyond: 429
+    allow = ["10.0.0.0/8"]     # client networks never limited
     [lb.listeners.tls]         # TLS on this listener (absent: plain TCP); see regional_lb.tls
     certificates = "certs/"    # NAME.crt + NAME.key or NAME.pem files (relative to this file)
     control = false            # true: also the control plane's certificates ([lb.tls] below);
@@ -55,7 +102,8 @@ Every key, with its default::
     default = "www"            # pair served without SNI or for unknown names (default: first)
     unknown_sni = "default"    # default | refuse (alert unrecognized_name)
     min_version = "1.2"        # 1.2 | 1.3
-    alpn = ["http/1.1"]        # http: http/1.1 only; tcp: any (default none)
+    alpn = ["http/1.1"]        # http: "h2" and/or "http/1.1" (["h2", "http/1.1"] turns
+                               # HTTP/2 on; [] none); tcp: any (default none)
     client_auth = "none"       # none | optional | required (needs client_ca)
     client_ca = "clients.pem"  # CA bundle client certificates must chain to
     session_tickets = true     # resumption by tickets
@@ -65,6 +113,9 @@ Every key, with its default::
     host = "api.example.com"   # all given conditions must hold
     path_prefix = "/api/"
     header = "X-Canary: 1"     # or just "X-Canary" for any value
+    limits = { rate = 1.0, burst = 5, key = "client_ip" }  # a rate limit of its own, charged
+                               # before the listener's (prefixes and allow: the listener's)
+    priority = "high"          # queue class of the requests it matches
 
     [lb.tls]
     watch_interval = 2.0       # seconds between looks at directories and the control plane
@@ -127,8 +178,13 @@ Every key, with its default::
     check = { type = "http", path = "/healthz", interval = 2.0, timeout = 1.0, rise = 2, fall = 2,
               fastinter = 0.5 }  # active checks (tcp | http | https); see regional_lb.health
     outlier = { consecutive_5xx = 5, consecutive_gateway = 3, base_ejection = 10.0,
-                max_ejection = 300.0, max_ejection_percent = 50 }  # passive; absent: off
+                max_ejection = 300.0, max_ejection_percent = 50 }  # passive; absent:
+                               # gateway errors only (consecutive_5xx = 0); false: off
     panic_below = 0.5          # fewer healthy than this share: balance over all enabled
+    queue_size = 0             # requests that wait while every backend is at max_connections
+                               # (0: none, 503 at once); beyond it 503 at once
+    queue_timeout = 5.0        # seconds one waits, then 503; highest class first, FIFO within
+                               # a class; a client that closes leaves the queue
 
 Control-plane certificates (``control = true``) are the ones ``gtm certs upload`` (or
 ``PUT /v1/certificates/NAME``) stored: each poll reads what changed, opens the sealed
@@ -146,20 +202,39 @@ the default does not stop it being served.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gtm.config.networks import (
+    DEFAULT_ALLOWED_BACKEND_NETWORKS,
+    check_backend_address,
+    parse_networks,
+)
 from gtm.config.settings import Listen
 from gtm.errors import ConfigError
 from gtm.steering.model import HealthCheck
+from gtm.toml_input import read_toml
 from regional_lb.config_acme import (
     ACME_KEY_TYPES,
     AcmeCertificate,
     AcmeSettings,
     acme_names,
     parse_acme,
+)
+from regional_lb.config_http2 import Http2Settings, http2_settings
+from regional_lb.config_limits import (
+    DEFAULT_CLASSES,
+    ClientLimitsSpec,
+    PrioritySpec,
+    RateLimitSpec,
+    class_index,
+    listener_limits,
+    listener_priority,
+    priority_classes,
+    queue_settings,
+    route_limits,
 )
 from regional_lb.config_reader import Reader, addresses, existing_path
 from regional_lb.config_tls import (
@@ -177,8 +252,8 @@ from regional_lb.health_spec import (
 )
 from regional_lb.tls.listener import TlsSpec
 
-__all__ = ["ACME_KEY_TYPES", "AcmeCertificate", "AcmeSettings", "TlsSettings",
-           "with_control_store"]  # re-exported: their home modules are details
+__all__ = ["ACME_KEY_TYPES", "AcmeCertificate", "AcmeSettings", "Http2Settings",
+           "TlsSettings", "with_control_store"]  # re-exported: their home modules are details
 
 ALGORITHMS = ("round_robin", "weighted_round_robin", "least_connections", "least_request",
               "peak_ewma", "consistent_hash", "random")
@@ -204,6 +279,7 @@ class Limits:
     max_headers: int = 100          # 431 above
     max_body_bytes: int = 0         # 413 above; 0 = unlimited
     max_client_connections: int = 20000  # per worker, all listeners; more are refused
+    client_table: int = 65536       # entries of the per-client tables (regional_lb.client_limits)
 
 
 @dataclass(frozen=True)
@@ -236,6 +312,8 @@ class PoolSpec:
     check: HealthCheck | None = None    # active checks of every backend (regional_lb.health)
     outlier: OutlierSpec | None = None  # passive outlier detection on live traffic
     panic_below: float = 0.5         # fewer healthy than this share: balance over all
+    queue_size: int = 0              # requests waiting for a backend slot; 0: 503 at once
+    queue_timeout: float = 5.0       # seconds a request waits in the queue, then 503
 
 
 @dataclass(frozen=True)
@@ -244,6 +322,8 @@ class RouteSpec:
     host: bytes | None = None
     path_prefix: bytes | None = None
     header: tuple[bytes, bytes | None] | None = None  # (lower name, value or any)
+    limits: RateLimitSpec | None = None  # a rate limit of the route's own
+    priority: int | None = None      # queue class (index into priority_classes)
 
 
 @dataclass(frozen=True)
@@ -257,6 +337,11 @@ class ListenerSpec:
     trusted_networks: tuple[IpNetwork, ...] = ()
     health_path: str = "/.gtm/health"
     tls: TlsSpec | None = None       # terminate TLS on this listener
+    upgrades: tuple[str, ...] = ("websocket",)  # Upgrade protocols tunnelled to backends
+    backlog: int = 0                 # listen queue; 0: the kernel's maximum (somaxconn)
+    h2c: bool = False                # plain HTTP/2 with prior knowledge (the preface)
+    limits: ClientLimitsSpec | None = None  # per-client limits (regional_lb.client_limits)
+    priority: PrioritySpec = field(default_factory=PrioritySpec)  # queue class of a request
 
 
 @dataclass(frozen=True)
@@ -276,8 +361,12 @@ class LbConfig:
     redis_namespace: str = "gtm"     # key prefix, as the control plane's
     report_interval: float = 1.0
     demo_backends: tuple[Listen, ...] = ()  # built-in demo servers started with the balancer
+    via: str = "gtm"                 # pseudonym in the Via header; "" sends none
+    allowed_backend_networks: tuple[IpNetwork, ...] = DEFAULT_ALLOWED_BACKEND_NETWORKS
     tls: TlsSettings = field(default_factory=TlsSettings)
     acme: AcmeSettings | None = None
+    http2: Http2Settings = field(default_factory=Http2Settings)
+    priority_classes: tuple[str, ...] = DEFAULT_CLASSES  # queue classes, highest first
     source: str = "config"
 
     def pool(self, name: str) -> PoolSpec:
@@ -285,24 +374,20 @@ class LbConfig:
 
 
 def load_config(path: Path) -> LbConfig:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(exc), str(path)) from exc
-    return build_config(data.get("lb"), str(path))
+    return build_config(read_toml(path).get("lb"), str(path))
 
 
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
-        "report_interval", "demo_backends", "tls", "acme")
+        "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks",
+        "http2", "priority_classes")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
     top = Reader(raw if raw is not None else {}, "lb", source, _TOP)
-    pools = tuple(_pool(item, f"lb.pools[{i}]", source) for i, item in enumerate(top.list("pools")))
+    allowed = _allowed_backend_networks(top)
+    pools = tuple(_pool(item, f"lb.pools[{i}]", source, allowed)
+                  for i, item in enumerate(top.list("pools")))
     if not pools:
         raise top.fail("pools", "needs at least one [[lb.pools]]")
     names = [p.name for p in pools]
@@ -311,8 +396,9 @@ def build_config(raw: Any, source: str) -> LbConfig:
             raise ConfigError(f"pool {name!r} is defined twice", source, f"lb.pools[{i}].name")
     acme_table = top.get("acme", dict)
     managed = acme_names(acme_table)
+    classes = priority_classes(top)
     listeners = tuple(
-        _listener(item, f"lb.listeners[{i}]", source, names, managed)
+        _listener(item, f"lb.listeners[{i}]", source, names, managed, classes)
         for i, item in enumerate(top.list("listeners"))
     )
     if not listeners:
@@ -327,7 +413,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         workers=top.number("workers", int, 1, 1, 256),
         access_log=top.choice("access_log", ("off", "text", "json"), "off"),
         admin=top.address("admin", required=False),
-        admin_token=top.get("admin_token", str),
+        admin_token=_admin_token(top),
         admin_tls=admin_tls(top, source),
         region=top.get("region", str, "local"),
         capacity=top.number("capacity", int, 0, 0, 10**9),
@@ -335,10 +421,39 @@ def build_config(raw: Any, source: str) -> LbConfig:
         redis_namespace=top.get("redis_namespace", str, "gtm"),
         report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
         demo_backends=addresses(top, "demo_backends"),
+        via=_via(top),
+        allowed_backend_networks=allowed,
         tls=tls_settings(top.get("tls", dict, {}), source),
         acme=acme,
+        http2=http2_settings(top.get("http2", dict, {}), source),
+        priority_classes=classes,
         source=source,
     ))
+
+
+def _via(top: Reader) -> str:
+    pseudonym = top.get("via", str, "gtm")
+    if pseudonym and TOKEN.fullmatch(pseudonym) is None:
+        raise top.fail("via", "must be a pseudonym (an HTTP token), or empty for no Via")
+    return pseudonym
+
+
+def _allowed_backend_networks(top: Reader) -> tuple[IpNetwork, ...]:
+    if "allowed_backend_networks" not in top.table:
+        return DEFAULT_ALLOWED_BACKEND_NETWORKS
+    try:
+        return parse_networks(top.table["allowed_backend_networks"])
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, top.source, f"lb.{exc.where}") from exc
+
+
+def _admin_token(top: Reader) -> str | None:
+    """Visible ASCII only: what a client can send in an Authorization header and match."""
+    token = top.get("admin_token", str)
+    if token is not None and not (token.isascii() and token.isprintable()
+                                  and " " not in token):
+        raise top.fail("admin_token", "must be visible ASCII characters without spaces")
+    return token
 
 
 def _check_proxy_protocol_pools(listeners: tuple[ListenerSpec, ...],
@@ -371,21 +486,24 @@ def _limits(raw: Any, source: str) -> Limits:
         raise reader.fail("max_header_bytes", "is too small to hold a request")
     if values["max_client_connections"] < 1:
         raise reader.fail("max_client_connections", "must be at least 1")
+    if not 64 <= values["client_table"] <= 1 << 24:
+        raise reader.fail("client_table", "must be between 64 and 16777216")
     return Limits(**values)
 
 
 _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_connections",
               "max_idle", "retries", "retry_budget", "proxy_protocol", "tls", "tls_ca",
-              "tls_server_name", "tls_verify", "check", "outlier", "panic_below")
+              "tls_server_name", "tls_verify", "check", "outlier", "panic_below", "queue_size",
+              "queue_timeout")
 
 
-def _pool(raw: Any, where: str, source: str) -> PoolSpec:
+def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
     reader = Reader(raw, where, source, _POOL_KEYS)
     name = reader.get("name", str)
     if not name:
         raise reader.fail("name", "is required")
     backends = tuple(
-        _backend(item, f"{where}.backends[{i}]", source)
+        parse_backend(item, f"{where}.backends[{i}]", source, allowed)
         for i, item in enumerate(reader.list("backends"))
     )
     keys = [b.key for b in backends]
@@ -395,6 +513,7 @@ def _pool(raw: Any, where: str, source: str) -> PoolSpec:
     hash_key = reader.get("hash_key", str, "client_ip")
     if hash_key != "client_ip" and not hash_key.startswith(("cookie:", "header:")):
         raise reader.fail("hash_key", "must be client_ip, cookie:NAME or header:NAME")
+    queue_size, queue_timeout = queue_settings(reader)
     return PoolSpec(
         name=name,
         backends=backends,
@@ -411,34 +530,75 @@ def _pool(raw: Any, where: str, source: str) -> PoolSpec:
         tls_server_name=reader.get("tls_server_name", str),
         tls_verify=reader.get("tls_verify", bool, True),
         check=parse_check(raw["check"], f"{where}.check", source) if "check" in raw else None,
-        outlier=parse_outlier(raw["outlier"], f"{where}.outlier", source)
-        if "outlier" in raw else None,
+        outlier=_outlier(raw, where, source),
         panic_below=parse_panic_below(raw["panic_below"], f"{where}.panic_below", source)
         if "panic_below" in raw else 0.5,
+        queue_size=queue_size,
+        queue_timeout=queue_timeout,
     )
 
 
-def _backend(raw: Any, where: str, source: str) -> BackendSpec:
+# Passive ejection on gateway errors (refused, reset, timed out) is on unless a pool says
+# outlier = false: a dead backend then leaves rotation after a few failed attempts even
+# without active checks. 5xx responses are the application's business: not by default.
+DEFAULT_OUTLIER = OutlierSpec(consecutive_5xx=0)
+
+
+def _outlier(raw: dict[str, Any], where: str, source: str) -> OutlierSpec | None:
+    value = raw.get("outlier", True)
+    if isinstance(value, bool):
+        return DEFAULT_OUTLIER if value else None
+    return parse_outlier(value, f"{where}.outlier", source)
+
+
+BACKEND_KEYS = ("address", "weight", "state")
+
+
+def parse_backend(raw: Any, where: str, source: str,
+                  allowed: tuple[IpNetwork, ...]) -> BackendSpec:
+    """One backend entry (``"H:P"`` or a table): of the file, the admin API and the
+    runtime overrides alike, so all of them accept and refuse the same things."""
     if isinstance(raw, str):
         raw = {"address": raw}
-    reader = Reader(raw, where, source, ("address", "weight", "state"))
+    reader = Reader(raw, where, source, BACKEND_KEYS)
+    return BackendSpec(backend_address(reader, allowed), **backend_values(reader))
+
+
+def backend_address(reader: Reader, allowed: tuple[IpNetwork, ...]) -> Listen:
+    """The ``address`` key: HOST:PORT with a port, inside allowed_backend_networks."""
     address = reader.address("address")
     assert address is not None
     if address.port == 0:
         raise reader.fail("address", "needs a port above 0")
-    return BackendSpec(
-        address=address,
-        weight=reader.number("weight", int, 1, 0, 10000),
-        state=reader.choice("state", ADMIN_STATES, "enabled"),
-    )
+    try:
+        check_backend_address(address.host, allowed)
+    except ConfigError as exc:
+        raise reader.fail("address", exc.reason) from exc
+    return address
+
+
+def backend_values(reader: Reader) -> dict[str, Any]:
+    """The ``weight`` and ``state`` keys that are present (a change names only those)."""
+    values: dict[str, Any] = {}
+    if "weight" in reader.table:
+        values["weight"] = reader.number("weight", int, 1, 0, 10000)
+    if "state" in reader.table:
+        values["state"] = reader.choice("state", ADMIN_STATES, "enabled")
+    return values
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
-                  "trusted_networks", "health_path", "tls")
+                  "trusted_networks", "health_path", "tls", "upgrades", "backlog", "h2c",
+                  "limits", "priority", "priority_header", "priority_values")
+# Upgrade protocols a listener may switch to. h2c is never one: HTTP/2 is the balancer's
+# own to speak, and a tunnel would let a client talk h2c to a backend past every check.
+NEVER_UPGRADES = frozenset({"h2c"})
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2
 
 
 def _listener(raw: Any, where: str, source: str, pools: list[str],
-              managed: frozenset[str] = frozenset()) -> ListenerSpec:
+              managed: frozenset[str] = frozenset(),
+              classes: tuple[str, ...] = DEFAULT_CLASSES) -> ListenerSpec:
     reader = Reader(raw, where, source, _LISTENER_KEYS)
     bind = reader.address("bind")
     assert bind is not None
@@ -449,11 +609,15 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
         raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
     mode = reader.choice("mode", ("http", "tcp"), "http")
     routes = tuple(
-        _route(item, f"{where}.routes[{i}]", source, pools)
+        _route(item, f"{where}.routes[{i}]", source, pools, classes)
         for i, item in enumerate(reader.list("routes"))
     )
     if routes and mode == "tcp":
         raise reader.fail("routes", "are for http listeners only")
+    limits = listener_limits(raw["limits"], f"{where}.limits", source) \
+        if "limits" in raw else None
+    if limits is not None and mode == "tcp":
+        raise reader.fail("limits", "are for http listeners only")
     networks = []
     for i, text in enumerate(reader.list("trusted_networks")):
         try:
@@ -466,21 +630,42 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
     health = reader.get("health_path", str, "/.gtm/health")
     if not health.startswith("/"):
         raise reader.fail("health_path", "must start with /")
+    upgrades = _upgrades(reader)
     tls_table = reader.get("tls", dict)
     tls = listener_tls(tls_table, f"{where}.tls", source, mode, managed) \
         if tls_table is not None \
         else None
     if tls is not None and accept_proxy:  # the PROXY header comes before the handshake
         raise reader.fail("proxy_protocol", "cannot be combined with tls (not supported yet)")
+    h2c = reader.get("h2c", bool, False)
+    if h2c and (mode != "http" or tls is not None):
+        raise reader.fail("h2c", "is for plain http listeners (TLS ones offer h2 by ALPN)")
     return ListenerSpec(
         name=reader.get("name", str, f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
         routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
-        health_path=health, tls=tls,
+        health_path=health, tls=tls, upgrades=upgrades,
+        backlog=reader.number("backlog", int, 0, 0, 1 << 20), h2c=h2c,
+        limits=limits,
+        priority=listener_priority(reader, classes),
     )
 
 
-def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
-    reader = Reader(raw, where, source, ("pool", "host", "path_prefix", "header"))
+def _upgrades(reader: Reader) -> tuple[str, ...]:
+    names = []
+    for i, item in enumerate(reader.get("upgrades", list, ["websocket"])):
+        if not isinstance(item, str) or TOKEN.fullmatch(item) is None:
+            raise reader.fail(f"upgrades[{i}]", "is not a protocol name (an HTTP token)")
+        if item.lower() in NEVER_UPGRADES:
+            raise reader.fail(f"upgrades[{i}]", f"{item} cannot be tunnelled (HTTP/2 toward "
+                              "clients is the balancer's own, never a backend's)")
+        names.append(item.lower())
+    return tuple(names)
+
+
+def _route(raw: Any, where: str, source: str, pools: list[str],
+           classes: tuple[str, ...] = DEFAULT_CLASSES) -> RouteSpec:
+    reader = Reader(raw, where, source,
+                    ("pool", "host", "path_prefix", "header", "limits", "priority"))
     pool = reader.get("pool", str)
     if pool not in pools:
         raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
@@ -500,6 +685,9 @@ def _route(raw: Any, where: str, source: str, pools: list[str]) -> RouteSpec:
         host=host.lower().encode() if host else None,
         path_prefix=prefix.encode() if prefix else None,
         header=header,
+        limits=route_limits(raw["limits"], f"{where}.limits", source)
+        if "limits" in raw else None,
+        priority=class_index(reader, "priority", classes),
     )
 
 

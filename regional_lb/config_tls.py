@@ -129,11 +129,37 @@ def admin_tls(top: Reader, source: str) -> TlsSpec | None:
         return None
     if "admin" not in top.table:
         raise top.fail("admin_tls", "needs admin (the address of the admin API)")
-    return listener_tls(table, "lb.admin_tls", source, "http")
+    return listener_tls(table, "lb.admin_tls", source, "http", h2=False)
+
+
+# What http listeners may offer by ALPN. HTTP/2 is opt-in: here a request over it costs
+# several times the CPU of one over HTTP/1.1 (README, "TLS at the balancer"), so turning
+# it on by default would silently cut the capacity of every existing TLS listener.
+HTTP_ALPN = ("h2", "http/1.1")
+DEFAULT_HTTP_ALPN = ("http/1.1",)
+
+
+def _alpn(reader: Reader, mode: str, offered: tuple[str, ...]) -> tuple[str, ...]:
+    """ALPN protocols in preference order: tcp listeners any (default none); http ones
+    a choice of what the server speaks (default http/1.1; [] offers none, so clients
+    speak HTTP/1.1)."""
+    if "alpn" not in reader.table:
+        return DEFAULT_HTTP_ALPN if mode == "http" else ()
+    alpn = tuple(reader.list("alpn"))
+    for i, protocol in enumerate(alpn):
+        if not isinstance(protocol, str) or not 0 < len(protocol) < 256:
+            raise reader.fail(f"alpn[{i}]", "must be a protocol name")
+        if mode == "http" and protocol not in offered:
+            raise reader.fail(f"alpn[{i}]", f"this server speaks {' and '.join(offered)} only")
+        if protocol in alpn[:i]:
+            raise reader.fail(f"alpn[{i}]", f"{protocol} is listed twice")
+    return alpn
 
 
 def listener_tls(raw: Any, where: str, source: str, mode: str,
-                  managed: frozenset[str] = frozenset()) -> TlsSpec:
+                 managed: frozenset[str] = frozenset(), h2: bool = True) -> TlsSpec:
+    """A listener's ``tls`` table; ``h2`` is False for servers that speak HTTP/1.1 only
+    (the admin API)."""
     reader = Reader(raw, where, source, _TLS_KEYS)
     control = reader.get("control", bool, False)
     certificates = existing_path(reader, "certificates", directory=True)
@@ -148,13 +174,7 @@ def listener_tls(raw: Any, where: str, source: str, mode: str,
             (certificates / (default + suffix)).is_file() for suffix in (".crt", ".pem")):
         raise reader.fail("default", f"names no pair in {certificates} ({default}.crt + "
                           f"{default}.key or {default}.pem)")
-    alpn = tuple(reader.list("alpn")) if "alpn" in reader.table else \
-        (("http/1.1",) if mode == "http" else ())
-    for i, protocol in enumerate(alpn):
-        if not isinstance(protocol, str) or not 0 < len(protocol) < 256:
-            raise reader.fail(f"alpn[{i}]", "must be a protocol name")
-        if mode == "http" and protocol != "http/1.1":
-            raise reader.fail(f"alpn[{i}]", "http listeners speak http/1.1 only")
+    alpn = _alpn(reader, mode, HTTP_ALPN if h2 else ("http/1.1",))
     client_auth = reader.choice("client_auth", tuple(CLIENT_AUTH), "none")
     client_ca = existing_path(reader, "client_ca")
     if client_auth != "none" and client_ca is None:

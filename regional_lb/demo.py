@@ -44,7 +44,7 @@ async def _nothing() -> None:
 
 
 def serve_demo(addresses: list[Listen]) -> int:
-    from gtm.dns.node import run_async, wait_for_stop
+    from gtm.process import run_async, wait_for_stop
 
     async def main() -> None:
         runners = await start_demo_backends(addresses)

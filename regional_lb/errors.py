@@ -12,6 +12,8 @@ class HttpError(GtmError):
     boundary that turns it into a response (and, for framing errors, a closed connection).
     """
 
+    headers = b""  # header lines for that response, each ending in CRLF (Retry-After)
+
     def __init__(self, status: int, reason: str):
         self.status = status
         self.reason = reason
@@ -21,8 +23,11 @@ class HttpError(GtmError):
 class UpstreamError(GtmError):
     """A backend that failed before a usable response head: refused, reset, timed out."""
 
-    def __init__(self, status: int, reason: str, retryable: bool):
+    def __init__(self, status: int, reason: str, retryable: bool, unsent: bool = False):
         self.status = status
         self.reason = reason
         self.retryable = retryable
+        # Refused or reset before any byte of the request left: a retry costs no backend
+        # any work, so it is not charged to the pool's retry budget.
+        self.unsent = unsent
         super().__init__(f"{status}: {reason}")

@@ -28,7 +28,6 @@ Every change is logged on the ``gtm.lb`` logger and counted in gtm.metrics.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from gtm import log, metrics
 from gtm.health.probes import probe
 from gtm.health.state import HealthMachine
+from gtm.process import cancel_and_wait
 from gtm.steering.model import HealthCheck
 from regional_lb.balancing.state import BackendState, PoolState
 from regional_lb.outlier import BackendMonitor
@@ -69,11 +69,7 @@ class HealthManager:
         tasks = [m.task for m in self.monitors.values() if m.task is not None]
         if self.task is not None:
             tasks.append(self.task)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*tasks)
         self.task = None
         for monitor in self.monitors.values():
             monitor.task = None

@@ -46,7 +46,7 @@ class OutlierSpec:
 
 def parse_check(raw: Any, where: str, source: str) -> HealthCheck:
     """A pool's active check; the port defaults to each backend's own (port None)."""
-    from gtm.steering.definitions import _check, _Ctx  # the GTM's validation, shared
+    from gtm.steering.definitions import parse_health_check  # the GTM's validation
 
     if not isinstance(raw, dict):
         raise ConfigError("must be a table", source, where)
@@ -57,7 +57,7 @@ def parse_check(raw: Any, where: str, source: str) -> HealthCheck:
     placeholder = "port" not in table
     if placeholder:  # the GTM requires a port for tcp; here the backend's is the default
         table["port"] = 1
-    check = _check(_Ctx(source, None), where, table)
+    check = parse_health_check(table, where, source)
     return dataclasses.replace(check, port=None) if placeholder else check
 
 

@@ -145,12 +145,15 @@ class TcpSession(asyncio.Protocol):
                         lambda: TcpUpstream(self), backend.host, backend.port,
                         ssl=context, server_hostname=server_name),
                     worker.timeouts.backend_connect)
-            except (TimeoutError, OSError):
+            except (TimeoutError, OSError) as exc:
                 backend.active -= 1
                 backend.failures += 1
                 if backend.monitor is not None:  # passive outlier detection
                     backend.monitor.gateway_error()
-                if len(tried) > pool.spec.retries or not pool.take_retry():
+                # Refused or reset: nothing reached a backend, so the retry is free (a
+                # timeout may be an overloaded backend: that one is charged).
+                free = not isinstance(exc, TimeoutError)
+                if len(tried) > pool.spec.retries or not (free or pool.take_retry()):
                     break
                 continue
             self._connected(backend, upstream, pool)

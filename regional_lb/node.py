@@ -18,6 +18,8 @@ from gtm.workers import Supervisor
 from regional_lb import overrides as ov
 from regional_lb.acme import AcmeManager
 from regional_lb.acme_store import ensure_placeholders
+from regional_lb.client_limits import Limiter
+from regional_lb.client_tables import ClientTables
 from regional_lb.config import AcmeSettings, LbConfig, load_config
 from regional_lb.health import HealthManager
 from regional_lb.report import RegionReporter
@@ -133,12 +135,14 @@ async def start_balancer(config: LbConfig | Path | str,
                          sockets: dict[str, socket.socket] | None = None,
                          admin: bool = True, index: int = 0,
                          path: Path | None = None, supervised: bool = False,
-                         workers: int = 1, loader: Loader = load_config) -> BalancerHandle:
+                         workers: int = 1, loader: Loader = load_config,
+                         tables: ClientTables | None = None) -> BalancerHandle:
     """Start one balancer worker in the running loop; returns a handle with stop()/reload().
 
     ``config`` is a compiled LbConfig or the path of a TOML file (read by ``loader``, at
     start and on reloads). The admin API (when the config has ``admin``) runs in worker 0
-    only.
+    only. ``tables``: per-client state shared with the other workers (made before they
+    forked); without it the worker has tables of its own.
     """
     if not isinstance(config, LbConfig):
         path = Path(config)
@@ -157,7 +161,8 @@ async def start_balancer(config: LbConfig | Path | str,
             from regional_lb.demo import start_demo_backends
 
             demo = await start_demo_backends(list(config.demo_backends))
-        worker = Worker(ov.apply_overrides(config, overrides), sockets)
+        worker = Worker(ov.apply_overrides(config, overrides), sockets,
+                        Limiter(tables, index) if tables is not None else None)
         await worker.start()
         handle = BalancerHandle(worker, path, RegionReporter(
             worker, index, workers,
@@ -212,7 +217,7 @@ async def start_regions(paths: list[Path], loader: Loader = load_config
 
 def serve(path: Path, workers: int | None = None) -> int:
     """``gtm lb serve``: bind, then run one worker here or N under the Supervisor."""
-    from gtm.dns.node import run_async, wait_for_stop
+    from gtm.process import run_async, wait_for_stop
 
     config = load_config(path)
     count = workers or config.workers
@@ -220,6 +225,7 @@ def serve(path: Path, workers: int | None = None) -> int:
         ensure_placeholders(config.acme)
     config, sockets = bind_workers(config, count)
     tickets.process_keys()  # made before the fork, so every worker resumes the others' tickets
+    tables = ClientTables(config.limits.client_table, count)  # one per balancer, shared
     for spec in config.listeners:
         log.lb.info("listener %s on %s (%s%s), %d workers", spec.name, spec.bind, spec.mode,
                     " + tls" if spec.tls is not None else "", count)
@@ -232,7 +238,7 @@ def serve(path: Path, workers: int | None = None) -> int:
 
         async def main() -> None:
             handle = await start_balancer(config, sockets[index], index=index, path=path,
-                                          supervised=count > 1, workers=count)
+                                          supervised=count > 1, workers=count, tables=tables)
             # What exists now lives as long as the worker: keep the collector from walking
             # it again and again (full collections otherwise show up as tail latency).
             gc.freeze()

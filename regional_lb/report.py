@@ -30,6 +30,7 @@ from gtm import log
 
 # The in-process channel is gtm's, so the GTM tier can read it without importing us.
 from gtm.health.reports import publish
+from gtm.process import cancel_and_wait
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.health import health_view
 from regional_lb.shares import INTERVAL as SHARE_INTERVAL
@@ -78,11 +79,7 @@ class RegionReporter:
             self.share_task = asyncio.get_running_loop().create_task(self._share())
 
     async def stop(self) -> None:
-        for task in (self.task, self.share_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self.task, self.share_task)
         if self.shares is not None:
             with contextlib.suppress(OSError):
                 (self.shares / f"worker-{self.index}.json").unlink()

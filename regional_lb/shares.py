@@ -8,11 +8,11 @@ has nothing in flight to that backend. Each worker writes a small JSON file
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from gtm.atomic import SHARED, write_atomic
 from regional_lb.snapshot import Snapshot
 
 INTERVAL = 0.1
@@ -31,9 +31,7 @@ def write_share(directory: Path, index: int, snapshot: Snapshot) -> None:
     }
     directory.mkdir(exist_ok=True)
     path = directory / f"worker-{index}.json"
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(data), SHARED, durable=False)  # rewritten every tick
 
 
 def read_shares(directory: Path, workers: int) -> list[dict[str, Any] | None]:

@@ -6,9 +6,8 @@ import socket
 
 from gtm.config.settings import Listen
 from gtm.errors import ServeError
+from gtm.sockopts import listen_backlog
 from regional_lb.config import LbConfig, ListenerSpec
-
-BACKLOG = 4096
 
 
 def listener_key(spec: ListenerSpec) -> str:
@@ -18,7 +17,7 @@ def listener_key(spec: ListenerSpec) -> str:
     return f"{spec.mode}:{spec.bind}"
 
 
-def bind_listener(address: Listen) -> socket.socket:
+def bind_listener(address: Listen, backlog: int = 0) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -27,7 +26,7 @@ def bind_listener(address: Listen) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((address.host, address.port))
-        sock.listen(BACKLOG)
+        sock.listen(listen_backlog(backlog))
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -49,7 +48,7 @@ def bind_workers(config: LbConfig, workers: int) -> tuple[LbConfig, list[dict[st
         for spec in config.listeners:
             address = spec.bind
             for bucket in per_worker:
-                sock = bind_listener(address)
+                sock = bind_listener(address, spec.backlog)
                 address = Listen(address.host, sock.getsockname()[1])
                 resolved = replace(spec, bind=address)
                 bucket[listener_key(resolved)] = sock

@@ -7,21 +7,29 @@ import contextlib
 import ipaddress
 import os
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from gtm import log
-from gtm.metrics import LbBackendSample, LbSample
+from gtm.metrics import LbBackendSample, LbQueueSample, LbSample
+from gtm.process import cancel_and_wait
+from gtm.sockopts import listen_backlog
+from regional_lb import heap
 from regional_lb.accesslog import make_access_log
-from regional_lb.acme_http import tokens_dir
 from regional_lb.balancing.state import LATENCY_BUCKETS
+from regional_lb.client_limits import Limiter
+from regional_lb.client_tables import ClientTables
 from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
 from regional_lb.l4 import TcpSession
+from regional_lb.l7.acme_http import tokens_dir
+from regional_lb.l7.http2 import Http2Connection, Http2Stats
 from regional_lb.l7.parser import clear_caches
 from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol
+from regional_lb.pool_queue import RESULTS
 from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
 from regional_lb.sockets import bind_listener, listener_key
 from regional_lb.tls import tickets
@@ -31,6 +39,11 @@ from regional_lb.tls.listener import ADMIN_TLS, ListenerTls, TlsRegistry, TlsSpe
 def _tls_specs(config: LbConfig) -> list[tuple[str, TlsSpec | None]]:
     """Every TLS endpoint of a config by name: the listeners and the admin API."""
     return [*((spec.name, spec.tls) for spec in config.listeners), (ADMIN_TLS, config.admin_tls)]
+
+
+# Connections that must have closed (and at least half of the most seen) before the
+# worker gives their memory back: smaller ebbs are left to be reused.
+CROWD = 1024
 
 
 class Timed(Protocol):
@@ -59,7 +72,8 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 class Worker:
-    def __init__(self, config: LbConfig, sockets: dict[str, socket.socket] | None = None):
+    def __init__(self, config: LbConfig, sockets: dict[str, socket.socket] | None = None,
+                 limiter: Limiter | None = None):
         self.loop = asyncio.get_running_loop()
         self.tls = TlsRegistry()
         self.snapshot: Snapshot = compile_snapshot(config, None, self.loop.time(),
@@ -71,8 +85,16 @@ class Worker:
         self.limits: Limits = config.limits
         self.access_log: Callable[[Any, float], None] | None = make_access_log(config.access_log)
         self.connections: set[Any] = set()
+        self.crowd = 0  # the most connections seen since memory was last given back
+        self.last_count = 0  # connections at the previous sweep
+        # Per-client state: shared with the other workers when they were forked with it.
+        self.limiter = limiter or Limiter(ClientTables(config.limits.client_table))
         self.stopping = False
         self.stats = Stats()
+        self.http2 = Http2Stats()
+        # The protocol an HTTP/2 connection is handed to: it builds on the HTTP/1.1 one,
+        # so the HTTP/1.1 protocol finds it here rather than importing it (no cycle).
+        self.http2_connection = Http2Connection
         self.sockets = dict(sockets or {})
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.names: dict[str, str] = {}  # listener key -> listener name in the live snapshot
@@ -106,8 +128,26 @@ class Worker:
             for pool in self.snapshot.pools.values() for b in pool.backends
         ]
         handshakes, expiry, refusals = self.tls.sample()
-        return LbSample(rows, self.stats.rejected, self.stats.reloads, handshakes, expiry,
-                        refusals)
+        sample = LbSample(rows, self.stats.rejected, self.stats.reloads, handshakes, expiry,
+                          refusals, self.http2.sample())
+        self._sample_limits(sample)
+        return sample
+
+    def _sample_limits(self, sample: LbSample) -> None:
+        limiter = self.limiter
+        sample.limited = [(listener, reason, count)
+                          for listener, counts in limiter.refused.items()
+                          for reason, count in vars(counts).items()]
+        sample.table_overflows = {"evicted": limiter.tables.rate.evictions,
+                                  "uncounted": limiter.tables.counts.full}
+        for pool in self.snapshot.pools.values():
+            queue = pool.queue
+            if queue is None:
+                continue
+            for klass, stats in zip(queue.names, queue.stats, strict=True):
+                sample.queues.append(LbQueueSample(
+                    pool.name, klass, stats.depth, dict(zip(RESULTS, stats.results, strict=True)),
+                    list(zip(LATENCY_BUCKETS, stats.wait_buckets, strict=True)), stats.wait_sum))
 
     # -- start, reload ------------------------------------------------------------------
     async def start(self) -> None:
@@ -168,7 +208,7 @@ class Worker:
         for key, spec in wanted.items():
             self.names[key] = spec.name
             if key not in self.servers:
-                sock = self.sockets.pop(key, None) or bind_listener(spec.bind)
+                sock = self.sockets.pop(key, None) or bind_listener(spec.bind, spec.backlog)
                 self.servers[key] = await self._serve(key, spec, sock)
         retiring = [key for key in self.servers if key not in wanted]
         if retiring:
@@ -184,11 +224,13 @@ class Worker:
     async def _serve(self, key: str, spec: ListenerSpec,
                      sock: socket.socket) -> asyncio.base_events.Server:
         listener = self.snapshot.listeners[spec.name]
+        backlog = listen_backlog(spec.backlog)
         if listener.tls is None:
-            return await self.loop.create_server(self._factory(key, spec.mode), sock=sock)
+            return await self.loop.create_server(self._factory(key, spec.mode), sock=sock,
+                                                 backlog=backlog)
         return await self.loop.create_server(
             self._factory(key, spec.mode), sock=sock, ssl=listener.tls.front,
-            ssl_handshake_timeout=self.timeouts.header_read)
+            ssl_handshake_timeout=self.timeouts.header_read, backlog=backlog)
 
     def _factory(self, key: str, mode: str) -> Callable[[], asyncio.Protocol]:
         if mode == "tcp":
@@ -229,6 +271,40 @@ class Worker:
                         connection.on_timeout(now)
                     except Exception:  # one bad connection never stops the timers
                         log.lb.exception("timeout handling failed")
+            self._pump_queues(now)
+            self._after_crowd(len(self.connections))
+
+    def _after_crowd(self, count: int) -> None:
+        """Once a crowd of connections has gone, give back the memory it left behind.
+
+        Gone: CROWD or more fewer than the most seen, at most half of it, and no longer
+        falling (so the last of them, and uvloop's handles, are freed first).
+        """
+        previous, self.last_count = self.last_count, count
+        if count > self.crowd:
+            self.crowd = count
+        elif self.crowd - count >= CROWD and count <= self.crowd // 2 \
+                and previous - count < CROWD // 8:
+            self.crowd = count
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the connection set for what it holds now (sets never shrink) and have
+        the C heap return its free pages (see regional_lb.heap)."""
+        peak_bytes = sys.getsizeof(self.connections)
+        self.connections = set(self.connections)
+        trimmed = heap.release_free_pages()
+        log.lb.debug("%d connections left: their table went from %d to %d bytes%s",
+                     len(self.connections), peak_bytes, sys.getsizeof(self.connections),
+                     ", free heap pages returned" if trimmed else "")
+
+    def _pump_queues(self, now: float) -> None:
+        """Slots that freed without a request ending (a backend back to health, a reload
+        that raised max_connections) go to queued requests here."""
+        for pool in self.snapshot.pools.values():
+            queue = pool.queue
+            if queue is not None and queue.size:
+                queue.pump(now)
 
     # -- stop ---------------------------------------------------------------------------
     async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:
@@ -243,6 +319,8 @@ class Worker:
             for connection in list(self.connections):
                 if isinstance(connection, ClientProtocol) and connection.idle:
                     connection.close()
+                elif isinstance(connection, Http2Connection):
+                    connection.drain()  # GOAWAY once; closed when its streams are done
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             if connection.transport is not None:
@@ -250,10 +328,7 @@ class Worker:
         for pool in self.snapshot.pools.values():
             for backend in pool.backends:
                 self._close_idle(backend.idle)
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.sweeper
+        await cancel_and_wait(self.sweeper)
         await stop_task(self.tls_watcher)
         await self.tls.close()  # control-plane certificate feeds hold store connections
         for task in list(self.tasks):

@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from gtm.atomic import PRIVATE, write_atomic
 from gtm.errors import AcmeError
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -131,13 +131,4 @@ def dns01_value(key_authorization: str) -> str:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret atomically, readable by its owner only, from the first byte on."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data, PRIVATE)

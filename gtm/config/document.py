@@ -27,17 +27,17 @@ import dns.name
 import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
-from gtm.dns.answer import ZoneSet
-from gtm.dns.zone import Zone, compile_zone
-from gtm.dns.zonefile import Record, read_master_text
-from gtm.errors import ConfigError, ZoneError
-from gtm.steering.document import (
+from gtm.config.steering import (
     STATE,
     STEERING,
     attach_all,
     check_zone_table,
     sections_from_zone_dir,
 )
+from gtm.dns.answer import ZoneSet
+from gtm.dns.zone import Zone, compile_zone
+from gtm.dns.zonefile import Record, read_master_text
+from gtm.errors import ConfigError, ZoneError
 
 ZONES = "zones"
 
@@ -181,10 +181,22 @@ def document_from_zone_dir(directory: Path) -> dict[str, Any]:
     for path in sorted(directory.glob("*.zone")):
         if not path.is_file():
             continue
-        name = path.name.removesuffix(".zone").rstrip(".") + "."
-        text = path.read_text(encoding="utf-8")
-        zones[name] = _flattened(path, name) if "$INCLUDE" in text.upper() else text
+        zones[zone_name_of(path)] = zone_text_from_file(path)
     return {ZONES: zones, **sections_from_zone_dir(directory)}
+
+
+def zone_name_of(path: Path) -> str:
+    """The zone a ``<zone>.zone`` file holds, as the document names it."""
+    return path.name.removesuffix(".zone").rstrip(".") + "."
+
+
+def zone_text_from_file(path: Path) -> str:
+    """A zone file's text as the document holds it; a ZoneError names file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZoneError(f"cannot read: {exc}", str(path)) from exc
+    return _flattened(path, zone_name_of(path)) if "$INCLUDE" in text.upper() else text
 
 
 def _flattened(path: Path, name: str) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from gtm.errors import ConfigError
+from gtm.toml_input import read_toml
 
 DEFAULT_DNS_PORT = 6053  # unprivileged, and clear of mDNS on 5353
 
@@ -58,10 +59,14 @@ def parse_listen(text: str, default_port: int = DEFAULT_DNS_PORT) -> Listen:
         ipaddress.ip_address(host)
     except ValueError as exc:
         raise ConfigError(f"{host!r} is not an IP address", where=text) from exc
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError as exc:
-        raise ConfigError(f"port {port_text!r} is not a number", where=text) from exc
+    # ipaddress takes any text after "%" (newlines, NUL); a scope is an interface name.
+    if "%" in host and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", host.partition("%")[2]):
+        raise ConfigError(f"{host!r}: the scope after % must be an interface name", where=text)
+    # ASCII digits only: int() would also take other scripts' digits, "+1" and "1_0".
+    if port_text and not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise ConfigError(f"port {port_text[:16]!r} is not a number from 0 to 65535",
+                          where=text)
+    port = int(port_text) if port_text else default_port
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is out of range", where=text)
     return Listen(host, port)
@@ -79,7 +84,7 @@ def load_dns_settings(path: Path | None, defaults: DnsSettings | None = None) ->
     defaults = defaults or DnsSettings()
     if path is None:
         return defaults
-    table = _read_toml(path).get("dns", {})
+    table = read_toml(path).get("dns", {})
     if not isinstance(table, dict):
         raise ConfigError("[dns] must be a table", str(path), "dns")
     unknown = set(table) - _DNS_KEYS
@@ -89,16 +94,6 @@ def load_dns_settings(path: Path | None, defaults: DnsSettings | None = None) ->
     for key, raw in table.items():
         values[key] = _convert(key, raw, str(path), path.parent)
     return validate(replace(defaults, **values), str(path))
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(exc), str(path)) from exc
 
 
 def _convert(key: str, raw: Any, source: str, base: Path) -> Any:

@@ -22,6 +22,7 @@ from gtm.config.document import ZONES, known_sections
 from gtm.control.auth import Authenticator, actor, bearer_secret, principal, requires
 from gtm.control.diff import diff_documents
 from gtm.control.http import (
+    MAX_NUMBER,
     base_version,
     error_boundary,
     etag,
@@ -29,14 +30,17 @@ from gtm.control.http import (
     json_body,
     page,
     page_args,
+    plain_path_parameters,
     query_flag,
     query_int,
+    whole_number,
 )
 from gtm.control.idempotency import Idempotency, idempotency_key, replay_completer
 from gtm.control.liveness import GONE, Liveness
 from gtm.control.openapi import openapi_document
-from gtm.control.ratelimit import TokenBuckets, client_of
-from gtm.control.service import Caller, ConfigService, Document, Proposal
+from gtm.control.ratelimit import TokenBuckets
+from gtm.control.routes_shared import SERVICE, caller_of, proposal_response, respond, service_of
+from gtm.control.service import ConfigService, Document
 from gtm.control.store import (
     AuditEntry,
     NodeStatus,
@@ -47,10 +51,9 @@ from gtm.control.store import (
     new_token,
     token_secret,
 )
-from gtm.errors import NotFound, RequestError
+from gtm.errors import ConfigError, NotFound, RequestError
 
 MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
-SERVICE = web.AppKey("service", ConfigService)
 AUTH = web.AppKey("auth", Authenticator)
 LIVENESS = web.AppKey("liveness", Liveness)
 
@@ -60,8 +63,8 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     auth = Authenticator(service, failed_logins)
     # The inner error boundary makes the handlers' refusals answers before the
     # idempotency layer sees them, so they are kept for a retry like any answer.
-    middlewares = [error_boundary, auth.middleware, Idempotency(service.store).middleware,
-                   error_boundary]
+    middlewares = [error_boundary, auth.middleware, plain_path_parameters,
+                   Idempotency(service.store).middleware, error_boundary]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
@@ -93,17 +96,6 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
 
     app.add_routes([*routes, *challenge_routes(), *certificate_routes()])
     return app
-
-
-def service_of(request: web.Request) -> ConfigService:
-    return request.app[SERVICE]
-
-
-def caller_of(request: web.Request, dry_run: bool = False) -> Caller:
-    """Who is asking, for the service: the client, and the Idempotency-Key with the
-    answer to keep in the commit's own transaction."""
-    return Caller(client_of(request.remote), idempotency_key(request),
-                  lambda proposal: proposal_outcome(proposal, dry_run))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -237,37 +229,12 @@ async def write(
     return proposal_response(proposal, dry_run)
 
 
-def proposal_response(proposal: Proposal, dry_run: bool) -> web.Response:
-    return respond(proposal_outcome(proposal, dry_run))
-
-
-def proposal_outcome(proposal: Proposal, dry_run: bool) -> Outcome:
-    body: dict[str, Any] = {
-        "dry_run": dry_run,
-        "base_version": proposal.base,
-        "diff": proposal.diff,
-        "warnings": list(proposal.warnings),
-    }
-    if proposal.version is None:
-        return Outcome(200, body)
-    body["version"] = proposal.version.summary()
-    number = proposal.version.number
-    return Outcome(201, body, {"ETag": etag(number), "Location": f"/v1/versions/{number}"})
-
-
-def respond(outcome: Outcome) -> web.Response:
-    return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
-
-
 def versioned(body: dict[str, Any], version: int) -> web.Response:
     return web.json_response(body, headers={"ETag": etag(version)})
 
 
 def version_number(request: web.Request) -> int:
-    text = request.match_info["number"]
-    if not text.isdigit():
-        raise RequestError(400, "a version number is a whole number", "number")
-    return int(text)
+    return whole_number(request.match_info["number"], "number", 0, MAX_NUMBER)
 
 
 @requires("viewer")
@@ -290,7 +257,7 @@ async def get_version(request: web.Request) -> web.Response:
 @requires("viewer")
 async def get_diff(request: web.Request) -> web.Response:
     number = version_number(request)
-    against = query_int(request, "against", max(number - 1, 0), 0, 2**62)
+    against = query_int(request, "against", max(number - 1, 0), 0, MAX_NUMBER)
     assert against is not None
     service = service_of(request)
     changes = diff_documents(await service.document_at(against), await service.document_at(number))
@@ -369,7 +336,10 @@ async def post_token(request: web.Request) -> web.Response:
     body = await json_body(request)
     name, role = field(body, "name", str), field(body, "role", str)
     who = actor(principal(request))
-    record, secret = new_token(name, role, who)
+    try:
+        record, secret = new_token(name, role, who)
+    except ConfigError as exc:  # a bad field of this request, not a bad document (422)
+        raise RequestError(400, exc.reason, str(exc.where)) from None
     key = idempotency_key(request)
     answer = Outcome(201, record.public(), private={"salt": secrets.token_hex(16)})
     if key is not None:

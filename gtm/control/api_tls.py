@@ -10,12 +10,12 @@ replacement is refused with the reason while the one before keeps serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from pathlib import Path
 
 from gtm import log
 from gtm.errors import CertificateError
+from gtm.process import cancel_and_wait
 from gtm.tlscerts import TLS12_CIPHERS, Pem, check_pair, file_signature, load_into
 
 POLL_SECONDS = 5.0
@@ -49,10 +49,7 @@ class ApiTls:
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _watch(self) -> None:
         while True:

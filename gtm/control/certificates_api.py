@@ -35,7 +35,7 @@ def routes() -> list[web.RouteDef]:
 def certificates_of(request: web.Request) -> CertificateService:
     service = request.app.get(CERTIFICATES)
     if service is None:  # an app built without a control plane around it: reads only
-        from gtm.control.api import service_of
+        from gtm.control.routes_shared import service_of
 
         return CertificateService(service_of(request), None)
     return service

@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from gtm.config.challenges import CHALLENGES
-from gtm.control.api import caller_of, proposal_response, service_of
 from gtm.control.auth import actor, principal, requires
 from gtm.control.http import field, json_body
+from gtm.control.routes_shared import caller_of, proposal_response, service_of
 from gtm.control.service import Document, Proposal
 from gtm.errors import NotFound, RequestError, VersionConflict
 
@@ -39,8 +39,9 @@ async def put_challenge(request: web.Request) -> web.Response:
     name = challenge_name(request)
     body = await json_body(request)
     values = field(body, "values", list)
-    if not values:
-        raise RequestError(400, "'values' must list at least one TXT value", "values")
+    if not values or not all(isinstance(value, str) for value in values):
+        raise RequestError(400, "'values' must list at least one TXT value, each a string",
+                           "values")
 
     def change(doc: Document) -> Document:
         section = doc.setdefault(CHALLENGES, {})

@@ -23,6 +23,7 @@ from gtm.control.follower import FollowerSettings
 from gtm.control.liveness import DEFAULT_GONE_AFTER, Liveness
 from gtm.control.plane import ADMIN_TOKEN_FILE, ControlSettings
 from gtm.errors import ConfigError
+from gtm.wording import plural
 
 DEFAULT_API = "http://127.0.0.1:8080"
 DEFAULT_STATE = Path("var/control")
@@ -83,43 +84,44 @@ def add_commands(commands: Any) -> None:
 
     config = commands.add_parser("config", help="the versioned configuration")
     sub = config.add_subparsers(dest="config_command", required=True)
-    apply = _client_options(sub.add_parser("apply", help="make the live config equal FILE"))
+    apply = client_options(sub.add_parser("apply", help="make the live config equal FILE"))
     apply.add_argument("-f", "--file", type=Path, required=True, help="JSON document")
     apply.add_argument("-m", "--message", default="")
     apply.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
-    apply.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    apply.add_argument("--yes", action="store_true",
+                       help="apply without asking (required when stdin is not a terminal)")
     apply.set_defaults(handler=cmd_apply)
-    diff = _client_options(sub.add_parser("diff", help="FILE against live, or two versions"))
+    diff = client_options(sub.add_parser("diff", help="FILE against live, or two versions"))
     diff.add_argument("-f", "--file", type=Path)
     diff.add_argument("--from", dest="from_version", type=int)
     diff.add_argument("--to", dest="to_version", type=int)
     diff.set_defaults(handler=cmd_diff)
-    history = _client_options(sub.add_parser("history", help="versions, newest first"))
+    history = client_options(sub.add_parser("history", help="versions, newest first"))
     history.add_argument("--limit", type=int, default=20)
     history.set_defaults(handler=cmd_history)
-    get = _client_options(sub.add_parser("get", help="print a version's document"))
+    get = client_options(sub.add_parser("get", help="print a version's document"))
     get.add_argument("--version", dest="number", type=int)
     get.set_defaults(handler=cmd_get)
-    rollback = _client_options(sub.add_parser("rollback", help="new version equal to N"))
+    rollback = client_options(sub.add_parser("rollback", help="new version equal to N"))
     rollback.add_argument("number", type=int)
     rollback.add_argument("-m", "--message", default="")
     rollback.set_defaults(handler=cmd_rollback)
 
     token = commands.add_parser("token", help="API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
-    create = _client_options(tsub.add_parser("create", help="create a token (shown once)"))
+    create = client_options(tsub.add_parser("create", help="create a token (shown once)"))
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "editor", "admin"])
     create.add_argument("--store", metavar="URL", help="write to the store directly")
     create.add_argument("--namespace", default="gtm")
     create.set_defaults(handler=cmd_token_create)
-    revoke = _client_options(tsub.add_parser("revoke", help="revoke a token by id"))
+    revoke = client_options(tsub.add_parser("revoke", help="revoke a token by id"))
     revoke.add_argument("id")
     revoke.set_defaults(handler=cmd_token_revoke)
-    tlist = _client_options(tsub.add_parser("list", help="list tokens"))
+    tlist = client_options(tsub.add_parser("list", help="list tokens"))
     tlist.set_defaults(handler=cmd_token_list)
 
-    status = _client_options(commands.add_parser("status", help="every node and its version"))
+    status = client_options(commands.add_parser("status", help="every node and its version"))
     status.add_argument("--all", action="store_true",
                         help="also nodes gone silent long ago (hidden by default)")
     status.set_defaults(handler=cmd_status)
@@ -142,7 +144,7 @@ def add_tls_options(parser: argparse.ArgumentParser, prefix: str) -> None:
                         help="... and its private key")
 
 
-def _client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def client_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--api", default=os.environ.get("GTM_API", DEFAULT_API))
     parser.add_argument("--ca", type=Path, default=_env_path("GTM_API_CA"), metavar="FILE",
                         help="CA bundle the API's HTTPS certificate must chain to "
@@ -169,7 +171,7 @@ def _env_path(name: str) -> Path | None:
 def cmd_api(args: argparse.Namespace) -> int:
     from gtm.config.settings import parse_listen
     from gtm.control.plane import start_control_plane
-    from gtm.dns.node import run_async, wait_for_stop
+    from gtm.process import run_async, wait_for_stop
 
     listen = parse_listen(args.listen, default_port=8080)
     # With a shared store, every control-plane node must seal with the same key: a key
@@ -222,6 +224,7 @@ def read_document(path: Path) -> dict[str, Any]:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    require_confirmation_or_yes(args)
     api = client(args)
     document = read_document(args.file)
     live = api.call("GET", "/v1/config")
@@ -234,7 +237,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     if args.dry_run or not preview["diff"]:
         return 0
-    if not args.yes and sys.stdin.isatty() and not _confirm("apply these changes?"):
+    if not args.yes and not confirm("apply these changes?"):
         print("nothing changed")
         return 1
     # Same base as the preview: if anyone committed since, this is a 409, not a surprise.
@@ -243,7 +246,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(question: str) -> bool:
+def require_confirmation_or_yes(args: argparse.Namespace) -> None:
+    """A change is confirmed at a terminal or asked for with --yes: a script, a pipe or
+    a cron job without a terminal never changes the live configuration by default."""
+    if args.yes or args.dry_run or sys.stdin.isatty():
+        return
+    raise ConfigError("stdin is not a terminal, so the change cannot be confirmed and "
+                      "nothing was changed; add --yes to apply it (--dry-run to preview)",
+                      "command line", "--yes")
+
+
+def confirm(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
@@ -269,7 +282,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for item in items:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["created_at"]))
         extra = f" (rollback to {item['rollback_of']})" if item["rollback_of"] else ""
-        print(f"{item['version']:>6}  {when}  {item['author']:<24} {item['changes']:>3} changes"
+        changes = f"{item['changes']:>3} {plural(item['changes'], 'change'):<7}"
+        print(f"{item['version']:>6}  {when}  {item['author']:<24} {changes}"
               f"  {item['message']}{extra}")
     return 0
 
@@ -335,7 +349,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     reply = client(args).get("/v1/nodes" + ("?all=true" if args.all else ""))
     print(f"live version {reply['version']}")
-    from gtm.health.cli import status_column
+    from gtm.health.summary import status_column
 
     print(f"{'NODE':<28} {'KIND':<6} {'STATE':<5} {'VERSION':>7} {'LAG':>4} "
           f"{'LAST CONTACT':>13}  {'HEALTH':<16} ERROR")

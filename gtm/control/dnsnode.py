@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gtm import metrics
+from gtm import log, metrics
 from gtm.config.document import CompiledConfig
 from gtm.control.follower import ConfigFollower, FollowerSettings
-from gtm.dns.service import DnsService
+from gtm.serving.service import DnsService
 
 
 async def follow_dns(
@@ -18,10 +18,19 @@ async def follow_dns(
         settings = replace(settings, node_id=f"{settings.node_id}/{worker}")
 
     async def apply(version: int, compiled: CompiledConfig) -> None:
+        if service.engine.awaiting_config:
+            log.dns.info("answering from version %d from now on", version)
+        # Both before the next packet: the swap clears the SERVFAIL answers cached so far.
+        service.engine.awaiting_config = False
         service.serve_zones(compiled.zones)
         for zone in compiled.zones.zones.values():
             metrics.zone_serial.labels(zone.origin.to_text()).set(zone.serial)
 
+    service.engine.awaiting_config = True
     follower = ConfigFollower(settings, apply)
     await follower.start()
+    if service.engine.awaiting_config:
+        log.dns.warning("no configuration yet (no usable snapshot in %s, and no version from "
+                        "the store): answering SERVFAIL to every query until one arrives",
+                        settings.state_dir)
     return follower

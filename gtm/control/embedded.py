@@ -14,7 +14,9 @@ from pathlib import Path
 from gtm.config.document import CompiledConfig, document_from_zone_dir
 from gtm.control.follower import ConfigFollower, FollowerSettings
 from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
-from gtm.dns.service import DnsService
+from gtm.serving.service import DnsService
+
+NODE_STATE = "node"  # the node's snapshot, below the state directory
 
 
 @dataclass
@@ -44,7 +46,7 @@ async def start_embedded(
         service.serve_zones(compiled.zones)
 
     follower = ConfigFollower(
-        FollowerSettings(node_id="embedded", state_dir=state_dir / "node",
+        FollowerSettings(node_id="embedded", state_dir=state_dir / NODE_STATE,
                          redis_url=redis_url),
         apply, store=plane.store,
     )

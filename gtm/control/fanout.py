@@ -15,11 +15,11 @@ import json
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gtm import log, metrics
 from gtm.control.store import NodeStatus
+from gtm.redis_client import client
 
 TIMEOUT = 0.5  # the longest any one Redis call may take, connecting included
 NODE_TTL = 24 * 3600  # forget nodes that have not reported for a day
@@ -31,20 +31,6 @@ def config_channel(namespace: str) -> str:
 
 def nodes_key(namespace: str) -> str:
     return f"{namespace}:nodes"
-
-
-def client(url: str, timeout: float = TIMEOUT) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
-    )
-
-
-def subscriber(url: str) -> aioredis.Redis:
-    """A client for pub/sub: no read timeout, since a subscriber idles until a change.
-
-    A dead server still shows up at once, as a closed connection.
-    """
-    return aioredis.Redis.from_url(url, socket_connect_timeout=TIMEOUT, decode_responses=True)
 
 
 class RedisFanout:

@@ -11,7 +11,8 @@ A DNS node or a regional balancer runs one ConfigFollower in its event loop:
 3. A new version is fetched, compiled in a worker thread (never on the event
    loop), written to disk as the new snapshot, then handed to ``apply``.
 4. It reports (node id, version served, last contact) to the store and to Redis,
-   which is what ``gtm status`` shows.
+   which is what ``gtm status`` shows; a new version is reported as part of applying
+   it, before the node counts it as served.
 
 Nothing here ever stops the node from serving: every failure is logged, counted
 and retried on the next tick, and the node keeps what it serves.
@@ -31,13 +32,14 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gtm import log, metrics
+from gtm import log, metrics, redis_client
 from gtm.config.document import CompiledConfig, compile_document
 from gtm.control import fanout
 from gtm.control.snapshot import read_snapshot, write_snapshot
 from gtm.control.store import NodeStatus, Store, validate_namespace
 from gtm.control.stores import store_from_url
 from gtm.errors import ConfigError, StoreUnavailable
+from gtm.process import cancel_and_wait
 
 ApplyCallback = Callable[[int, CompiledConfig], Awaitable[None]]
 
@@ -82,6 +84,10 @@ class ConfigFollower:
         self._redis = fanout.RedisFanout(settings.redis_url, self.namespace) \
             if settings.redis_url else None
         self._warned_at = 0.0
+        self._warned_ahead = False
+        # Whether announcements can reach this node now (store NOTIFY, Redis pub/sub).
+        self.store_subscribed = False
+        self.redis_subscribed = False
         # More to report (e.g. {"health": ...} from gtm.health), merged into the info.
         self.status_extra: Callable[[], dict[str, Any]] | None = None
 
@@ -94,11 +100,7 @@ class ConfigFollower:
             self._tasks.append(asyncio.create_task(self._listen_redis(), name="config-redis"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._redis is not None:
             await self._redis.close()
@@ -161,24 +163,45 @@ class ConfigFollower:
 
     async def _tick(self) -> None:
         try:
+            # Opening is idempotent too; a node that started from its snapshot has not
+            # opened the store yet (SQLite needs it; PostgreSQL connects lazily anyway).
+            await self.store.open()
             # Re-subscribing is idempotent and cheap while the subscription is live,
             # and makes a new one after the store's connection was lost.
             if self.settings.store_notify:
-                await self.store.subscribe(self.heard)
+                self.store_subscribed = await self.store.subscribe(self.heard)
             await self._sync_once()
         except StoreUnavailable as exc:
+            self.store_subscribed = False
             self._warn("store unavailable; serving version %d: %s", self.version, exc)
         await self._report()
 
     async def _sync_once(self) -> None:
         head = await self.store.head()
         self.last_contact = time.time()
-        if head <= self.version or head == self._failed_version:
+        if head == self.version or (head and head == self._failed_version):
+            return
+        if head < self.version and not self._ahead_of(head):
             return
         record = await self.store.get(head)
         if record is None or record.document is None:
             return
         await self._adopt(record.number, record.document)
+
+    def _ahead_of(self, head: int) -> bool:
+        """This node serves a version the store has not reached: a store restored from a
+        backup, or a snapshot from another deployment. The store is the truth: True when
+        its head can be adopted (it has one); new commits are adopted as they come."""
+        if head == 0:
+            if not self._warned_ahead:
+                self._warned_ahead = True
+                log.follower.error("serving version %d but the store has no version at all; "
+                                   "keeping it until the store has one", self.version)
+            return False
+        log.follower.warning("serving version %d but the store's latest is %d (a restored "
+                             "store, or a snapshot from elsewhere): resyncing to %d",
+                             self.version, head, head)
+        return True
 
     async def _adopt(self, version: int, document: dict[str, Any]) -> None:
         """Compile and snapshot off the loop; then serve. A failure keeps the old version."""
@@ -207,17 +230,21 @@ class ConfigFollower:
             metrics.config_follower_applies.labels("error", origin).inc()
             log.follower.exception("applying version %d failed", version)
             return
+        if origin == "store":
+            # Recorded before this node says it serves the version (self.version, the
+            # log, the metric): `gtm status` never shows it behind what it reports.
+            await self._report(self.status(serving=version))
         self.version, self.served, self.error = version, compiled, None
         metrics.config_follower_applies.labels("ok", origin).inc()
         metrics.config_follower_version.set(version)
         log.follower.info("serving version %d (from %s)", version, origin)
-        if origin == "store":
-            await self._report()
 
-    def status(self) -> NodeStatus:
+    def status(self, serving: int | None = None) -> NodeStatus:
+        """What this node reports; ``serving``: a version just applied (no error left)."""
         info: dict[str, Any] = {
             "pid": os.getpid(), "host": socket.gethostname(),
-            "store_contact": self.last_contact, "error": self.error,
+            "store_contact": self.last_contact,
+            "error": self.error if serving is None else None,
             # How often this node reports: `gtm status` calls it stale after a few misses.
             "heartbeat_seconds": self.settings.reconcile_interval,
         }
@@ -226,11 +253,11 @@ class ConfigFollower:
                 info.update(self.status_extra())
             except Exception:  # a report must never stop the follower
                 log.follower.exception("extra status failed")
-        return NodeStatus(self.settings.node_id, self.settings.kind, self.version,
-                          time.time(), info)
+        version = self.version if serving is None else serving
+        return NodeStatus(self.settings.node_id, self.settings.kind, version, time.time(), info)
 
-    async def _report(self) -> None:
-        status = self.status()
+    async def _report(self, status: NodeStatus | None = None) -> None:
+        status = status or self.status()
         if self._redis is not None:
             await self._redis.report(status)
         with contextlib.suppress(StoreUnavailable):
@@ -241,10 +268,12 @@ class ConfigFollower:
         assert url is not None
         delay = 0.2
         while True:
-            client = fanout.subscriber(url)
+            client = redis_client.subscriber(url)
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(fanout.config_channel(self.namespace))
+                self.redis_subscribed = True
+                log.follower.info("hearing announcements through Redis")
                 delay = 0.2
                 self._wake.set()  # whatever was announced while unsubscribed
                 async for message in pubsub.listen():
@@ -253,6 +282,7 @@ class ConfigFollower:
             except (RedisError, OSError, ValueError) as exc:
                 self._warn("Redis subscription lost (%s); retrying", exc)
             finally:
+                self.redis_subscribed = False
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
                     await client.aclose()

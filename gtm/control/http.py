@@ -7,7 +7,6 @@ header) so a client can point at it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,13 +15,17 @@ from aiohttp import web
 
 from gtm import log
 from gtm.errors import ConfigError, NotFound, RequestError, StoreUnavailable, VersionConflict
+from gtm.json_input import read_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 RETRY_AFTER = "5"
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+MAX_NUMBER = 2**62  # versions, ids and cursors: far beyond use, within every store's integers
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
+# ASCII digits only: str.isdigit() and int() also take "²", "٣" and "1_0".
+_WHOLE = re.compile(r"^-?[0-9]{1,20}$")
 
 
 def error_response(
@@ -54,17 +57,32 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # 405: which methods the resource has (RFC 9110 15.5.6)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:  # the error boundary: a bug answers 500, never kills the server
         log.control.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal error; see the control plane's log")
 
 
+# Controls (NUL included) and lone surrogates: no name, id or number has them, and they
+# would reach queries, messages and the audit log.
+_NOT_IN_PATHS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+@web.middleware
+async def plain_path_parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a path parameter with a control character. Runs after authentication, so
+    an unauthenticated request is still refused (and audited) as such."""
+    for name, value in request.match_info.items():
+        if _NOT_IN_PATHS.search(value):
+            raise RequestError(400, f"the path's {name} holds a control character", name)
+    return await handler(request)
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"the body is not valid JSON: {exc}", "body") from exc
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise RequestError(400, "the body must be a JSON object", "body")
     return body
@@ -91,11 +109,11 @@ def base_version(request: web.Request, body: dict[str, Any] | None = None) -> in
         match = _ETAG.match(header)
         if match is None:
             raise RequestError(400, 'If-Match must be a version ETag such as "12"', "If-Match")
-        return int(match.group(1))
+        return whole_number(match.group(1), "If-Match", 0, MAX_NUMBER)
     if body is not None and "base_version" in body:
         value = field(body, "base_version", int)
-        if value < 0:
-            raise RequestError(400, "'base_version' must be 0 or more", "base_version")
+        if not 0 <= value <= MAX_NUMBER:
+            raise RequestError(400, f"'base_version' must be 0 to {MAX_NUMBER}", "base_version")
         return int(value)
     raise RequestError(
         428, 'name the version this change is based on (If-Match: "N" or base_version)',
@@ -120,19 +138,20 @@ def query_int(
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise RequestError(400, f"{name!r} must be a whole number", name) from exc
-    if not low <= value <= high:
-        raise RequestError(400, f"{name!r} must be {low} to {high}", name)
-    return value
+    return whole_number(text, name, low, high)
+
+
+def whole_number(text: str, name: str, low: int, high: int) -> int:
+    """``text`` as a whole number from ``low`` to ``high`` (ASCII digits), or 400 naming it."""
+    if _WHOLE.match(text) is None or not low <= int(text) <= high:
+        raise RequestError(400, f"{name!r} must be a whole number from {low} to {high}", name)
+    return int(text)
 
 
 def page_args(request: web.Request) -> tuple[int | None, int]:
     """``cursor`` (opaque: the id of the last item of the previous page) and ``limit``."""
     limit = query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    cursor = query_int(request, "cursor", None, 0, 2**62)
+    cursor = query_int(request, "cursor", None, 0, MAX_NUMBER)
     return cursor, limit or DEFAULT_PAGE
 
 

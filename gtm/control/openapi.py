@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the API, served at /openapi.json.
 
 Written out by hand, path by path, next to helpers that keep the repetition down;
-a test checks that every route the app serves is described here and the reverse.
+a test checks that every route the app serves is described here and the reverse, and
+another runs schemathesis against the running API: every status, header and body the
+API answers must be the one described here.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from gtm import __version__
+from gtm.control.http import MAX_NUMBER
+from gtm.json_input import MAX_DEPTH
 
 Json = dict[str, Any]
 
@@ -21,23 +25,12 @@ def _json(schema: Json, description: str = "OK") -> Json:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-_ERRORS: Json = {
-    "400": {"$ref": "#/components/responses/Error"},
-    "401": {"$ref": "#/components/responses/Error"},
-    "403": {"$ref": "#/components/responses/Error"},
-    "503": {"$ref": "#/components/responses/Error"},
-}
-_WRITE_ERRORS: Json = {
-    **_ERRORS,
-    "409": {"$ref": "#/components/responses/Error"},
-    "422": {"$ref": "#/components/responses/Error"},
-    "428": {"$ref": "#/components/responses/Error"},
-}
-_IF_MATCH: Json = {
-    "name": "If-Match", "in": "header", "required": False,
-    "description": 'The version the change is based on ("N"); or base_version in the body.',
-    "schema": {"type": "string"},
-}
+_ERROR: Json = {"$ref": "#/components/responses/Error"}
+_ERRORS: Json = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "503": _ERROR}
+_WRITE_ERRORS: Json = {**_ERRORS, "409": _ERROR, "422": _ERROR, "428": _ERROR}
+# What a path parameter may hold: no control characters (400 otherwise).
+_PLAIN = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+_VERSION_ETAG = '^\\s*(W/)?"?[0-9]{1,18}"?\\s*$'
 _IDEMPOTENCY_KEY: Json = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "1-200 visible ASCII characters. A retry with the same key and the same "
@@ -45,29 +38,44 @@ _IDEMPOTENCY_KEY: Json = {
                    "acting twice; the same key with another request is refused (422).",
     "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
 }
+
+
+def _if_match(required: bool) -> Json:
+    return {
+        "name": "If-Match", "in": "header", "required": required,
+        "description": 'The version the change is based on ("N"). '
+        + ("Required: this operation has no body."
+           if required else "Required unless the body gives base_version (428 without either)."),
+        "schema": {"type": "string", "pattern": _VERSION_ETAG},
+    }
+
+
 _DRY_RUN: Json = {
     "name": "dry_run", "in": "query", "schema": {"type": "boolean"},
     "description": "Validate and return the diff without storing anything.",
 }
 _PAGE: list[Json] = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-    {"name": "cursor", "in": "query", "schema": {"type": "string"},
-     "description": "next_cursor of the previous page"},
+    {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+     "description": "next_cursor of the previous page (opaque, but always digits)"},
 ]
 
 
 def _op(summary: str, role: str | None, ok: Json, *, write: bool = False,
-        body: Json | None = None, params: list[Json] | None = None) -> Json:
-    op: Json = {"summary": summary, "responses": {"200": ok}}
+        body: Json | None = None, params: list[Json] | None = None,
+        created: bool = False) -> Json:
+    op: Json = {"summary": summary, "responses": {"201" if created else "200": ok}}
     if role is None:
         op["security"] = []
     else:
         op["description"] = f"Needs the {role} role."
         op["responses"].update(_WRITE_ERRORS if write else _ERRORS)
+    if any(p["in"] == "path" for p in params or []):
+        op["responses"]["404"] = _ERROR  # nothing of that name (or number)
     if write:
         op["responses"]["201"] = _json(_ref("Proposal"), "Stored as a new version")
         op["responses"]["200"] = _json(_ref("Proposal"), "Dry run: nothing stored")
-        params = [*(params or []), _IF_MATCH, _DRY_RUN]
+        params = [*(params or []), _if_match(required=body is None), _DRY_RUN]
     if body is not None:
         op["requestBody"] = {"required": True,
                              "content": {"application/json": {"schema": body}}}
@@ -82,20 +90,32 @@ def _page_of(schema: str) -> Json:
         "next_cursor": {"type": ["string", "null"]}}}
 
 
-_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
-_NUMBER = [{"name": "number", "in": "path", "required": True, "schema": {"type": "integer"}}]
-_WRITE_BODY: Json = {"message": {"type": "string"}, "base_version": {"type": "integer"}}
+_NAME = [{"name": "name", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": _PLAIN}}]
+_CERTIFICATE_NAME = [{"name": "name", "in": "path", "required": True,
+                      "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"}}]
+_NUMBER = [{"name": "number", "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_NUMBER}}]
+_WRITE_BODY: Json = {"message": {"type": "string"},
+                     "base_version": {"type": "integer", "minimum": 0, "maximum": MAX_NUMBER}}
 
 
 def _certificate_put() -> Json:
     op = _op("Store a chain and key; the key is sealed before it is stored", "admin",
-             _json(_ref("Certificate"), "Replaced"), params=_NAME,
+             _json(_ref("Certificate"), "Replaced"), params=_CERTIFICATE_NAME,
              body={"type": "object", "required": ["chain", "key"], "properties": {
                  "chain": {"type": "string", "description": "PEM: the leaf, then intermediates"},
                  "key": {"type": "string", "description": "PEM: the leaf's private key"}}})
     op["responses"]["201"] = _json(_ref("Certificate"), "Stored (new name)")
     op["description"] = ("Needs the admin role. 400 names the field at fault; 503 when the "
                          "store or the secret key is unavailable.")
+    return op
+
+
+def _rollback() -> Json:
+    op = _op("New version equal to this one", "editor", {}, write=True, params=_NUMBER,
+             body={"type": "object", "properties": _WRITE_BODY})
+    op["requestBody"]["required"] = False
     return op
 
 
@@ -135,12 +155,9 @@ def _paths() -> Json:
                                              params=_NUMBER)},
         "/v1/versions/{number}/diff": {"get": _op(
             "Diff between two versions", "viewer", _json({"type": "object"}),
-            params=[*_NUMBER, {"name": "against", "in": "query",
-                               "schema": {"type": "integer"}}])},
-        "/v1/versions/{number}/rollback": {"post": {
-            **_op("New version equal to this one", "editor", {}, write=True, params=_NUMBER),
-            "requestBody": {"required": False, "content": {"application/json": {
-                "schema": {"type": "object", "properties": _WRITE_BODY}}}}}},
+            params=[*_NUMBER, {"name": "against", "in": "query", "schema": {
+                "type": "integer", "minimum": 0, "maximum": MAX_NUMBER}}])},
+        "/v1/versions/{number}/rollback": {"post": _rollback()},
         "/v1/nodes": {"get": _op(
             "Every node, the version it serves, lag, last contact, state (live, stale, gone)",
             "viewer", _json({"type": "object"}),
@@ -151,9 +168,9 @@ def _paths() -> Json:
         "/v1/tokens": {
             "get": _op("API tokens (never their secrets)", "admin", _json({"type": "object"})),
             "post": _op("Create a token; its secret is returned once", "admin",
-                        _json({"type": "object"}),
+                        _json({"type": "object"}, "Created"), created=True,
                         body={"type": "object", "required": ["name", "role"], "properties": {
-                            "name": {"type": "string"},
+                            "name": {"type": "string", "minLength": 1, "maxLength": 100},
                             "role": {"enum": ["viewer", "editor", "admin"]}}}),
         },
         "/v1/certificates": {"get": _op(
@@ -163,15 +180,15 @@ def _paths() -> Json:
                 "next_cursor": {"type": "null"}}}))},
         "/v1/certificates/{name}": {
             "get": _op("One certificate's metadata (never its key)", "viewer",
-                       _json(_ref("Certificate")), params=_NAME),
+                       _json(_ref("Certificate")), params=_CERTIFICATE_NAME),
             "put": _certificate_put(),
             "delete": _op("Delete a certificate (balancers stop serving it)", "admin",
-                          _json({"type": "object"}), params=_NAME),
+                          _json({"type": "object"}), params=_CERTIFICATE_NAME),
         },
         "/v1/tokens/{id}": {"delete": _op(
             "Revoke a token", "admin", _json({"type": "object"}),
             params=[{"name": "id", "in": "path", "required": True,
-                     "schema": {"type": "string"}}])},
+                     "schema": {"type": "string", "pattern": _PLAIN}}])},
         "/v1/acme/challenges/{name}": {
             "put": _challenge_op("Publish ACME DNS-01 values at a name (kept with any there)",
                                  body={"type": "object", "required": ["values"], "properties": {
@@ -239,21 +256,26 @@ def _schemas() -> Json:
 
 
 def _with_common_conventions(paths: Json) -> Json:
-    """What every operation shares: writes take an Idempotency-Key, and any operation
-    that needs a token can meet 429 (too many failed authentications from the client)."""
+    """What every operation shares: writes take an Idempotency-Key (422 when it was used
+    for another request), and any operation that needs a token can meet 429 (too many
+    failed authentications from the client)."""
     for operations in paths.values():
         for method, op in operations.items():
             if method in ("put", "post", "patch", "delete"):
                 op["parameters"] = [*op.get("parameters", []), _IDEMPOTENCY_KEY]
+                op["responses"].setdefault("422", _ERROR)
             if op.get("security") != []:
-                op["responses"]["429"] = {"$ref": "#/components/responses/Error"}
+                op["responses"]["429"] = _ERROR
     return paths
 
 
 def openapi_document() -> Json:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "gtm control plane", "version": __version__},
+        "info": {"title": "gtm control plane", "version": __version__, "description": (
+            f"Request bodies are JSON, read strictly: at most {MAX_DEPTH} levels deep, no "
+            "duplicate keys, no NaN or Infinity, no NUL or lone surrogate in any string "
+            "(400 naming what and where).")},
         "security": [{"bearer": []}],
         "paths": _with_common_conventions(_paths()),
         "components": {

@@ -30,6 +30,7 @@ from gtm.control.store import (
     VersionRecord,
 )
 from gtm.errors import ConfigError, NotFound, StoreUnavailable, VersionConflict
+from gtm.wording import counted
 
 Document = dict[str, Any]
 # What refuses a change, and the audit outcome it is recorded under.
@@ -103,8 +104,8 @@ class ConfigService:
             metrics.config_commits.labels("unavailable").inc()
             raise
         metrics.config_commits.labels("ok").inc()
-        log.control.info("version %d by %s: %s (%d changes)", record.number, author, message,
-                         len(changes))
+        log.control.info("version %d by %s: %s (%s)", record.number, author, message,
+                         counted(len(changes), "change"))
         log.audit.info("%s %s version %d: ok", author, action, record.number)
         if self.fanout is not None:
             self.fanout.announce_soon(record.number)

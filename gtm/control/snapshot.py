@@ -2,25 +2,30 @@
 
 Written atomically (temporary file, fsync, rename, fsync of the directory), so
 a crash at any moment leaves either the old snapshot or the new one, never half
-of one. A snapshot that cannot be read is set aside (``.bad``) rather than
-deleted, for whoever investigates.
+of one. Sealed: the file carries the SHA-256 of its content (format, version,
+document), so a snapshot edited by hand or damaged on disk is refused rather than
+served as if it were that version. A snapshot that cannot be read or fails its seal
+is set aside (``.bad``) rather than deleted, for whoever investigates, and the node
+takes its configuration from the store instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gtm import log
+from gtm.atomic import write_atomic
 from gtm.config.document import canonical_json
 
 SNAPSHOT_FILE = "snapshot.json"
-FORMAT = 1
+FORMAT = 2  # 1 was unsealed: refused, as anyone could have written it
+SEAL = "sha256"
 
 
 @dataclass(frozen=True)
@@ -35,19 +40,9 @@ def snapshot_path(state_dir: Path) -> Path:
 
 def write_snapshot(state_dir: Path, version: int, document: dict[str, Any]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
-    text = canonical_json({"format": FORMAT, "version": version, "document": document})
-    fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=state_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, snapshot_path(state_dir))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(state_dir)
+    content = {"format": FORMAT, "version": version, "document": document}
+    text = canonical_json({**content, SEAL: _seal(content)})
+    write_atomic(snapshot_path(state_dir), text)
 
 
 def read_snapshot(state_dir: Path) -> Snapshot | None:
@@ -55,21 +50,24 @@ def read_snapshot(state_dir: Path) -> Snapshot | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != FORMAT:
-            raise ValueError(f"unknown snapshot format {data.get('format')!r}")
+            raise ValueError(f"unknown or unsealed snapshot format {data.get('format')!r}")
+        seal = data.pop(SEAL, None)
+        if seal != _seal(data):
+            raise ValueError("its content does not match its seal: edited or damaged "
+                             "since this node wrote it")
         return Snapshot(int(data["version"]), dict(data["document"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.follower.error("snapshot %s is unreadable (%s); setting it aside", path, exc)
+        log.follower.error("REFUSING the snapshot %s: %s. Set aside as %s; this node takes "
+                           "its configuration from the store instead", path, exc,
+                           path.with_suffix(".bad").name)
         with contextlib.suppress(OSError):
             os.replace(path, path.with_suffix(".bad"))
         return None
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk too.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _seal(content: dict[str, Any]) -> str:
+    """The SHA-256 of a snapshot's content in its one canonical text."""
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+

@@ -15,6 +15,7 @@ import abc
 import base64
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -96,6 +97,12 @@ class AuditEntry:
     detail: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
     id: int = 0
+
+    def __post_init__(self) -> None:
+        # An audit row records what a client sent (a refused request's path), which may
+        # hold characters no store can keep: they are kept escaped rather than lost.
+        for name in ("actor", "action", "target", "outcome"):
+            object.__setattr__(self, name, storable(getattr(self, name)))
 
     def public(self) -> dict[str, Any]:
         return {
@@ -351,6 +358,23 @@ def certificate_from_row(row: Any) -> CertificateRecord:
     )
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` as both stores can keep it: NUL (PostgreSQL refuses it in text) and lone
+    surrogates (not UTF-8, so SQLite's driver refuses them) escaped as ``\\x00``, ``\\udXXX``."""
+    if _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if m.group() == "\x00"
+                           else f"\\u{ord(m.group()):04x}", text)
+
+
+def unstorable(text: str) -> bool:
+    """True when ``text`` holds a character no store keeps as it is (see storable)."""
+    return _UNSTORABLE.search(text) is not None
+
+
 def hash_secret(secret: str) -> str:
     # Token secrets are 256 random bits, not passwords: a plain SHA-256 cannot be
     # brute-forced, and a fast hash keeps authentication off the critical path.
@@ -361,8 +385,9 @@ def new_token(name: str, role: str, created_by: str) -> tuple[TokenRecord, str]:
     """A token record and its secret; the secret is shown once and stored hashed."""
     if role not in ROLES:
         raise ConfigError(f"unknown role {role!r} (one of {', '.join(ROLES)})", "token", "role")
-    if not name or len(name) > 100:
-        raise ConfigError("a token needs a name of 1 to 100 characters", "token", "name")
+    if not name or len(name) > 100 or unstorable(name):
+        raise ConfigError("a token needs a name of 1 to 100 characters, without NUL or lone "
+                          "surrogates", "token", "name")
     token_id = secrets.token_hex(6)
     record = TokenRecord(token_id, name, role, time.time(), created_by)
     return record, token_secret(token_id, secrets.token_bytes(32))

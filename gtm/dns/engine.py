@@ -16,12 +16,14 @@ from typing import TypeVar
 import dns.rcode
 
 from gtm import log
-from gtm.dns.answer import ZoneSet, answer
+from gtm.dns.answer import Answer, ZoneSet, answer
 from gtm.dns.buckets import LocationBuckets
 from gtm.dns.render import TCP_LIMIT, ServerIdentity, badvers, render, udp_limit
 from gtm.dns.steered import SteerInput
 from gtm.dns.wire import Drop, FormErr, NotImp, Query, error_reply, parse_query
 from gtm.steering.chain import Client, LocatorLike
+
+NO_CONFIG_YET = Answer(dns.rcode.SERVFAIL)
 
 
 class Stats:
@@ -59,6 +61,10 @@ class Engine:
         # Steered answers to ECS queries: per client location bucket (buckets.py).
         self.buckets_udp = LocationBuckets(cache_entries)
         self.buckets_tcp = LocationBuckets(cache_entries)
+        # A node following the control plane that has nothing to serve yet (no snapshot,
+        # no store): SERVFAIL sends resolvers to another server and they retry, where
+        # REFUSED would tell them the names are not ours at all.
+        self.awaiting_config = False
 
     def swap(self, zones: ZoneSet) -> None:
         """Serve new zones from the next packet on; old cached answers go with the old zones.
@@ -134,9 +140,11 @@ class Engine:
         query = parse_query(data)
         if query.edns is not None and query.edns.version > 0:
             return badvers(query, self.server)
+        limit = TCP_LIMIT if tcp else udp_limit(query, self.server)
+        if self.awaiting_config:
+            return render(query, NO_CONFIG_YET, self.server, limit)
         inputs = SteerInput(client_of(query, peer), self.locator)
         result = answer(query.qname, query.qtype, query.qclass, self.zones, inputs)
-        limit = TCP_LIMIT if tcp else udp_limit(query, self.server)
         if not result.variants:
             return render(query, result, self.server, limit)
         client = inputs.client

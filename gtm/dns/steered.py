@@ -124,4 +124,4 @@ def _fixed_rrset(
     )
 
 
-__all__ = ["SteerInput", "SteeredRecords", "dns", "record_type_for", "steer"]
+__all__ = ["SteerInput", "SteeredRecords", "record_type_for", "steer"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import dns.name
 
 from gtm.errors import DnsWireError
+from gtm.wording import counted
 
 HEADER_LEN = 12
 OPCODE_QUERY = 0
@@ -111,7 +112,7 @@ def parse_query(data: bytes) -> Query:
     offset = skip_records(data, question_end, ancount + nscount)
     edns, offset = read_additional(data, offset, arcount)
     if offset != len(data):
-        raise FormErr(f"{len(data) - offset} octets after the last record")
+        raise FormErr(f"{counted(len(data) - offset, 'octet')} after the last record")
     return Query(
         id=qid,
         flags=flags,
@@ -240,7 +241,7 @@ def parse_client_subnet(value: bytes) -> ClientSubnet:
         raise FormErr("client-subnet scope prefix must be 0 in a query")
     if len(address) != (source + 7) // 8:
         raise FormErr(
-            f"client-subnet address has {len(address)} octets, "
+            f"client-subnet address has {counted(len(address), 'octet')}, "
             f"source prefix /{source} needs {(source + 7) // 8}"
         )
     if source % 8 and address[-1] & (0xFF >> (source % 8)):

@@ -10,6 +10,7 @@ a server that validates zones must report instead.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,13 +196,46 @@ def _read_record(
         rdtype = dns.rdatatype.from_text(type_token)
     except dns.rdatatype.UnknownRdatatype as exc:
         raise ZoneError(f"unknown record type {type_token!r}", str(path), line) from exc
-    rdata = dns.rdata.from_text(rdclass, rdtype, tok, state.origin, relativize=False)
+    rdata = _read_rdata(tok, path, line, rdclass, rdtype, state.origin)
     if ttl is None:
         ttl = _implicit_ttl(state, rdata)
         if ttl is None:
             raise ZoneError("no TTL given and no $TTL in force", str(path), line)
     state.last_ttl = ttl
     out.append(Record(owner, ttl, rdata, str(path), line))
+
+
+ADDRESS_KINDS = {dns.rdatatype.A: ("IPv4", ipaddress.IPv4Address),
+                 dns.rdatatype.AAAA: ("IPv6", ipaddress.IPv6Address)}
+
+
+def _read_rdata(
+    tok: dns.tokenizer.Tokenizer,
+    path: Path,
+    line: int,
+    rdclass: dns.rdataclass.RdataClass,
+    rdtype: dns.rdatatype.RdataType,
+    origin: dns.name.Name,
+) -> dns.rdata.Rdata:
+    """dnspython's rdata parsers, with a reason that says what was expected: their own
+    ("Text input is malformed.") names neither the field nor the value."""
+    type_text = dns.rdatatype.to_text(rdtype)
+    if rdtype in ADDRESS_KINDS:
+        kind, parse = ADDRESS_KINDS[rdtype]
+        token = tok.get()
+        try:
+            parse(token.value)
+        except ValueError:
+            shown = token.value if token.is_identifier() else "nothing"
+            raise ZoneError(f"not an {kind} address: {shown}", str(path), line) from None
+        tok.unget(token)
+    try:
+        return dns.rdata.from_text(rdclass, rdtype, tok, origin, relativize=False)
+    except dns.exception.DNSException as exc:
+        fields = " ".join(getattr(dns.rdata.get_rdata_class(rdclass, rdtype), "__slots__", ()))
+        expected = f" (expected: {fields})" if fields else ""
+        raise ZoneError(f"bad {type_text} record: {_reason(exc)}{expected}",
+                        str(path), line) from exc
 
 
 def _ttl_and_class(

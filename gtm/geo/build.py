@@ -25,6 +25,7 @@ from gtm import log
 from gtm.errors import ConfigError
 from gtm.geo.countries import CONTINENT_BY_COUNTRY, CONTINENTS
 from gtm.geo.mmdb_writer import MmdbValue, MmdbWriter
+from gtm.wording import counted
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -63,7 +64,7 @@ def build_mmdb(csv_path: str | Path, out_path: str | Path) -> int:
         writer.write(out_path)
     except OSError as exc:
         raise ConfigError(f"cannot write: {exc.strerror}", str(out_path)) from None
-    log.geo.info("built %s: %d networks from %s", out_path, len(placed), source)
+    log.geo.info("built %s: %s from %s", out_path, counted(len(placed), "network"), source)
     return len(placed)
 
 
@@ -103,7 +104,8 @@ def _header(cells: list[str] | None, source: str) -> list[str]:
 
 def _parse_row(columns: list[str], cells: list[str], source: str, line: int) -> _Row:
     if len(cells) > len(columns):
-        raise ConfigError(f"{len(cells)} fields but the header names {len(columns)}", source, line)
+        raise ConfigError(f"{counted(len(cells), 'field')} but the header names {len(columns)}",
+                          source, line)
     values = {name: cell.strip() for name, cell in zip(columns, cells, strict=False)}
     try:
         return _Row(line, _networks(values), _record(values))

@@ -21,14 +21,13 @@ files: readers walk 96 zero bits to find the IPv4 subtree.
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
+from gtm.atomic import write_atomic
 from gtm.errors import ConfigError
 
 SOURCE = "mmdb writer"
@@ -318,16 +317,7 @@ class MmdbWriter:
 
     def write(self, path: str | Path) -> None:
         """Write the file atomically: readers see the old file or the new, never half."""
-        target = Path(path)
-        content = self.to_bytes()
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomic(Path(path), self.to_bytes())
 
     def _numbered_nodes(self) -> list[_Node]:
         """Nodes in breadth-first order; the root must be node 0."""

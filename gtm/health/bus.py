@@ -26,8 +26,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gtm import log
-from gtm.control import fanout
+from gtm import log, redis_client
 from gtm.health.quorum import Observation
 
 ObservationSink = Callable[[Observation], None]
@@ -80,7 +79,7 @@ class RedisBus:
         self.namespace = namespace
         self.expiry = expiry
         self.resync = resync
-        self.redis = fanout.client(url)
+        self.redis = redis_client.client(url)
         self._warned = 0.0
 
     async def publish(self, observation: Observation) -> None:
@@ -116,7 +115,7 @@ class RedisBus:
         delay = 0.2
         obs, regions = obs_channel(self.namespace), region_channel(self.namespace)
         while True:
-            client = fanout.subscriber(self.url)
+            client = redis_client.subscriber(self.url)
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(obs, regions)

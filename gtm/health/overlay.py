@@ -15,11 +15,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from gtm import metrics
 from gtm.dns.answer import ZoneSet
 from gtm.dns.zone import Zone
 from gtm.health.quorum import HealthFacts, target_id
+from gtm.steering.model import Endpoint
 from gtm.steering.state import EndpointState, RegionState, SteeringState
 
 FactsSource = Callable[[], HealthFacts]
@@ -71,6 +73,60 @@ def _zone(zone: Zone, facts: HealthFacts, doubt_ttl: int | None) -> Zone:
     return replace(zone, steering=steering, state=state)
 
 
+def served_states(served: ZoneSet, base: ZoneSet, facts: HealthFacts) -> dict[str, Any]:
+    """What each steered zone hands out right now, and why: per region and endpoint its
+    served state and cause, "admin" (set by hand: `gtm steer`, drain, force), "probe"
+    (the health checks' agreed verdict), "region report" (the region's balancer),
+    "region" (an endpoint whose region is down) or "none" (nothing known: up)."""
+    out: dict[str, Any] = {}
+    for key, zone in served.zones.items():
+        if zone.steering is None:
+            continue
+        origin = zone.origin.to_text()
+        given = base.zones.get(key)
+        hand = given.state if given is not None else SteeringState()
+        regions = {name: _region_cause(name, zone.state, hand, facts)
+                   for name in sorted(zone.steering.regions)}
+        endpoints = {}
+        for pool in zone.steering.pools.values():
+            for endpoint in pool.endpoints:
+                probed = target_id(origin, endpoint.name) in facts.endpoints
+                endpoints[endpoint.name] = _endpoint_cause(
+                    endpoint, zone.state, probed, regions.get(endpoint.region))
+        out[origin] = {"regions": regions, "endpoints": endpoints}
+    return out
+
+
+def _region_cause(name: str, state: SteeringState, hand: SteeringState,
+                  facts: HealthFacts) -> dict[str, str]:
+    fact = facts.regions.get(name)
+    set_by_hand = hand.region_state(name)
+    if set_by_hand.health == "down":  # wins over any report (see _zone)
+        cause, reason = "admin", set_by_hand.reason
+    elif fact is not None:
+        cause, reason = "region report", fact.detail
+    else:
+        cause, reason = "none", ""
+    return {"state": state.region_state(name).health, "cause": cause, "reason": reason}
+
+
+def _endpoint_cause(endpoint: Endpoint, state: SteeringState, probed: bool,
+                    region: dict[str, str] | None) -> dict[str, str]:
+    served = state.endpoint_state(endpoint.name)
+    handed_out = "up" if state.healthy(endpoint) else "down"
+    if served.admin != "none":  # force_up, force_down, drain: they win
+        reason = served.admin + (f" ({served.reason})" if served.reason else "")
+        return {"state": handed_out, "cause": "admin", "reason": reason}
+    if served.health == "up" and region is not None and region["state"] != "up":
+        reason = f"region {endpoint.region} down ({region['cause']}: {region['reason']})"
+        return {"state": handed_out, "cause": "region", "reason": reason}
+    if probed:
+        cause = "probe"
+    else:
+        cause = "admin" if served.health != "up" else "none"  # set by hand, or nothing
+    return {"state": handed_out, "cause": cause, "reason": served.reason}
+
+
 class ServingFeed:
     """The one way zones reach a DNS engine: ``serve(base)`` and coalesced ``request()``."""
 
@@ -78,6 +134,9 @@ class ServingFeed:
         self.swap = swap
         self.coalesce = coalesce
         self.base: ZoneSet = ZoneSet.of([])
+        # What the last rebuild swapped in, and the facts it was made with.
+        self.served: ZoneSet = ZoneSet.of([])
+        self.served_facts = HealthFacts()
         self.facts: FactsSource | None = None
         self.doubt_ttl: int | None = None
         self.on_base: list[Callable[[ZoneSet], None]] = []  # the prober re-reads its targets
@@ -111,7 +170,10 @@ class ServingFeed:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
-        self.swap(overlay(self.base, self.current_facts(), self.doubt_ttl))
+        facts = self.current_facts()
+        self.served = overlay(self.base, facts, self.doubt_ttl)
+        self.served_facts = facts
+        self.swap(self.served)
         self.rebuilds += 1
         self.last_rebuild = time.monotonic()
         metrics.health_rebuilds.inc()

@@ -25,6 +25,7 @@ from typing import Any
 
 from gtm import log, metrics
 from gtm.steering.state import Health
+from gtm.wording import counted
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class QuorumView:
                  now: float) -> Agreed:
         doubt = len(voters) < fresh or any(o.changing for o in voters)
         names = ", ".join(sorted(o.observer for o in voters))
-        reason = f"{len(voters)}/{fresh} observers ({names}): {voters[0].reason}"
+        reason = f"{len(voters)}/{counted(fresh, 'observer')} ({names}): {voters[0].reason}"
         since = keep.since if keep.state == state else now
         return Agreed(state, reason, since, fresh, doubt, False)
 
@@ -172,5 +173,5 @@ def region_fact(
     up = sum(int(r.get("backends_up") or 0) for r in fresh)
     total = sum(int(r.get("backends_total") or 0) for r in fresh)
     detail = (f"balancer reports {'healthy' if healthy else 'no healthy backends'} "
-              f"({up}/{total} backends up, {len(fresh)} workers)")
+              f"({up}/{counted(total, 'backend')} up, {counted(len(fresh), 'worker')})")
     return RegionFact(healthy, headroom, max(float(r["time"]) for r in fresh), detail)

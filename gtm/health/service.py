@@ -21,7 +21,7 @@ from gtm import log
 from gtm.dns.answer import ZoneSet
 from gtm.health import reports
 from gtm.health.bus import LocalHub, RedisBus
-from gtm.health.overlay import ServingFeed
+from gtm.health.overlay import ServingFeed, served_states
 from gtm.health.probes import ProbeResult, probe
 from gtm.health.quorum import (
     Agreed,
@@ -291,6 +291,9 @@ class HealthService:
             "regions": {r: {"healthy": f.healthy, "headroom": f.headroom, "time": f.time,
                             "detail": f.detail, "backends": self._backends_of(r)}
                         for r, f in self.region_facts(now).items()},
+            # What is handed out, with its cause: probes, region reports and hand-set
+            # state together, as the answers see them (the rest above is the evidence).
+            "served": served_states(self.feed.served, self.feed.base, self.feed.served_facts),
         }
 
     def _backends_of(self, region: str) -> list[dict[str, Any]]:

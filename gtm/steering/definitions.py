@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from gtm.steering.model import (
     SteeredName,
     Steering,
 )
+from gtm.toml_input import read_toml
 
 STEERING_SUFFIX = ".steering.toml"
 SELECTIONS = ("weighted", "sticky", "multivalue")
@@ -52,14 +52,7 @@ class _Ctx:
 
 
 def load_steering_file(path: Path, origin: dns.name.Name) -> Steering:
-    try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(exc), str(path)) from exc
-    return parse_steering(raw, origin, str(path), path.parent)
+    return parse_steering(read_toml(path), origin, str(path), path.parent)
 
 
 def parse_steering(
@@ -143,6 +136,12 @@ CHECK_KEYS = {
     "exec": {"command"},
 }
 COMMON_CHECK_KEYS = {"type", "port", "interval", "timeout", "rise", "fall", "fastinter", "jitter"}
+
+
+def parse_health_check(raw: Any, where: str, source: str) -> HealthCheck:
+    """One health-check table, validated as the GTM validates a pool's ``check``; the
+    regional balancer reads its pools' checks through this too, so both accept the same."""
+    return _check(_Ctx(source, None), where, raw)
 
 
 def _check(ctx: _Ctx, where: str, raw: Any) -> HealthCheck:

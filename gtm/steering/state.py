@@ -1,20 +1,20 @@
 """Endpoint and region state: health facts and admin overlays, kept apart.
 
-Until health checking feeds it, state comes from a small JSON file beside the
-zone (``<zone>.state.json``) that ``gtm steer set`` writes; the zone watcher picks
-the change up like any other file, so every worker swaps it in at once.
+This is the state set by hand: ``gtm steer endpoint|region`` writes it to the
+control plane's document (``state`` section) or to ``<zone>.state.json`` beside the
+zone, which the zone watcher picks up like any other file. Probes' health facts are
+merged on top of it when zones are served (gtm.health.overlay).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gtm.atomic import write_atomic
 from gtm.errors import ConfigError
 from gtm.steering.model import Endpoint
 
@@ -141,8 +141,4 @@ def save_state(path: Path, state: SteeringState) -> None:
         "endpoints": {k: asdict(v) for k, v in sorted(state.endpoints.items())},
         "regions": {k: asdict(v) for k, v in sorted(state.regions.items())},
     }
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    os.replace(temp, path)
+    write_atomic(path, json.dumps(document, indent=2) + "\n")

@@ -9,11 +9,14 @@ None means no backend is available: the proxy answers 503.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from regional_lb.balancing.maglev import key_hash
-from regional_lb.balancing.state import BackendState, PoolState
 
-Picker = Callable[[PoolState, bytes, float, Collection[BackendState]], BackendState | None]
+if TYPE_CHECKING:  # the state module looks pickers up here when it compiles a pool
+    from regional_lb.balancing.state import BackendState, PoolState
+
+Picker = Callable[["PoolState", bytes, float, Collection["BackendState"]], "BackendState | None"]
 
 
 def _candidates(pool: PoolState, exclude: Collection[BackendState]) -> list[BackendState]:

@@ -18,6 +18,7 @@ from regional_lb.config import PoolSpec
 
 if TYPE_CHECKING:
     from regional_lb.outlier import BackendMonitor
+    from regional_lb.pool_queue import PoolQueue
 
 SLOW_START_FLOOR = 0.1  # a ramping backend gets at least this share of its weight
 EWMA_DECAY = 10.0       # seconds: how fast peak-EWMA forgets a slow response
@@ -136,8 +137,8 @@ class PoolState:
     """What one pool's picker reads and the cursors it moves."""
 
     __slots__ = ("algorithm", "backends", "cursor", "hash_key", "hashed", "name", "picker",
-                 "retry_budget", "retry_cap", "retry_tokens", "rng", "slow_start", "spec",
-                 "table", "track_ewma", "wrr")
+                 "queue", "retry_budget", "retry_cap", "retry_tokens", "rng", "slow_start",
+                 "spec", "table", "track_ewma", "wrr")
 
     def __init__(self, spec: PoolSpec, backends: tuple[BackendState, ...], seed: int | None):
         self.spec = spec
@@ -156,6 +157,8 @@ class PoolState:
             if spec.algorithm == "consistent_hash" else ()
         self.hashed = spec.algorithm == "consistent_hash"
         self.track_ewma = spec.algorithm == "peak_ewma"
+        # Requests waiting for a backend slot (regional_lb.pool_queue); None: no queue.
+        self.queue: PoolQueue | None = None
         from regional_lb.balancing.algorithms import PICKERS
 
         self.picker = PICKERS[spec.algorithm]

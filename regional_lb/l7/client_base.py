@@ -1,15 +1,15 @@
 """What the client protocol keeps per connection, its flow control, and the response side.
 
-:class:`ClientBase` holds the per-connection state (defaults on the class, so accepting a
-connection sets only what differs) and the callbacks UpstreamProtocol makes while a
-response streams back. The request side is :class:`regional_lb.l7.proxy.ClientProtocol`.
+:class:`ClientBase` holds the per-connection state (in slots: an idle connection costs
+little) and the callbacks UpstreamProtocol makes while a response streams back. The
+request side is :class:`regional_lb.l7.proxy.ClientProtocol`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from regional_lb.balancing import BackendState, PoolState
 from regional_lb.balancing.state import LATENCY_BUCKETS
@@ -29,38 +29,97 @@ PIPELINE_BUFFER = 65536
 
 
 class ClientBase(asyncio.Protocol):
-    # Per-connection state. The defaults live on the class, so accepting a connection
-    # sets only what differs (connections per second matter as much as requests).
-    transport: asyncio.Transport | None = None
-    state = HEAD
-    buffer = b""
-    pending = b""            # body bytes read before a backend was attached
-    deadline = 0.0
-    deadline_status = 0      # what a timeout answers in this state (0: close quietly)
-    paused = 0
-    client_ip = b""
-    minor = 1
-    keep_alive = True
-    request: Request | None = None
-    pool: PoolState | None = None
-    backend: BackendState | None = None
-    upstream: UpstreamProtocol | None = None
-    tried: tuple[BackendState, ...] = ()  # backends that failed this request
-    stale_retry = False
-    head_out = b""
-    body_left = 0
-    decoder: ChunkedDecoder | None = None
-    body_seen = 0
-    request_done = False
-    response_started = False
-    status = 0
-    started = 0.0
-    answered = 0.0           # when the response head came (saves asking the clock again)
-    writing_paused = False   # our buffer towards the client is full
-    listener: Listener       # as it was when the connection came
-
+    # Per-connection state in slots: no instance dict, 8 bytes a field, and an idle
+    # keep-alive connection holds nothing else of ours but its deadline and client
+    # address (bench/connections.py --breakdown). A slot has no class default, so
+    # __init__ sets every field with plain stores, the cheapest way to fill an object.
+    __slots__ = (
+        "answered",
+        "backend",
+        "body_left",
+        "body_seen",
+        "buffer",
+        "client_ip",
+        "connection_cell",
+        "deadline",
+        "deadline_status",
+        "decoder",
+        "head_out",
+        "keep_alive",
+        "listener",
+        "listener_name",
+        "minor",
+        "paused",
+        "pending",
+        "pool",
+        "request",
+        "request_cell",
+        "request_done",
+        "response_started",
+        "stale_retry",
+        "started",
+        "state",
+        "status",
+        "tls_headers",
+        "transport",
+        "tried",
+        "upgrade",
+        "upstream",
+        "waiting",
+        "worker",
+        "writing_paused",
+    )
+    transport: asyncio.Transport | None
+    state: int
+    buffer: bytes
+    pending: bytes           # body bytes read before a backend was attached
+    deadline: float
+    deadline_status: int     # what a timeout answers in this state (0: close quietly)
+    paused: int
+    client_ip: bytes
+    minor: int
+    keep_alive: bool
+    request: Request | None
+    pool: PoolState | None
+    backend: BackendState | None
+    upstream: UpstreamProtocol | None
+    tried: tuple[BackendState, ...]  # backends that failed this request
+    stale_retry: bool
+    head_out: bytes          # the request head for the backend, until the response ends
+    upgrade: bytes | None    # the Upgrade offered to the backend (listener-allowed)
+    body_left: int
+    decoder: ChunkedDecoder | None
+    body_seen: int
+    request_done: bool
+    response_started: bool
+    status: int
+    started: float
+    answered: float          # when the response head came (saves asking the clock again)
+    writing_paused: bool     # our buffer towards the client is full
+    tls_headers: bytes       # about the client's certificate, for every request (TLS)
+    listener: Listener       # as it was when the connection came (set by connection_made)
+    # Per-client limits and the pool queue (regional_lb.client_limits, .pool_queue).
+    connection_cell: int     # the count this connection holds for its client network
+    request_cell: int        # the count the request in flight holds
+    waiting: list[Any] | None  # its queue entry while waiting for a backend slot
     worker: Worker
     listener_name: str
+
+    def __init__(self, worker: Worker, listener_name: str):
+        self.worker = worker
+        self.listener_name = listener_name
+        self.transport = self.request = self.pool = self.backend = self.upstream = None
+        self.decoder = self.upgrade = self.waiting = None
+        self.state = HEAD
+        self.buffer = self.pending = self.client_ip = self.head_out = self.tls_headers = b""
+        self.deadline = self.started = self.answered = 0.0
+        self.deadline_status = self.paused = self.body_left = self.body_seen = self.status = 0
+        self.connection_cell = self.request_cell = 0
+        self.minor = 1
+        self.keep_alive = True
+        self.tried = ()
+        self.stale_retry = self.request_done = self.response_started = False
+        self.writing_paused = False
 
     # -- hooks of the request side ------------------------------------------------------
     def _heads(self, data: bytes) -> None:
@@ -156,7 +215,7 @@ class ClientBase(asyncio.Protocol):
 
         The same steps as response_start + response_end + _finish, in one call.
         """
-        extra = self.connection_header(False)
+        extra = self.listener.via[response.minor] + self.connection_header(False)
         head = response.heads.get(extra) or response_head(response, extra)
         self.response_started = True
         self.status = response.status
@@ -192,6 +251,12 @@ class ClientBase(asyncio.Protocol):
         if last:
             self.transport.write(last)
         self.upstream = None
+        self._return_upstream(upstream)
+        self._finish()
+
+    def _return_upstream(self, upstream: UpstreamProtocol) -> None:
+        """After a response: back to the backend's idle pool, or closed when it cannot be
+        reused (the request body was not all sent, the backend said close, a full pool)."""
         if self.request_done and upstream.release():
             backend = upstream.backend
             if len(backend.idle) < (self.pool.spec.max_idle if self.pool else 0) and backend.up:
@@ -201,7 +266,6 @@ class ClientBase(asyncio.Protocol):
         elif not self.request_done:
             upstream.close()
             self.keep_alive = False
-        self._finish()
 
     def response_broken(self, upstream: UpstreamProtocol) -> None:
         self.upstream = None

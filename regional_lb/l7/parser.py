@@ -56,7 +56,8 @@ REQUEST_HEAD = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0
                           + _TOKEN + rb":" + _VALUE + rb")*)")
 RESPONSE_HEAD = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])((?: [\x09\x20-\x7e\x80-\xff]*)?)"
                            rb"((?:\r\n" + _TOKEN + rb":" + _VALUE + rb")*)")
-_HOP = rb"transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade"
+_HOP = (rb"transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade|"
+        rb"http2-settings")
 # Set by the proxy alone (a client sending them would be believed): always dropped.
 _OURS = rb"x-forwarded-proto|x-forwarded-host|x-client-verify|x-client-cert-subject"
 REQUEST_SPECIAL = re.compile(
@@ -72,18 +73,48 @@ REQUEST_DROP_ALL = re.compile(
 RESPONSE_DROP = re.compile(rb"\r\n(?i:" + _HOP + rb"):[^\r]*")
 RESPONSE_DROP_ALL = re.compile(rb"\r\n(?i:" + _HOP + rb"|content-length):[^\r]*")
 CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+# Headers a Connection option may never remove. RFC 9110 7.6.1 makes every header named
+# in Connection hop-by-hop, but removing one of these after the balancer has used it
+# would change what it forwards from what it parsed: the framing (Content-Length,
+# Transfer-Encoding: a body read by its length then sent without one is a second request
+# to the backend), the target (Host), or how it identifies the request (X-Request-ID,
+# the forwarding headers it rewrites). Such options are ignored, as HAProxy and nginx do
+# (neither removes named headers at all), rather than refused: clients legitimately send
+# "Connection: TE" (gRPC) and a 400 would buy nothing, since the framing is safe either way.
+PROTECTED_REQUEST_HEADERS = frozenset({
+    b"content-length", b"transfer-encoding", b"host", b"x-request-id", b"x-forwarded-for",
+    b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-client-verify",
+    b"x-client-cert-subject", b"via",
+})
+PROTECTED_RESPONSE_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def check_request_line_length(head: bytes, max_request_line: int) -> None:
+    """414 for a long request line comes before 431 for a long head: it is the more
+    precise answer (the target is what is too long, RFC 9110 15.5.15)."""
+    start = 0
+    while head.startswith(b"\r\n", start):
+        start += 2  # empty lines before a request line are ignored
+    end = head.find(b"\r\n", start)
+    if (end if end >= 0 else len(head)) - start > max_request_line:
+        raise HttpError(414, "request line too long")
 
 
 def check_partial_head(data: bytes, max_request_line: int, max_header_bytes: int) -> None:
-    """An incomplete head that can already be refused: too long, or a bare CR or LF."""
-    if data and b"\r\n" not in data and len(data) > max_request_line:
-        raise HttpError(414, "request line too long")
+    """An incomplete head that can already be refused: too long, a bare CR or LF, or a
+    complete first line that is no HTTP/1.x request line (HTTP/0.9 "GET /" has no
+    version and no headers: waiting for a blank line would only end in a timeout)."""
+    check_request_line_length(data, max_request_line)
     if len(data) > max_header_bytes:
         raise HttpError(431, "request head too large")
     text = data[:-1] if data.endswith(b"\r") else data
     crlf = text.count(b"\r\n")
     if text.count(b"\n") != crlf or text.count(b"\r") != crlf:
         raise bad("bare CR or LF in the message head")
+    line = text.lstrip(b"\r\n").partition(b"\r\n")
+    if line[1] and REQUEST_LINE.fullmatch(line[0]) is None:
+        raise bad("malformed request line (HTTP/0.9 is not served)"
+                  if b" HTTP/" not in line[0] else "malformed request line")
 
 
 class Request:
@@ -226,24 +257,27 @@ def parse_request(head: bytes, max_headers: int = 100) -> Request:
         _diagnose(head, request=True)
     assert match is not None
     method, target, major, minor, block = match.groups()
-    if major != b"1" or minor not in (b"0", b"1"):
+    if major != b"1":
         raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    request = Request(method, target, int(minor), block)
+    # A higher minor version is processed as the highest we implement (RFC 9110 2.5).
+    request = Request(method, target, min(int(minor), 1), block)
     if request.fields > max_headers:
         raise HttpError(431, "too many header fields")
     hosts = 0
     for name, value in REQUEST_SPECIAL.findall(block):
         hosts += _REQUEST_SPECIAL[name.lower()](request, value.rstrip(b" \t"))
-    _drop_connection_options(request)
+    _drop_connection_options(request, PROTECTED_REQUEST_HEADERS)
     _check_request(request, hosts)
     if request.reemit:
         request.drop = REQUEST_DROP_ALL
     return request
 
 
-def _drop_connection_options(message: Request | Response) -> None:
-    """Headers named in Connection are hop-by-hop too."""
-    names = [n for n in message.connection if n not in CONNECTION_OPTIONS]
+def _drop_connection_options(message: Request | Response,
+                             protected: frozenset[bytes]) -> None:
+    """Headers named in Connection are hop-by-hop too, except the protected ones."""
+    names = [n for n in message.connection
+             if n not in CONNECTION_OPTIONS and n not in protected]
     if names:
         message.drop_named = re.compile(
             rb"\r\n(?i:" + b"|".join(re.escape(n) for n in names) + rb"):[^\r]*")
@@ -294,7 +328,10 @@ def _content_length(message: Request | Response, value: bytes) -> int:
 def _transfer_encoding(message: Request | Response, value: bytes) -> int:
     message.drop = message.drop or (REQUEST_DROP if isinstance(message, Request)
                                     else RESPONSE_DROP)
-    codings = [item.strip(b" \t").lower() for item in value.split(b",")]
+    # Empty list elements do not count (RFC 9110 5.6.1); no coding at all is an error.
+    codings = [item for item in (i.strip(b" \t").lower() for i in value.split(b",")) if item]
+    if not codings:
+        raise bad("empty Transfer-Encoding")
     if message.chunked:
         raise bad("a coding after chunked (chunked must be last, and only once)")
     if codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
@@ -377,6 +414,7 @@ _REQUEST_SPECIAL: dict[bytes, Callable[[Any, bytes], int]] = {
     b"proxy-connection": _hop,
     b"te": _hop,
     b"trailer": _hop,
+    b"http2-settings": _hop,
 }
 
 
@@ -393,14 +431,20 @@ def _check_request(request: Request, hosts: int) -> None:
         request.keep_alive = False
     elif request.minor == 0:
         request.keep_alive = b"keep-alive" in request.connection
-    if request.upgrade is not None and b"upgrade" not in request.connection:
-        request.upgrade = None
     _normalize_target(request)
     request.body = request.chunked or bool(request.content_length)
+    if request.upgrade is not None and (b"upgrade" not in request.connection or request.body):
+        # Upgrade takes effect only with "Connection: upgrade"; a request with a body is
+        # never switched (as HAProxy): the body would be read as the new protocol.
+        request.upgrade = None
 
 
 def _normalize_target(request: Request) -> None:
     target = request.target
+    if b"#" in target:  # a fragment is never sent (RFC 9112 3.2; RFC 3986 3.5)
+        raise bad("a fragment (#) in the request target")
+    if request.method == b"CONNECT":  # authority-form: tunnels are not served here
+        raise HttpError(501, "CONNECT is not supported")
     if target[:1] == b"/":
         return
     if target == b"*" and request.method == b"OPTIONS":
@@ -408,14 +452,33 @@ def _normalize_target(request: Request) -> None:
     lower = target[:8].lower()
     if lower.startswith(b"http://") or lower.startswith(b"https://"):
         rest = target.split(b"//", 1)[1]
-        authority, slash, path = rest.partition(b"/")
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority, path = rest[:cut], rest[cut:]
         if not authority or HOST_VALUE.fullmatch(authority) is None:
             raise bad("invalid absolute-form target")
         request.host = authority.lower()
-        request.target = request.path = slash + path if slash else b"/"
+        # "http://host?q" has an empty path: origin-form is "/?q" (RFC 9112 3.2.1)
+        request.target = request.path = path if path[:1] == b"/" else b"/" + path
         request.reemit = True  # the Host header gives way to the target's authority
         return
     raise bad("unsupported request target form")
+
+
+def allowed_upgrade(offered: bytes | None, allowed: frozenset[bytes]) -> bytes | None:
+    """The protocols of an Upgrade value that a listener allows, or None for none.
+
+    Protocols are compared by name (before "/version"), case-insensitively; an Upgrade
+    offering only others is dropped and the request forwarded as an ordinary one.
+    """
+    if offered is None or not allowed:
+        return None
+    kept = [item for item in (i.strip(b" \t") for i in offered.split(b","))
+            if item and upgrade_name(item) in allowed]
+    return b", ".join(kept) if kept else None
+
+
+def upgrade_name(protocol: bytes) -> bytes:
+    return protocol.partition(b"/")[0].strip(b" \t").lower()
 
 
 def parse_response(head: bytes) -> Response:
@@ -432,7 +495,7 @@ def parse_response(head: bytes) -> Response:
         raise HttpError(502, f"backend response: {exc.reason}") from exc
     if response.reemit:
         response.drop = RESPONSE_DROP_ALL
-    _drop_connection_options(response)
+    _drop_connection_options(response, PROTECTED_RESPONSE_HEADERS)
     if response.chunked and response.content_length is not None:
         raise HttpError(502, "backend response has both Content-Length and Transfer-Encoding")
     if b"close" in response.connection:
@@ -453,6 +516,7 @@ _RESPONSE_SPECIAL: dict[bytes, Callable[[Any, bytes], int]] = {
     b"proxy-connection": _hop,
     b"te": _hop,
     b"trailer": _hop,
+    b"http2-settings": _hop,
 }
 
 
@@ -463,15 +527,17 @@ MAX_TRAILERS = 16384
 
 
 class ChunkedDecoder:
-    """Incremental, strict chunked decoding; trailers are validated and dropped."""
+    """Incremental, strict chunked decoding; trailers are validated, and dropped unless
+    ``trailers`` is a list (HTTP/2 clients get them as a trailing HEADERS frame)."""
 
-    __slots__ = ("line", "remaining", "state", "trailer_bytes")
+    __slots__ = ("line", "remaining", "state", "trailer_bytes", "trailers")
 
     def __init__(self) -> None:
         self.state = SIZE
         self.remaining = 0
         self.line = b""
         self.trailer_bytes = 0
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # (lower name, value)
 
     @property
     def done(self) -> bool:
@@ -520,7 +586,9 @@ class ChunkedDecoder:
             self.trailer_bytes += len(line)
             if self.trailer_bytes > MAX_TRAILERS:
                 raise HttpError(431, "trailer section too large")
-            _header(line)
+            field = _header(line)
+            if self.trailers is not None:
+                self.trailers.append(field)
 
 
 def chunk(data: bytes) -> list[bytes]:

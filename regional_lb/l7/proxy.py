@@ -8,11 +8,11 @@ or, once a response has started, as a closed connection.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.balancing import BackendState
+from regional_lb.client_limits import REFUSED, ListenerAdmission, too_many_requests
 from regional_lb.errors import HttpError, UpstreamError
+from regional_lb.l7.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.l7.client_base import (
     BODY,
     CLOSED,
@@ -32,6 +32,7 @@ from regional_lb.l7.parser import (
     ChunkedDecoder,
     Request,
     _requests,
+    allowed_upgrade,
     check_partial_head,
     chunk,
     parse_request_cached,
@@ -42,18 +43,22 @@ from regional_lb.l7.rewrite import (
     request_head,
 )
 from regional_lb.l7.upstream import UpstreamProtocol, connect
+from regional_lb.pool_queue import ABANDONED, TIMEOUT, PoolQueue
 from regional_lb.proxyproto import ProxyHeaderError, parse_proxy_header
-from regional_lb.snapshot import balance_key
+from regional_lb.snapshot import Route, balance_key
 
-if TYPE_CHECKING:
-    from regional_lb.worker import Worker
+# The HTTP/2 connection preface (RFC 9113 3.4) up to its first blank line: read as an
+# HTTP/1.1 head it is "PRI * HTTP/2.0", which h2c listeners hand to HTTP/2.
+PREFACE_HEAD = b"PRI * HTTP/2.0"
+
+
+def alpn_h2(transport: asyncio.BaseTransport) -> bool:
+    sslobj = transport.get_extra_info("ssl_object")
+    return sslobj is not None and sslobj.selected_alpn_protocol() == "h2"
+
 
 class ClientProtocol(ClientBase):
-    tls_headers = b""  # about the client's certificate, for every request (TLS listeners)
-
-    def __init__(self, worker: Worker, listener_name: str):
-        self.worker = worker
-        self.listener_name = listener_name
+    __slots__ = ()  # the state is ClientBase's: no instance dict here either
 
     # -- connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,13 +82,33 @@ class ClientProtocol(ClientBase):
         if listener.spec.proxy_protocol and peer is not None \
                 and worker.trusted(listener, peer[0]):
             self.state = PROXY_HEADER
+        elif listener.admission is not None and not self._open(listener.admission):
+            return
+        if listener.tls is not None and listener.h2 and alpn_h2(transport):
+            self._to_http2(transport, b"")  # after the connection cap: it counts too
+            return
         self.deadline = worker.loop.time() + worker.timeouts.header_read
         self.deadline_status = 0
+
+    def _open(self, admission: ListenerAdmission) -> bool:
+        """The client network's connection cap: over it, closed at accept."""
+        cell = self.worker.limiter.open_connection(admission, self.client_ip)
+        if cell == REFUSED:
+            self.state = CLOSED
+            assert self.transport is not None
+            self.transport.close()
+            return False
+        self.connection_cell = cell
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         was = self.state
         self.state = CLOSED
         self.worker.connections.discard(self)
+        self._end_limits(ABANDONED)
+        if self.connection_cell:
+            self.worker.limiter.close_connection(self.connection_cell)
+            self.connection_cell = 0
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -114,6 +139,8 @@ class ClientProtocol(ClientBase):
 
     def eof_received(self) -> bool | None:
         # TLS transports close after an EOF whatever this returns (and warn about True).
+        if self.waiting is not None:
+            return None  # a client that closes while queued has given up: leave the queue
         keep = None if self.transport is None or self.transport.get_extra_info("sslcontext") \
             else True
         if self.state == TUNNEL and self.upstream is not None:
@@ -127,6 +154,10 @@ class ClientProtocol(ClientBase):
 
     def on_timeout(self, now: float) -> None:
         """Called by the worker's sweeper when self.deadline has passed."""
+        if self.waiting is not None:
+            self._leave_queue(TIMEOUT)
+            self._gateway_error(HttpError(503, "no backend slot within queue_timeout"))
+            return
         state = self.state
         if self.response_started or state in (TUNNEL, CLOSED):
             self.state = CLOSED
@@ -158,6 +189,9 @@ class ClientProtocol(ClientBase):
         source, used = parsed
         if source is not None:
             self.client_ip = source[0].encode()
+        admission = self.listener.admission
+        if admission is not None and not self._open(admission):
+            return  # the connection cap counts the client the header names
         self.state = HEAD
         self.buffer = b""
         if used < len(data):
@@ -176,24 +210,45 @@ class ClientProtocol(ClientBase):
                 head = head[2:]  # empty lines before a request line are ignored
             if not head:
                 continue
-            if end > limits.max_header_bytes:
-                self._reject(HttpError(431, "request head too large"))
-                return
-            line_end = head.find(b"\r\n")
+            line_end = head.find(b"\r\n")  # 414 first: the more precise answer
             if (line_end if line_end >= 0 else len(head)) > limits.max_request_line:
                 self._reject(HttpError(414, "request line too long"))
+                return
+            if end > limits.max_header_bytes:
+                self._reject(HttpError(431, "request head too large"))
                 return
             try:
                 request = _requests.get(head) or parse_request_cached(head,
                                                                       limits.max_headers)
             except HttpError as exc:
-                self._reject(exc)
+                if head == PREFACE_HEAD and self._h2c_allowed():
+                    self._to_http2(self.transport, PREFACE_HEAD + b"\r\n\r\n" + data)
+                else:
+                    self._reject(exc)
                 return
             if request.fields > limits.max_headers:  # cached under another balancer's limits
                 self._reject(HttpError(431, "too many header fields"))
                 return
             self._dispatch(request, data)
             return
+
+    def _h2c_allowed(self) -> bool:
+        """HTTP/2 with prior knowledge (RFC 9113 3.3): on plain listeners that allow it, as
+        the first thing on the connection (no request was proxied on it before)."""
+        return self.listener.h2 and self.listener.tls is None and self.pool is None
+
+    def _to_http2(self, transport: asyncio.BaseTransport | None, data: bytes) -> None:
+        """Hand the connection to an HTTP/2 protocol (regional_lb.l7.http2)."""
+        self.worker.connections.discard(self)
+        self.state = CLOSED
+        assert transport is not None
+        # The client network's connection count goes with the connection, released when
+        # the HTTP/2 protocol loses it (this object never hears of it again).
+        cell, self.connection_cell = self.connection_cell, 0
+        connection = self.worker.http2_connection(self.worker, self.listener_name,
+                                                  self.listener, self.client_ip,
+                                                  self.tls_headers, cell)
+        connection.take_over(transport, data)  # type: ignore[arg-type]
 
     def _partial_head(self, data: bytes) -> None:
         limits = self.worker.limits
@@ -230,7 +285,8 @@ class ClientProtocol(ClientBase):
         if limit and (request.content_length or 0) > limit:
             self._reject(HttpError(413, "request body too large"))
             return
-        self.pool = pool = listener.route(request) if listener.routes else listener.pool
+        route = listener.match(request) if listener.routes else None
+        self.pool = pool = route.pool if route is not None else listener.pool
         if pool.retry_tokens < pool.retry_cap:
             pool.retry_tokens += pool.retry_budget
         self.tried = ()
@@ -252,10 +308,14 @@ class ClientProtocol(ClientBase):
             self.request_done = True
             self.state = WAIT
             self.buffer = rest
+        if listener.admission is not None and not self._admit(listener.admission, route):
+            return
         worker.request_count += 1
+        self.upgrade = allowed_upgrade(request.upgrade, listener.upgrades)
         self.head_out = request_head(request, self.client_ip,
                                      worker.request_prefix + b"%x" % worker.request_count,
-                                     listener.default_host, listener.proto)
+                                     listener.default_host, listener.proto, self.upgrade,
+                                     listener.via)
         if self.tls_headers:  # before the blank line that ends the head
             self.head_out = self.head_out[:-2] + self.tls_headers + b"\r\n"
         self._pick_and_send()
@@ -286,8 +346,12 @@ class ClientProtocol(ClientBase):
         key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
         backend = pool.picker(pool, key, self.started, self.tried)
         if backend is None:
-            self._reject(HttpError(503, "no backend available"))
+            if pool.queue is None or not self._enqueue(pool.queue):
+                self._gateway_error(HttpError(503, "no backend available"))
             return
+        self._send_to(backend)
+
+    def _send_to(self, backend: BackendState) -> None:
         self.backend = backend
         backend.active += 1
         backend.requests += 1
@@ -300,6 +364,64 @@ class ClientProtocol(ClientBase):
         self._pause(PAUSE_NO_UPSTREAM)
         self.deadline = 0.0
         self.worker.spawn(self._connect(backend))
+
+    # -- limits and the queue (regional_lb.client_limits, regional_lb.pool_queue) --------
+    def _admit(self, admission: ListenerAdmission, route: Route | None) -> bool:
+        """Rate limits and the request cap: False when answered 429."""
+        cell, wait = self.worker.limiter.admit(admission, route.limits if route else None,
+                                               self.request, self.client_ip)  # type: ignore[arg-type]
+        if cell == REFUSED:
+            self._gateway_error(too_many_requests(wait))
+            return False
+        self.request_cell = cell
+        return True
+
+    def _enqueue(self, queue: PoolQueue) -> bool:
+        """Wait for a backend slot when the backends that could serve are all busy.
+        False when none is up (the caller answers 503); a full queue answers 503 here."""
+        pool, request, tried = self.pool, self.request, self.tried
+        assert pool is not None and request is not None
+        if not any(b.up and b not in tried for b in pool.backends):
+            return False
+        listener = self.listener
+        rank = listener.priority(request, listener.match(request) if listener.routes else None)
+        now = self.worker.loop.time()
+        if not queue.push(self, rank, now):
+            self._gateway_error(HttpError(503, "queue full"))
+            return True
+        self.deadline = now + queue.timeout
+        self.deadline_status = 503
+        return True
+
+    def from_queue(self) -> bool:
+        """A backend slot freed: take it (True), or wait on at the head (False)."""
+        request, pool = self.request, self.pool
+        if request is None or pool is None or self.state == CLOSED:
+            return True
+        key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
+        backend = pool.picker(pool, key, self.started, self.tried)
+        if backend is None:
+            return False
+        self._send_to(backend)
+        return True
+
+    def _leave_queue(self, result: int) -> None:
+        pool = self.pool
+        if pool is not None and pool.queue is not None:
+            pool.queue.leave(self, result)
+
+    def _wake_queue(self, queue: PoolQueue) -> None:
+        """A backend slot of this pool freed: the first waiter takes it."""
+        if queue.size:
+            queue.dispatch(self.worker.loop.time())
+
+    def _end_limits(self, result: int) -> None:
+        """The request is over (answered, failed or abandoned): give back what it held."""
+        if self.waiting is not None:
+            self._leave_queue(result)
+        if self.request_cell:
+            self.worker.limiter.finish_request(self.request_cell)
+            self.request_cell = 0
 
     async def _connect(self, backend: BackendState) -> None:
         try:
@@ -318,7 +440,7 @@ class ClientProtocol(ClientBase):
         request = self.request
         assert request is not None and upstream.transport is not None
         self.upstream = upstream
-        upstream.start(self, request.method == b"HEAD", request.upgrade is not None)
+        upstream.start(self, request.method == b"HEAD", self.upgrade)
         upstream.transport.write(self.head_out)
         self.deadline = self.started + self.worker.timeouts.backend_response
         self.deadline_status = 504
@@ -343,16 +465,21 @@ class ClientProtocol(ClientBase):
         if not retryable:  # sent already: only requests that may run twice, with no body
             retryable = (request.method in IDEMPOTENT and not request.body
                          and isinstance(error, UpstreamError) and error.status == 502)
-        if retryable and len(self.tried) <= pool.spec.retries and pool.take_retry():
+        unsent = isinstance(error, UpstreamError) and error.unsent
+        if retryable and len(self.tried) <= pool.spec.retries \
+                and (unsent or pool.take_retry()):
             self._pick_and_send()
             return
-        self._reject(HttpError(error.status, error.reason))
+        self._gateway_error(HttpError(error.status, error.reason))
 
     def _release_backend(self, failed: bool) -> None:
         backend, self.backend = self.backend, None
         if backend is None:
             return
         backend.active -= 1
+        pool = self.pool
+        if pool is not None and pool.queue is not None:
+            self._wake_queue(pool.queue)
         if failed:
             backend.failures += 1
             backend.responses[5] += 1
@@ -364,6 +491,8 @@ class ClientProtocol(ClientBase):
         upstream = self.upstream
         if upstream is None or upstream.transport is None:
             self.pending += data
+            if len(self.pending) > PIPELINE_BUFFER:  # queued: hold no more than this
+                self._pause(PAUSE_NO_UPSTREAM)
             return
         self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
         if self.decoder is None:
@@ -447,14 +576,7 @@ class ClientProtocol(ClientBase):
     # -- end of a request ---------------------------------------------------------------
     def _finish(self) -> None:
         worker = self.worker
-        worker.stats.requests += 1
-        if worker.access_log is not None and self.request is not None:
-            worker.access_log(self, worker.loop.time() - self.started)
-        backend = self.backend
-        if backend is not None:
-            self.backend = None
-            backend.active -= 1
-        self.request = None
+        self._account()
         if self.state == CLOSED:
             return
         if not self.keep_alive or worker.stopping:
@@ -467,11 +589,31 @@ class ClientProtocol(ClientBase):
             self.buffer = b""
         self._idle(rest)
 
+    def _account(self) -> None:
+        """A request answered: counted, logged, its backend slot given back."""
+        worker = self.worker
+        worker.stats.requests += 1
+        if worker.access_log is not None and self.request is not None:
+            worker.access_log(self, worker.loop.time() - self.started)
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.active -= 1
+            queue = self.pool.queue  # type: ignore[union-attr]
+            if queue is not None:
+                self._wake_queue(queue)
+        if self.request_cell:
+            worker.limiter.finish_request(self.request_cell)
+            self.request_cell = 0
+        self.request = None
+
     def _idle(self, rest: bytes) -> None:
         worker = self.worker
         self.state = HEAD
         self.deadline = (self.answered or worker.loop.time()) + worker.timeouts.idle_keepalive
-        self.answered = 0.0
+        self.answered = self.started = 0.0
+        self.head_out = b""  # an idle connection keeps nothing of the request it served
+        self.decoder = self.upgrade = None
         self.deadline_status = 0
         if self.paused:
             self._resume(PAUSE_PIPELINE)
@@ -482,18 +624,39 @@ class ClientProtocol(ClientBase):
                 return
             self._heads(rest)
 
+    def _gateway_error(self, error: HttpError) -> None:
+        """A backend failed (502/503/504) after the whole request was read: the client's
+        stream is intact, so its connection stays open for the next request."""
+        if not self.request_done or not self.keep_alive or self.worker.stopping \
+                or self.transport is None or self.state == CLOSED:
+            self._reject(error)
+            return
+        self._drop_request(error)
+        self.transport.write(error_response(error.status, close=False, message=error.reason,
+                                            keep_alive_1_0=self.minor == 0,
+                                            headers=error.headers))
+        self._resume(PAUSE_NO_UPSTREAM)
+        rest, self.buffer = self.buffer, b""
+        self._idle(rest)
+
     def _reject(self, error: HttpError) -> None:
         """Answer with an error of our own and close: the stream cannot be trusted after it."""
+        self._drop_request(error)
+        self.state = CLOSED
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(error_response(error.status, close=True, message=error.reason,
+                                                headers=error.headers))
+            self.transport.close()
+
+    def _drop_request(self, error: HttpError) -> None:
+        """Count and log a request answered with an error of ours; free its backend."""
         self.worker.stats.rejected += 1
         self.status = error.status
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.abort()
         self._release_backend(failed=False)
+        self._end_limits(ABANDONED)
         if self.worker.access_log is not None and self.request is not None:
             self.worker.access_log(self, self.worker.loop.time() - self.started)
-        self.state = CLOSED
         self.request = None
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_response(error.status, close=True, message=error.reason))
-            self.transport.close()

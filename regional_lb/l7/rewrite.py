@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
+
 from regional_lb.l7.parser import Request, Response
 
 REASONS = {
     400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 408: b"Request Timeout",
     413: b"Content Too Large", 414: b"URI Too Long", 417: b"Expectation Failed",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large", 501: b"Not Implemented", 502: b"Bad Gateway",
     503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
     200: b"OK",
@@ -14,13 +18,14 @@ REASONS = {
 
 
 def request_head(request: Request, client_ip: bytes, request_id: bytes, default_host: bytes,
-                 proto: bytes = b"http") -> bytes:
+                 proto: bytes = b"http", upgrade: bytes | None = None,
+                 via: tuple[bytes, bytes] = (b"", b"")) -> bytes:
     """The request line and headers for the backend.
 
-    Hop-by-hop headers and those named in Connection are gone; Host, Content-Length and
-    Transfer-Encoding are re-emitted normalized; X-Forwarded-For and Forwarded get the
-    client appended; X-Forwarded-Proto and -Host are replaced; X-Request-ID is added when
-    absent.
+    Hop-by-hop headers and those named in Connection (but the protected ones) are gone;
+    Host, Content-Length and Transfer-Encoding are re-emitted normalized; X-Forwarded-For
+    and Forwarded get the client appended; X-Forwarded-Proto and -Host are replaced;
+    X-Request-ID is added when absent; Upgrade only as the listener allows it.
     """
     host = request.host or default_host
     prefix = request.prefix
@@ -41,10 +46,12 @@ def request_head(request: Request, client_ip: bytes, request_id: bytes, default_
         parts = [prefix, suffix]
     if not request.has_request_id:
         parts += (b"\r\nX-Request-ID: ", request_id)
+    if via[request.minor]:
+        parts.append(via[request.minor])
     if request.chunked:
         parts.append(b"\r\nTransfer-Encoding: chunked")
-    if request.upgrade is not None:
-        parts += (b"\r\nConnection: upgrade\r\nUpgrade: ", request.upgrade)
+    if upgrade is not None:  # what the listener allows of the client's Upgrade
+        parts += (b"\r\nConnection: upgrade\r\nUpgrade: ", upgrade)
     parts.append(b"\r\n\r\n")
     return b"".join(parts)
 
@@ -91,12 +98,29 @@ def response_head(response: Response, extra: bytes) -> bytes:
     return head
 
 
-def error_response(status: int, close: bool, message: str | None = None) -> bytes:
+def http_date() -> bytes:
+    """The Date header's value (RFC 9110 6.6.1), made once a second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[:] = [now, formatdate(now, usegmt=True).encode()]
+    return _date[1]  # type: ignore[return-value]
+
+
+_date: list[int | bytes] = [0, b""]
+
+
+def error_response(status: int, close: bool, message: str | None = None,
+                   keep_alive_1_0: bool = False, headers: bytes = b"") -> bytes:
+    """An error of our own: never stored by a cache (it says nothing about the resource).
+
+    ``headers``: more lines, each ending in CRLF (a 429's Retry-After)."""
     reason = REASONS.get(status, b"Error")
     body = (message or reason.decode()).encode() + b"\n"
-    connection = b"Connection: close\r\n" if close else b""
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
-            % (status, reason, len(body), connection, body))
+    connection = b"Connection: close\r\n" if close \
+        else b"Connection: keep-alive\r\n" if keep_alive_1_0 else b""
+    return (b"HTTP/1.1 %d %s\r\nDate: %s\r\nCache-Control: no-store\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s%s\r\n%s"
+            % (status, reason, http_date(), len(body), headers, connection, body))
 
 
 def interim_response(response: Response) -> bytes:
@@ -108,6 +132,7 @@ def health_response(healthy: bool, close: bool, head_only: bool) -> bytes:
     """The listener's own health path: 200 while serving, 503 once stopping has begun."""
     status = b"200 OK" if healthy else b"503 Service Unavailable"
     body = b"ok\n" if healthy else b"draining\n"
-    return (b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
-            % (status, len(body), b"Connection: close\r\n" if close else b"",
+    return (b"HTTP/1.1 %s\r\nDate: %s\r\nCache-Control: no-store\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (status, http_date(), len(body), b"Connection: close\r\n" if close else b"",
                b"" if head_only else body))

@@ -19,6 +19,7 @@ from regional_lb.l7.parser import (
     _responses,
     chunk,
     parse_response_cached,
+    upgrade_name,
 )
 from regional_lb.l7.rewrite import interim_response, response_head
 from regional_lb.tls.contexts import backend_tls
@@ -49,8 +50,21 @@ async def connect(backend: BackendState, timeout: float,
     except TimeoutError as exc:
         raise UpstreamError(504, "backend connect timeout", retryable=True) from exc
     except OSError as exc:
-        raise UpstreamError(502, f"backend connect failed: {exc}", retryable=True) from exc
+        raise UpstreamError(502, f"backend connect failed: {exc}", retryable=True,
+                            unsent=True) from exc
     return upstream
+
+
+def _switch_problem(offered: bytes | None, chosen: bytes | None) -> str:
+    """Why a backend's 101 cannot be tunnelled ("" when it can): it must switch to one
+    of the protocols the request offered (RFC 9110 7.8), nothing else."""
+    if offered is None:
+        return "101 without an upgrade request"
+    names = {upgrade_name(item) for item in offered.split(b",")}
+    picked = [upgrade_name(item) for item in (chosen or b"").split(b",") if item.strip()]
+    if not picked or any(name not in names for name in picked):
+        return "101 to a protocol the request did not offer"
+    return ""
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -69,7 +83,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.got_bytes = False
         self.closed = False
         self.no_body = False
-        self.upgrade = False
+        self.upgrade: bytes | None = None  # protocols offered in the request's Upgrade
 
     # -- lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,7 +104,7 @@ class UpstreamProtocol(asyncio.Protocol):
         elif self.state != DONE:
             client.upstream_lost(self, exc, self.got_bytes)
 
-    def start(self, client: ClientProtocol, no_body: bool, upgrade: bool) -> None:
+    def start(self, client: ClientProtocol, no_body: bool, upgrade: bytes | None) -> None:
         """Take on one request: the client writes its head and body to our transport."""
         self.client = client
         self.state = HEAD
@@ -247,20 +261,22 @@ class UpstreamProtocol(asyncio.Protocol):
         """Decide the body's framing; the head for the client (None: failed or tunnel)."""
         if response.close:
             self.keep = False
-        extra = b""
+        extra = client.listener.via[response.minor]
         status = response.status
         if status == 101:
-            if not self.upgrade:
+            problem = _switch_problem(self.upgrade, response.upgrade)
+            if problem:
                 self.keep = False
-                client.upstream_failed(self, HttpError(502, "101 without an upgrade request"))
+                client.upstream_failed(self, HttpError(502, problem))
                 return None
             self.state = TUNNEL
-            extra = b"\r\nConnection: upgrade"
+            extra += b"\r\nConnection: upgrade"
             if response.upgrade is not None:
                 extra += b"\r\nUpgrade: " + response.upgrade
             client.response_start(self, response, response_head(response, extra), tunnel=True)
             return None
-        close_client = False
+        # A backend closing after an error may have lost track of the stream: so do we.
+        close_client = response.close and status >= 400
         if self.no_body or status in (204, 304):
             self.state = DONE
         elif response.chunked:
@@ -268,7 +284,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.decoder = ChunkedDecoder()
             self.raw_chunks = client.minor == 1
             if self.raw_chunks:
-                extra = CHUNKED_LINE
+                extra += CHUNKED_LINE
             else:
                 close_client = True
         elif response.content_length is not None:
@@ -279,9 +295,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self.keep = False
             self.chunk_out = client.minor == 1
             if self.chunk_out:
-                extra = CHUNKED_LINE
+                extra += CHUNKED_LINE
             else:
                 close_client = True
         if self.no_body and response.chunked:
-            extra = CHUNKED_LINE
+            extra += CHUNKED_LINE
         return response_head(response, extra + client.connection_header(close_client))

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from gtm.atomic import PRIVATE, write_atomic
 from gtm.control.store import CertificateRecord
 from gtm.errors import ConfigError
 
@@ -26,11 +26,7 @@ VERSION = 1
 def write_cache(path: Path, rows: Iterable[CertificateRecord]) -> None:
     items = [_encode(row) for row in sorted(rows, key=lambda r: r.revision)]
     data = json.dumps({"version": VERSION, "rows": items}, separators=(",", ":"))
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers write apart
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    write_atomic(path, data, PRIVATE)  # keys are sealed, but the cache is still ours only
 
 
 def read_cache(path: Path) -> list[CertificateRecord]:

@@ -10,7 +10,6 @@ from the front context) stay the same, so clients resume across rotations.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import re
 import ssl
@@ -23,6 +22,7 @@ from cryptography import x509
 
 from gtm import log
 from gtm.errors import CertificateError
+from gtm.process import cancel_and_wait
 from regional_lb.tls import tickets
 from regional_lb.tls.contexts import TlsPolicy, server_context
 from regional_lb.tls.control import ControlFeed, ControlSource
@@ -253,7 +253,4 @@ class TlsRegistry:
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(task)

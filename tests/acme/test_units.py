@@ -18,9 +18,9 @@ from gtm.acme.jws import AccountKey, dns01_value
 from gtm.config.document import compile_document
 from gtm.errors import ConfigError
 from regional_lb.acme import renewal_due
-from regional_lb.acme_http import CHALLENGE_PREFIX, challenge_response
 from regional_lb.acme_store import Held, held_pair, placeholder_pem
 from regional_lb.config import AcmeCertificate, build_config
+from regional_lb.l7.acme_http import CHALLENGE_PREFIX, challenge_response
 from tests.control.conftest import example_document
 
 NOW = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)

@@ -291,6 +291,20 @@ class Nodes:
                 self.kill(node)
 
 
+HEARING_REDIS = "hearing announcements through Redis"
+
+
+async def wait_for_log(node: Node, text: str, count: int, timeout: float = 5.0) -> None:
+    """Until ``text`` is in the node's log ``count`` times (a subscription, a restart)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while node.log().count(text) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not {count} times in the log:\n{node.log()}")
+        await asyncio.sleep(0.02)
+
+
 async def www(port: int, name: str = "www.example.test.") -> str | None:
     """The first A address the node at ``port`` answers for ``name``; None otherwise."""
     query = dns.message.make_query(name, "A")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,7 +46,12 @@ async def test_config_token_and_status_commands(tmp_path: Path) -> None:
         code, out, err = await gtm("config", "apply", "-f", str(doc), "--dry-run", **run)
         assert code == 0 and 'add    zones["example.test."]' in out, err
         assert await plane.store.head() == 0
+        # No terminal to confirm at (stdin is /dev/null here): only --yes applies.
         code, out, err = await gtm("config", "apply", "-f", str(doc), "-m", "first", **run)
+        assert code == 2 and "add --yes" in err and "nothing was changed" in err, out + err
+        assert await plane.store.head() == 0
+        code, out, err = await gtm("config", "apply", "-f", str(doc), "-m", "first", "--yes",
+                                   **run)
         assert code == 0 and "version 1 is live" in out, err
         doc.write_text(json.dumps(example_document("192.0.2.2")))
         code, out, _ = await gtm("config", "diff", "-f", str(doc), **run)
@@ -103,4 +110,39 @@ async def test_writes_survive_a_lost_answer_without_being_made_twice(tmp_path: P
         assert [e.target for e in commits] == ["version 2", "version 1"]
     finally:
         relay.close()
+        await plane.stop()
+
+
+def into_closed_pipe(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run a command whose stdout reader has gone: its exit status and stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "gtm.cli", *args], env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    return process.wait(timeout=20), err
+
+
+async def test_history_into_head_ends_quietly(tmp_path: Path) -> None:
+    plane = await start_control_plane(ControlSettings(port=0, state_dir=tmp_path / "control"))
+    try:
+        for n in range(3):
+            await plane.service.propose(example_document(f"192.0.2.{n + 1}", serial=n + 1), n,
+                                        "t", f"change {n + 1}")
+        env = {**os.environ, "GTM_API": plane.url,
+               "GTM_TOKEN": plane.admin_token_path.read_text().strip()}
+        gtm_cli = f"{shlex.quote(sys.executable)} -m gtm.cli"
+        # As a user types it, through a real pipe: head exits after its line.
+        shell = await asyncio.create_subprocess_shell(
+            f"{gtm_cli} config history | head -1", env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await shell.communicate()
+        assert err.decode() == "" and out.decode().split()[0] == "3"
+        # Each version changed one thing: "1 change", not "1 changes".
+        code, out, _ = await gtm("config", "history", token=env["GTM_TOKEN"], api=plane.url)
+        assert code == 0 and out.count(" 1 change ") == 3 and "changes" not in out
+        # The reader gone before a byte is written, so the write always meets a closed pipe.
+        assert await asyncio.to_thread(into_closed_pipe, ["config", "history"], env) == (141, "")
+    finally:
         await plane.stop()

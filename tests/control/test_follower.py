@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gtm.config.document import CompiledConfig, canonical_json, digest
@@ -12,7 +13,7 @@ from gtm.control.follower import ConfigFollower, FollowerSettings
 from gtm.control.service import ConfigService
 from gtm.control.snapshot import read_snapshot, snapshot_path
 from gtm.control.sqlite_store import SqliteStore
-from gtm.control.store import NewVersion, Store
+from gtm.control.store import NewVersion, NodeStatus, Store
 from tests.control.conftest import POSTGRES_URL, example_document
 
 
@@ -26,6 +27,13 @@ class Served:
         [zone] = compiled.zones.zones.values()
         www = next(k for k in zone.nodes if k and k[0] == b"www")
         self.seen.append((version, zone.nodes[www][1][0].address))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not true after {timeout} s"
+        await asyncio.sleep(0.01)
 
 
 def settings(tmp_path: Path, **extra: object) -> FollowerSettings:
@@ -52,7 +60,7 @@ async def test_announced_versions_are_served_and_snapshotted(store: Store, tmp_p
     try:
         await follower.start()
         assert served.seen == [(1, "192.0.2.1")]
-        await asyncio.sleep(0.2)  # let the follower's first tick subscribe
+        await until(lambda: follower.store_subscribed)  # the first tick subscribes
         started = time.monotonic()
         await service.propose(example_document("192.0.2.2"), 1, "t", "two")
         await follower.wait_for_version(2, timeout=5)
@@ -60,6 +68,35 @@ async def test_announced_versions_are_served_and_snapshotted(store: Store, tmp_p
         assert served.seen[-1] == (2, "192.0.2.2")
         snapshot = read_snapshot(tmp_path / "node")
         assert snapshot is not None and snapshot.version == 2
+        [node] = await store.nodes()
+        assert (node.node_id, node.version) == ("n1", 2)
+    finally:
+        await follower.stop()
+        await store.close()
+
+
+class SlowReports(SqliteStore):
+    """A real SQLite store whose node reports take a while to land, like a busy
+    PostgreSQL: the window in which `gtm status` could lag what the node serves."""
+
+    async def report_node(self, status: NodeStatus) -> None:
+        await asyncio.sleep(0.3)
+        await super().report_node(status)
+
+
+async def test_a_served_version_is_already_in_the_node_row(tmp_path: Path) -> None:
+    # The node row is written as part of applying a version, before the follower says
+    # it serves it: `gtm status` never shows a node a version behind what it answers.
+    store = SlowReports(tmp_path / "gtm.db")
+    await store.open()
+    service = ConfigService(store)
+    await service.propose(example_document("192.0.2.1"), 0, "t", "one")
+    follower = ConfigFollower(settings(tmp_path), Served(), store)
+    try:
+        await follower.start()
+        await follower.wait_for_version(1, timeout=5)
+        await service.propose(example_document("192.0.2.2"), 1, "t", "two")
+        await follower.wait_for_version(2, timeout=5)
         [node] = await store.nodes()
         assert (node.node_id, node.version) == ("n1", 2)
     finally:
@@ -84,7 +121,7 @@ async def test_redis_announcements_reach_a_follower_of_another_store(
                  namespace=namespace), served)
     try:
         await follower.start()
-        await asyncio.sleep(0.3)  # subscribed
+        await until(lambda: follower.redis_subscribed)
         await service.propose(example_document("192.0.2.3"), 1, "t", "two")
         await follower.wait_for_version(2, timeout=3)
         assert served.seen[-1] == (2, "192.0.2.3")

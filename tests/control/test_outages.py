@@ -20,11 +20,13 @@ from gtm.control.plane import ControlSettings
 from tests.control.apiclient import Api
 from tests.control.conftest import POSTGRES_URL, example_document, running
 from tests.control.harness import (
+    HEARING_REDIS,
     FrozenServer,
     Nodes,
     OwnRedis,
     TcpRelay,
     wait_for_answer,
+    wait_for_log,
     www,
 )
 from tests.control.test_cli import gtm
@@ -84,7 +86,8 @@ async def test_redis_stopped_nodes_converge_through_reconcile(
                              reconcile=1.5) for i in range(2)]
         for node in group:
             await wait_for_answer(node.port, "192.0.2.1", 10)
-        await asyncio.sleep(0.5)  # subscribed to Redis
+        for node in group:
+            await wait_for_log(node, HEARING_REDIS, 1)
         assert (await put(api, 1, "192.0.2.2"))[0] == 201
         for node in group:  # with Redis: well before the next reconcile
             assert await wait_for_answer(node.port, "192.0.2.2", 5) < 1.0
@@ -93,7 +96,8 @@ async def test_redis_stopped_nodes_converge_through_reconcile(
         for node in group:
             await wait_for_answer(node.port, "192.0.2.3", 6)
         own_redis.start()
-        await asyncio.sleep(2.5)  # resubscribed (backoff is at most 5 s, usually 0.2-1.6)
+        for node in group:  # resubscribed (backoff is at most 5 s, usually 0.2-1.6)
+            await wait_for_log(node, HEARING_REDIS, 2, timeout=10)
         assert (await put(api, 3, "192.0.2.4"))[0] == 201
         for node in group:
             await wait_for_answer(node.port, "192.0.2.4", 6)
@@ -127,10 +131,16 @@ async def test_postgres_unreachable_nodes_serve_writes_503_then_converge(
         assert status == 201, body
         for node in group:
             await wait_for_answer(node.port, "192.0.2.2", 10)
-        status, reply, _ = await api.call("GET", "/v1/nodes")
-        await asyncio.sleep(1.0)  # next reconcile reports
-        status, reply, _ = await api.call("GET", "/v1/nodes")
-        assert {n["node_id"]: n["version"] for n in reply["items"]} == {"n0": 2, "n1": 2}
+        # Each node records version 2 in the store as part of applying it; the answer
+        # changes in the same step, so the row may trail it by that write alone.
+        reported: dict[str, int] = {}
+        for _ in range(50):
+            status, reply, _ = await api.call("GET", "/v1/nodes")
+            reported = {n["node_id"]: n["version"] for n in reply["items"]}
+            if reported == {"n0": 2, "n1": 2}:
+                break
+            await asyncio.sleep(0.1)
+        assert reported == {"n0": 2, "n1": 2}
 
 
 async def test_killed_node_restarts_from_snapshot_with_both_servers_down(

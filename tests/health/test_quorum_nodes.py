@@ -13,9 +13,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlparse
 
-from gtm.health.cli import render_summary, status_column
 from gtm.health.overlay import ServingFeed
 from gtm.health.service import HealthService, HealthSettings
+from gtm.health.summary import render_summary, status_column
 from tests.health.conftest import REDIS_URL
 from tests.health.endpoint import Endpoint, free_port
 from tests.health.forwarder import Forwarder

@@ -5,18 +5,22 @@ still accepts connections; its headroom reaches the capacity filter."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from gtm.config.document import compile_document
 from gtm.health import reports
 from gtm.health.bus import region_channel, region_prefix
 from gtm.health.overlay import ServingFeed
 from gtm.health.service import HealthService, HealthSettings
+from gtm.health.summary import render_summary
 from tests.health.conftest import REDIS_URL
 from tests.health.endpoint import Endpoint, free_port
-from tests.health.helpers import Served, check, compile_zones, wait_for, zone_of
+from tests.health.helpers import ORIGIN, Served, check, compile_zones, wait_for, zone_of
+from tests.health.helpers import document as hc_document
 
 
 def region_report(region: str, healthy: bool, in_flight: int = 0) -> dict[str, Any]:
@@ -122,3 +126,46 @@ async def test_flips_of_regions_and_backends_are_announced_once_each() -> None:
         feed.close()
         await listener.stop()
         reports.REPORTS.pop("eu", None)
+
+
+async def test_gtm_health_shows_what_is_served_and_why() -> None:
+    # eu set down by hand (`gtm steer region ... --health down`) while its balancer
+    # reports it healthy; us-1 drained; no probes (listening only), so nothing else.
+    document = hc_document(check(free_port("127.0.1.1")))
+    document["state"] = {ORIGIN: {"regions": {"eu": {"health": "down", "reason": "drill"}},
+                                  "endpoints": {"us-1": {"admin": "drain",
+                                                         "reason": "upgrade"}}}}
+    served = Served()
+    feed = ServingFeed(served)
+    service = HealthService(HealthSettings("r1", probe=False, coalesce=0.05), feed)
+    feed.serve(compile_document(document, "test").zones)
+    await service.start()
+    try:
+        reports.publish(region_report("eu", True))
+        await wait_for(lambda: "eu" in service.summary()["served"][ORIGIN]["regions"]
+                       and service.summary()["regions"].get("eu") is not None, 1)
+        view = service.summary()["served"][ORIGIN]
+        assert view["regions"]["eu"] == {"state": "down", "cause": "admin", "reason": "drill"}
+        assert view["regions"]["us"] == {"state": "up", "cause": "none", "reason": ""}
+        assert view["endpoints"]["eu-1"] == {
+            "state": "down", "cause": "region", "reason": "region eu down (admin: drill)"}
+        assert view["endpoints"]["us-1"] == {
+            "state": "down", "cause": "admin", "reason": "drain (upgrade)"}
+        listing = "\n".join(render_summary(service.summary()))
+        # The region is shown as served (down, by hand), with the balancer's word beside.
+        assert re.search(r"region eu: DOWN \(admin: drill\), balancer reports healthy "
+                         r"\(2/2 backends up, 1 worker\), headroom 1\.00", listing), listing
+        assert re.search(r"hc\.test/eu-1 +down .* region eu down \(admin: drill\)",
+                         listing), listing
+        assert re.search(r"hc\.test/us-1 +down .* admin: drain \(upgrade\)", listing), listing
+        reports.publish(region_report("us", False))
+        await wait_for(lambda: service.summary()["served"][ORIGIN]["regions"]["us"]["state"]
+                       == "down", 1)
+        listing = "\n".join(render_summary(service.summary()))
+        assert "region us: DOWN (region report: balancer reports no healthy backends " \
+               "(0/2 backends up, 1 worker)), headroom" in listing, listing
+    finally:
+        await service.stop()
+        feed.close()
+        reports.REPORTS.pop("eu", None)
+        reports.REPORTS.pop("us", None)

@@ -4,6 +4,8 @@ and `gtm up` serving the repository's example zones."""
 from __future__ import annotations
 
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +32,7 @@ ZONE_HEAD = (
 )
 # (id, what follows ZONE_HEAD, the line at fault, a regex for the reason)
 BAD_ZONES = [
-    ("bad-address", "www   A    127.0.0.999\n", 5, r"\S"),
+    ("bad-address", "www   A    127.0.0.999\n", 5, r"not an IPv4 address: 127\.0\.0\.999"),
     ("unknown-type", "www   AX   127.0.0.1\n", 5, r"unknown record type 'AX'"),
     (
         "cname-and-other-data",
@@ -123,3 +125,81 @@ def test_up_serves_the_example_zones_on_the_given_port(
             }
             assert server.addresses("example.org.", host=host, tcp=tcp) == {"127.0.30.1"}
     assert server.query("db.example.test.", "A").rcode() == dns.rcode.NOERROR
+
+
+# Commands whose output a user pipes into `head`, `grep -q` and the like, and their exit
+# status then: 141, as a shell reports a command ended by SIGPIPE (argparse's own help
+# ignores a failed write and exits 0).
+PIPED_COMMANDS = [
+    ("zones-check", ["zones", "check", str(EXAMPLE_ZONES)], 141),
+    ("help", ["--help"], 0),
+    ("geo-lookup", ["geo", "lookup", "81.2.69.1"], 141),
+    ("explain", ["explain", "www.gslb.example.test", "--zones", str(EXAMPLE_ZONES),
+                 "--subnet", "81.2.69.0/24"], 141),
+]
+
+
+@pytest.mark.parametrize(("args", "status"), [c[1:] for c in PIPED_COMMANDS],
+                         ids=[c[0] for c in PIPED_COMMANDS])
+def test_a_reader_that_went_away_ends_the_command_quietly(
+        args: list[str], status: int, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        gtm_command(*args), cwd=tmp_path, env=subprocess_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the command writes a byte
+    stderr = process.stderr.read().decode()
+    assert (process.wait(timeout=20), stderr) == (status, "")
+
+
+# Runs the console script's two lines with a Ctrl-C (SIGINT) arriving while the
+# commands' modules are loading: the first half second of every command.
+CTRL_C_WHILE_LOADING = """
+import importlib.abc, os, signal, sys
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "aiohttp":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+from gtm.cli import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_commands_load_ends_quietly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_LOADING, "zones", "check", str(EXAMPLE_ZONES)],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=20,
+        check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr, result.stdout) == (130, "", "")
+
+
+def test_ctrl_c_while_waiting_for_the_api_ends_quietly(tmp_path: Path) -> None:
+    # An API that accepts the connection and never answers: the command waits on it.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        process = subprocess.Popen(
+            gtm_command("config", "history", "--api", f"http://127.0.0.1:{port}",
+                        "--token", "gtm_x"),
+            cwd=tmp_path, env=subprocess_env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        connection, _ = silent.accept()
+        with connection:
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=20)
+    assert (process.returncode, stderr.decode(), stdout.decode()) == (130, "", "")
+
+
+def test_serve_counts_one_zone_and_one_worker_in_the_singular(
+    gtm_server: ServerFactory, tmp_path: Path
+) -> None:
+    zones = tmp_path / "one"
+    zones.mkdir()
+    (zones / "one.test.zone").write_text(ZONE_HEAD)
+    server = gtm_server(zones, workers=1)
+    assert "serving 1 zone: one.test. (1 worker)" in server.log()

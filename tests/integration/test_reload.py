@@ -131,7 +131,7 @@ def test_sighup_reloads_under_queries_and_a_bad_edit_keeps_the_old_zone(
 
     replace_file(zone_file, BROKEN_ZONE, tmp_path)
     server.signal(signal.SIGHUP)
-    log = server.wait_for_log(r"reloaded \d+ zones \(1 errors\)")
+    log = server.wait_for_log(r"reloaded \d+ zones \(1 error\)")
     # file:line: reason, and what is served instead.
     reported = rf"{re.escape(str(zone_file))}:{BROKEN_LINE}: \S.*; still serving serial 2"
     assert re.search(reported, log), log
@@ -152,7 +152,7 @@ def test_watcher_reloads_under_queries_and_recovers_from_a_bad_edit(
     loop.check(old=data(1), new=data(2))
 
     zone_file.write_text(BROKEN_ZONE)  # in place, as an editor would
-    log = server.wait_for_log(r"reloaded \d+ zones \(1 errors\)")
+    log = server.wait_for_log(r"reloaded \d+ zones \(1 error\)")
     assert f"{zone_file}:{BROKEN_LINE}: " in log
     assert "still serving serial 2" in log
     assert server.addresses(QNAME) == set(data(2))

@@ -205,7 +205,7 @@ def test_reload_follows_the_check_and_dropping_it_restores_health(env: Env) -> N
     env.loop.run(backends[0].start())  # and the new check brings it back
     wait_until(env, lambda: pool[0].healthy, 0.3 * 1.1 + 0.2 * 2 + TOLERANCE)
     plain = build_config({"listeners": [{"name": "web", "bind": "127.0.0.1:0"}], "pools": [
-        {"name": "app", "backends": [b.address for b in backends]}]}, "test")
+        {"name": "app", "backends": [b.address for b in backends], "outlier": False}]}, "test")
     env.loop.run(env.handle.reload(dataclasses.replace(plain, listeners=base.listeners)))
     wait_until(env, lambda: pool[0].healthy and pool[0].monitor is None, 1.0)
 
@@ -331,7 +331,11 @@ def test_config_health_keys() -> None:
     assert pool.outlier is not None and pool.outlier.consecutive_5xx == 4
     assert pool.outlier.max_ejection_percent == 50 and pool.panic_below == 0.25
     plain = _config({}).pools[0]
-    assert plain.check is None and plain.outlier is None and plain.panic_below == 0.5
+    assert plain.check is None and plain.panic_below == 0.5
+    # Passive ejection on gateway errors is on by default, 5xx counting is not.
+    assert plain.outlier is not None and plain.outlier.consecutive_gateway == 3
+    assert plain.outlier.consecutive_5xx == 0
+    assert _config({"outlier": False}).pools[0].outlier is None
 
 
 @pytest.mark.parametrize(("pool", "where", "reason"), [

@@ -305,3 +305,23 @@ def test_cname_pool_at_the_apex_is_refused(tmp_path):
         load_zone(zone)
     assert caught.value.source == str(tmp_path / "gslb.test.steering.toml")
     assert "clashes" in caught.value.reason or "apex" in caught.value.reason
+
+
+def test_a_broken_steering_file_in_a_zone_directory_is_named(tmp_path):
+    # What `gtm up` reads into its configuration: the error names the file at fault.
+    from gtm.config.document import document_from_zone_dir
+
+    (tmp_path / "gslb.test.zone").write_text(
+        "$TTL 60\n@ SOA ns1 h 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n")
+    steering = tmp_path / "gslb.test.steering.toml"
+    steering.write_text("[regions.eu\nlatitude = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        document_from_zone_dir(tmp_path)
+    assert caught.value.source == str(steering)
+    assert str(caught.value).startswith(f"{steering}: not valid TOML: ")
+    state = tmp_path / "gslb.test.state.json"
+    steering.write_text("")
+    state.write_text("{nope")
+    with pytest.raises(ConfigError) as caught:
+        document_from_zone_dir(tmp_path)
+    assert caught.value.source == str(state) and "not valid JSON" in str(caught.value)

@@ -94,7 +94,7 @@ def test_versions_ciphers_and_alpn(env: Env, pki: Pki) -> None:
     ctx = client_context(pki.ca_file)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     with tls_connect(address, "www.example.com", ctx) as sock:
-        assert sock.selected_alpn_protocol() == "http/1.1"
+        assert sock.selected_alpn_protocol() == "http/1.1"  # HTTP/2 is opt-in (README)
 
 
 def _client_pair(ca: CA, root: Path, name: str) -> tuple[Path, Path]:

@@ -167,7 +167,9 @@ def test_config_errors_name_the_key(pki: Pki, tmp_path: Path) -> None:
         ({"certificates": str(tmp_path / "nope")}, "tls.certificates: .* is not a directory"),
         ({"certificates": certs, "default": "api"}, "tls.default: names no pair"),
         ({"certificates": certs, "client_auth": "required"}, "tls.client_ca: is required"),
-        ({"certificates": certs, "alpn": ["h2"]}, r"tls.alpn\[0\]: http listeners speak"),
+        ({"certificates": certs, "alpn": ["spdy/3"]},
+         r"tls.alpn\[0\]: this server speaks h2 and http/1.1 only"),
+        ({"certificates": certs, "alpn": ["h2", "h2"]}, r"tls.alpn\[1\]: h2 is listed twice"),
         ({"certificates": certs, "min_version": "1.1"}, "tls.min_version: must be one of"),
         ({"certificates": certs, "ciphers": "ALL"}, "unknown key 'ciphers'"),
     ]
@@ -177,6 +179,7 @@ def test_config_errors_name_the_key(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="proxy_protocol: cannot be combined with tls"):
         _config({"certificates": certs}, proxy_protocol=True, trusted_networks=["127.0.0.1"])
     _config({"certificates": certs, "alpn": ["smtp"]}, mode="tcp")  # any protocol for tcp
+    _config({"certificates": certs, "alpn": ["h2"]})  # HTTP/2 only (by ALPN)
 
 
 def test_paths_are_relative_to_the_config_file(pki: Pki) -> None:

@@ -177,6 +177,14 @@ def test_cli_build_and_lookup(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "prefix_len   8" in printed
 
 
+def test_cli_counts_one_network_in_the_singular(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "one.csv"
+    source.write_text("network,country\n1.0.0.0/8,US\n")
+    assert main(["geo", "build", str(source), str(tmp_path / "one.mmdb")]) == 0
+    assert "wrote 1 network to" in capsys.readouterr().out
+
+
 def test_cli_reports_the_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "bad.csv"
     source.write_text("network,country\n1.0.0.0/8,ZZ\n")

@@ -11,7 +11,6 @@ directory carries the same data as ``<zone>.steering.toml`` and ``<zone>.state.j
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from gtm.dns.zone import Zone, attach_steering, name_key
 from gtm.errors import ConfigError
 from gtm.steering.definitions import STEERING_SUFFIX, parse_steering
 from gtm.steering.state import STATE_SUFFIX, SteeringState, parse_state
+from gtm.toml_input import read_toml
 
 STEERING = "steering"
 STATE = "state"
@@ -94,17 +94,17 @@ def sections_from_zone_dir(directory: Path) -> dict[str, dict[str, Any]]:
     """The steering and state sections for a zone directory's files (to seed a store).
 
     A latency ``table_file`` is inlined as ``networks``: a document has no directory.
+    A file that cannot be read or parsed is a ConfigError naming it.
     """
     steering: dict[str, Any] = {}
     state: dict[str, Any] = {}
     for path in sorted(directory.glob(f"*{STEERING_SUFFIX}")):
         stem = path.name.removesuffix(STEERING_SUFFIX)
         zone_name = stem.rstrip(".") + "."
-        with path.open("rb") as handle:
-            steering[zone_name] = _inline_tables(tomllib.load(handle), directory)
+        steering[zone_name] = steering_from_file(path)
         state_file = directory / f"{stem}{STATE_SUFFIX}"
         if state_file.exists():
-            state[zone_name] = json.loads(state_file.read_text(encoding="utf-8"))
+            state[zone_name] = state_from_file(state_file)
     sections: dict[str, dict[str, Any]] = {}
     if steering:
         sections[STEERING] = steering
@@ -113,10 +113,35 @@ def sections_from_zone_dir(directory: Path) -> dict[str, dict[str, Any]]:
     return sections
 
 
-def _inline_tables(definitions: dict[str, Any], directory: Path) -> dict[str, Any]:
+def steering_from_file(path: Path) -> dict[str, Any]:
+    """A ``<zone>.steering.toml`` as the document holds it (tables inlined)."""
+    return _inline_tables(read_toml(path), path)
+
+
+def state_from_file(path: Path) -> dict[str, Any]:
+    """A ``<zone>.state.json`` as the document holds it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
+    except ValueError as exc:
+        raise ConfigError(f"not valid JSON: {exc}", str(path)) from exc
+    if not isinstance(value, dict):
+        raise ConfigError("state must be an object", str(path))
+    return value
+
+
+def _inline_tables(definitions: dict[str, Any], path: Path) -> dict[str, Any]:
     for name in definitions.get("names", {}).values():
         for spec in name.get("filters", []) if isinstance(name, dict) else []:
             if isinstance(spec, dict) and "table_file" in spec:
-                table = directory / str(spec.pop("table_file"))
-                spec["networks"] = json.loads(table.read_text(encoding="utf-8"))
+                table = path.parent / str(spec.pop("table_file"))
+                try:
+                    spec["networks"] = json.loads(table.read_text(encoding="utf-8"))
+                except OSError as exc:
+                    raise ConfigError(f"cannot read the latency table {table}: "
+                                      f"{exc.strerror}", str(path)) from exc
+                except ValueError as exc:
+                    raise ConfigError(f"latency table {table} is not valid JSON: {exc}",
+                                      str(path)) from exc
     return definitions

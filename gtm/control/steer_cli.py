@@ -1,4 +1,5 @@
-"""`gtm steer`: set endpoint and region state by hand, until health checks feed it.
+"""`gtm steer`: set endpoint and region state by hand (admin state, or health as an
+operator's fact; probes' facts are merged on top, gtm.health.overlay).
 
 Two places hold the state, and the command writes whichever the nodes follow:
 - a zone directory: ``<zone>.state.json`` beside the zone file, picked up by each

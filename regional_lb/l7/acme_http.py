@@ -12,6 +12,7 @@ from pathlib import Path
 from gtm.acme.flow import Challenge
 from gtm.errors import AcmeError
 from regional_lb.config import AcmeSettings
+from regional_lb.l7.rewrite import http_date
 
 CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
 _TOKEN = re.compile(rb"[A-Za-z0-9_-]{1,256}")
@@ -54,5 +55,6 @@ def challenge_response(directory: Path, path: bytes, head_only: bool) -> bytes |
         body = (directory / token.decode()).read_bytes()
     except OSError:
         return None
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-            b"Cache-Control: no-store\r\n\r\n%s" % (len(body), b"" if head_only else body))
+    return (b"HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\nCache-Control: no-store\r\n\r\n%s"
+            % (http_date(), len(body), b"" if head_only else body))

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from gtm.config.settings import Listen
 from gtm.errors import ServeError
+from gtm.sockopts import listen_backlog
 
 UDP_BUFFER = 4 * 1024 * 1024
-TCP_BACKLOG = 1024
 PORT_ATTEMPTS = 20  # for port 0: fresh kernel choices until one is free for TCP too
 
 
@@ -95,7 +95,7 @@ def _bind_one(address: Listen, kind: int) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address.host, address.port))
         if kind == socket.SOCK_STREAM:
-            sock.listen(TCP_BACKLOG)
+            sock.listen(listen_backlog())
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 from gtm import log, metrics
@@ -14,9 +13,12 @@ from gtm.dns.engine import Engine
 from gtm.dns.loader import LoadResult, Signature, load_directory, signature
 from gtm.dns.render import ServerIdentity
 from gtm.dns.server import TcpProtocol, UdpProtocol
-from gtm.dns.sockets import WorkerSockets
 from gtm.health.overlay import ServingFeed
+from gtm.process import cancel_and_wait
+from gtm.serving.sockets import WorkerSockets
+from gtm.sockopts import listen_backlog
 from gtm.steering.chain import LocatorLike
+from gtm.wording import counted
 
 
 class DnsService:
@@ -71,7 +73,7 @@ class DnsService:
         for sock in self.sockets.tcp:
             server = await loop.create_server(
                 lambda: TcpProtocol(self.engine, self.settings.tcp_idle_timeout, self.connections),
-                sock=sock,
+                sock=sock, backlog=listen_backlog(),
             )
             self.servers.append(server)
         if self.settings.watch_interval > 0:
@@ -88,9 +90,8 @@ class DnsService:
             metrics.zone_reloads.labels("error" if result.errors else "ok").inc()
             for zone in result.zones.zones.values():
                 metrics.zone_serial.labels(zone.origin.to_text()).set(zone.serial)
-            log.zones.info(
-                "reloaded %d zones (%d errors)", len(result.zones.zones), len(result.errors)
-            )
+            log.zones.info("reloaded %s (%s)", counted(len(result.zones.zones), "zone"),
+                           counted(len(result.errors), "error"))
             return result
 
     async def _watch(self) -> None:
@@ -108,10 +109,7 @@ class DnsService:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, let open TCP conversations end, then close everything."""
         self.feed.close()
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+        await cancel_and_wait(self.watcher)
         for server in self.servers:
             server.close()
         for transport in self.transports:

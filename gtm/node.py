@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import sys
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gtm import log
 from gtm.config.settings import DnsSettings
 from gtm.dns.answer import ZoneSet
 from gtm.dns.loader import LoadResult, load_directory
-from gtm.dns.service import DnsService
-from gtm.dns.sockets import WorkerSockets, bind_workers
 from gtm.errors import ZoneError
 from gtm.geo.locate import DEFAULT_DATABASE, Locator
+from gtm.process import run_async, wait_for_stop
+from gtm.serving.service import DnsService
+from gtm.serving.sockets import WorkerSockets, bind_workers
+from gtm.wording import counted
 from gtm.workers import Supervisor
 
 if TYPE_CHECKING:
@@ -79,8 +78,8 @@ def announce(settings: DnsSettings, sockets: WorkerSockets, initial: LoadResult)
         host, port = sock.getsockname()[:2]
         log.dns.info("listening on %s port %d (UDP and TCP)", host, port)
     names = ", ".join(z.origin.to_text() for z in initial.zones.zones.values())
-    log.dns.info("serving %d zones: %s (%d workers)", len(initial.zones.zones), names,
-                 settings.workers)
+    log.dns.info("serving %s: %s (%s)", counted(len(initial.zones.zones), "zone"), names,
+                 counted(settings.workers, "worker"))
 
 
 def _worker_health(health: HealthSettings | None, index: int) -> HealthSettings | None:
@@ -127,34 +126,3 @@ def run_worker(
 
     run_async(main)
     return 0
-
-
-async def wait_for_stop(on_reload: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-    """Until SIGTERM or SIGINT; SIGHUP runs on_reload meanwhile."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    pending: set[asyncio.Task[Any]] = set()
-
-    def reload() -> None:
-        task = loop.create_task(on_reload())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    await stop.wait()
-
-
-def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on uvloop when it is installed (about 1.4x asyncio on this workload)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(main())
-        return
-    if sys.version_info >= (3, 12):
-        asyncio.run(main(), loop_factory=uvloop.new_event_loop)
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main())

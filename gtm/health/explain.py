@@ -23,6 +23,7 @@ from gtm.dns.zone import Zone, name_key
 from gtm.errors import ConfigError
 from gtm.steering.chain import Client, LocatorLike
 from gtm.steering.model import SteeredName
+from gtm.wording import counted
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def explain(zones: ZoneSet, question: Question, locator: LocatorLike | None,
             lines.append(f"       dropped {name}: {why}")
     lines += _outcome(zone, steered, records, answer_type)
     if health is not None:
-        from gtm.health.cli import explain_lines
+        from gtm.health.summary import explain_lines
 
         assert zone.steering is not None
         names = [e.name for e in zone.steering.pools[steered.pool].endpoints]
@@ -150,7 +151,8 @@ def _outcome(
         for rrset in records.variants
     )
     kind = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(answer_type))
-    lines.append(f"answer ({kind}), in rotation over {len(records.variants)} variants:")
+    lines.append(f"answer ({kind}), in rotation over "
+                 f"{counted(len(records.variants), 'variant')}:")
     for text, count in counts.most_common():
         lines.append(f"  {count / len(records.variants):6.1%}  {text}")
     lines.append(f"ttl: {steered.ttl}")

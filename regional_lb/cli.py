@@ -1,0 +1,82 @@
+"""`gtm lb ...` and `gtm certs list`: the balancer's subcommands of `gtm`.
+
+gtm.cli finds `register` through the `gtm.cli` entry-point group (pyproject.toml) and
+never imports this package; everything it lends (the control-plane client options and
+certificate listing) comes in through `hooks`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def register(hooks: Any) -> None:
+    """Add `gtm lb serve`, `gtm lb demo-backend` and `gtm certs list`."""
+    lb = hooks.commands.add_parser("lb", help="the regional load balancer")
+    lb_commands = lb.add_subparsers(dest="lb_command", required=True)
+    serve = lb_commands.add_parser("serve", help="run the balancer from a TOML config")
+    serve.add_argument("--config", type=Path, required=True, help="TOML file ([lb] table)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: lb.workers)")
+    serve.set_defaults(handler=cmd_lb_serve)
+    demo = lb_commands.add_parser("demo-backend", help="tiny HTTP backends for trying it out")
+    demo.add_argument("--listen", action="append", required=True, metavar="ADDR:PORT")
+    demo.set_defaults(handler=cmd_lb_demo)
+
+    listing = hooks.certs().add_parser("list", help="pairs in a directory, with expiry")
+    where = listing.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", type=Path, help="directory of NAME.crt + NAME.key / NAME.pem")
+    where.add_argument("--config", type=Path, help="balancer TOML: its TLS listeners' dirs")
+    where.add_argument("--control", action="store_true",
+                       help="the control plane's certificates (through --api)")
+    hooks.client_options(listing)
+    listing.add_argument("--warn-days", type=float, default=30.0,
+                         help="mark pairs expiring within this many days (30)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=lambda args: certs_list(args, hooks.list_control_certificates))
+
+
+def certs_list(args: argparse.Namespace, list_control: Callable[[argparse.Namespace], int]) -> int:
+    """Exit status 1 when a pair is broken or expired, so cron jobs can alert on it."""
+    import datetime as dt
+
+    from regional_lb.config import load_config
+    from regional_lb.tls.inventory import inventory, render_json, render_table
+
+    if args.control:
+        return list_control(args)
+    if args.dir is not None:
+        directories = [args.dir]
+    else:
+        config = load_config(args.config)
+        directories = list(dict.fromkeys(
+            spec.tls.certificates for spec in config.listeners
+            if spec.tls is not None and spec.tls.certificates is not None))
+        if any(spec.tls is not None and spec.tls.control for spec in config.listeners):
+            print("# listeners with control = true also serve the control plane's "
+                  "certificates: gtm certs list --control")
+    now = dt.datetime.now(dt.UTC)
+    failed = False
+    for directory in directories:
+        found, broken = inventory(directory, now)
+        if len(directories) > 1:
+            print(f"# {directory}")
+        render = render_json if args.json else render_table
+        print(render(found, broken, now, args.warn_days))
+        failed = failed or bool(broken) or any(i.days_left(now) <= 0 for i in found)
+    return 1 if failed else 0
+
+
+def cmd_lb_serve(args: argparse.Namespace) -> int:
+    from regional_lb.node import serve as lb_serve
+
+    return lb_serve(args.config, args.workers)
+
+
+def cmd_lb_demo(args: argparse.Namespace) -> int:
+    from gtm.config.settings import parse_listen
+    from regional_lb.demo import serve_demo
+
+    return serve_demo([parse_listen(text) for text in args.listen])

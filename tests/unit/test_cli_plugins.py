@@ -1,0 +1,30 @@
+"""`gtm lb ...` and `gtm certs list` come from regional_lb through the `gtm.cli`
+entry-point group; gtm.cli itself imports no balancer module (.importlinter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gtm.cli import build_parser
+
+
+def test_lb_serve_is_registered_by_the_balancer() -> None:
+    args = build_parser().parse_args(["lb", "serve", "--config", "lb.toml", "--workers", "2"])
+    assert args.handler.__module__ == "regional_lb.cli"
+    assert (args.config, args.workers) == (Path("lb.toml"), 2)
+
+
+def test_certs_group_keeps_both_sides() -> None:
+    parser = build_parser()
+    listing = parser.parse_args(["certs", "list", "--dir", "certs"])
+    assert listing.handler.__module__ == "regional_lb.cli"
+    upload = parser.parse_args(["certs", "keygen", "key.file"])
+    assert upload.handler.__module__ == "gtm.control.certs_cli"
+
+
+def test_certs_list_of_an_empty_directory_runs(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "gtm.cli", "certs", "list", "--dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
