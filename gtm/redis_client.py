@@ -8,9 +8,9 @@ import redis.asyncio as aioredis
 TIMEOUT = 1.0
 
 
-def client(url: str) -> aioredis.Redis:
+def client(url: str, timeout: float = TIMEOUT) -> aioredis.Redis:
     return aioredis.Redis.from_url(
-        url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, decode_responses=True
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
     )
 
 

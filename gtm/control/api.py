@@ -8,14 +8,18 @@ from the CLI.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from gtm.config.document import ZONES, known_sections
-from gtm.control.auth import Authenticator, actor, principal, requires
+from gtm.control.auth import Authenticator, actor, bearer_secret, principal, requires
 from gtm.control.diff import diff_documents
 from gtm.control.http import (
     MAX_NUMBER,
@@ -31,22 +35,40 @@ from gtm.control.http import (
     query_int,
     whole_number,
 )
+from gtm.control.idempotency import Idempotency, idempotency_key, replay_completer
+from gtm.control.liveness import GONE, Liveness
 from gtm.control.openapi import openapi_document
-from gtm.control.routes_shared import SERVICE, proposal_response, service_of
+from gtm.control.ratelimit import TokenBuckets
+from gtm.control.routes_shared import SERVICE, caller_of, proposal_response, respond, service_of
 from gtm.control.service import ConfigService, Document
-from gtm.control.store import NodeStatus, hash_secret, new_token
+from gtm.control.store import (
+    AuditEntry,
+    NodeStatus,
+    Outcome,
+    Receipt,
+    TokenRecord,
+    hash_secret,
+    new_token,
+    token_secret,
+)
 from gtm.errors import ConfigError, NotFound, RequestError
 
 MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
 AUTH = web.AppKey("auth", Authenticator)
+LIVENESS = web.AppKey("liveness", Liveness)
 
 
-def build_app(service: ConfigService) -> web.Application:
-    auth = Authenticator(service)
-    app = web.Application(middlewares=[error_boundary, auth.middleware, plain_path_parameters],
-                          client_max_size=MAX_BODY)
+def build_app(service: ConfigService, liveness: Liveness | None = None,
+              failed_logins: TokenBuckets | None = None) -> web.Application:
+    auth = Authenticator(service, failed_logins)
+    # The inner error boundary makes the handlers' refusals answers before the
+    # idempotency layer sees them, so they are kept for a retry like any answer.
+    middlewares = [error_boundary, auth.middleware, plain_path_parameters,
+                   Idempotency(service.store).middleware, error_boundary]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
+    app[LIVENESS] = liveness or Liveness()
     routes = [
         web.get("/openapi.json", get_openapi),
         web.get("/v1/health", get_health),
@@ -202,7 +224,8 @@ async def write(
     message = field(body, "message", str, default_message or "change through the API")
     dry_run = query_flag(request, "dry_run")
     who = actor(principal(request))
-    proposal = await service_of(request).edit(base, who, message, change, dry_run)
+    proposal = await service_of(request).edit(base, who, message, change, dry_run,
+                                              caller_of(request, dry_run))
     return proposal_response(proposal, dry_run)
 
 
@@ -247,12 +270,16 @@ async def post_rollback(request: web.Request) -> web.Response:
     body = await json_body(request) if request.can_read_body else {}
     base = base_version(request, body)
     message = field(body, "message", str, "")
-    proposal = await service_of(request).rollback(number, base, actor(principal(request)), message)
+    proposal = await service_of(request).rollback(number, base, actor(principal(request)),
+                                                  message, caller_of(request))
     return proposal_response(proposal, False)
 
 
 @requires("viewer")
 async def list_nodes(request: web.Request) -> web.Response:
+    """Every node's latest report; gone nodes (silent for long) only with ``?all=true``."""
+    everything = query_flag(request, "all")
+    liveness = request.app[LIVENESS]
     service = service_of(request)
     head = await service.store.head()
     latest: dict[str, NodeStatus] = {s.node_id: s for s in await service.store.nodes()}
@@ -263,11 +290,13 @@ async def list_nodes(request: web.Request) -> web.Response:
                 latest[status.node_id] = status
     now = time.time()
     items = [
-        {**s.public(), "lag_versions": max(head - s.version, 0),
+        {**s.public(), "state": liveness.state(s, now), "lag_versions": max(head - s.version, 0),
          "seconds_since_contact": round(max(now - s.last_contact, 0.0), 3)}
         for s in sorted(latest.values(), key=lambda s: s.node_id)
     ]
-    return web.json_response({"version": head, "items": items})
+    shown = items if everything else [item for item in items if item["state"] != GONE]
+    return web.json_response({"version": head, "items": shown,
+                              "gone_hidden": len(items) - len(shown)})
 
 
 @requires("admin")
@@ -283,7 +312,26 @@ async def list_tokens(request: web.Request) -> web.Response:
     return web.json_response({"items": [t.public() for t in tokens], "next_cursor": None})
 
 
+def minted_secret(request: web.Request, outcome: Outcome) -> str:
+    """The secret of a token made with an Idempotency-Key: derived from the caller's own
+    secret, so that a retry gets it again while the store never holds it (nor anything
+    it can be derived from without the caller's secret)."""
+    key = idempotency_key(request)
+    assert key is not None
+    seed = hmac.new(bearer_secret(request).encode(),
+                    f"{outcome.private['salt']}\0{outcome.body['id']}\0{key.key}".encode(),
+                    hashlib.sha256).digest()
+    return token_secret(str(outcome.body["id"]), seed)
+
+
+def with_minted_secret(request: web.Request, outcome: Outcome) -> Outcome:
+    if "salt" not in outcome.private:  # a refusal: there is no token to give again
+        return outcome
+    return replace(outcome, body={**outcome.body, "token": minted_secret(request, outcome)})
+
+
 @requires("admin")
+@replay_completer(with_minted_secret)
 async def post_token(request: web.Request) -> web.Response:
     body = await json_body(request)
     name, role = field(body, "name", str), field(body, "role", str)
@@ -292,19 +340,25 @@ async def post_token(request: web.Request) -> web.Response:
         record, secret = new_token(name, role, who)
     except ConfigError as exc:  # a bad field of this request, not a bad document (422)
         raise RequestError(400, exc.reason, str(exc.where)) from None
-    service = service_of(request)
-    await service.store.add_token(record, hash_secret(secret))
-    await service.audit(who, "token.create", record.id, "ok", {"name": name, "role": role})
+    key = idempotency_key(request)
+    answer = Outcome(201, record.public(), private={"salt": secrets.token_hex(16)})
+    if key is not None:
+        secret = minted_secret(request, answer)
+    receipt: Receipt[TokenRecord] = Receipt(
+        lambda r: AuditEntry(who, "token.create", r.id, "ok", {"name": name, "role": role}),
+        key, lambda _r: answer)
+    await service_of(request).store.add_token(record, hash_secret(secret), receipt)
     return web.json_response({**record.public(), "token": secret}, status=201)
 
 
 @requires("admin")
 async def delete_token(request: web.Request) -> web.Response:
     token_id = request.match_info["id"]
-    service = service_of(request)
-    if not await service.store.revoke_token(token_id):
+    who = actor(principal(request))
+    answer = Outcome(200, {"id": token_id, "revoked": True})
+    receipt: Receipt[str] = Receipt(
+        lambda _id: AuditEntry(who, "token.revoke", token_id, "ok", {}),
+        idempotency_key(request), lambda _id: answer)
+    if not await service_of(request).store.revoke_token(token_id, receipt):
         raise NotFound(f"no live token {token_id!r}")
-    request.app[AUTH].forget(token_id)
-    await service.audit(actor(principal(request)), "token.revoke", token_id, "ok", {})
-    return web.json_response({"id": token_id, "revoked": True})
-
+    return respond(answer)

@@ -1,14 +1,21 @@
-"""Bearer tokens and roles for the API; every refusal is audited.
+"""Bearer tokens and roles for the API; every refusal is audited (coalesced).
 
-Tokens are looked up by the SHA-256 of their secret. A verified token is cached
-for a few seconds so a burst of requests costs one store lookup; revoking through
-this control plane drops the cache at once, and other control-plane processes
-notice within CACHE_SECONDS.
+Tokens are looked up by the SHA-256 of their secret, in the store, on every request.
+Nothing is cached: a revocation is a row in the shared store, so once the revoke call
+has returned every control-plane process refuses the token (a cache would let a
+revoked admin token keep minting tokens on another process until it expired). The
+lookup is one indexed read, the same cost as the read that any request makes anyway.
+
+Failed authentications are limited per client (gtm.control.ratelimit): past a burst,
+a client that keeps failing gets 429 with Retry-After instead of 401, and its refusals
+are counted into one audit row per window rather than a row each. A valid token is
+never refused for its address's failures: 256 random bits are not guessed, so the
+limit is there to protect the audit log and the store, not the tokens.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,10 +23,14 @@ from aiohttp import web
 
 from gtm import metrics
 from gtm.control.http import Handler, error_response
+from gtm.control.ratelimit import TokenBuckets, client_of
 from gtm.control.service import ConfigService
-from gtm.control.store import TokenRecord, hash_secret, role_allows
+from gtm.control.store import AuditEntry, TokenRecord, hash_secret, role_allows
 
-CACHE_SECONDS = 5.0
+# Failed authentications a client may make at once, then per second.
+FAILURE_BURST = 10
+FAILURES_PER_SECOND = 0.5
+
 PRINCIPAL = web.RequestKey("principal", TokenRecord)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,25 +46,13 @@ def requires(role: str) -> Callable[[F], F]:
 
 
 class Authenticator:
-    def __init__(self, service: ConfigService):
+    def __init__(self, service: ConfigService, failures: TokenBuckets | None = None):
         self.service = service
-        self._cache: dict[str, tuple[TokenRecord, float]] = {}
-
-    def forget(self, token_id: str) -> None:
-        self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}
+        self.failures = failures or TokenBuckets(FAILURE_BURST, FAILURES_PER_SECOND)
 
     async def token_for(self, secret: str) -> TokenRecord | None:
-        key = hash_secret(secret)
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        record = await self.service.store.token_by_hash(key)
-        if record is not None and record.revoked_at is None:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = (record, time.monotonic() + CACHE_SECONDS)
-            return record
-        return None
+        record = await self.service.store.token_by_hash(hash_secret(secret))
+        return record if record is not None and record.revoked_at is None else None
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -64,10 +63,10 @@ class Authenticator:
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            return await self._refuse(request, 401, "missing bearer token", "anonymous")
+            return await self._failed(request, "missing bearer token")
         token = await self.token_for(secret.strip())
         if token is None:
-            return await self._refuse(request, 401, "unknown or revoked token", "anonymous")
+            return await self._failed(request, "unknown or revoked token")
         if not role_allows(token.role, needed):
             return await self._refuse(
                 request, 403, f"role {token.role} may not do this (needs {needed})",
@@ -76,15 +75,29 @@ class Authenticator:
         request[PRINCIPAL] = token
         return await handler(request)
 
+    async def _failed(self, request: web.Request, reason: str) -> web.StreamResponse:
+        """A failed authentication: 401, or 429 once the client has failed too often."""
+        wait = self.failures.take(client_of(request.remote))
+        if not wait:
+            return await self._refuse(request, 401, reason, "anonymous")
+        seconds = math.ceil(wait)
+        response = await self._refuse(
+            request, 429, f"too many failed authentications from this address ({reason}); "
+            f"retry after {seconds} s", "anonymous", audit_reason="too many failures")
+        response.headers["Retry-After"] = str(seconds)
+        return response
+
     async def _refuse(
-        self, request: web.Request, status: int, reason: str, who: str
+        self, request: web.Request, status: int, reason: str, who: str,
+        audit_reason: str | None = None,
     ) -> web.StreamResponse:
-        kind = "forbidden" if status == 403 else "unauthenticated"
+        kind = {403: "forbidden", 429: "limited"}.get(status, "unauthenticated")
         metrics.config_auth_refusals.labels(kind).inc()
-        await self.service.audit(
+        client = client_of(request.remote)
+        await self.service.refusals.add(AuditEntry(
             who, "auth.refused", f"{request.method} {request.path}", "refused",
-            {"reason": reason, "remote": request.remote or ""},
-        )
+            {"reason": reason, "status": status, "remote": request.remote or ""},
+        ), client, audit_reason or reason)
         response = error_response(status, reason, "Authorization")
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="gtm"'
@@ -97,3 +110,8 @@ def actor(token: TokenRecord) -> str:
 
 def principal(request: web.Request) -> TokenRecord:
     return request[PRINCIPAL]
+
+
+def bearer_secret(request: web.Request) -> str:
+    """The secret of the token that authenticated this request."""
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()

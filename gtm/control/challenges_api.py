@@ -14,7 +14,7 @@ from aiohttp import web
 from gtm.config.challenges import CHALLENGES
 from gtm.control.auth import actor, principal, requires
 from gtm.control.http import field, json_body
-from gtm.control.routes_shared import proposal_response, service_of
+from gtm.control.routes_shared import caller_of, proposal_response, service_of
 from gtm.control.service import Document, Proposal
 from gtm.errors import NotFound, RequestError, VersionConflict
 
@@ -79,7 +79,8 @@ async def _at_head(request: web.Request, change: Any, message: str) -> web.Respo
     for attempt in range(ATTEMPTS):
         head = await service.store.head()
         try:
-            proposal: Proposal = await service.edit(head, who, message, change)
+            proposal: Proposal = await service.edit(head, who, message, change,
+                                                    caller=caller_of(request))
             return proposal_response(proposal, False)
         except VersionConflict:
             if attempt == ATTEMPTS - 1:

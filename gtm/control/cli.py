@@ -20,6 +20,7 @@ from typing import Any
 from gtm.control.client import Client
 from gtm.control.diff import render
 from gtm.control.follower import FollowerSettings
+from gtm.control.liveness import DEFAULT_GONE_AFTER, Liveness
 from gtm.control.plane import ADMIN_TOKEN_FILE, ControlSettings
 from gtm.errors import ConfigError
 from gtm.wording import plural
@@ -66,6 +67,15 @@ def add_commands(commands: Any) -> None:
     api.add_argument("--redis", metavar="URL")
     api.add_argument("--namespace", default="gtm")
     api.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    api.add_argument("--store-timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="the longest one PostgreSQL statement may take before a request "
+                     "gets 503 with the reason (5)")
+    api.add_argument("--node-stale-after", type=float, metavar="SECONDS",
+                     help="a node silent this long is stale in `gtm status` (default: "
+                     "3 of its own report intervals)")
+    api.add_argument("--node-gone-after", type=float, default=DEFAULT_GONE_AFTER,
+                     metavar="SECONDS", help="a node silent this long is gone: listed only "
+                     f"with `gtm status --all` ({DEFAULT_GONE_AFTER:g})")
     api.add_argument("--secret-key-file", type=Path, metavar="FILE",
                      help="seals certificates' private keys (default: $GTM_SECRET_KEY_FILE, "
                      "else STATE_DIR/secret.key; made when missing only with the SQLite store)")
@@ -112,6 +122,8 @@ def add_commands(commands: Any) -> None:
     tlist.set_defaults(handler=cmd_token_list)
 
     status = client_options(commands.add_parser("status", help="every node and its version"))
+    status.add_argument("--all", action="store_true",
+                        help="also nodes gone silent long ago (hidden by default)")
     status.set_defaults(handler=cmd_status)
 
 
@@ -168,8 +180,12 @@ def cmd_api(args: argparse.Namespace) -> int:
                                redis_url=args.redis, namespace=args.namespace,
                                state_dir=args.state_dir, secret_key_file=args.secret_key_file,
                                create_secret_key=args.store is None,
-                               tls_cert=args.tls_cert, tls_key=args.tls_key)
+                               tls_cert=args.tls_cert, tls_key=args.tls_key,
+                               store_timeout=args.store_timeout,
+                               liveness=liveness(args.node_stale_after, args.node_gone_after))
     tls_files(args.tls_cert, args.tls_key, "--tls")
+    if not 0 < args.store_timeout <= 300:
+        raise ConfigError("must be above 0 and at most 300", "command line", "--store-timeout")
 
     async def main() -> None:
         plane = await start_control_plane(settings)
@@ -183,6 +199,16 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     run_async(main)
     return 0
+
+
+def liveness(stale_after: float | None, gone_after: float) -> Liveness:
+    for name, value in (("--node-stale-after", stale_after), ("--node-gone-after", gone_after)):
+        if value is not None and not 0 < value <= 365 * 86400:
+            raise ConfigError("must be above 0 and at most a year", "command line", name)
+    if stale_after is not None and stale_after >= gone_after:
+        raise ConfigError("must be less than --node-gone-after", "command line",
+                          "--node-stale-after")
+    return Liveness(stale_after, gone_after)
 
 
 def read_document(path: Path) -> dict[str, Any]:
@@ -321,17 +347,20 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    reply = client(args).get("/v1/nodes")
+    reply = client(args).get("/v1/nodes" + ("?all=true" if args.all else ""))
     print(f"live version {reply['version']}")
     from gtm.health.summary import status_column
 
-    print(f"{'NODE':<28} {'KIND':<6} {'VERSION':>7} {'LAG':>4} {'LAST CONTACT':>13}  "
-          f"{'HEALTH':<16} ERROR")
+    print(f"{'NODE':<28} {'KIND':<6} {'STATE':<5} {'VERSION':>7} {'LAG':>4} "
+          f"{'LAST CONTACT':>13}  {'HEALTH':<16} ERROR")
     for node in reply["items"]:
         info = node.get("info") or {}
         error = info.get("error") or ""
-        print(f"{node['node_id']:<28} {node['kind']:<6} {node['version']:>7} "
-              f"{node['lag_versions']:>4} {node['seconds_since_contact']:>11.1f} s  "
-              f"{status_column(info):<16} {error}")
+        print(f"{node['node_id']:<28} {node['kind']:<6} {node.get('state', '?'):<5} "
+              f"{node['version']:>7} {node['lag_versions']:>4} "
+              f"{node['seconds_since_contact']:>11.1f} s  {status_column(info):<16} {error}")
+    hidden = reply.get("gone_hidden", 0)
+    if hidden:
+        print(f"({hidden} gone node{'s' if hidden != 1 else ''} not shown: --all lists them)")
     return 0
 

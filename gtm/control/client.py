@@ -1,9 +1,16 @@
-"""A small synchronous client of the API, for the CLI (standard library only)."""
+"""A small synchronous client of the API, for the CLI (standard library only).
+
+Every write carries an ``Idempotency-Key`` (gtm.control.idempotency), and a request
+whose connection fails is sent once more with the same key: a write the first attempt
+made is then answered, not made a second time.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import secrets
 import ssl
 import urllib.error
 import urllib.request
@@ -14,6 +21,11 @@ from typing import Any
 from gtm.errors import GtmError
 
 TIMEOUT = 30.0
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _ConnectionLost(Exception):
+    """No answer came back: refused, reset, closed or timed out."""
 
 
 class ApiError(GtmError):
@@ -56,6 +68,18 @@ class Client:
             request.add_header("Authorization", f"Bearer {self.token}")
         if if_match is not None:
             request.add_header("If-Match", f'"{if_match}"')
+        if method in WRITES:  # one key for the request and its retry
+            request.add_header("Idempotency-Key", secrets.token_urlsafe(18))
+        try:
+            return self._send(request)
+        except _ConnectionLost:
+            pass
+        try:
+            return self._send(request)
+        except _ConnectionLost as exc:
+            raise GtmError(f"cannot reach the API at {self.base_url}: {exc}") from None
+
+    def _send(self, request: urllib.request.Request) -> Reply:
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT,
                                         context=self.context) as response:
@@ -63,7 +87,9 @@ class Client:
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, _json(exc.read())) from None
         except urllib.error.URLError as exc:
-            raise GtmError(f"cannot reach the API at {self.base_url}: {exc.reason}") from None
+            raise _ConnectionLost(str(exc.reason)) from None
+        except (http.client.HTTPException, OSError) as exc:  # reset or closed mid-answer
+            raise _ConnectionLost(str(exc) or type(exc).__name__) from None
 
     def get(self, path: str) -> Any:
         return self.call("GET", path).body

@@ -245,6 +245,8 @@ class ConfigFollower:
             "pid": os.getpid(), "host": socket.gethostname(),
             "store_contact": self.last_contact,
             "error": self.error if serving is None else None,
+            # How often this node reports: `gtm status` calls it stale after a few misses.
+            "heartbeat_seconds": self.settings.reconcile_interval,
         }
         if self.status_extra is not None:
             try:

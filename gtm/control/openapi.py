@@ -31,6 +31,13 @@ _WRITE_ERRORS: Json = {**_ERRORS, "409": _ERROR, "422": _ERROR, "428": _ERROR}
 # What a path parameter may hold: no control characters (400 otherwise).
 _PLAIN = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
 _VERSION_ETAG = '^\\s*(W/)?"?[0-9]{1,18}"?\\s*$'
+_IDEMPOTENCY_KEY: Json = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "1-200 visible ASCII characters. A retry with the same key and the same "
+                   "request gets the first answer again (kept 24 h, per token) instead of "
+                   "acting twice; the same key with another request is refused (422).",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+}
 
 
 def _if_match(required: bool) -> Json:
@@ -151,8 +158,11 @@ def _paths() -> Json:
             params=[*_NUMBER, {"name": "against", "in": "query", "schema": {
                 "type": "integer", "minimum": 0, "maximum": MAX_NUMBER}}])},
         "/v1/versions/{number}/rollback": {"post": _rollback()},
-        "/v1/nodes": {"get": _op("Every node, the version it serves, lag, last contact",
-                                 "viewer", _json({"type": "object"}))},
+        "/v1/nodes": {"get": _op(
+            "Every node, the version it serves, lag, last contact, state (live, stale, gone)",
+            "viewer", _json({"type": "object"}),
+            params=[{"name": "all", "in": "query", "schema": {"type": "boolean"},
+                     "description": "also gone nodes (silent for long; hidden by default)"}])},
         "/v1/audit": {"get": _op("Audit log, newest first", "admin",
                                  _json(_page_of("AuditEntry")), params=_PAGE)},
         "/v1/tokens": {
@@ -245,6 +255,20 @@ def _schemas() -> Json:
     }
 
 
+def _with_common_conventions(paths: Json) -> Json:
+    """What every operation shares: writes take an Idempotency-Key (422 when it was used
+    for another request), and any operation that needs a token can meet 429 (too many
+    failed authentications from the client)."""
+    for operations in paths.values():
+        for method, op in operations.items():
+            if method in ("put", "post", "patch", "delete"):
+                op["parameters"] = [*op.get("parameters", []), _IDEMPOTENCY_KEY]
+                op["responses"].setdefault("422", _ERROR)
+            if op.get("security") != []:
+                op["responses"]["429"] = _ERROR
+    return paths
+
+
 def openapi_document() -> Json:
     return {
         "openapi": "3.1.0",
@@ -253,7 +277,7 @@ def openapi_document() -> Json:
             "duplicate keys, no NaN or Infinity, no NUL or lone surrogate in any string "
             "(400 naming what and where).")},
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": _with_common_conventions(_paths()),
         "components": {
             "schemas": _schemas(),
             "responses": {"Error": _json(_ref("Error"), "An error naming the field at fault")},

@@ -8,9 +8,10 @@ their snapshots meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,13 @@ from aiohttp import web
 from gtm import log
 from gtm.control.api import build_app
 from gtm.control.api_tls import ApiTls
+from gtm.control.auth import FAILURE_BURST, FAILURES_PER_SECOND
 from gtm.control.certificates import CertificateService
 from gtm.control.certificates_api import CERTIFICATES
 from gtm.control.fanout import RedisFanout
+from gtm.control.liveness import Liveness
+from gtm.control.ratelimit import TokenBuckets
+from gtm.control.refusals import DEFAULT_WINDOW
 from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
 from gtm.control.service import ConfigService
 from gtm.control.store import Store, hash_secret, new_token, validate_namespace
@@ -55,6 +60,17 @@ class ControlSettings:
     # polled for rotation. None: plain HTTP (the embedded default, on loopback).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The longest one PostgreSQL statement may take before the API answers 503 (seconds).
+    store_timeout: float = 5.0
+    # The longest one Redis call may take (seconds); commits never wait for Redis anyway.
+    redis_timeout: float = 0.5
+    # When a node that stopped reporting is shown stale, then gone (gtm.control.liveness).
+    liveness: Liveness = field(default_factory=Liveness)
+    # Repeated refusals of one kind are counted into one audit row per window (seconds).
+    audit_window: float = DEFAULT_WINDOW
+    # Failed authentications a client may make at once, then per second (then 429).
+    auth_failure_burst: int = FAILURE_BURST
+    auth_failures_per_second: float = FAILURES_PER_SECOND
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -76,6 +92,8 @@ class ControlPlane:
         self.runner = runner
         self.url = url
         self.tls = tls
+        self._refusal_counts = asyncio.create_task(service.refusals.run(),
+                                                   name="audit-refusal-counts")
 
     @property
     def admin_token_path(self) -> Path:
@@ -85,6 +103,13 @@ class ControlPlane:
         if self.tls is not None:
             await self.tls.stop()
         await self.runner.cleanup()
+        self._refusal_counts.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._refusal_counts
+        try:
+            await self.service.refusals.flush(everything=True)  # the counts of open windows
+        except Exception:  # stopping must go on: the store and Redis are still to close
+            log.control.exception("could not write the counts of refused requests")
         if self.service.fanout is not None:
             await self.service.fanout.close()
         await self.store.close()
@@ -95,16 +120,19 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     tls = ApiTls(settings.tls_cert, settings.tls_key) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    store = store_from_url(settings.resolved_store_url(), namespace)
-    fanout = RedisFanout(settings.redis_url, namespace) if settings.redis_url else None
-    service = ConfigService(store, fanout)
+    store = store_from_url(settings.resolved_store_url(), namespace,
+                           timeout=settings.store_timeout)
+    fanout = RedisFanout(settings.redis_url, namespace, settings.redis_timeout) \
+        if settings.redis_url else None
+    service = ConfigService(store, fanout, settings.audit_window)
     certificates = certificate_service(settings, service)  # before anything is opened
     try:
         await store.open()
         await _first_start(settings, service)
     except StoreUnavailable as exc:
         log.control.error("starting without the config store (%s); writes get 503", exc)
-    app = build_app(service)
+    app = build_app(service, settings.liveness, TokenBuckets(
+        settings.auth_failure_burst, settings.auth_failures_per_second))
     app[CERTIFICATES] = certificates
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

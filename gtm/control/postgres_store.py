@@ -4,7 +4,9 @@ Everything lives in one schema named after the namespace, so several deployments
 (or test runs) share a database without meeting. The pool connects lazily and
 reconnects on its own: a store created while PostgreSQL is down works as soon as
 it is back, and meanwhile every call raises StoreUnavailable quickly (short
-timeouts) rather than hanging a caller.
+timeouts) rather than hanging a caller. A server that hangs (accepts, never answers)
+is bounded the same way: connects, statements and waits for a pooled connection all
+time out, on the client and (statement_timeout) on the server, and the error says so.
 
 A commit sends ``NOTIFY <namespace>_config`` inside its transaction, so the
 announcement goes out exactly when the version becomes visible.
@@ -24,12 +26,18 @@ import asyncpg
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    IdempotencyKey,
+    KeptOutcome,
+    KeyAlreadyUsed,
     Listener,
     NewCertificate,
     NewVersion,
     NodeStatus,
+    Outcome,
+    Receipt,
     Store,
     TokenRecord,
     VersionRecord,
@@ -40,6 +48,7 @@ from gtm.control.store import (
 from gtm.errors import StoreUnavailable, VersionConflict
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
@@ -72,6 +81,14 @@ MIGRATIONS = (
         updated_at DOUBLE PRECISION NOT NULL, updated_by TEXT NOT NULL,
         deleted BOOLEAN NOT NULL);
     """,
+    # The answers kept for Idempotency-Keys, per token (gtm.control.idempotency).
+    """
+    CREATE TABLE idempotency (
+        scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        outcome TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, key));
+    CREATE INDEX idempotency_created_at ON idempotency (created_at);
+    """,
 )
 
 VERSION_COLUMNS = "number, created_at, author, message, digest, rollback_of, diff"
@@ -88,8 +105,12 @@ UNAVAILABLE = (
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, namespace: str = "gtm", migrate: bool = True):
+    def __init__(self, url: str, namespace: str = "gtm", migrate: bool = True,
+                 timeout: float = COMMAND_TIMEOUT):
         self.url = url
+        # The longest any one statement may take; connecting gets at most CONNECT_TIMEOUT.
+        self.timeout = timeout
+        self.connect_timeout = min(CONNECT_TIMEOUT, timeout)
         self.namespace = validate_namespace(namespace)
         # Readers that must not need DDL rights (balancers reading certificates) skip
         # migrations: the control plane has made the schema, or they wait until it has.
@@ -127,16 +148,23 @@ class PostgresStore(Store):
                     if self.migrate:
                         await self._migrate()
                     self._pool = await asyncpg.create_pool(
-                        self.url, min_size=0, max_size=4, timeout=CONNECT_TIMEOUT,
-                        command_timeout=COMMAND_TIMEOUT,
-                        server_settings={"search_path": self.schema},
+                        self.url, min_size=0, max_size=4, timeout=self.connect_timeout,
+                        command_timeout=self.timeout,
+                        server_settings={"search_path": self.schema,
+                                         "statement_timeout": str(int(self.timeout * 1000))},
                     )
                 except UNAVAILABLE as exc:
-                    raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+                    raise self._unavailable(exc, self.connect_timeout) from exc
             return self._pool
 
+    def _unavailable(self, exc: BaseException, waited: float) -> StoreUnavailable:
+        """The reason, always non-empty: a timeout's own text is empty."""
+        if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
+            return StoreUnavailable(f"PostgreSQL did not answer within {waited:g} s")
+        return StoreUnavailable(f"PostgreSQL is unreachable: {exc or type(exc).__name__}")
+
     async def _migrate(self) -> None:
-        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
         try:
             # One migrator at a time across every process of the deployment.
             async with conn.transaction():
@@ -161,10 +189,10 @@ class PostgresStore(Store):
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         pool = await self._ready()
         try:
-            async with pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
                 return await work(conn)
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+        except (*UNAVAILABLE, asyncpg.QueryCanceledError) as exc:
+            raise self._unavailable(exc, self.timeout) from exc
 
     async def head(self) -> int:
         return await self._run(_head)
@@ -189,7 +217,8 @@ class PostgresStore(Store):
 
         return await self._run(history)
 
-    async def commit(self, new: NewVersion) -> VersionRecord:
+    async def commit(self, new: NewVersion,
+                     receipt: Receipt[VersionRecord] | None = None) -> VersionRecord:
         async def commit(conn: asyncpg.Connection) -> VersionRecord:
             async with conn.transaction():
                 current = await _head(conn)
@@ -209,18 +238,14 @@ class PostgresStore(Store):
                 except asyncpg.UniqueViolationError as exc:
                     # Two writers read the same head; the primary key lets one win.
                     raise VersionConflict(new.base, current + 1) from exc
+                await _write_receipt(conn, receipt, record)
                 await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(record.number))
                 return record
 
         return await self._run(commit)
 
     async def add_audit(self, entry: AuditEntry) -> None:
-        await self._run(lambda conn: conn.execute(
-            "INSERT INTO audit (at, actor, action, target, outcome, detail) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            entry.at, entry.actor, entry.action, entry.target, entry.outcome,
-            dump(entry.detail),
-        ))
+        await self._run(lambda conn: _insert_audit(conn, entry))
 
     async def audit(self, before: int | None, limit: int) -> list[AuditEntry]:
         async def audit(conn: asyncpg.Connection) -> list[AuditEntry]:
@@ -233,12 +258,18 @@ class PostgresStore(Store):
 
         return await self._run(audit)
 
-    async def add_token(self, token: TokenRecord, secret_hash: str) -> None:
-        await self._run(lambda conn: conn.execute(
-            "INSERT INTO tokens VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            token.id, token.name, token.role, secret_hash, token.created_at,
-            token.created_by, token.revoked_at,
-        ))
+    async def add_token(self, token: TokenRecord, secret_hash: str,
+                        receipt: Receipt[TokenRecord] | None = None) -> None:
+        async def add(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO tokens VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    token.id, token.name, token.role, secret_hash, token.created_at,
+                    token.created_by, token.revoked_at,
+                )
+                await _write_receipt(conn, receipt, token)
+
+        await self._run(add)
 
     async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
         async def find(conn: asyncpg.Connection) -> TokenRecord | None:
@@ -256,15 +287,48 @@ class PostgresStore(Store):
 
         return await self._run(tokens)
 
-    async def revoke_token(self, token_id: str) -> bool:
+    async def revoke_token(self, token_id: str, receipt: Receipt[str] | None = None) -> bool:
         async def revoke(conn: asyncpg.Connection) -> bool:
-            status = await conn.execute(
-                "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                time.time(), token_id,
-            )
-            return bool(status == "UPDATE 1")
+            async with conn.transaction():
+                status = await conn.execute(
+                    "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    time.time(), token_id,
+                )
+                if status != "UPDATE 1":
+                    return False
+                await _write_receipt(conn, receipt, token_id)
+                return True
 
         return await self._run(revoke)
+
+    async def kept_outcome(self, scope: str, key: str) -> KeptOutcome | None:
+        async def find(conn: asyncpg.Connection) -> KeptOutcome | None:
+            row = await conn.fetchrow(
+                "SELECT fingerprint, outcome, created_at FROM idempotency "
+                "WHERE scope = $1 AND key = $2 AND created_at >= $3",
+                scope, key, time.time() - IDEMPOTENCY_TTL)
+            return KeptOutcome(row[0], Outcome.from_json(row[1]), row[2]) if row else None
+
+        return await self._run(find)
+
+    async def keep_outcome(self, key: IdempotencyKey, outcome: Outcome) -> KeptOutcome | None:
+        async def keep(conn: asyncpg.Connection) -> KeptOutcome | None:
+            async with conn.transaction():
+                if await _keep(conn, key, outcome):
+                    return None
+                row = await conn.fetchrow(
+                    "SELECT fingerprint, outcome, created_at FROM idempotency "
+                    "WHERE scope = $1 AND key = $2", key.scope, key.key)
+                return KeptOutcome(row[0], Outcome.from_json(row[1]), row[2])
+
+        return await self._run(keep)
+
+    async def forget_outcomes(self, before: float) -> int:
+        async def forget(conn: asyncpg.Connection) -> int:
+            status = await conn.execute("DELETE FROM idempotency WHERE created_at < $1", before)
+            return int(status.split()[-1])
+
+        return await self._run(forget)
 
     async def report_node(self, status: NodeStatus) -> None:
         await self._run(lambda conn: conn.execute(
@@ -291,7 +355,7 @@ class PostgresStore(Store):
         if conn is not None and not conn.is_closed():
             return True
         try:
-            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+            conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
             await conn.add_listener(self.channel, self._on_notify)
         except UNAVAILABLE as exc:
             log.control.debug("cannot LISTEN on PostgreSQL: %s", exc)
@@ -348,11 +412,42 @@ class PostgresStore(Store):
     async def drop_schema(self) -> None:
         """Remove everything of this namespace (used by tests and teardown)."""
         await self.close()
-        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
         try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
         finally:
             await conn.close()
+
+
+async def _insert_audit(conn: asyncpg.Connection, entry: AuditEntry) -> None:
+    await conn.execute(
+        "INSERT INTO audit (at, actor, action, target, outcome, detail) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        entry.at, entry.actor, entry.action, entry.target, entry.outcome, dump(entry.detail),
+    )
+
+
+async def _write_receipt(conn: asyncpg.Connection, receipt: Receipt[R] | None,
+                         result: R) -> None:
+    """A write's audit row and kept answer, inside the write's transaction."""
+    if receipt is None:
+        return
+    await _insert_audit(conn, receipt.audit(result))
+    if receipt.key is not None and receipt.answer is not None \
+            and not await _keep(conn, receipt.key, receipt.answer(result)):
+        raise KeyAlreadyUsed()
+
+
+async def _keep(conn: asyncpg.Connection, key: IdempotencyKey, outcome: Outcome) -> bool:
+    """Keep the answer unless the key holds a live one (inside a transaction). A
+    concurrent insert of the same key waits for the other transaction, then yields."""
+    now = time.time()
+    await conn.execute("DELETE FROM idempotency WHERE scope = $1 AND key = $2 "
+                       "AND created_at < $3", key.scope, key.key, now - IDEMPOTENCY_TTL)
+    status = await conn.execute(
+        "INSERT INTO idempotency VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        key.scope, key.key, key.fingerprint, outcome.to_json(), now)
+    return bool(status == "INSERT 0 1")
 
 
 async def _head(conn: asyncpg.Connection) -> int:

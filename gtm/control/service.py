@@ -3,7 +3,8 @@
 This is the one path every change takes (API, CLI, rollback), so the rules hold
 everywhere: the document is compiled by the same compiler the nodes run before
 anything is stored; a change names the version it was based on; a rejected change
-stores nothing; every outcome lands in the audit log.
+stores nothing; every outcome lands in the audit log, refusals the same way whichever
+check caught them, and coalesced per client (gtm.control.refusals).
 """
 
 from __future__ import annotations
@@ -18,11 +19,37 @@ from gtm import log, metrics
 from gtm.config.document import CompiledConfig, canonical_json, compile_document, digest
 from gtm.control.diff import diff_documents
 from gtm.control.fanout import RedisFanout
-from gtm.control.store import AuditEntry, NewVersion, Store, VersionRecord
+from gtm.control.refusals import DEFAULT_WINDOW, RefusalLog
+from gtm.control.store import (
+    AuditEntry,
+    IdempotencyKey,
+    NewVersion,
+    Outcome,
+    Receipt,
+    Store,
+    VersionRecord,
+)
 from gtm.errors import ConfigError, NotFound, StoreUnavailable, VersionConflict
 from gtm.wording import counted
 
 Document = dict[str, Any]
+# What refuses a change, and the audit outcome it is recorded under.
+REFUSALS: dict[type[Exception], str] = {
+    ConfigError: "invalid", VersionConflict: "conflict", NotFound: "not_found"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Where a change comes from, beyond its author's name: the client's address, by
+    which repeated refusals are coalesced ("" for in-process callers), and for an API
+    request with an Idempotency-Key the key and the answer to keep with the version."""
+
+    client: str = ""
+    key: IdempotencyKey | None = None
+    answer: Callable[[Proposal], Outcome] | None = None
+
+
+IN_PROCESS = Caller()
 
 
 @dataclass(frozen=True)
@@ -36,9 +63,11 @@ class Proposal:
 
 
 class ConfigService:
-    def __init__(self, store: Store, fanout: RedisFanout | None = None):
+    def __init__(self, store: Store, fanout: RedisFanout | None = None,
+                 refusal_window: float = DEFAULT_WINDOW):
         self.store = store
         self.fanout = fanout
+        self.refusals = RefusalLog(self._write_audit, refusal_window)
 
     async def document_at(self, number: int) -> Document:
         """The document of a version; version 0 is the empty document."""
@@ -51,26 +80,25 @@ class ConfigService:
 
     async def propose(
         self, document: Any, base: int, author: str, message: str, dry_run: bool = False,
-        rollback_of: int | None = None,
+        rollback_of: int | None = None, caller: Caller = IN_PROCESS,
     ) -> Proposal:
         action = "config.rollback" if rollback_of is not None else "config.commit"
         try:
             compiled = await compile_off_loop(document, "document")
-            head = await self.store.head()
-            if base != head:
-                raise VersionConflict(base, head)
+            await self._check_base(base)
             changes = diff_documents(await self.document_at(base), document)
             if dry_run:
                 return Proposal(base, changes, None, compiled.warnings)
+            receipt = self._receipt(author, action, message, changes, base, caller,
+                                    compiled.warnings)
             record = await self.store.commit(NewVersion(
                 base, canonical_json(document), author, message, digest(document), changes,
                 rollback_of,
-            ))
-        except (ConfigError, VersionConflict) as exc:
-            result = "invalid" if isinstance(exc, ConfigError) else "conflict"
-            metrics.config_commits.labels(result).inc()
+            ), receipt)
+        except tuple(REFUSALS) as exc:
+            metrics.config_commits.labels(REFUSALS[_refusal(exc)]).inc()
             if not dry_run:
-                await self.audit(author, action, f"base {base}", result, {"error": str(exc)})
+                await self.refused(author, action, base, exc, caller)
             raise
         except StoreUnavailable:
             metrics.config_commits.labels("unavailable").inc()
@@ -78,41 +106,87 @@ class ConfigService:
         metrics.config_commits.labels("ok").inc()
         log.control.info("version %d by %s: %s (%s)", record.number, author, message,
                          counted(len(changes), "change"))
-        await self.audit(author, action, f"version {record.number}", "ok",
-                         {"message": message, "changes": len(changes), "base": base})
+        log.audit.info("%s %s version %d: ok", author, action, record.number)
         if self.fanout is not None:
-            await self.fanout.announce(record.number)
+            self.fanout.announce_soon(record.number)
         return Proposal(base, changes, record, compiled.warnings)
+
+    @staticmethod
+    def _receipt(author: str, action: str, message: str, changes: list[dict[str, Any]],
+                 base: int, caller: Caller, warnings: tuple[str, ...],
+                 ) -> Receipt[VersionRecord]:
+        """The audit row (and kept answer) stored in the commit's own transaction: a
+        connection lost after COMMIT cannot leave the version without them."""
+        answer = caller.answer
+
+        def audit(record: VersionRecord) -> AuditEntry:
+            return AuditEntry(author, action, f"version {record.number}", "ok",
+                              {"message": message, "changes": len(changes), "base": base})
+
+        def kept(record: VersionRecord) -> Outcome:
+            assert answer is not None
+            return answer(Proposal(base, changes, record, warnings))
+
+        return Receipt(audit, caller.key, kept if answer is not None else None)
 
     async def edit(
         self, base: int, author: str, message: str, change: Callable[[Document], Document],
-        dry_run: bool = False,
+        dry_run: bool = False, caller: Caller = IN_PROCESS,
     ) -> Proposal:
         """A change to part of the document at ``base`` (one zone, one section)."""
+        try:
+            await self._check_base(base)  # before the change: a newer base may not exist
+            document = change(copy.deepcopy(await self.document_at(base)))
+        except tuple(REFUSALS) as exc:
+            if not dry_run:
+                await self.refused(author, "config.commit", base, exc, caller)
+            raise
+        return await self.propose(document, base, author, message, dry_run, caller=caller)
+
+    async def rollback(self, target: int, base: int, author: str, message: str = "",
+                       caller: Caller = IN_PROCESS) -> Proposal:
+        """A new version whose document is that of version ``target``."""
+        try:
+            document = await self.document_at(target)
+        except NotFound as exc:
+            await self.refused(author, "config.rollback", base, exc, caller)
+            raise
+        return await self.propose(
+            document, base, author, message or f"rollback to version {target}",
+            rollback_of=target, caller=caller,
+        )
+
+    async def _check_base(self, base: int) -> None:
         head = await self.store.head()
         if base != head:
             raise VersionConflict(base, head)
-        document = change(copy.deepcopy(await self.document_at(base)))
-        return await self.propose(document, base, author, message, dry_run)
 
-    async def rollback(self, target: int, base: int, author: str, message: str = "") -> Proposal:
-        """A new version whose document is that of version ``target``."""
-        document = await self.document_at(target)
-        return await self.propose(
-            document, base, author, message or f"rollback to version {target}",
-            rollback_of=target,
-        )
+    async def refused(self, author: str, action: str, base: int, exc: Exception,
+                      caller: Caller) -> None:
+        """A refused change, audited the same way whichever check refused it."""
+        outcome = REFUSALS[_refusal(exc)]
+        await self.refusals.add(
+            AuditEntry(author, action, f"base {base}", outcome, {"error": str(exc)}),
+            caller.client, outcome)
 
     async def audit(
         self, actor: str, action: str, target: str, outcome: str, detail: dict[str, Any]
     ) -> None:
-        log.audit.info("%s %s %s: %s", actor, action, target, outcome)
+        await self._write_audit(AuditEntry(actor, action, target, outcome, detail))
+
+    async def _write_audit(self, entry: AuditEntry) -> None:
+        log.audit.info("%s %s %s: %s", entry.actor, entry.action, entry.target, entry.outcome)
         try:
-            await self.store.add_audit(AuditEntry(actor, action, target, outcome, detail))
+            await self.store.add_audit(entry)
         except StoreUnavailable as exc:
             # The action itself already failed or succeeded; losing its audit line to
             # an outage is logged rather than turned into a second failure.
-            log.audit.error("audit entry lost (%s): %s %s %s", exc, actor, action, target)
+            log.audit.error("audit entry lost (%s): %s %s %s", exc, entry.actor, entry.action,
+                            entry.target)
+
+
+def _refusal(exc: Exception) -> type[Exception]:
+    return next(kind for kind in REFUSALS if isinstance(exc, kind))
 
 
 async def compile_off_loop(document: Any, source: str) -> CompiledConfig:

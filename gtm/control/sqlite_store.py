@@ -22,12 +22,18 @@ from typing import Any, TypeVar
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    IdempotencyKey,
+    KeptOutcome,
+    KeyAlreadyUsed,
     Listener,
     NewCertificate,
     NewVersion,
     NodeStatus,
+    Outcome,
+    Receipt,
     Store,
     TokenRecord,
     VersionRecord,
@@ -37,6 +43,7 @@ from gtm.control.store import (
 from gtm.errors import StoreUnavailable, VersionConflict
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 MIGRATIONS = (
     """
@@ -64,6 +71,13 @@ MIGRATIONS = (
         sealed_key BLOB NOT NULL, key_nonce BLOB NOT NULL, key_id TEXT NOT NULL,
         names TEXT NOT NULL, not_after REAL NOT NULL, fingerprint TEXT NOT NULL,
         updated_at REAL NOT NULL, updated_by TEXT NOT NULL, deleted INTEGER NOT NULL);
+    """,
+    # The answers kept for Idempotency-Keys, per token (gtm.control.idempotency).
+    """
+    CREATE TABLE idempotency (
+        scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        outcome TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (scope, key));
+    CREATE INDEX idempotency_created_at ON idempotency (created_at);
     """,
 )
 
@@ -136,12 +150,10 @@ class SqliteStore(Store):
 
         return await self._run(history)
 
-    async def commit(self, new: NewVersion) -> VersionRecord:
+    async def commit(self, new: NewVersion,
+                     receipt: Receipt[VersionRecord] | None = None) -> VersionRecord:
         def commit(conn: sqlite3.Connection) -> VersionRecord:
-            # IMMEDIATE takes the write lock up front, so the head read below cannot
-            # go stale before the insert: two writers on one base cannot both win.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            def write() -> VersionRecord:
                 current = _head(conn)
                 if current != new.base:
                     raise VersionConflict(new.base, current)
@@ -154,11 +166,12 @@ class SqliteStore(Store):
                     (record.number, record.created_at, record.author, record.message,
                      record.digest, record.rollback_of, dump(record.diff), new.document_json),
                 )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return record
+                _write_receipt(conn, receipt, record)
+                return record
+
+            # The write lock is taken up front (BEGIN IMMEDIATE), so the head read cannot
+            # go stale before the insert: two writers on one base cannot both win.
+            return _in_write(conn, write)
 
         record = await self._run(commit)
         self._announce(record.number)
@@ -172,12 +185,7 @@ class SqliteStore(Store):
                 log.control.exception("config listener failed")
 
     async def add_audit(self, entry: AuditEntry) -> None:
-        await self._run(lambda conn: conn.execute(
-            "INSERT INTO audit (at, actor, action, target, outcome, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (entry.at, entry.actor, entry.action, entry.target, entry.outcome,
-             dump(entry.detail)),
-        ))
+        await self._run(lambda conn: _insert_audit(conn, entry))
 
     async def audit(self, before: int | None, limit: int) -> list[AuditEntry]:
         def audit(conn: sqlite3.Connection) -> list[AuditEntry]:
@@ -190,12 +198,17 @@ class SqliteStore(Store):
 
         return await self._run(audit)
 
-    async def add_token(self, token: TokenRecord, secret_hash: str) -> None:
-        await self._run(lambda conn: conn.execute(
-            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token.id, token.name, token.role, secret_hash, token.created_at,
-             token.created_by, token.revoked_at),
-        ))
+    async def add_token(self, token: TokenRecord, secret_hash: str,
+                        receipt: Receipt[TokenRecord] | None = None) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token.id, token.name, token.role, secret_hash, token.created_at,
+                 token.created_by, token.revoked_at),
+            )
+            _write_receipt(conn, receipt, token)
+
+        await self._run(lambda conn: _in_write(conn, lambda: add(conn)))
 
     async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
         def find(conn: sqlite3.Connection) -> TokenRecord | None:
@@ -215,15 +228,46 @@ class SqliteStore(Store):
 
         return await self._run(tokens)
 
-    async def revoke_token(self, token_id: str) -> bool:
+    async def revoke_token(self, token_id: str, receipt: Receipt[str] | None = None) -> bool:
         def revoke(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (time.time(), token_id),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            _write_receipt(conn, receipt, token_id)
+            return True
 
-        return await self._run(revoke)
+        return await self._run(lambda conn: _in_write(conn, lambda: revoke(conn)))
+
+    async def kept_outcome(self, scope: str, key: str) -> KeptOutcome | None:
+        def find(conn: sqlite3.Connection) -> KeptOutcome | None:
+            row = conn.execute(
+                "SELECT fingerprint, outcome, created_at FROM idempotency "
+                "WHERE scope = ? AND key = ? AND created_at >= ?",
+                (scope, key, time.time() - IDEMPOTENCY_TTL)).fetchone()
+            return KeptOutcome(row[0], Outcome.from_json(row[1]), row[2]) if row else None
+
+        return await self._run(find)
+
+    async def keep_outcome(self, key: IdempotencyKey, outcome: Outcome) -> KeptOutcome | None:
+        def keep(conn: sqlite3.Connection) -> KeptOutcome | None:
+            if _keep(conn, key, outcome):
+                return None
+            row = conn.execute(
+                "SELECT fingerprint, outcome, created_at FROM idempotency "
+                "WHERE scope = ? AND key = ?", (key.scope, key.key)).fetchone()
+            return KeptOutcome(row[0], Outcome.from_json(row[1]), row[2])
+
+        return await self._run(lambda conn: _in_write(conn, lambda: keep(conn)))
+
+    async def forget_outcomes(self, before: float) -> int:
+        def forget(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("DELETE FROM idempotency WHERE created_at < ?",
+                                    (before,)).rowcount)
+
+        return await self._run(forget)
 
     async def report_node(self, status: NodeStatus) -> None:
         await self._run(lambda conn: conn.execute(
@@ -287,6 +331,34 @@ TOKEN_COLUMNS = "id, name, role, created_at, created_by, revoked_at"
 def _head(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT COALESCE(MAX(number), 0) FROM versions").fetchone()
     return int(row[0])
+
+
+def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, target, outcome, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (entry.at, entry.actor, entry.action, entry.target, entry.outcome, dump(entry.detail)),
+    )
+
+
+def _write_receipt(conn: sqlite3.Connection, receipt: Receipt[R] | None, result: R) -> None:
+    """A write's audit row and kept answer, inside the write's transaction."""
+    if receipt is None:
+        return
+    _insert_audit(conn, receipt.audit(result))
+    if receipt.key is not None and receipt.answer is not None \
+            and not _keep(conn, receipt.key, receipt.answer(result)):
+        raise KeyAlreadyUsed()
+
+
+def _keep(conn: sqlite3.Connection, key: IdempotencyKey, outcome: Outcome) -> bool:
+    """Keep the answer unless the key holds a live one (inside a write transaction)."""
+    now = time.time()
+    conn.execute("DELETE FROM idempotency WHERE scope = ? AND key = ? AND created_at < ?",
+                 (key.scope, key.key, now - IDEMPOTENCY_TTL))
+    cursor = conn.execute("INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                          (key.scope, key.key, key.fingerprint, outcome.to_json(), now))
+    return cursor.rowcount == 1
 
 
 def _version(row: tuple[Any, ...]) -> VersionRecord:

@@ -3,13 +3,16 @@
 A store keeps numbered versions of the document and never changes one once
 written. ``commit`` is the only way to add a version and it is atomic: it names
 the version it was based on and fails with VersionConflict, storing nothing, when
-that is no longer the latest. Every backend behaves the same; one test suite
-runs against each.
+that is no longer the latest. A write's receipt (its audit row, and the answer kept
+for an Idempotency-Key) is stored in the write's own transaction: a connection lost
+after COMMIT cannot leave a version without its audit row, nor a retry without its
+answer. Every backend behaves the same; one test suite runs against each.
 """
 
 from __future__ import annotations
 
 import abc
+import base64
 import hashlib
 import json
 import re
@@ -17,14 +20,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from gtm.errors import ConfigError
+from gtm.errors import ConfigError, RequestError
 
 ROLES = ("viewer", "editor", "admin")  # each role can do everything the previous can
 TOKEN_PREFIX = "gtm_"
 
 Listener = Callable[[int], None]
+R = TypeVar("R")
+IDEMPOTENCY_TTL = 24 * 3600.0  # how long the answer to an Idempotency-Key is kept
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,62 @@ class CertificateRecord:
         }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """An API answer, kept so that a retry with the same Idempotency-Key gets it again."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    # Kept to complete a replay and never sent: what a new token's secret is derived from.
+    private: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> str:
+        return dump({"status": self.status, "body": self.body, "headers": self.headers,
+                     "private": self.private})
+
+    @staticmethod
+    def from_json(text: str) -> Outcome:
+        data = json.loads(text)
+        return Outcome(int(data["status"]), data["body"], data.get("headers", {}),
+                       data.get("private", {}))
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    scope: str        # the token that sent it: keys of different callers never meet
+    key: str          # as the client sent it
+    fingerprint: str  # of the request (method, path, body): one key, one request
+
+
+@dataclass(frozen=True)
+class KeptOutcome:
+    fingerprint: str
+    outcome: Outcome
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Receipt(Generic[R]):
+    """What a write leaves in the store besides itself, in the same transaction: its audit
+    row and, for an API request with an Idempotency-Key, the answer a retry gets. Both
+    are made from the write's result (a version, a token record, a revoked token's id)."""
+
+    audit: Callable[[R], AuditEntry]
+    key: IdempotencyKey | None = None
+    answer: Callable[[R], Outcome] | None = None
+
+
+class KeyAlreadyUsed(RequestError):
+    """The Idempotency-Key of a write already holds an answer (a concurrent request with
+    the same key got there first); the write was not made. The API answers with the kept
+    answer instead, so this is never seen by a client."""
+
+    def __init__(self) -> None:
+        super().__init__(409, "another request with this Idempotency-Key was answered first",
+                         "Idempotency-Key")
+
+
 class Store(abc.ABC):
     """The contract of a config store. Every method may raise StoreUnavailable."""
 
@@ -206,8 +267,10 @@ class Store(abc.ABC):
         """Versions below ``before`` (all when None), newest first, without documents."""
 
     @abc.abstractmethod
-    async def commit(self, new: NewVersion) -> VersionRecord:
-        """Store version base+1, or raise VersionConflict when base is not the head."""
+    async def commit(self, new: NewVersion,
+                     receipt: Receipt[VersionRecord] | None = None) -> VersionRecord:
+        """Store version base+1 (and its receipt), or raise VersionConflict when base is
+        not the head, or KeyAlreadyUsed when the receipt's key holds an answer."""
 
     @abc.abstractmethod
     async def add_audit(self, entry: AuditEntry) -> None: ...
@@ -216,7 +279,8 @@ class Store(abc.ABC):
     async def audit(self, before: int | None, limit: int) -> list[AuditEntry]: ...
 
     @abc.abstractmethod
-    async def add_token(self, token: TokenRecord, secret_hash: str) -> None: ...
+    async def add_token(self, token: TokenRecord, secret_hash: str,
+                        receipt: Receipt[TokenRecord] | None = None) -> None: ...
 
     @abc.abstractmethod
     async def token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
@@ -225,8 +289,21 @@ class Store(abc.ABC):
     async def tokens(self) -> list[TokenRecord]: ...
 
     @abc.abstractmethod
-    async def revoke_token(self, token_id: str) -> bool:
-        """True when a live token was revoked."""
+    async def revoke_token(self, token_id: str, receipt: Receipt[str] | None = None) -> bool:
+        """True when a live token was revoked (only then is the receipt stored)."""
+
+    @abc.abstractmethod
+    async def kept_outcome(self, scope: str, key: str) -> KeptOutcome | None:
+        """The answer kept for an Idempotency-Key, unless it is older than IDEMPOTENCY_TTL."""
+
+    @abc.abstractmethod
+    async def keep_outcome(self, key: IdempotencyKey, outcome: Outcome) -> KeptOutcome | None:
+        """Keep ``outcome`` for ``key``; when the key already holds one, keep nothing and
+        return that one (the first answer to a key is its answer)."""
+
+    @abc.abstractmethod
+    async def forget_outcomes(self, before: float) -> int:
+        """Drop answers kept before ``before`` (Unix time); how many were dropped."""
 
     @abc.abstractmethod
     async def report_node(self, status: NodeStatus) -> None: ...
@@ -312,9 +389,13 @@ def new_token(name: str, role: str, created_by: str) -> tuple[TokenRecord, str]:
         raise ConfigError("a token needs a name of 1 to 100 characters, without NUL or lone "
                           "surrogates", "token", "name")
     token_id = secrets.token_hex(6)
-    secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
     record = TokenRecord(token_id, name, role, time.time(), created_by)
-    return record, secret
+    return record, token_secret(token_id, secrets.token_bytes(32))
+
+
+def token_secret(token_id: str, randomness: bytes) -> str:
+    """A token's secret: ``gtm_``, the token's id, then 256 random bits (base64url)."""
+    return f"{TOKEN_PREFIX}{token_id}_{base64.urlsafe_b64encode(randomness).decode().rstrip('=')}"
 
 
 def role_allows(role: str, needed: str) -> bool:

@@ -10,15 +10,17 @@ from gtm.errors import ConfigError
 DEFAULT_SQLITE_NAME = "gtm.db"
 
 
-def store_from_url(url: str, namespace: str = "gtm", migrate: bool = True) -> Store:
+def store_from_url(url: str, namespace: str = "gtm", migrate: bool = True,
+                   timeout: float | None = None) -> Store:
     """A store for the URL; nothing connects until ``open()`` or the first call.
 
     ``migrate=False``: a reader that never changes the PostgreSQL schema (and so needs no
-    rights to); SQLite, a local file, is always brought up to date."""
+    rights to); SQLite, a local file, is always brought up to date. ``timeout``: the
+    longest a PostgreSQL statement may take (None: the store's default)."""
     if url.startswith(("postgresql://", "postgres://")):
-        from gtm.control.postgres_store import PostgresStore
+        from gtm.control.postgres_store import COMMAND_TIMEOUT, PostgresStore
 
-        return PostgresStore(url, namespace, migrate)
+        return PostgresStore(url, namespace, migrate, timeout or COMMAND_TIMEOUT)
     if url.startswith("sqlite://"):
         from gtm.control.sqlite_store import SqliteStore
 

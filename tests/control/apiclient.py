@@ -18,9 +18,9 @@ class Api:
 
     async def call(
         self, method: str, path: str, body: Any = None, *, token: str | None = ...,  # type: ignore[assignment]
-        if_match: int | None = None,
+        if_match: int | None = None, headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
-        headers = {}
+        headers = dict(headers or {})
         chosen = self.token if token is ... else token
         if chosen:
             headers["Authorization"] = f"Bearer {chosen}"

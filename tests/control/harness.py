@@ -26,10 +26,14 @@ LISTENING = re.compile(r"listening on (\S+) port (\d+)")
 
 
 class TcpRelay:
-    """Forwards 127.0.0.1:<port> to a target; ``cut()`` makes the target unreachable.
+    """Forwards 127.0.0.1:<port> to a target, and fails on demand the ways a network does.
 
-    While cut, open connections are closed and new ones are accepted and closed at
-    once, which is what a client sees of a server that went away.
+    ``cut()`` makes the target unreachable: open connections are closed and new ones
+    are accepted and closed at once, which is what a client sees of a server that went
+    away. ``freeze()`` makes it hang: connections stay open and nothing is delivered
+    either way until ``thaw()``. ``swallow_reply_to(pattern)``: the next request that
+    contains ``pattern`` reaches the target, which acts on it, but the connection
+    breaks before the reply gets back.
     """
 
     def __init__(self, target: tuple[str, int]):
@@ -37,9 +41,12 @@ class TcpRelay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.is_cut = False
+        self.is_frozen = False
         self.open: set[socket.socket] = set()
         self.lock = threading.Lock()
         self.closed = False
+        self._swallow: bytes | None = None
+        self.swallowed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, template: str) -> str:
@@ -57,8 +64,19 @@ class TcpRelay:
     def restore(self) -> None:
         self.is_cut = False
 
+    def freeze(self) -> None:
+        self.is_frozen = True
+
+    def thaw(self) -> None:
+        self.is_frozen = False
+
+    def swallow_reply_to(self, pattern: bytes) -> None:
+        self.swallowed.clear()
+        self._swallow = pattern
+
     def close(self) -> None:
         self.closed = True
+        self.is_frozen = False
         self.cut()
         _close(self.listener)
 
@@ -71,19 +89,36 @@ class TcpRelay:
             if self.is_cut:
                 _close(client)
                 continue
+            if self.is_frozen:  # a hung server still accepts; it just never answers
+                with self.lock:
+                    self.open.add(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
                 _close(client)
                 continue
+            upstream.settimeout(None)
             with self.lock:
                 self.open.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            link = {"swallowing": False}
+            threading.Thread(target=self._pump, args=(client, upstream, link, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, link, False),
+                             daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, link: dict[str, bool],
+              to_target: bool) -> None:
         try:
             while data := source.recv(65536):
+                while self.is_frozen and not self.closed:
+                    time.sleep(0.02)
+                if to_target and self._swallow is not None and self._swallow in data:
+                    self._swallow = None
+                    link["swallowing"] = True
+                elif not to_target and link["swallowing"]:
+                    self.swallowed.set()  # the target has acted and answered: drop it
+                    break
                 sink.sendall(data)
         except OSError:
             pass
@@ -93,6 +128,54 @@ class TcpRelay:
                 self.open.discard(sink)
             _close(source)
             _close(sink)
+
+
+class FrozenServer:
+    """Accepts connections and reads what they send, but never answers: a server that
+    is up and hung (a Redis stuck in a long command, a stopped VM). ``holding()`` counts
+    the requests it is sitting on: open connections that sent something."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: dict[socket.socket, int] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, scheme: str) -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def holding(self) -> int:
+        with self.lock:
+            return sum(1 for count in self.received.values() if count)
+
+    def close(self) -> None:
+        _close(self.listener)
+        with self.lock:
+            for sock in self.received:
+                _close(sock)
+            self.received.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.received[client] = 0
+            threading.Thread(target=self._read, args=(client,), daemon=True).start()
+
+    def _read(self, client: socket.socket) -> None:
+        try:
+            while data := client.recv(65536):
+                with self.lock:
+                    self.received[client] = self.received.get(client, 0) + len(data)
+        except OSError:
+            pass
+        with self.lock:
+            self.received.pop(client, None)
+        _close(client)
 
 
 def _close(sock: socket.socket) -> None:
@@ -246,3 +329,64 @@ async def wait_for_answer(port: int, expected: str, timeout: float) -> float:
             return time.monotonic() - started
         await asyncio.sleep(0.02)
     raise AssertionError(f"node on port {port} answers {last}, not {expected}, after {timeout}s")
+
+
+API_LISTENING = re.compile(r"control plane API on (http\S+)")
+
+
+@dataclass
+class ApiProcess:
+    """One `gtm api` process."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    state_dir: Path
+    url: str = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class ApiProcesses:
+    """Real `gtm api` processes over one store, each on a free port, stopped by PID."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.apis: list[ApiProcess] = []
+
+    def start(self, name: str, store_url: str, namespace: str, *,
+              redis_url: str | None = None, extra: tuple[str, ...] = ()) -> ApiProcess:
+        state_dir = self.directory / name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = state_dir / "api.log"
+        args = [sys.executable, "-m", "gtm.cli", "api", "--listen", "127.0.0.1:0",
+                "--postgres", store_url, "--namespace", namespace,
+                "--state-dir", str(state_dir), *extra]
+        if redis_url:
+            args += ["--redis", redis_url]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "GTM_LOG_LEVEL": "INFO"}
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(args, stdout=log_file, stderr=log_file, env=env)
+        api = ApiProcess(process, log_path, state_dir)
+        self.apis.append(api)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            match = API_LISTENING.search(api.log())
+            if match:
+                api.url = match.group(1)
+                return api
+            if process.poll() is not None:
+                raise RuntimeError(f"api {name} exited:\n{api.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"api {name} did not start:\n{api.log()}")
+
+    def stop_all(self) -> None:
+        for api in self.apis:
+            if api.process.poll() is None:
+                api.process.send_signal(signal.SIGTERM)
+        for api in self.apis:
+            try:
+                api.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                api.process.send_signal(signal.SIGKILL)
+                api.process.wait(timeout=10)

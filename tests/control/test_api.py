@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from typing import Any
 
 from gtm.control.plane import ControlSettings
 from tests.control.conftest import example_document, running
@@ -109,9 +111,13 @@ async def test_tokens_roles_and_audit(settings: ControlSettings) -> None:
         assert status == 200
         status, _, _ = await api.call("GET", "/v1/config", token=viewer["token"])
         assert status == 401
+        # Four refusals; the two "unknown or revoked token" ones are one kind, counted.
+        await plane.service.refusals.flush(everything=True)
         status, body, _ = await api.call("GET", "/v1/audit?limit=100")
         actions = [(e["action"], e["outcome"]) for e in body["items"]]
-        assert actions.count(("auth.refused", "refused")) == 4
+        refused = [e for e in body["items"] if e["action"] == "auth.refused"]
+        assert sum(e["detail"].get("repeated", 1) for e in refused) == 4
+        assert len(refused) == 4 and refused[0]["detail"]["repeated"] == 1
         assert ("token.revoke", "ok") in actions and ("token.create", "ok") in actions
         tokens = await plane.store.tokens()
         assert all("token" not in t.public() for t in tokens)
@@ -130,3 +136,94 @@ async def test_openapi_describes_every_route(settings: ControlSettings) -> None:
         described = {(m, p) for p, ops in spec["paths"].items() for m in ops}
         renamed = {(m, p.replace("{id}", "{id}")) for m, p in served}
         assert renamed == described
+
+
+def refusal_rows(audit: list[dict[str, Any]], action: str, outcome: str) -> list[dict[str, Any]]:
+    return [e for e in audit if (e["action"], e["outcome"]) == (action, outcome)]
+
+
+def refusals_counted(rows: list[dict[str, Any]]) -> int:
+    """How many refusals these rows stand for (a count row says how many it stands for)."""
+    return sum(row["detail"].get("repeated", 1) for row in rows)
+
+
+async def test_every_refused_change_is_audited_and_repeats_are_counted(
+    settings: ControlSettings,
+) -> None:
+    async with running(replace(settings, audit_window=3600.0)) as (plane, api):
+        await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
+        zone = example_document("192.0.2.7")["zones"]["example.test."]
+        answers = []
+        for _ in range(20):  # stale base: caught early (a zone edit) and late (a document)
+            status, _, _ = await api.call("PUT", "/v1/config/zones/example.test.",
+                                          {"text": zone}, if_match=0)
+            answers.append(status)
+            status, _, _ = await api.call("PUT", "/v1/config", {"document": {}}, if_match=0)
+            answers.append(status)
+        for _ in range(10):  # refused by the validator, and a zone that is not there
+            status, _, _ = await api.call("PUT", "/v1/config", {"document": {"zonez": {}}},
+                                          if_match=1)
+            answers.append(status)
+            status, _, _ = await api.call("DELETE", "/v1/config/zones/nope.test.", if_match=1)
+            answers.append(status)
+        assert answers.count(409) == 40 and answers.count(422) == 10
+        assert answers.count(404) == 10
+        _, body, _ = await api.call("GET", "/v1/audit?limit=500")
+        before_counts = body["items"]
+        await plane.service.refusals.flush(everything=True)
+        _, body, _ = await api.call("GET", "/v1/audit?limit=500")
+        audit = body["items"]
+        for outcome, refused in (("conflict", 40), ("invalid", 10), ("not_found", 10)):
+            rows = refusal_rows(audit, "config.commit", outcome)
+            assert len(rows) == 2, rows  # the first at once, then one row with the count
+            assert refusals_counted(rows) == refused
+            assert len(refusal_rows(before_counts, "config.commit", outcome)) == 1
+        assert await plane.store.head() == 1
+
+
+async def test_failed_authentication_is_limited_per_client_and_counted(
+    settings: ControlSettings,
+) -> None:
+    limited = replace(settings, audit_window=3600.0, auth_failure_burst=5,
+                      auth_failures_per_second=0.1)
+    async with running(limited) as (plane, api):
+        answers = [await api.call("GET", "/v1/config", token=f"gtm_wrong{i}")
+                   for i in range(100)]
+        statuses = [status for status, _, _ in answers]
+        assert statuses[:5] == [401] * 5 and 429 in statuses and set(statuses) == {401, 429}
+        for status, body, headers in answers:
+            if status == 429:
+                assert int(headers["Retry-After"]) >= 1
+                assert "too many failed authentications" in body["error"]["message"]
+        status, _, _ = await api.call("GET", "/v1/config")  # a valid token still works
+        assert status == 200
+        await plane.service.refusals.flush(everything=True)
+        _, body, _ = await api.call("GET", "/v1/audit?limit=500")
+        rows = refusal_rows(body["items"], "auth.refused", "refused")
+        assert len(rows) <= 4 and refusals_counted(rows) == 100, rows
+
+
+async def test_idempotency_keys_are_checked_and_answers_kept_on_both_stores(
+    settings: ControlSettings,
+) -> None:
+    async with running(settings) as (plane, api):
+        change = {"document": example_document()}
+        for bad in ("has space", "x" * 201, "é"):
+            status, body, _ = await api.call("PUT", "/v1/config", change, if_match=0,
+                                             headers={"Idempotency-Key": bad})
+            assert (status, body["error"]["field"]) == (400, "Idempotency-Key"), body
+        key = {"Idempotency-Key": "one"}
+        first = await api.call("PUT", "/v1/config", change, if_match=0, headers=key)
+        again = await api.call("PUT", "/v1/config", change, if_match=0, headers=key)
+        assert first[0] == again[0] == 201 and first[1] == again[1]
+        rollback = await api.call("POST", "/v1/versions/1/rollback", if_match=1,
+                                  headers={"Idempotency-Key": "back"})
+        assert rollback[0] == 201
+        assert (await api.call("POST", "/v1/versions/1/rollback", if_match=1,
+                               headers={"Idempotency-Key": "back"}))[:2] == rollback[:2]
+        status, body, _ = await api.call("POST", "/v1/nowhere", {}, headers=key)
+        assert status == 404
+        assert await plane.store.head() == 2
+        audit = [e for e in await plane.store.audit(None, 50) if e.outcome == "ok"]
+        assert [e.target for e in audit if e.action.startswith("config.")] == [
+            "version 2", "version 1"]

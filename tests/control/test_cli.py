@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gtm.acme.control_api import ControlApi
 from gtm.control.plane import ControlSettings, start_control_plane
 from tests.control.conftest import example_document
+from tests.control.harness import TcpRelay
 
 
 async def gtm(*args: str, token: str | None = None, api: str = "") -> tuple[int, str, str]:
@@ -76,6 +78,38 @@ async def test_config_token_and_status_commands(tmp_path: Path) -> None:
         code, _, err = await gtm("config", "history", token="gtm_wrong", api=plane.url)
         assert code == 2 and "HTTP 401" in err
     finally:
+        await plane.stop()
+
+
+CHALLENGE = "_acme-challenge.www.example.test."
+
+
+async def test_writes_survive_a_lost_answer_without_being_made_twice(tmp_path: Path) -> None:
+    plane = await start_control_plane(ControlSettings(port=0, state_dir=tmp_path / "control"))
+    host, port = plane.url.removeprefix("http://").rsplit(":", 1)
+    relay = TcpRelay((host, int(port)))
+    token = plane.admin_token_path.read_text().strip()
+    try:
+        doc = tmp_path / "gtm.json"
+        doc.write_text(json.dumps(example_document("192.0.2.1")))
+        # The API stores the version, then the connection breaks before its answer.
+        relay.swallow_reply_to(b"PUT /v1/config HTTP/1.1")
+        code, out, err = await gtm("config", "apply", "-f", str(doc), "--yes", token=token,
+                                   api=f"http://127.0.0.1:{relay.port}")
+        assert relay.swallowed.is_set()
+        assert code == 0 and "version 1 is live" in out, out + err
+        # The ACME client's writes (DNS-01 values) likewise.
+        relay.swallow_reply_to(b"PUT /v1/acme/challenges/")
+        api = ControlApi(f"http://127.0.0.1:{relay.port}", token)
+        status, body = await api.call("PUT", f"/v1/acme/challenges/{CHALLENGE}",
+                                      json={"values": ["proof"]})
+        assert relay.swallowed.is_set() and status == 201, body
+        assert json.loads(body)["version"]["version"] == 2
+        assert [v.number for v in await plane.store.history(None, 10)] == [2, 1]
+        commits = [e for e in await plane.store.audit(None, 50) if e.action == "config.commit"]
+        assert [e.target for e in commits] == ["version 2", "version 1"]
+    finally:
+        relay.close()
         await plane.stop()
 
 

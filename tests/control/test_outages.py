@@ -7,16 +7,21 @@ PostgreSQL is reached through a relay that the test cuts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from gtm.control.liveness import Liveness
 from gtm.control.plane import ControlSettings
 from tests.control.apiclient import Api
 from tests.control.conftest import POSTGRES_URL, example_document, running
 from tests.control.harness import (
     HEARING_REDIS,
+    FrozenServer,
     Nodes,
     OwnRedis,
     TcpRelay,
@@ -24,6 +29,7 @@ from tests.control.harness import (
     wait_for_log,
     www,
 )
+from tests.control.test_cli import gtm
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +169,126 @@ async def test_killed_node_restarts_from_snapshot_with_both_servers_down(
             await asyncio.sleep(0.2)
         assert status == 201
         await wait_for_answer(again.port, "192.0.2.8", 10)
+
+
+async def test_a_hanging_postgres_gives_503_with_the_reason(
+    tmp_path: Path, relay: TcpRelay, namespace: str
+) -> None:
+    # A server that accepts and never answers: connected sessions and new ones hang alike.
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control",
+                               store_url=relay.url(POSTGRES_URL), namespace=namespace,
+                               store_timeout=1.0)
+    async with running(settings) as (_plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        relay.freeze()
+        status, body = await put(api, 1, "192.0.2.2")
+        assert status == 503, body
+        assert "PostgreSQL did not answer within 1 s" in body["error"]["message"], body
+        status, body, _ = await api.call("GET", "/v1/versions")
+        assert status == 503 and "did not answer within 1 s" in body["error"]["message"], body
+        relay.thaw()
+        for _ in range(50):
+            status, body = await put(api, 1, "192.0.2.2")
+            if status != 503:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 201, body
+
+
+async def until(condition: Callable[[], object], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true after {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_frozen_redis_never_holds_up_a_commit(tmp_path: Path, namespace: str) -> None:
+    frozen = FrozenServer()
+    # Redis calls may wait 60 s here, far longer than this test waits for anything: a
+    # commit that waited on Redis could not return while Redis still sits on the call.
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control", namespace=namespace,
+                               redis_url=frozen.url("redis"), redis_timeout=60.0)
+    try:
+        async with running(settings) as (_plane, api):
+            commit = asyncio.create_task(put(api, 0, "192.0.2.1"))
+            await until(frozen.holding, 10)  # the announcement reached Redis, which hangs
+            status, body = await asyncio.wait_for(commit, 10)
+            assert status == 201, body
+            assert frozen.holding()  # still unanswered: the commit returned without it
+            status, body = await put(api, 1, "192.0.2.2")
+            assert status == 201, body
+            _, config, _ = await api.call("GET", "/v1/config")
+            assert config["version"] == 2 and frozen.holding()
+    finally:
+        frozen.close()
+
+
+async def node_states(api: Api, query: str = "") -> dict[str, str]:
+    _, reply, _ = await api.call("GET", f"/v1/nodes{query}")
+    return {item["node_id"]: item.get("state", "?") for item in reply["items"]}
+
+
+async def until_state(api: Api, node: str, expected: str | None, timeout: float,
+                      query: str = "") -> None:
+    """Until ``node`` is listed in ``expected`` state (None: not listed)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (state := (await node_states(api, query)).get(node)) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{node} is {state}, not {expected}, after {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_stopped_node_turns_stale_then_gone(
+    tmp_path: Path, nodes: Nodes, namespace: str
+) -> None:
+    db = tmp_path / "control" / "gtm.db"
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control", namespace=namespace,
+                               liveness=Liveness(gone_after=300.0))
+    async with running(settings) as (plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        # Both report every 0.5 s; three missed reports make a node stale.
+        kept, stopped = (nodes.start(name, f"sqlite://{db}", namespace, reconcile=0.5)
+                         for name in ("kept", "stopped"))
+        for name in ("kept", "stopped"):
+            await until_state(api, name, "live", 10)
+        nodes.kill(stopped)
+        await until_state(api, "stopped", "stale", 10)
+        await until_state(api, "kept", "live", 10)
+        code, out, err = await gtm("status", token=api.token, api=plane.url)
+        assert code == 0 and re.search(r"^stopped +dns +stale ", out, re.M), out + err
+        assert re.search(r"^kept +dns +live ", out, re.M), out
+        # Silent for longer than gone_after (its last report made an hour old): gone.
+        [report] = [n for n in await plane.store.nodes() if n.node_id == "stopped"]
+        await plane.store.report_node(replace(report, last_contact=time.time() - 3600))
+        await until_state(api, "stopped", None, 10)
+        await until_state(api, "stopped", "gone", 10, "?all=true")
+        code, out, _ = await gtm("status", token=api.token, api=plane.url)
+        assert "stopped" not in out and "1 gone node not shown" in out, out
+        code, out, _ = await gtm("status", "--all", token=api.token, api=plane.url)
+        assert re.search(r"^stopped +dns +gone ", out, re.M) and kept.process.poll() is None
+
+
+async def test_a_commit_whose_connection_drops_after_commit_keeps_its_audit_and_answer(
+    tmp_path: Path, relay: TcpRelay, namespace: str
+) -> None:
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control",
+                               store_url=relay.url(POSTGRES_URL), namespace=namespace)
+    async with running(settings) as (plane, api):
+        assert (await put(api, 0, "192.0.2.1"))[0] == 201
+        document = {"document": example_document("192.0.2.2", serial=2), "message": "two"}
+        # PostgreSQL commits version 2; the answer to COMMIT never gets back to the API.
+        relay.swallow_reply_to(b"COMMIT")
+        status, body, _ = await api.call("PUT", "/v1/config", document, if_match=1,
+                                         headers={"Idempotency-Key": "change-2"})
+        assert relay.swallowed.is_set() and status == 503, body
+        stored = await plane.store.get(2)
+        assert stored is not None and stored.message == "two"
+        audit = [(e.action, e.target, e.outcome) for e in await plane.store.audit(None, 50)]
+        assert ("config.commit", "version 2", "ok") in audit
+        # The client retries with the same key and learns what happened.
+        status, body, headers = await api.call("PUT", "/v1/config", document, if_match=1,
+                                                headers={"Idempotency-Key": "change-2"})
+        assert status == 201 and body["version"]["version"] == 2, body
+        assert headers["ETag"] == '"2"' and headers["Idempotent-Replayed"] == "true"
+        assert await plane.store.head() == 2

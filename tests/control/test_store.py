@@ -11,10 +11,15 @@ from gtm.config.document import canonical_json, digest
 from gtm.control.service import ConfigService
 from gtm.control.store import (
     AuditEntry,
+    IdempotencyKey,
+    KeyAlreadyUsed,
     NewCertificate,
     NewVersion,
     NodeStatus,
+    Outcome,
+    Receipt,
     Store,
+    VersionRecord,
     hash_secret,
     new_token,
 )
@@ -247,5 +252,43 @@ async def test_concurrent_certificate_writes_get_distinct_revisions(store: Store
         await store.close()
         await store.open()  # kept across reopening (migrations are idempotent)
         assert len(await store.certificates(0)) == 8
+    finally:
+        await store.close()
+
+
+async def test_a_write_and_its_receipt_are_one_transaction(store: Store) -> None:
+    await store.open()
+    try:
+        key = IdempotencyKey("token-a", "k1", "request-1")
+
+        def audit(record: VersionRecord) -> AuditEntry:
+            return AuditEntry("alice", "config.commit", f"version {record.number}", "ok")
+
+        def answer(record: VersionRecord) -> Outcome:
+            return Outcome(201, {"version": record.number}, {"ETag": f'"{record.number}"'})
+
+        await store.commit(new_version(0), Receipt(audit, key, answer))
+        kept = await store.kept_outcome("token-a", "k1")
+        assert kept is not None and kept.fingerprint == "request-1"
+        assert kept.outcome == Outcome(201, {"version": 1}, {"ETag": '"1"'})
+        assert await store.kept_outcome("token-b", "k1") is None  # keys are per token
+        # The key holds an answer: a second write with it makes nothing, audits nothing.
+        with pytest.raises(KeyAlreadyUsed):
+            await store.commit(new_version(1), Receipt(audit, key, answer))
+        record, secret = new_token("ci", "editor", "alice")
+        with pytest.raises(KeyAlreadyUsed):
+            await store.add_token(record, hash_secret(secret), Receipt(
+                lambda r: AuditEntry("alice", "token.create", r.id, "ok"), key,
+                lambda r: Outcome(201, {"id": r.id})))
+        assert await store.head() == 1 and await store.tokens() == []
+        assert [e.target for e in await store.audit(None, 10)] == ["version 1"]
+        # Outside a write, the first answer kept for a key stays its answer.
+        other = IdempotencyKey("token-a", "k2", "request-2")
+        assert await store.keep_outcome(other, Outcome(409, {"error": {"status": 409}})) is None
+        earlier = await store.keep_outcome(other, Outcome(201, {}))
+        assert earlier is not None and earlier.outcome.status == 409
+        assert await store.forget_outcomes(time.time() - 3600) == 0
+        assert await store.forget_outcomes(time.time() + 1) == 2
+        assert await store.kept_outcome("token-a", "k1") is None
     finally:
         await store.close()
