@@ -63,7 +63,7 @@ from common import (
     say,
     write_results,
 )
-from lb_bench import NGINX_CONF, wait_ready
+from lb_bench import start_upstreams, wait_ready
 
 PEERS = ("gtm", "haproxy")
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: connections-bench\r\n\r\n"
@@ -375,13 +375,7 @@ def run_comparison(args: argparse.Namespace, deadline: Deadline) -> int:
         f"per proxy; load average {info['loadavg_at_start'][0]:.2f}")
     try:
         with Servers() as servers:
-            upstream = {"port1": free_port(), "port2": free_port()}
-            (workdir / "upstream.conf").write_text(NGINX_CONF.format(workdir=workdir, **upstream))
-            nginx = servers.start("nginx", [
-                tools["nginx"], "-p", str(workdir), "-c", str(workdir / "upstream.conf")],
-                workdir / "nginx.log")
-            for port in upstream.values():
-                wait_ready(nginx, [f"http://127.0.0.1:{port}/"], deadline)
+            upstream = start_upstreams(servers, tools, workdir, deadline)
             for name in args.servers:
                 results[name] = measure_peer(name, args, tools, servers, workdir, upstream,
                                              deadline)
@@ -434,14 +428,7 @@ def hold_clients(port: int, count: int) -> int:
 def nginx_upstreams(tools: dict[str, str], workdir: Path,
                     deadline: Deadline) -> Iterator[dict[str, int]]:
     with Servers() as servers:
-        upstream = {"port1": free_port(), "port2": free_port()}
-        (workdir / "upstream.conf").write_text(NGINX_CONF.format(workdir=workdir, **upstream))
-        nginx = servers.start("nginx", [
-            tools["nginx"], "-p", str(workdir), "-c", str(workdir / "upstream.conf")],
-            workdir / "nginx.log")
-        for port in upstream.values():
-            wait_ready(nginx, [f"http://127.0.0.1:{port}/"], deadline)
-        yield upstream
+        yield start_upstreams(servers, tools, workdir, deadline)
 
 
 def run_breakdown(args: argparse.Namespace, deadline: Deadline) -> int:

@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import ssl
 import subprocess
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from common import (
     say,
     write_results,
 )
-from lb_bench import gtm_executable
+from lb_bench import gtm_executable, start_upstreams, wait_ready
 from tls_bench import write_certificate
 
 CONNECTIONS = 10
@@ -53,19 +51,6 @@ STREAMS = 10
 STARTUP_TIMEOUT = 15.0
 WORKLOADS = (("h2c", "h2c"), ("h2 tls", "tls"))
 PEERS = ("gtm", "haproxy")
-
-NGINX_CONF = """worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  keepalive_requests 10000000;
-  server {{ listen 127.0.0.1:{port1}; location / {{ return 200 'ok'; }} }}
-  server {{ listen 127.0.0.1:{port2}; location / {{ return 200 'ok'; }} }}
-}}
-"""
 
 HAPROXY_CONF = """global
   nbthread 1
@@ -150,10 +135,9 @@ def parse_h2load(text: str) -> H2loadResult:
                         float(mean.group(1)) * _UNITS[mean.group(2)], protocol.group(1))
 
 
-def _fetch(url: str, curl: str | None) -> tuple[int, bytes]:
-    if curl is None:
-        with urllib.request.urlopen(url, timeout=2.0, context=_insecure()) as reply:
-            return reply.status, reply.read()
+def _fetch(url: str, curl: str) -> tuple[int, bytes]:
+    """200 and the body when curl gets them over HTTP/2 (prior knowledge for http://,
+    ALPN for https://); else 0 and what curl said."""
     how = "--http2-prior-knowledge" if url.startswith("http:") else "--http2"
     done = subprocess.run([curl, "-sk", how, "-o", "-", "-w", "\n%{http_code} %{http_version}",
                            url], capture_output=True, timeout=5, check=False)
@@ -162,34 +146,6 @@ def _fetch(url: str, curl: str | None) -> tuple[int, bytes]:
     if done.returncode != 0 or version != b"2":
         return 0, done.stdout + done.stderr
     return int(status), body
-
-
-def _insecure() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def wait_ready(server: Server, urls: list[str], deadline: Deadline,
-               curl: str | None = None) -> None:
-    """Until each URL answers 200 'ok': over HTTP/2 with curl when given (prior
-    knowledge for http://, ALPN for https://), else plain HTTP/1.1."""
-    end = time.monotonic() + deadline.cap(STARTUP_TIMEOUT)
-    last = ""
-    while time.monotonic() < end:
-        if not server.alive():
-            raise BenchError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
-        try:
-            results = [_fetch(url, curl) for url in urls]
-            if all(r == (200, b"ok") for r in results):
-                return
-            last = repr(results)
-        except (OSError, subprocess.SubprocessError) as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise BenchError(f"{server.name} not answering 200 ok ({last}); its log ends:\n"
-                     f"{server.log_tail()}")
 
 
 def start_peer(name: str, args: argparse.Namespace, tools: dict[str, str], servers: Servers,
@@ -231,7 +187,8 @@ def one_round(round_no: int, args: argparse.Namespace, tools: dict[str, str],
         server = start_peer(name, args, tools, servers, workdir, ports)
         urls = {"h2c": f"http://127.0.0.1:{ports['h2c']}/",
                 "tls": f"https://127.0.0.1:{ports['tls']}/"}
-        wait_ready(server, list(urls.values()), deadline, tools["curl"])
+        wait_ready(server, list(urls.values()), deadline,
+                   lambda url: _fetch(url, tools["curl"]))
         for workload, kind in WORKLOADS:
             cpu_before = server.cpu_seconds()
             start = time.monotonic()
@@ -294,14 +251,7 @@ def run(args: argparse.Namespace, deadline: Deadline, tools: dict[str, str]) -> 
     try:
         write_certificate(workdir / "certs")
         with Servers() as servers:
-            upstream = {"port1": free_port(), "port2": free_port()}
-            (workdir / "upstream.conf").write_text(NGINX_CONF.format(workdir=workdir,
-                                                                     **upstream))
-            nginx = servers.start("nginx", pinned(args.client_cpu, [
-                tools["nginx"], "-p", str(workdir), "-c", str(workdir / "upstream.conf")]),
-                workdir / "nginx.log")
-            for port in upstream.values():
-                wait_ready(nginx, [f"http://127.0.0.1:{port}/"], deadline)
+            upstream = start_upstreams(servers, tools, workdir, deadline, args.client_cpu)
             for round_no in range(1, args.rounds + 1):
                 runs.extend(one_round(round_no, args, tools, servers, workdir, upstream,
                                       deadline))

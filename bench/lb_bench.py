@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -168,8 +170,10 @@ def fetch(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-def wait_ready(server: Server, urls: list[str], deadline: Deadline) -> None:
-    """Until every URL answers 200 'ok' through the proxy; fail if the proxy exits."""
+def wait_ready(server: Server, urls: list[str], deadline: Deadline,
+               get: Callable[[str], tuple[int, bytes]] = fetch) -> None:
+    """Until every URL answers 200 'ok' through the proxy (asked with ``get``); fail if
+    the proxy exits."""
     end = time.monotonic() + deadline.cap(STARTUP_TIMEOUT)
     last = ""
     while time.monotonic() < end:
@@ -177,15 +181,29 @@ def wait_ready(server: Server, urls: list[str], deadline: Deadline) -> None:
             raise BenchError(f"{server.name} exited (status {server.process.returncode}); "
                              f"its log ends:\n{server.log_tail()}")
         try:
-            results = [fetch(url) for url in urls]
+            results = [get(url) for url in urls]
             if all(r == (200, b"ok") for r in results):
                 return
             last = repr(results)
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             last = str(exc)
         time.sleep(0.1)
     raise BenchError(f"{server.name} not answering 200 ok within {STARTUP_TIMEOUT:.0f} s "
                      f"({last}); its log ends:\n{server.log_tail()}")
+
+
+def start_upstreams(servers: Servers, tools: dict[str, str], workdir: Path, deadline: Deadline,
+                    cpu: int | None = None) -> dict[str, int]:
+    """The proxies' backends: two nginx servers answering 'ok' (one process, on ``cpu``
+    when given), ready; their ports as port1 and port2."""
+    upstream = {"port1": free_port(), "port2": free_port()}
+    (workdir / "upstream.conf").write_text(NGINX_CONF.format(workdir=workdir, **upstream))
+    argv = [tools["nginx"], "-p", str(workdir), "-c", str(workdir / "upstream.conf")]
+    nginx = servers.start("nginx", pinned(cpu, argv) if cpu is not None else argv,
+                          workdir / "nginx.log")
+    for port in upstream.values():
+        wait_ready(nginx, [f"http://127.0.0.1:{port}/"], deadline)
+    return upstream
 
 
 def start_peer(name: str, args: argparse.Namespace, tools: dict[str, str], servers: Servers,
@@ -302,13 +320,7 @@ def run(args: argparse.Namespace, deadline: Deadline, tools: dict[str, str]) -> 
     runs: list[Run] = []
     try:
         with Servers() as servers:
-            upstream = {"port1": free_port(), "port2": free_port()}
-            (workdir / "upstream.conf").write_text(NGINX_CONF.format(workdir=workdir, **upstream))
-            nginx = servers.start("nginx", pinned(args.client_cpu, [
-                tools["nginx"], "-p", str(workdir), "-c", str(workdir / "upstream.conf")]),
-                workdir / "nginx.log")
-            for port in upstream.values():
-                wait_ready(nginx, [f"http://127.0.0.1:{port}/"], deadline)
+            upstream = start_upstreams(servers, tools, workdir, deadline, args.client_cpu)
             for round_no in range(1, args.rounds + 1):
                 runs.extend(one_round(round_no, args, tools, servers, workdir, upstream,
                                       deadline))

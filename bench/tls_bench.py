@@ -45,24 +45,12 @@ from common import (
     say,
     write_results,
 )
-from lb_bench import STARTUP_TIMEOUT, gtm_executable, run_wrk
+from lb_bench import STARTUP_TIMEOUT, gtm_executable, run_wrk, start_upstreams
 
 PEERS = ("gtm", "haproxy")
 WORKLOADS = ("full handshakes", "resumed", "https keep-alive")
 S_TIME_CLIENTS = 2
 TOKEN = "bench-token"
-
-NGINX_CONF = """worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  keepalive_requests 10000000;
-  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 'ok'; }} }}
-}}
-"""
 
 HAPROXY_CONF = """global
   nbthread 1
@@ -307,12 +295,8 @@ def run(args: argparse.Namespace, deadline: Deadline, tools: dict[str, str]) -> 
     try:
         write_certificate(workdir / "certs")
         with Servers() as servers:
-            upstream = free_port()
-            (workdir / "upstream.conf").write_text(NGINX_CONF.format(workdir=workdir,
-                                                                     upstream=upstream))
-            servers.start("nginx", pinned(args.client_cpu, [
-                tools["nginx"], "-p", str(workdir), "-c", str(workdir / "upstream.conf")]),
-                workdir / "nginx.log")
+            upstream = start_upstreams(servers, tools, workdir, deadline,
+                                       args.client_cpu)["port1"]
             for round_no in range(1, args.rounds + 1):
                 runs.extend(one_round(round_no, args, tools, servers, workdir, upstream,
                                       deadline))
