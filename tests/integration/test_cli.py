@@ -169,11 +169,18 @@ sys.exit(main())
 """
 
 
+def _as_at_a_terminal() -> None:
+    """Ctrl-C as a person at a terminal sends it: a runner started in the background
+    (`cmd &`, nohup) ignores SIGINT, its children inherit that, and Python then keeps
+    ignoring it, so the command would (rightly) never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_the_commands_load_ends_quietly(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", CTRL_C_WHILE_LOADING, "zones", "check", str(EXAMPLE_ZONES)],
         cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=20,
-        check=False,
+        check=False, preexec_fn=_as_at_a_terminal,
     )  # fmt: skip
     assert (result.returncode, result.stderr, result.stdout) == (130, "", "")
 
@@ -186,7 +193,7 @@ def test_ctrl_c_while_waiting_for_the_api_ends_quietly(tmp_path: Path) -> None:
             gtm_command("config", "history", "--api", f"http://127.0.0.1:{port}",
                         "--token", "gtm_x"),
             cwd=tmp_path, env=subprocess_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_at_a_terminal,
         )  # fmt: skip
         connection, _ = silent.accept()
         with connection:
