@@ -78,7 +78,10 @@ class Recorder:
     async def start(self) -> None:
         app = web.Application(client_max_size=2**31)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # shutdown_timeout: a test's end cancels handlers still running (a slow backend's
+        # sleep) rather than waiting up to a minute for them.
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=0.1)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -265,7 +265,8 @@ def test_switch_to_a_protocol_not_offered_is_a_502(env: Env) -> None:
     seen: list[bytes] = []
     backend = env.raw(_upgrading(seen, answer_protocol=b"h2c"))
     address = env.balancer([backend.address], pool={"retries": 0})
-    raw = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    raw = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\n"
+           b"Upgrade: websocket\r\n\r\n")
     assert status_of(exchange(address, raw)) == 502
 
 
