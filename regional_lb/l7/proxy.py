@@ -434,6 +434,12 @@ class ClientProtocol(ClientBase):
         if self.state == CLOSED or self.backend is not backend:
             upstream.close()
             return
+        if upstream.closed:
+            # Accepted by the kernel, then reset before we wrote a byte (a backend that
+            # died with connections in its accept queue): a refused connect, in effect.
+            self._fail_upstream(UpstreamError(502, "backend reset the new connection",
+                                              retryable=True, unsent=True))
+            return
         self._attach(upstream)
 
     def _attach(self, upstream: UpstreamProtocol) -> None:
