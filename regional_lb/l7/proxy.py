@@ -311,7 +311,9 @@ class ClientProtocol(ClientBase):
         if listener.admission is not None and not self._admit(listener.admission, route):
             return
         worker.request_count += 1
-        self.upgrade = allowed_upgrade(request.upgrade, listener.upgrades)
+        # Almost no request offers an Upgrade: no call for the ones that do not.
+        self.upgrade = allowed_upgrade(request.upgrade, listener.upgrades) \
+            if request.upgrade is not None else None
         self.head_out = request_head(request, self.client_ip,
                                      worker.request_prefix + b"%x" % worker.request_count,
                                      listener.default_host, listener.proto, self.upgrade,
