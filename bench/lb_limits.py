@@ -35,7 +35,7 @@ def snapshot(limits: dict[str, object] | None, route_limits: dict[str, object] |
         listener["routes"] = [{"pool": "app", "path_prefix": "/api", "limits": route_limits}]
     config = build_config({"listeners": [listener],
                            "pools": [{"name": "app", "backends": ["127.0.0.1:9"]}]}, "bench")
-    return compile_snapshot(config, None, 0.0).listeners["web"]
+    return compile_snapshot(config, None).listeners["web"]
 
 
 def per_call(statement: str, names: dict[str, object], number: int) -> float:

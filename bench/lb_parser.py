@@ -13,7 +13,7 @@ import timeit
 
 import httptools
 
-from regional_lb.l7.parser import clear_caches, parse_request, parse_request_cached
+from regional_lb.l7.parser import Request, parse_request, parse_request_cached
 
 HEAD = (b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: www.example.test\r\n"
         b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0\r\n"
@@ -45,11 +45,11 @@ def with_httptools() -> None:
 
 def main() -> None:
     runs = 100_000
-    clear_caches()
+    cache: dict[bytes, Request] = {}  # a snapshot's, in the balancer
     rows = [
         ("httptools", timeit.timeit(with_httptools, number=runs)),
         ("strict", timeit.timeit(lambda: parse_request(HEAD), number=runs)),
-        ("cached", timeit.timeit(lambda: parse_request_cached(HEAD, 100), number=runs)),
+        ("cached", timeit.timeit(lambda: parse_request_cached(cache, HEAD, 100), number=runs)),
     ]
     for name, seconds in rows:
         print(f"{name:10} {seconds / runs * 1e6:6.2f} us per head")

@@ -45,6 +45,11 @@ class AcmeSettings:
     eab_hmac_key_file: Path | None = None
     dns_servers: tuple[Listen, ...] = ()
 
+    @property
+    def tokens_dir(self) -> Path:
+        """Where HTTP-01 tokens are (every worker answers them; worker 0 writes them)."""
+        return self.state_dir / "http-01"
+
 
 STORES = ("directory", "control")
 _ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "store",

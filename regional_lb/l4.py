@@ -15,6 +15,7 @@ from regional_lb.balancing import BackendState, PoolState, pick
 from regional_lb.tls.contexts import backend_tls
 
 if TYPE_CHECKING:
+    from regional_lb.snapshot import Snapshot
     from regional_lb.worker import Worker
 
 MAX_EARLY = 65536  # client bytes held while the backend connection is being made
@@ -30,7 +31,7 @@ class TcpUpstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        session.deadline = session.worker.loop.time() + session.worker.timeouts.tcp_idle
+        session.deadline = session.worker.loop.time() + session.snapshot.timeouts.tcp_idle
         assert session.transport is not None
         session.transport.write(data)
 
@@ -54,6 +55,8 @@ class TcpSession(asyncio.Protocol):
 
     def __init__(self, worker: Worker, listener_name: str):
         self.worker = worker
+        self.snapshot: Snapshot = worker.snapshot  # the one it accepted under (a session
+        # is one "request": it keeps its timeouts and pool for its whole life)
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
         self.upstream: TcpUpstream | None = None
@@ -70,7 +73,8 @@ class TcpSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         worker = self.worker
-        if len(worker.connections) >= worker.limits.max_client_connections:
+        self.snapshot = snapshot = worker.snapshot
+        if len(worker.connections) >= snapshot.limits.max_client_connections:
             self.closed = True
             transport.close()  # over the limit: refused before any work
             return
@@ -79,8 +83,8 @@ class TcpSession(asyncio.Protocol):
         self.peer = (peer[0], peer[1])
         local = transport.get_extra_info("sockname")
         self.local = (local[0], local[1])
-        self.deadline = worker.loop.time() + worker.timeouts.tcp_idle
-        listener = worker.snapshot.listeners.get(self.listener_name)
+        self.deadline = worker.loop.time() + snapshot.timeouts.tcp_idle
+        listener = snapshot.listeners.get(self.listener_name)
         if listener is None:
             transport.close()
             return
@@ -97,7 +101,7 @@ class TcpSession(asyncio.Protocol):
         self.worker.spawn(self._connect(pool))
 
     def data_received(self, data: bytes) -> None:
-        self.deadline = self.worker.loop.time() + self.worker.timeouts.tcp_idle
+        self.deadline = self.worker.loop.time() + self.snapshot.timeouts.tcp_idle
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(data)
@@ -121,7 +125,7 @@ class TcpSession(asyncio.Protocol):
             self.peer = source
         self.early = self.early[used:]
         self.awaiting_proxy_header = False
-        listener = self.worker.snapshot.listeners.get(self.listener_name)
+        listener = self.snapshot.listeners.get(self.listener_name)
         if listener is None:
             self.close(abort=True)
             return
@@ -144,7 +148,7 @@ class TcpSession(asyncio.Protocol):
                     worker.loop.create_connection(
                         lambda: TcpUpstream(self), backend.host, backend.port,
                         ssl=context, server_hostname=server_name),
-                    worker.timeouts.backend_connect)
+                    self.snapshot.timeouts.backend_connect)
             except (TimeoutError, OSError) as exc:
                 backend.active -= 1
                 backend.failures += 1

@@ -116,7 +116,8 @@ class BalancerHandle:
 
     async def _stop_admin_after(self, grace: float | None) -> None:
         # The admin API answers /health (failing) during the grace period, then goes.
-        await asyncio.sleep(self.worker.timeouts.shutdown_grace if grace is None else grace)
+        await asyncio.sleep(self.worker.snapshot.timeouts.shutdown_grace if grace is None
+                            else grace)
         await self.admin.stop()
 
 
@@ -136,13 +137,15 @@ async def start_balancer(config: LbConfig | Path | str,
                          admin: bool = True, index: int = 0,
                          path: Path | None = None, supervised: bool = False,
                          workers: int = 1, loader: Loader = load_config,
-                         tables: ClientTables | None = None) -> BalancerHandle:
+                         tables: ClientTables | None = None,
+                         ticket_keys: bytes | None = None) -> BalancerHandle:
     """Start one balancer worker in the running loop; returns a handle with stop()/reload().
 
     ``config`` is a compiled LbConfig or the path of a TOML file (read by ``loader``, at
     start and on reloads). The admin API (when the config has ``admin``) runs in worker 0
     only. ``tables``: per-client state shared with the other workers (made before they
-    forked); without it the worker has tables of its own.
+    forked); without it the worker has tables of its own. ``ticket_keys``: likewise, the
+    TLS session ticket keys of a config without a key file.
     """
     if not isinstance(config, LbConfig):
         path = Path(config)
@@ -162,7 +165,7 @@ async def start_balancer(config: LbConfig | Path | str,
 
             demo = await start_demo_backends(list(config.demo_backends))
         worker = Worker(ov.apply_overrides(config, overrides), sockets,
-                        Limiter(tables, index) if tables is not None else None)
+                        Limiter(tables, index) if tables is not None else None, ticket_keys)
         await worker.start()
         handle = BalancerHandle(worker, path, RegionReporter(
             worker, index, workers,
@@ -224,7 +227,7 @@ def serve(path: Path, workers: int | None = None) -> int:
     if config.acme is not None:  # before the workers fork: each needs the pair to start
         ensure_placeholders(config.acme)
     config, sockets = bind_workers(config, count)
-    tickets.process_keys()  # made before the fork, so every worker resumes the others' tickets
+    keys = tickets.new_keys()  # before the fork, so every worker resumes the others' tickets
     tables = ClientTables(config.limits.client_table, count)  # one per balancer, shared
     for spec in config.listeners:
         log.lb.info("listener %s on %s (%s%s), %d workers", spec.name, spec.bind, spec.mode,
@@ -238,7 +241,8 @@ def serve(path: Path, workers: int | None = None) -> int:
 
         async def main() -> None:
             handle = await start_balancer(config, sockets[index], index=index, path=path,
-                                          supervised=count > 1, workers=count, tables=tables)
+                                          supervised=count > 1, workers=count, tables=tables,
+                                          ticket_keys=keys)
             # What exists now lives as long as the worker: keep the collector from walking
             # it again and again (full collections otherwise show up as tail latency).
             gc.freeze()

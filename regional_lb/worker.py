@@ -10,7 +10,6 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Protocol
 
 from gtm import log
@@ -18,21 +17,17 @@ from gtm.metrics import LbBackendSample, LbQueueSample, LbSample
 from gtm.process import cancel_and_wait
 from gtm.sockopts import listen_backlog
 from regional_lb import heap
-from regional_lb.accesslog import make_access_log
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.client_limits import Limiter
 from regional_lb.client_tables import ClientTables
-from regional_lb.config import LbConfig, Limits, ListenerSpec, Timeouts
+from regional_lb.config import LbConfig, ListenerSpec
 from regional_lb.l4 import TcpSession
-from regional_lb.l7.acme_http import tokens_dir
 from regional_lb.l7.http2 import Http2Connection, Http2Stats
-from regional_lb.l7.parser import clear_caches
 from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol
 from regional_lb.pool_queue import RESULTS
 from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
 from regional_lb.sockets import bind_listener, listener_key
-from regional_lb.tls import tickets
 from regional_lb.tls.listener import ADMIN_TLS, ListenerTls, TlsRegistry, TlsSpec, stop_task
 
 
@@ -73,17 +68,16 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 class Worker:
     def __init__(self, config: LbConfig, sockets: dict[str, socket.socket] | None = None,
-                 limiter: Limiter | None = None):
+                 limiter: Limiter | None = None, ticket_keys: bytes | None = None):
+        """``ticket_keys``: TLS session ticket keys for configs without a key file, made
+        before the balancer's workers forked (None: this worker makes its own)."""
         self.loop = asyncio.get_running_loop()
-        self.tls = TlsRegistry()
-        self.snapshot: Snapshot = compile_snapshot(config, None, self.loop.time(),
-                                                   tls=self._prepare_tls(config))
+        self.tls = TlsRegistry(ticket_keys)
+        # Everything a request reads, in one object (regional_lb.snapshot).
+        self.snapshot: Snapshot
+        tls = self.tls.prepare(_tls_specs(config), self.tls.ticket_keys(config.tls.ticket_key_file))
+        self._swap(compile_snapshot(config, None, tls=tls))
         self.tls_watcher: asyncio.Task[None] | None = None
-        # Where HTTP-01 tokens are (every worker answers them; worker 0 writes them).
-        self.acme_tokens: Path | None = tokens_dir(config.acme) if config.acme else None
-        self.timeouts: Timeouts = config.timeouts
-        self.limits: Limits = config.limits
-        self.access_log: Callable[[Any, float], None] | None = make_access_log(config.access_log)
         self.connections: set[Any] = set()
         self.crowd = 0  # the most connections seen since memory was last given back
         self.last_count = 0  # connections at the previous sweep
@@ -155,10 +149,6 @@ class Worker:
         self.sweeper = self.loop.create_task(self._sweep())
         self._restart_tls_watcher()
 
-    def _prepare_tls(self, config: LbConfig) -> dict[str, ListenerTls]:
-        tickets.use_file(config.tls.ticket_key_file)
-        return self.tls.prepare(_tls_specs(config))
-
     def _restart_tls_watcher(self) -> None:
         """One poller per worker over its certificate directories (none without TLS)."""
         if self.tls_watcher is not None:
@@ -180,17 +170,20 @@ class Worker:
         return result
 
     async def reload(self, config: LbConfig) -> Snapshot:
-        """Compile, then swap in one assignment; connections in flight keep their objects."""
+        """Compile in a thread, then swap in one step; requests in flight keep theirs."""
         async with self.reload_lock:
             previous = self.snapshot
-            await self.tls.preload(_tls_specs(config))  # raises for an unusable directory
-            tls = self._prepare_tls(config)
-            snapshot = compile_snapshot(config, previous, self.loop.time(), tls=tls)
-            clear_caches()
-            self.timeouts, self.limits = config.timeouts, config.limits
-            self.acme_tokens = tokens_dir(config.acme) if config.acme else None
-            self.access_log = make_access_log(config.access_log)
-            self.snapshot = snapshot
+            specs = _tls_specs(config)
+            await self.tls.preload(specs)  # raises for an unusable directory
+            keys = await self.loop.run_in_executor(None, self.tls.ticket_keys,
+                                                   config.tls.ticket_key_file)
+            tls = self.tls.prepare(specs, keys)
+            # Pure: it reads the live snapshot's records (what only a swap changes, and
+            # swaps wait for this lock) and changes nothing live, so a compile that
+            # raises leaves the running snapshot as it was.
+            snapshot = await self.loop.run_in_executor(None, self._compile, config, previous,
+                                                       tls)
+            self._swap(snapshot)
             self.stats.reloads += 1
             await self._sync_listeners()
             await self.tls.rescan()  # a reload also picks up changed certificates
@@ -199,6 +192,17 @@ class Worker:
             log.lb.info("configuration %d is live (%d pools, %d listeners)", snapshot.version,
                         len(snapshot.pools), len(snapshot.listeners))
             return snapshot
+
+    @staticmethod
+    def _compile(config: LbConfig, previous: Snapshot,
+                 tls: dict[str, ListenerTls]) -> Snapshot:
+        return compile_snapshot(config, previous, tls=tls)
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        """The config's settings into the runtime records, and the snapshot in: one
+        synchronous step (no await), so no request sees one without the other."""
+        snapshot.go_live(self.loop.time())
+        self.snapshot = snapshot
 
     async def _sync_listeners(self) -> None:
         wanted: dict[str, ListenerSpec] = {
@@ -230,7 +234,7 @@ class Worker:
                                                  backlog=backlog)
         return await self.loop.create_server(
             self._factory(key, spec.mode), sock=sock, ssl=listener.tls.front,
-            ssl_handshake_timeout=self.timeouts.header_read, backlog=backlog)
+            ssl_handshake_timeout=self.snapshot.timeouts.header_read, backlog=backlog)
 
     def _factory(self, key: str, mode: str) -> Callable[[], asyncio.Protocol]:
         if mode == "tcp":
@@ -255,7 +259,7 @@ class Worker:
 
     # -- timers -------------------------------------------------------------------------
     def tick(self) -> float:
-        t = self.timeouts
+        t = self.snapshot.timeouts
         shortest = min(t.header_read, t.idle_keepalive, t.backend_response, t.tcp_idle)
         return max(0.01, min(0.25, shortest / 5))
 
@@ -309,7 +313,7 @@ class Worker:
     # -- stop ---------------------------------------------------------------------------
     async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:
         """Fail health, keep accepting for the grace period, then finish what is in flight."""
-        timeouts = self.timeouts
+        timeouts = self.snapshot.timeouts
         self.stopping = True
         await asyncio.sleep(timeouts.shutdown_grace if grace is None else grace)
         for server in self.servers.values():

@@ -1,6 +1,6 @@
 """Backend selection: ``pick(pool, key, now)`` does no I/O; tested without sockets."""
 
 from regional_lb.balancing.algorithms import pick
-from regional_lb.balancing.state import BackendState, PoolState, build_pool_state
+from regional_lb.balancing.state import BackendSettings, BackendState, PoolState, build_pool_state
 
-__all__ = ["BackendState", "PoolState", "build_pool_state", "pick"]
+__all__ = ["BackendSettings", "BackendState", "PoolState", "build_pool_state", "pick"]

@@ -1,8 +1,11 @@
 """Runtime state the pickers read: backends with their counters, and one pool's cursors.
 
-A :class:`BackendState` outlives snapshots (a reload keeps its counters, in-flight
-requests and pooled connections); a :class:`PoolState` belongs to one snapshot, so
-its lookup tables (Maglev) are built once, off the hot path, and never change.
+A :class:`BackendState` is a runtime record that outlives snapshots (a reload keeps
+its counters, health, in-flight requests and pooled connections); a :class:`PoolState`
+belongs to one snapshot, so its lookup tables (Maglev) are built once, off the hot path,
+and never change. Building a pool reads the previous records and changes none: what
+the config says of each backend is a frozen :class:`BackendSettings` on the pool, which
+:meth:`PoolState.go_live` writes into the records when the snapshot is swapped in.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import random
 from bisect import bisect_left
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from regional_lb.balancing.maglev import build_table
@@ -126,6 +130,15 @@ class BackendState:
             self.ewma = self.ewma * keep + seconds * (1.0 - keep)
         self.ewma_stamp = now
 
+    def configure(self, settings: BackendSettings, now: float) -> None:
+        """What a config says of this backend, as a snapshot goes live (on the loop)."""
+        if settings.ramp:
+            self.since = now
+        self._admin = settings.admin
+        self._weight = settings.weight
+        self.max_connections = settings.max_connections
+        self._refresh()
+
     def set_healthy(self, healthy: bool, now: float) -> None:
         """The hook for health checking: a recovered backend ramps up through slow start."""
         if healthy and not self.healthy:
@@ -133,15 +146,30 @@ class BackendState:
         self.healthy = healthy
 
 
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """A backend as one config has it, applied to its record when that config goes live."""
+
+    admin: str
+    weight: int
+    max_connections: int
+    ramp: bool  # slow start begins: new, or enabled again (not at the first start)
+
+
 class PoolState:
     """What one pool's picker reads and the cursors it moves."""
 
     __slots__ = ("algorithm", "backends", "cursor", "hash_key", "hashed", "name", "picker",
-                 "queue", "retry_budget", "retry_cap", "retry_tokens", "rng", "slow_start",
-                 "spec", "table", "track_ewma", "wrr")
+                 "queue", "retry_budget", "retry_cap", "retry_tokens", "rng", "settings",
+                 "slow_start", "spec", "table", "track_ewma", "wrr")
 
-    def __init__(self, spec: PoolSpec, backends: tuple[BackendState, ...], seed: int | None):
+    def __init__(self, spec: PoolSpec, backends: tuple[BackendState, ...], seed: int | None,
+                 settings: tuple[BackendSettings, ...] | None = None):
+        if settings is None:  # the records as they are (tests build pools by hand)
+            settings = tuple(BackendSettings(b.admin, b.weight, b.max_connections, False)
+                             for b in backends)
         self.spec = spec
+        self.settings = settings
         self.name = spec.name
         self.algorithm = spec.algorithm
         self.hash_key = spec.hash_key
@@ -153,7 +181,9 @@ class PoolState:
         self.retry_tokens = 10.0
         self.retry_budget = spec.retry_budget
         self.retry_cap = 10.0 + 100 * spec.retry_budget
-        self.table = build_table([(b.key, b.weight) for b in backends]) \
+        # From the settings, not the records: those still hold the live snapshot's weights.
+        self.table = build_table([(b.key, s.weight) for b, s in zip(backends, settings,
+                                                                   strict=True)]) \
             if spec.algorithm == "consistent_hash" else ()
         self.hashed = spec.algorithm == "consistent_hash"
         self.track_ewma = spec.algorithm == "peak_ewma"
@@ -162,6 +192,12 @@ class PoolState:
         from regional_lb.balancing.algorithms import PICKERS
 
         self.picker = PICKERS[spec.algorithm]
+
+    def go_live(self, now: float) -> None:
+        """Write this pool's settings into its backend records: part of the swap, in the
+        same synchronous step as the snapshot's assignment (no request sees half)."""
+        for backend, settings in zip(self.backends, self.settings, strict=True):
+            backend.configure(settings, now)
 
     def admit_request(self) -> None:
         if self.retry_tokens < self.retry_cap:
@@ -178,26 +214,25 @@ class PoolState:
 def build_pool_state(
     spec: PoolSpec,
     previous: Mapping[str, BackendState],
-    now: float,
     first: bool = False,
     seed: int | None = None,
 ) -> PoolState:
-    """A pool for a new snapshot, reusing the BackendState of backends it already had.
+    """A pool for a new snapshot, reusing the records of backends it already had.
 
-    A backend that is new, or becomes enabled again, starts slow start (not at first start).
+    Pure: the previous records are read (their admin state, which only a swap changes),
+    never written; new backends get new records, seen by nobody until the swap. A
+    backend that is new, or becomes enabled again, starts slow start (not at first start).
     """
     states = []
+    settings = []
     for backend in spec.backends:
         state = previous.get(backend.key)
         if state is None:
             state = BackendState(backend.address.host, backend.address.port)
-            state.admin = backend.state
-            if not first:
-                state.since = now
-        elif state.admin != "enabled" and backend.state == "enabled":
-            state.since = now
-        state.admin = backend.state
-        state.weight = backend.weight
-        state.max_connections = spec.max_connections
+            ramp = not first
+        else:
+            ramp = state.admin != "enabled" and backend.state == "enabled"
         states.append(state)
-    return PoolState(spec, tuple(states), seed)
+        settings.append(BackendSettings(backend.state, backend.weight, spec.max_connections,
+                                        ramp))
+    return PoolState(spec, tuple(states), seed, tuple(settings))

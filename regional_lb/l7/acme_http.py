@@ -19,7 +19,7 @@ _TOKEN = re.compile(rb"[A-Za-z0-9_-]{1,256}")
 
 
 def tokens_dir(settings: AcmeSettings) -> Path:
-    return settings.state_dir / "http-01"
+    return settings.tokens_dir
 
 
 class TokenFiles:

@@ -18,7 +18,7 @@ from regional_lb.l7.rewrite import response_head
 
 if TYPE_CHECKING:
     from regional_lb.l7.upstream import UpstreamProtocol
-    from regional_lb.snapshot import Listener
+    from regional_lb.snapshot import Listener, Snapshot
     from regional_lb.worker import Worker
 
 # Connection states.
@@ -56,6 +56,7 @@ class ClientBase(asyncio.Protocol):
         "request_cell",
         "request_done",
         "response_started",
+        "snapshot",
         "stale_retry",
         "started",
         "state",
@@ -103,10 +104,14 @@ class ClientBase(asyncio.Protocol):
     request_cell: int        # the count the request in flight holds
     waiting: list[Any] | None  # its queue entry while waiting for a backend slot
     worker: Worker
+    # The worker's snapshot as the request (or, between requests, the last one) started:
+    # its limits, timeouts, access log and caches hold until the request ends.
+    snapshot: Snapshot
     listener_name: str
 
     def __init__(self, worker: Worker, listener_name: str):
         self.worker = worker
+        self.snapshot = worker.snapshot
         self.listener_name = listener_name
         self.transport = self.request = self.pool = self.backend = self.upstream = None
         self.decoder = self.upgrade = self.waiting = None
@@ -198,7 +203,7 @@ class ClientBase(asyncio.Protocol):
         self.transport.write(head)
         if tunnel:
             self.state = TUNNEL
-            self.deadline = self.worker.loop.time() + self.worker.timeouts.tcp_idle
+            self.deadline = self.worker.loop.time() + self.snapshot.timeouts.tcp_idle
             self.deadline_status = 0
             if self.pending:
                 assert upstream.transport is not None
@@ -244,7 +249,7 @@ class ClientBase(asyncio.Protocol):
             self.transport.write(pieces[0])
         else:
             self.transport.writelines(pieces)
-        self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
+        self.deadline = self.worker.loop.time() + self.snapshot.timeouts.backend_response
 
     def response_end(self, upstream: UpstreamProtocol, last: bytes) -> None:
         assert self.transport is not None

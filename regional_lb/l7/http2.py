@@ -82,7 +82,7 @@ from regional_lb.l7.http2_stream import Http2Stream
 
 if TYPE_CHECKING:
     from regional_lb.config_http2 import Http2Settings
-    from regional_lb.snapshot import Listener
+    from regional_lb.snapshot import Listener, Snapshot
     from regional_lb.worker import Worker
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -226,9 +226,13 @@ class FrameGuard:
 
 
 class Http2Connection(asyncio.Protocol):
-    def __init__(self, worker: Worker, listener_name: str, listener: Listener,
-                 client_ip: bytes, tls_headers: bytes, connection_cell: int = 0):
+    def __init__(self, worker: Worker, snapshot: Snapshot, listener_name: str,
+                 listener: Listener, client_ip: bytes, tls_headers: bytes,
+                 connection_cell: int = 0):
         self.worker = worker
+        # The connection's settings come from the snapshot it started with; its timers
+        # from its latest stream's (each stream takes the worker's as it begins).
+        self.snapshot = snapshot
         self.connection_cell = connection_cell  # per-client connection count it holds
         self.listener_name = listener_name
         self.listener = listener
@@ -242,13 +246,13 @@ class Http2Connection(asyncio.Protocol):
         self.last_stream_id = 0
         self.writing_paused = False
         self.counters = worker.http2.counters(listener_name)
-        settings = worker.snapshot.config.http2
-        hard_cap = HEADER_CAP_FACTOR * worker.limits.max_header_bytes
+        settings = snapshot.config.http2
+        hard_cap = HEADER_CAP_FACTOR * snapshot.limits.max_header_bytes
         self.guard = FrameGuard(settings, hard_cap)
         self.h2 = h2 = H2Connection(config=H2_CONFIG)
         h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: worker.limits.max_header_bytes,
+            SettingCodes.MAX_HEADER_LIST_SIZE: snapshot.limits.max_header_bytes,
             SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size,
         })
         h2.decoder.max_header_list_size = hard_cap
@@ -275,7 +279,7 @@ class Http2Connection(asyncio.Protocol):
         if extra > 0:
             h2.increment_flow_control_window(min(extra, 2**31 - 1 - 65535))
         self._flush()
-        self.deadline = worker.loop.time() + worker.timeouts.header_read
+        self.deadline = worker.loop.time() + self.snapshot.timeouts.header_read
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
@@ -331,10 +335,11 @@ class Http2Connection(asyncio.Protocol):
             self._refuse(stream_id)
             return
         stream = Http2Stream(self, stream_id)
+        self.snapshot = stream.snapshot
         self.streams[stream_id] = stream
         self.counters.streams += 1
         stream.begin(event.headers, event.stream_ended is not None)
-        current = self.worker.snapshot.listeners.get(self.listener_name)
+        current = stream.snapshot.listeners.get(self.listener_name)
         if self.worker.stopping or current is None or not current.h2:
             self.drain()  # this stream is served; the client takes the next ones elsewhere
 
@@ -440,7 +445,8 @@ class Http2Connection(asyncio.Protocol):
             if last:
                 return True
         if sent:
-            stream.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
+            stream.deadline = self.worker.loop.time() \
+                + stream.snapshot.timeouts.backend_response
         if out or not stream.out_end:
             return False
         if stream.trailers:
@@ -496,7 +502,7 @@ class Http2Connection(asyncio.Protocol):
             self._close()
             return
         worker = self.worker
-        self.deadline = worker.loop.time() + worker.timeouts.idle_keepalive
+        self.deadline = worker.loop.time() + self.snapshot.timeouts.idle_keepalive
 
     # -- timers, drain, close -------------------------------------------------------------
     def on_timeout(self, now: float) -> None:

@@ -27,7 +27,6 @@ from regional_lb.l7.parser import (
     HOP_BY_HOP,
     LAST_CHUNK,
     Response,
-    _requests,
     chunk,
     parse_request_cached,
     parse_response,
@@ -115,13 +114,16 @@ def request_head(headers: Headers, ended: bool) -> tuple[bytes, int]:
     return b"\r\n".join(lines), len(lines) - 1
 
 
-def response_headers(response: Response, via: bytes) -> Headers:
+HeadersCache = dict[tuple[int, bytes, int | bool | None, bytes], Headers]
+
+
+def response_headers(cache: HeadersCache, response: Response, via: bytes) -> Headers:
     """The HTTP/2 header list of a backend's response: its kept fields (hop-by-hop and
     Connection-named ones are gone already), lower-cased, plus ``via`` (the listener's
-    CRLF-led Via line, or empty)."""
+    CRLF-led Via line, or empty). Kept in ``cache`` (a snapshot's) by what makes it."""
     key = (response.status, response.forwarded_block(), response.reemit and
            response.content_length, via)
-    headers = _response_headers.get(key)
+    headers = cache.get(key)
     if headers is None:
         headers = [(b":status", b"%d" % response.status)]
         headers += _fields(response.forwarded_block())
@@ -129,13 +131,10 @@ def response_headers(response: Response, via: bytes) -> Headers:
             headers.append((b"content-length", b"%d" % response.content_length))
         if via:
             headers.append((b"via", via.partition(b": ")[2]))
-        if len(_response_headers) >= 4096:
-            _response_headers.clear()
-        _response_headers[key] = headers
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[key] = headers
     return headers
-
-
-_response_headers: dict[tuple[int, bytes, int | bool | None, bytes], Headers] = {}
 
 
 def _fields(block: bytes) -> Headers:
@@ -197,7 +196,8 @@ class Http2Stream(ClientProtocol):
     def begin(self, headers: Headers, ended: bool) -> None:
         """The request's HEADERS: checked, read as HTTP/1.1, then dispatched as one."""
         self.client_ended = ended
-        limits = self.worker.limits
+        snapshot = self.snapshot  # the worker's as this stream began
+        limits = snapshot.limits
         try:
             head, lines = request_head(headers, ended)
         except Malformed as exc:
@@ -210,12 +210,10 @@ class Http2Stream(ClientProtocol):
             self._reject(HttpError(431, "request head too large"))
             return
         try:
-            request = _requests.get(head) or parse_request_cached(head, limits.max_headers)
+            request = snapshot.requests.get(head) \
+                or parse_request_cached(snapshot.requests, head, limits.max_headers)
         except HttpError as exc:
             self._reject(exc)
-            return
-        if request.fields > limits.max_headers:
-            self._reject(HttpError(431, "too many header fields"))
             return
         if ended and request.body:
             self.connection.malformed(self, "content-length without DATA")
@@ -248,9 +246,9 @@ class Http2Stream(ClientProtocol):
         if upstream is None or upstream.transport is None:
             self.pending += data  # bounded by the stream's window: not acknowledged yet
             return
-        self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
+        self.deadline = self.worker.loop.time() + self.snapshot.timeouts.backend_response
         self.body_seen += len(data)
-        limit = self.worker.limits.max_body_bytes
+        limit = self.snapshot.limits.max_body_bytes
         if limit and self.body_seen > limit:
             self._abort_request(HttpError(413, "request body too large"))
             return
@@ -311,7 +309,8 @@ class Http2Stream(ClientProtocol):
         self.response_started = True
         self.status = response.status
         self._record(response)
-        self.out_headers = response_headers(response, self.listener.via[response.minor])
+        self.out_headers = response_headers(self.snapshot.h2_headers, response,
+                                            self.listener.via[response.minor])
         body = head[head.find(b"\r\n\r\n") + 4 :]  # the body's first bytes may follow
         if body:
             self._queue(body)
@@ -325,7 +324,8 @@ class Http2Stream(ClientProtocol):
         self.response_started = True
         self.status = response.status
         self._record(response)
-        self.out_headers = response_headers(response, self.listener.via[response.minor])
+        self.out_headers = response_headers(self.snapshot.h2_headers, response,
+                                            self.listener.via[response.minor])
         if body:
             self._queue(body)
         self.response_end(upstream, b"")
@@ -334,7 +334,7 @@ class Http2Stream(ClientProtocol):
         for piece in pieces:
             if piece:
                 self._queue(piece)
-        self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
+        self.deadline = self.worker.loop.time() + self.snapshot.timeouts.backend_response
         self._send()
 
     def response_end(self, upstream: UpstreamProtocol, last: bytes) -> None:
@@ -412,7 +412,7 @@ class Http2Stream(ClientProtocol):
         self.response_started = True
         self.out_end = True
         self.state = WAIT
-        self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
+        self.deadline = self.worker.loop.time() + self.snapshot.timeouts.backend_response
         self._send()
 
     def _gateway_error(self, error: HttpError) -> None:

@@ -6,7 +6,8 @@ Content-Length; the checks below would be needed on top of it anyway. Measured
 (``python bench/lb_parser.py``, a 9-header browser request): httptools with the Python
 callbacks a proxy needs 2.0 us, this parser 5.5 us, and 0.07 us for a head seen before
 (parsed heads are cached by their bytes: health checks, API clients, benchmarks and a
-backend's responses, which differ once a second by Date). h11 is pure Python and slower.
+backend's responses, which differ once a second by Date; the caches are the snapshot's,
+see regional_lb.snapshot). h11 is pure Python and slower.
 
 A head is checked in one regular-expression pass (request line, then every header line
 as ``token ":" value`` with no CR, LF, NUL or other control but HT); only a head that
@@ -216,38 +217,33 @@ class Response:
 
 # Parsed heads by their bytes. Parsed messages are never changed after parsing, so
 # identical heads (load balancer health checks, API clients, the same page fetched again)
-# share one; a backend's responses differ mostly by Date, once a second. Bounded, and
-# cleared at every reload (limits may change).
+# share one; a backend's responses differ mostly by Date, once a second. The caches are
+# a snapshot's (one balancer's, under its limits; a reload starts empty): the protocols
+# look a head up there themselves (hot path) and call these on a miss. Bounded.
 CACHE_ENTRIES = 4096
 CACHE_HEAD_BYTES = 2048  # larger heads are parsed every time: the cache stays small
-_requests: dict[bytes, Request] = {}  # read directly by the protocols (hot path)
-_responses: dict[bytes, Response] = {}
 
 
-def clear_caches() -> None:
-    _requests.clear()
-    _responses.clear()
-
-
-def parse_request_cached(head: bytes, max_headers: int) -> Request:
-    request = _requests.get(head)
+def parse_request_cached(cache: dict[bytes, Request], head: bytes, max_headers: int
+                         ) -> Request:
+    request = cache.get(head)
     if request is None:
         request = parse_request(head, max_headers)
         if len(head) <= CACHE_HEAD_BYTES:
-            if len(_requests) >= CACHE_ENTRIES:
-                _requests.clear()
-            _requests[head] = request
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            cache[head] = request
     return request
 
 
-def parse_response_cached(head: bytes) -> Response:
-    response = _responses.get(head)
+def parse_response_cached(cache: dict[bytes, Response], head: bytes) -> Response:
+    response = cache.get(head)
     if response is None:
         response = parse_response(head)
         if len(head) <= CACHE_HEAD_BYTES:
-            if len(_responses) >= CACHE_ENTRIES:
-                _responses.clear()
-            _responses[head] = response
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            cache[head] = response
     return response
 
 

@@ -31,7 +31,6 @@ from regional_lb.l7.parser import (
     LAST_CHUNK,
     ChunkedDecoder,
     Request,
-    _requests,
     allowed_upgrade,
     check_partial_head,
     chunk,
@@ -66,12 +65,13 @@ class ClientProtocol(ClientBase):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0].encode() if peer else b""
         worker = self.worker
-        if len(worker.connections) >= worker.limits.max_client_connections:
+        self.snapshot = snapshot = worker.snapshot
+        if len(worker.connections) >= snapshot.limits.max_client_connections:
             self.state = CLOSED
             transport.close()  # over the limit: refused before any work
             return
         worker.connections.add(self)
-        listener = worker.snapshot.listeners.get(self.listener_name)
+        listener = snapshot.listeners.get(self.listener_name)
         if listener is None:
             self.state = CLOSED
             transport.close()
@@ -87,7 +87,7 @@ class ClientProtocol(ClientBase):
         if listener.tls is not None and listener.h2 and alpn_h2(transport):
             self._to_http2(transport, b"")  # after the connection cap: it counts too
             return
-        self.deadline = worker.loop.time() + worker.timeouts.header_read
+        self.deadline = worker.loop.time() + snapshot.timeouts.header_read
         self.deadline_status = 0
 
     def _open(self, admission: ListenerAdmission) -> bool:
@@ -199,7 +199,9 @@ class ClientProtocol(ClientBase):
 
     # -- request heads ------------------------------------------------------------------
     def _heads(self, data: bytes) -> None:
-        limits = self.worker.limits
+        # A request starts: it reads this snapshot until it ends.
+        self.snapshot = snapshot = self.worker.snapshot
+        limits = snapshot.limits
         while self.state == HEAD:
             end = data.find(b"\r\n\r\n")
             if end < 0:
@@ -218,16 +220,14 @@ class ClientProtocol(ClientBase):
                 self._reject(HttpError(431, "request head too large"))
                 return
             try:
-                request = _requests.get(head) or parse_request_cached(head,
-                                                                      limits.max_headers)
+                # The snapshot's cache: parsed under these limits.
+                request = snapshot.requests.get(head) \
+                    or parse_request_cached(snapshot.requests, head, limits.max_headers)
             except HttpError as exc:
                 if head == PREFACE_HEAD and self._h2c_allowed():
                     self._to_http2(self.transport, PREFACE_HEAD + b"\r\n\r\n" + data)
                 else:
                     self._reject(exc)
-                return
-            if request.fields > limits.max_headers:  # cached under another balancer's limits
-                self._reject(HttpError(431, "too many header fields"))
                 return
             self._dispatch(request, data)
             return
@@ -245,27 +245,28 @@ class ClientProtocol(ClientBase):
         # The client network's connection count goes with the connection, released when
         # the HTTP/2 protocol loses it (this object never hears of it again).
         cell, self.connection_cell = self.connection_cell, 0
-        connection = self.worker.http2_connection(self.worker, self.listener_name,
-                                                  self.listener, self.client_ip,
-                                                  self.tls_headers, cell)
+        connection = self.worker.http2_connection(self.worker, self.snapshot,
+                                                  self.listener_name, self.listener,
+                                                  self.client_ip, self.tls_headers, cell)
         connection.take_over(transport, data)  # type: ignore[arg-type]
 
     def _partial_head(self, data: bytes) -> None:
-        limits = self.worker.limits
+        snapshot = self.snapshot
+        limits = snapshot.limits
         try:
             check_partial_head(data, limits.max_request_line, limits.max_header_bytes)
         except HttpError as exc:
             self._reject(exc)
             return
         if data and not self.buffer and self.deadline_status == 0:
-            worker = self.worker
-            self.deadline = worker.loop.time() + worker.timeouts.header_read
+            self.deadline = self.worker.loop.time() + snapshot.timeouts.header_read
             self.deadline_status = 408
         self.buffer = data
 
     def _dispatch(self, request: Request, rest: bytes) -> None:
         worker = self.worker
-        listener = worker.snapshot.listeners.get(self.listener_name)
+        snapshot = self.snapshot
+        listener = snapshot.listeners.get(self.listener_name)
         self.request = request
         self.minor = request.minor
         self.keep_alive = request.keep_alive and not worker.stopping
@@ -275,13 +276,13 @@ class ClientProtocol(ClientBase):
         if request.path == listener.health_path:
             self._health(rest)
             return
-        if worker.acme_tokens is not None and request.path.startswith(CHALLENGE_PREFIX):
-            reply = challenge_response(worker.acme_tokens, request.path,
+        if snapshot.acme_tokens is not None and request.path.startswith(CHALLENGE_PREFIX):
+            reply = challenge_response(snapshot.acme_tokens, request.path,
                                        request.method == b"HEAD")
             if reply is not None:
                 self._local_reply(reply, rest)
                 return
-        limit = worker.limits.max_body_bytes
+        limit = snapshot.limits.max_body_bytes
         if limit and (request.content_length or 0) > limit:
             self._reject(HttpError(413, "request body too large"))
             return
@@ -314,7 +315,7 @@ class ClientProtocol(ClientBase):
         # Almost no request offers an Upgrade: no call for the ones that do not.
         self.upgrade = allowed_upgrade(request.upgrade, listener.upgrades) \
             if request.upgrade is not None else None
-        self.head_out = request_head(request, self.client_ip,
+        self.head_out = request_head(snapshot.suffixes, request, self.client_ip,
                                      worker.request_prefix + b"%x" % worker.request_count,
                                      listener.default_host, listener.proto, self.upgrade,
                                      listener.via)
@@ -428,7 +429,7 @@ class ClientProtocol(ClientBase):
     async def _connect(self, backend: BackendState) -> None:
         try:
             pool = self.pool.spec if self.pool is not None else None
-            upstream = await connect(backend, self.worker.timeouts.backend_connect, pool)
+            upstream = await connect(backend, self.snapshot.timeouts.backend_connect, pool)
         except UpstreamError as exc:
             if self.state != CLOSED:
                 self._fail_upstream(exc)
@@ -450,7 +451,7 @@ class ClientProtocol(ClientBase):
         self.upstream = upstream
         upstream.start(self, request.method == b"HEAD", self.upgrade)
         upstream.transport.write(self.head_out)
-        self.deadline = self.started + self.worker.timeouts.backend_response
+        self.deadline = self.started + self.snapshot.timeouts.backend_response
         self.deadline_status = 504
         if self.paused:
             self._resume(PAUSE_NO_UPSTREAM)
@@ -502,7 +503,7 @@ class ClientProtocol(ClientBase):
             if len(self.pending) > PIPELINE_BUFFER:  # queued: hold no more than this
                 self._pause(PAUSE_NO_UPSTREAM)
             return
-        self.deadline = self.worker.loop.time() + self.worker.timeouts.backend_response
+        self.deadline = self.worker.loop.time() + self.snapshot.timeouts.backend_response
         if self.decoder is None:
             left = self.body_left
             if len(data) < left:
@@ -523,7 +524,7 @@ class ClientProtocol(ClientBase):
         for piece in pieces:
             self.body_seen += len(piece)
             out.extend(chunk(piece))
-        limit = self.worker.limits.max_body_bytes
+        limit = self.snapshot.limits.max_body_bytes
         if limit and self.body_seen > limit:
             self._abort_request(HttpError(413, "request body too large"))
             return
@@ -601,8 +602,9 @@ class ClientProtocol(ClientBase):
         """A request answered: counted, logged, its backend slot given back."""
         worker = self.worker
         worker.stats.requests += 1
-        if worker.access_log is not None and self.request is not None:
-            worker.access_log(self, worker.loop.time() - self.started)
+        access_log = self.snapshot.access_log
+        if access_log is not None and self.request is not None:
+            access_log(self, worker.loop.time() - self.started)
         backend = self.backend
         if backend is not None:
             self.backend = None
@@ -618,7 +620,8 @@ class ClientProtocol(ClientBase):
     def _idle(self, rest: bytes) -> None:
         worker = self.worker
         self.state = HEAD
-        self.deadline = (self.answered or worker.loop.time()) + worker.timeouts.idle_keepalive
+        self.deadline = (self.answered or worker.loop.time()) \
+            + self.snapshot.timeouts.idle_keepalive
         self.answered = self.started = 0.0
         self.head_out = b""  # an idle connection keeps nothing of the request it served
         self.decoder = self.upgrade = None
@@ -665,6 +668,7 @@ class ClientProtocol(ClientBase):
             upstream.abort()
         self._release_backend(failed=False)
         self._end_limits(ABANDONED)
-        if self.worker.access_log is not None and self.request is not None:
-            self.worker.access_log(self, self.worker.loop.time() - self.started)
+        access_log = self.snapshot.access_log
+        if access_log is not None and self.request is not None:
+            access_log(self, self.worker.loop.time() - self.started)
         self.request = None

@@ -17,8 +17,13 @@ REASONS = {
 }
 
 
-def request_head(request: Request, client_ip: bytes, request_id: bytes, default_host: bytes,
-                 proto: bytes = b"http", upgrade: bytes | None = None,
+# The forwarding headers of a client without any of its own, by (client, host, proto):
+# one per snapshot (regional_lb.snapshot), handed in.
+Suffixes = dict[tuple[bytes, bytes, bytes], bytes]
+
+
+def request_head(suffixes: Suffixes, request: Request, client_ip: bytes, request_id: bytes,
+                 default_host: bytes, proto: bytes = b"http", upgrade: bytes | None = None,
                  via: tuple[bytes, bytes] = (b"", b"")) -> bytes:
     """The request line and headers for the backend.
 
@@ -36,13 +41,13 @@ def request_head(request: Request, client_ip: bytes, request_id: bytes, default_
     if request.forwarded_for or request.forwarded:
         parts = [prefix, _forwarding(request, client_ip, host, proto)]
     else:
-        suffix = _suffixes.get((client_ip, host, proto))
+        suffix = suffixes.get((client_ip, host, proto))
         if suffix is None:
             suffix = _forwarding(request, client_ip, host, proto)
             if len(host) <= 256:  # bounded memory whatever the clients send
-                if len(_suffixes) >= 4096:
-                    _suffixes.clear()
-                _suffixes[(client_ip, host, proto)] = suffix
+                if len(suffixes) >= 4096:
+                    suffixes.clear()
+                suffixes[(client_ip, host, proto)] = suffix
         parts = [prefix, suffix]
     if not request.has_request_id:
         parts += (b"\r\nX-Request-ID: ", request_id)
@@ -54,10 +59,6 @@ def request_head(request: Request, client_ip: bytes, request_id: bytes, default_
         parts += (b"\r\nConnection: upgrade\r\nUpgrade: ", upgrade)
     parts.append(b"\r\n\r\n")
     return b"".join(parts)
-
-
-# The forwarding headers of a client without any of its own, by (client, host, proto).
-_suffixes: dict[tuple[bytes, bytes, bytes], bytes] = {}
 
 
 def _forwarding(request: Request, client_ip: bytes, host: bytes, proto: bytes) -> bytes:

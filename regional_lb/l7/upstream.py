@@ -16,7 +16,6 @@ from regional_lb.errors import HttpError, UpstreamError
 from regional_lb.l7.parser import (
     ChunkedDecoder,
     Response,
-    _responses,
     chunk,
     parse_response_cached,
     upgrade_name,
@@ -206,7 +205,7 @@ class UpstreamProtocol(asyncio.Protocol):
             # The fast path: one whole keep-alive response with a head seen before.
             end = data.find(b"\r\n\r\n")
             if end >= 0:
-                response = _responses.get(data[:end])
+                response = client.snapshot.responses.get(data[:end])
                 if response is not None and response.plain \
                         and len(data) == end + 4 + response.content_length:  # type: ignore[operator]
                     self.state = DONE
@@ -225,8 +224,9 @@ class UpstreamProtocol(asyncio.Protocol):
                     self.buffer = data
                 return
             head, data = data[:end], data[end + 4 :]
+            responses = client.snapshot.responses
             try:
-                response = _responses.get(head) or parse_response_cached(head)
+                response = responses.get(head) or parse_response_cached(responses, head)
             except HttpError as exc:
                 self.keep = False
                 client.upstream_failed(self, exc)

@@ -67,7 +67,8 @@ class TlsCounters:
 
 
 class ListenerTls:
-    def __init__(self, spec: TlsSpec, store: CertStore, counters: TlsCounters):
+    def __init__(self, spec: TlsSpec, store: CertStore, counters: TlsCounters,
+                 ticket_keys: bytes):
         self.spec = spec
         self.store = store
         self.policy = spec.policy
@@ -76,12 +77,12 @@ class ListenerTls:
         default = [store.pairs[name] for name in store.index.default]
         self.front = server_context(spec.policy, default)
         self.front.sni_callback = self._select
-        self.apply_ticket_keys()
+        self.apply_ticket_keys(ticket_keys)
 
-    def apply_ticket_keys(self) -> None:
-        """The keys every worker (and every balancer with the same file) shares."""
+    def apply_ticket_keys(self, keys: bytes) -> None:
+        """The balancer's keys: its workers (and balancers with the same file) share them."""
         if self.policy.session_tickets:
-            tickets.apply(self.front)
+            tickets.apply(self.front, keys)
 
     def _select(self, sslobj: ssl.SSLObject, server_name: str | None,
                 front: ssl.SSLContext) -> int | None:
@@ -134,9 +135,12 @@ def client_identity(sslobj: ssl.SSLObject) -> bytes:
 
 class TlsRegistry:
     """A worker's certificate stores (one per sources and default), the control-plane feeds
-    they read (one per store URL), and its TLS listeners."""
+    they read (one per store URL), its TLS listeners, and its session ticket keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, own_keys: bytes | None = None) -> None:
+        # Ticket keys when no key file is given: the balancer's (made before its workers
+        # forked, so they share them), else this registry's own. Never another balancer's.
+        self.own_keys = own_keys if own_keys is not None else tickets.new_keys()
         self.stores: dict[StoreKey, CertStore] = {}
         self.feeds: dict[ControlSource, ControlFeed] = {}
         self.listeners: dict[str, ListenerTls] = {}
@@ -161,7 +165,13 @@ class TlsRegistry:
             await loop.run_in_executor(None, store.load)
             self.preloaded[key] = store
 
-    def prepare(self, listeners: Iterable[tuple[str, TlsSpec | None]]) -> dict[str, ListenerTls]:
+    def ticket_keys(self, key_file: Path | None) -> bytes:
+        """The keys for a config: its key file's (read now: call off the event loop), else
+        the balancer's own."""
+        return tickets.read_key_file(key_file) if key_file is not None else self.own_keys
+
+    def prepare(self, listeners: Iterable[tuple[str, TlsSpec | None]],
+                ticket_keys: bytes) -> dict[str, ListenerTls]:
         """TLS state for a config's listeners; raises (changing nothing) when a store fails."""
         stores: dict[StoreKey, CertStore] = {}
         result: dict[str, ListenerTls] = {}
@@ -176,10 +186,11 @@ class TlsRegistry:
             stores[key] = store
             held = self.listeners.get(name)
             if held is not None and held.spec == spec and held.store is store:
-                held.apply_ticket_keys()  # the key file may have changed
+                held.apply_ticket_keys(ticket_keys)  # the key file may have changed
                 result[name] = held
             else:
-                result[name] = ListenerTls(spec, store, self.counters.get(name) or TlsCounters())
+                result[name] = ListenerTls(spec, store, self.counters.get(name) or TlsCounters(),
+                                           ticket_keys)
         self.stores, self.listeners = stores, result
         self.preloaded.clear()
         for name, tls in result.items():

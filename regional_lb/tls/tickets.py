@@ -8,11 +8,14 @@ here through ctypes. Reaching it needs the ``SSL_CTX *`` inside the stdlib's con
 the CPython versions whose layout is known it is read there and then checked (OpenSSL's
 options for it must be the stdlib's); anything unexpected leaves OpenSSL's own keys.
 
-Keys are 80 bytes (16 name, 32 HMAC, 32 AES). Without a file they are made once per
-process tree, before `gtm lb serve` forks its workers; with ``[lb.tls] ticket_key_file``
-(base64 of 80 random bytes: ``head -c 80 /dev/urandom | base64 -w0``) every balancer
-holding the file resumes the others' clients. Rotate by replacing the file and reloading:
-tickets made under the old keys then get a full handshake.
+Keys are 80 bytes (16 name, 32 HMAC, 32 AES). Without a file each balancer makes its own
+(`gtm lb serve` before it forks its workers, so they share them; balancers started in
+one process, as by `gtm up`, each have theirs); with ``[lb.tls] ticket_key_file`` (base64
+of 80 random bytes: ``head -c 80 /dev/urandom | base64 -w0``) every balancer holding the
+file resumes the others' clients. Rotate by replacing the file and reloading: tickets
+made under the old keys then get a full handshake. The keys a balancer uses are its own
+(regional_lb.tls.listener.TlsRegistry); this module keeps only what is true of the
+whole process: where OpenSSL's call is, or why it cannot be reached.
 """
 
 from __future__ import annotations
@@ -31,18 +34,13 @@ KEY_BYTES = 80
 _SET_TICKET_KEYS = 59           # SSL_CTRL_SET_TLSEXT_TICKET_KEYS
 _KNOWN_LAYOUT = {(3, 11), (3, 12), (3, 13)}  # PySSLContext starts with its SSL_CTX *
 
-_process_keys: bytes | None = None
-_file_keys: bytes | None = None
 _openssl: ctypes.CDLL | None = None
 _unavailable = ""               # why keys cannot be set here (said once)
 
 
-def process_keys() -> bytes:
-    """This process tree's keys (call before forking so that workers share them)."""
-    global _process_keys
-    if _process_keys is None:
-        _process_keys = os.urandom(KEY_BYTES)
-    return _process_keys
+def new_keys() -> bytes:
+    """Keys for one balancer without a key file (made before it forks its workers)."""
+    return os.urandom(KEY_BYTES)
 
 
 def read_key_file(path: Path) -> bytes:
@@ -50,25 +48,14 @@ def read_key_file(path: Path) -> bytes:
                             "head -c 80 /dev/urandom | base64 -w0", CertificateError)
 
 
-def use_file(path: Path | None) -> None:
-    """Keys from ``path`` from now on (None: the process tree's own)."""
-    global _file_keys
-    _file_keys = read_key_file(path) if path is not None else None
-
-
-def current() -> bytes:
-    return _file_keys if _file_keys is not None else process_keys()
-
-
-def apply(ctx: ssl.SSLContext, keys: bytes | None = None) -> bool:
-    """Give ``ctx`` the shared keys; False (said once in the log) when it cannot be done."""
+def apply(ctx: ssl.SSLContext, keys: bytes) -> bool:
+    """Give ``ctx`` these keys; False (said once in the log) when it cannot be done."""
     pointer = _context_pointer(ctx)
     if pointer is None:
         return False
     assert _openssl is not None
-    chosen = keys if keys is not None else current()
-    buffer = ctypes.create_string_buffer(chosen, len(chosen))
-    return bool(_openssl.SSL_CTX_ctrl(pointer, _SET_TICKET_KEYS, len(chosen), buffer) == 1)
+    buffer = ctypes.create_string_buffer(keys, len(keys))
+    return bool(_openssl.SSL_CTX_ctrl(pointer, _SET_TICKET_KEYS, len(keys), buffer) == 1)
 
 
 def _context_pointer(ctx: ssl.SSLContext) -> int | None:

@@ -19,7 +19,9 @@ def pool(algorithm: str, weights: list[int], seed: int = 7, slow_start: float = 
         BackendSpec(Listen("127.0.0.1", 9000 + i), w, (states or [])[i] if states else "enabled")
         for i, w in enumerate(weights))
     spec = PoolSpec("p", backends, algorithm=algorithm, slow_start=slow_start)
-    return build_pool_state(spec, previous or {}, now, first=first, seed=seed)
+    state = build_pool_state(spec, previous or {}, first=first, seed=seed)
+    state.go_live(now)  # what a worker's swap does
+    return state
 
 
 def counts(state: PoolState, n: int, key: bytes = b"", now: float = 0.0) -> Counter[int]:
