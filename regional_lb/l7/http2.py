@@ -589,9 +589,12 @@ class Http2Connection(asyncio.Protocol):
         except Exception:
             log.lb.exception("internal error in the HTTP/2 catch-all (listener %s): "
                              "connection aborted", self.listener_name)
-            self.closed = True
+            for stream in list(self.streams.values()):
+                with contextlib.suppress(Exception):
+                    stream.cancel()  # each gives back its backend slot and queue place
+            self.streams.clear()
             if self.transport is not None:
-                self.transport.abort()
+                self.transport.abort()  # connection_lost does the rest
 
     def close(self) -> None:
         self.drain()
