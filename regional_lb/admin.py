@@ -1,8 +1,9 @@
 """The admin API (aiohttp, off the hot path), protected by a bearer token.
 
-Every other path needs ``Authorization: Bearer <admin_token>``. Errors answer
-``{"error": reason}``, with ``"field"`` when one input is to blame (a body key or a query
-parameter); bodies and parameters are checked in full before anything is changed.
+Every other path needs ``Authorization: Bearer <admin_token>``. Errors answer in the one
+body of the product's APIs (gtm.http_errors), ``{"error": {"status", "message", "field",
+"request_id"}}``, ``field`` naming the body key or query parameter to blame; bodies and
+parameters are checked in full before anything is changed.
 
     GET    /health                              200 ok / 503 draining (no token needed)
     GET    /pools                               pools, backends, state and counters
@@ -20,24 +21,25 @@ parameter); bodies and parameters are checked in full before anything is changed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gtm import log
-from gtm.errors import ConfigError, GtmError, RequestError, ServeError
+from gtm.errors import ConfigError, NotFound, RequestError, ServeError
+from gtm.http_errors import error_boundary, error_response
 from gtm.json_input import read_json
 from regional_lb import overrides as ov
 from regional_lb.balancing import BackendState
 from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
 from regional_lb.config_reader import Reader
-from regional_lb.errors import HttpError
 from regional_lb.health import health_view
 from regional_lb.shares import drained, read_shares, share_dir
 from regional_lb.tls.listener import ADMIN_TLS
@@ -46,59 +48,69 @@ if TYPE_CHECKING:
     from regional_lb.node import BalancerHandle
 
 ADMIN = "admin"  # the source named in ConfigErrors of requests
+# The one error body and status rule of the product's APIs.
+admin_errors = error_boundary(log.lb, "the balancer")
 MAX_WAIT = 3600.0  # seconds a drain may wait: each waiting request holds a task
 WAIT_SYNTAX = re.compile(r"[0-9]{1,4}(\.[0-9]{1,6})?", re.ASCII)  # finite and plain
 
 
-def error_response(status: int, reason: str, headers: dict[str, str] | None = None,
-                   **details: Any) -> web.Response:
-    """The admin API's one error shape: {"error": reason} (+ "field" for input errors)."""
-    return web.json_response({"error": reason, **details}, status=status, headers=headers)
-
-
-def authorization_refusal(headers: Any, token: str | None) -> web.Response | None:
+def authorization_refusal(request: web.Request, token: str | None) -> web.Response | None:
     """None when the request carries ``Authorization: Bearer <token>``, else the refusal.
 
     RFC 6750: no credentials or another scheme is 401 with a bare ``Bearer`` challenge, a
     malformed header is 400 ``invalid_request``, a wrong token 401 ``invalid_token``.
     """
-    values = headers.getall("Authorization", [])
+    values = request.headers.getall("Authorization", [])
     if not values:
-        return _challenge(401, "missing bearer token (Authorization: Bearer <token>)")
+        return _challenge(request, 401, "missing bearer token (Authorization: Bearer <token>)")
     if len(values) > 1:
-        return _challenge(400, "more than one Authorization header", "invalid_request")
+        return _challenge(request, 400, "more than one Authorization header",
+                          "invalid_request")
     value = values[0]
     if not (value.isascii() and value.isprintable()):  # undecodable bytes come as surrogates
-        return _challenge(400, "the Authorization header must be printable ASCII",
+        return _challenge(request, 400, "the Authorization header must be printable ASCII",
                           "invalid_request")
     scheme, _, credentials = value.partition(" ")
     if scheme.lower() != "bearer":
-        return _challenge(401, "the Authorization scheme must be Bearer")
+        return _challenge(request, 401, "the Authorization scheme must be Bearer")
     if not token or not hmac.compare_digest(credentials.strip(" ").encode(), token.encode()):
-        return _challenge(401, "wrong bearer token", "invalid_token")
+        return _challenge(request, 401, "wrong bearer token", "invalid_token")
     return None
 
 
-def _challenge(status: int, reason: str, code: str | None = None) -> web.Response:
+def _challenge(request: web.Request, status: int, reason: str,
+               code: str | None = None) -> web.Response:
     challenge = f'Bearer error="{code}"' if code else "Bearer"
-    return error_response(status, reason, headers={"WWW-Authenticate": challenge})
+    return error_response(request, status, reason, "Authorization",
+                          headers={"WWW-Authenticate": challenge})
 
 
 def query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
     """The query parameters, each known and given once; checked before anything is done."""
     for name in request.query:
         if name not in allowed:
-            raise ConfigError("unknown query parameter", ADMIN, name)
+            raise RequestError(400, "unknown query parameter", name)
         if len(request.query.getall(name)) > 1:
-            raise ConfigError("is given more than once", ADMIN, name)
+            raise RequestError(400, "is given more than once", name)
     return dict(request.query)
+
+
+@contextlib.contextmanager
+def request_fields() -> Iterator[None]:
+    """Bodies go through the config file's reader, whose ConfigError here is the request's
+    fault: a 400 naming the key (an invalid config, from a reload, is a 422)."""
+    try:
+        yield
+    except ConfigError as exc:
+        field = None if exc.where is None or exc.where == "" else str(exc.where)
+        raise RequestError(400, exc.reason, field) from exc
 
 
 def wait_seconds(text: str) -> float:
     """``?wait=``: plain decimal seconds, 0 to MAX_WAIT (no nan, inf, exponents, signs)."""
     if not WAIT_SYNTAX.fullmatch(text) or float(text) > MAX_WAIT:
-        raise ConfigError(f"must be seconds from 0 to {MAX_WAIT:g} (like 5 or 0.5)", ADMIN,
-                          "wait")
+        raise RequestError(400, f"must be seconds from 0 to {MAX_WAIT:g} (like 5 or 0.5)",
+                           "wait")
     return float(text)
 
 
@@ -129,7 +141,7 @@ class AdminServer:
     async def start(self) -> None:
         config = self.handle.snapshot.config
         assert config.admin is not None
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[admin_errors, self._auth])
         app.router.add_get("/health", self.health)
         app.router.add_get("/pools", self.pools)
         app.router.add_post("/pools/{pool}/backends", self.add)
@@ -163,25 +175,11 @@ class AdminServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path != "/health":
-            refusal = authorization_refusal(request.headers,
-                                            self.handle.snapshot.config.admin_token)
+            refusal = authorization_refusal(request, self.handle.snapshot.config.admin_token)
             if refusal is not None:
                 return refusal
-        try:
-            response: web.StreamResponse = await handler(request)
-            return response
-        except ConfigError as exc:
-            return error_response(400, exc.reason, field=exc.where or None)
-        except HttpError as exc:
-            return error_response(exc.status, exc.reason)
-        except GtmError as exc:
-            return error_response(400, str(exc))
-        except web.HTTPException as exc:  # aiohttp's own: unknown path, method, body size
-            if exc.status < 400:
-                raise
-            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            reason = (exc.text or exc.reason).removeprefix(f"{exc.status}: ")
-            return error_response(exc.status, reason, headers=allow)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def health(self, request: web.Request) -> web.Response:
         stopping = self.handle.worker.stopping
@@ -200,7 +198,7 @@ class AdminServer:
     def _pool(self, request: web.Request) -> str:
         name = request.match_info["pool"]
         if name not in self.handle.snapshot.pools:
-            raise HttpError(404, f"no pool {name!r}")
+            raise NotFound(f"no pool {name!r}")
         return name
 
     def _backend(self, request: web.Request) -> BackendState:
@@ -209,18 +207,17 @@ class AdminServer:
         for backend in pool.backends:
             if backend.key == address:
                 return backend
-        raise HttpError(404, f"no backend {address!r} in pool {pool.name!r}")
+        raise NotFound(f"no backend {address!r} in pool {pool.name!r}")
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
             body = await read_json(request)  # the shared strict reader: depth, duplicates, NUL
         except RequestError as exc:
-            if exc.status != 400:  # 413: larger than the body size allowed
-                raise HttpError(exc.status, str(exc)) from exc
-            raise ConfigError(str(exc), ADMIN, None if exc.field == "body" else exc.field) \
-                from exc
+            if exc.field == "body":  # the whole body: no one key to blame
+                raise RequestError(exc.status, str(exc)) from exc
+            raise
         if not isinstance(body, dict):
-            raise ConfigError("body must be a JSON object", ADMIN)
+            raise RequestError(400, "body must be a JSON object")
         return body
 
     async def _apply(self, edit: Callable[[ov.Overrides], None]) -> None:
@@ -239,9 +236,12 @@ class AdminServer:
     async def add(self, request: web.Request) -> web.Response:
         query(request, ())
         pool = self._pool(request)
-        reader = Reader(await self._body(request), "", ADMIN, BACKEND_KEYS)
-        key = str(backend_address(reader, self.handle.snapshot.config.allowed_backend_networks))
-        values = backend_values(reader)
+        body = await self._body(request)
+        with request_fields():
+            reader = Reader(body, "", ADMIN, BACKEND_KEYS)
+            networks = self.handle.snapshot.config.allowed_backend_networks
+            key = str(backend_address(reader, networks))
+            values = backend_values(reader)
         await self._apply(lambda o: ov.add(o, self.handle.base, pool, key, values))
         return web.json_response({"added": key}, status=201)
 
@@ -254,8 +254,9 @@ class AdminServer:
     async def patch(self, request: web.Request) -> web.Response:
         query(request, ())
         pool, key = self._pool(request), self._backend(request).key
-        values = backend_values(Reader(await self._body(request), "", ADMIN,
-                                       ("weight", "state")))
+        body = await self._body(request)
+        with request_fields():
+            values = backend_values(Reader(body, "", ADMIN, ("weight", "state")))
         await self._apply(lambda o: ov.change(o, pool, key, values))
         return web.json_response(backend_view(self._backend(request)))
 
@@ -299,7 +300,7 @@ class AdminServer:
         query(request, ())
         manager = self.handle.acme
         if manager is None:
-            return error_response(404, "no [lb.acme] in the configuration")
+            raise NotFound("no [lb.acme] in the configuration")
         issued = await manager.renew(request.match_info["name"])
         status = next(s for s in manager.status() if s["name"] == request.match_info["name"])
         return web.json_response({"issued": issued, **status}, status=200 if issued else 502)

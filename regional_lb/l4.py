@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from gtm import log
 from regional_lb import proxyproto
 from regional_lb.balancing import BackendState, PoolState, pick
 from regional_lb.tls.contexts import backend_tls
@@ -30,16 +31,26 @@ class TcpUpstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        session = self.session
-        session.deadline = session.worker.loop.time() + session.snapshot.timeouts.tcp_idle
-        assert session.transport is not None
-        session.transport.write(data)
+        try:
+            session = self.session
+            session.deadline = session.worker.loop.time() + session.snapshot.timeouts.tcp_idle
+            assert session.transport is not None
+            session.transport.write(data)
+        except Exception:
+            self.session.internal_error("backend data_received")
 
     def eof_received(self) -> bool:
-        return self.session.half_close(from_client=False)
+        try:
+            return self.session.half_close(from_client=False)
+        except Exception:
+            self.session.internal_error("backend eof_received")
+            return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.session.upstream_closed()
+        try:
+            self.session.upstream_closed()
+        except Exception:
+            self.session.internal_error("backend connection_lost")
 
     def pause_writing(self) -> None:
         if self.session.transport is not None:
@@ -101,16 +112,19 @@ class TcpSession(asyncio.Protocol):
         self.worker.spawn(self._connect(pool))
 
     def data_received(self, data: bytes) -> None:
-        self.deadline = self.worker.loop.time() + self.snapshot.timeouts.tcp_idle
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.write(data)
-            return
-        self.early += data
-        if self.awaiting_proxy_header:
-            self._proxy_header()
-        elif len(self.early) > MAX_EARLY and self.transport is not None:
-            self.transport.pause_reading()
+        try:
+            self.deadline = self.worker.loop.time() + self.snapshot.timeouts.tcp_idle
+            upstream = self.upstream
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.write(data)
+                return
+            self.early += data
+            if self.awaiting_proxy_header:
+                self._proxy_header()
+            elif len(self.early) > MAX_EARLY and self.transport is not None:
+                self.transport.pause_reading()
+        except Exception:
+            self.internal_error("data_received")
 
     def _proxy_header(self) -> None:
         try:
@@ -134,41 +148,49 @@ class TcpSession(asyncio.Protocol):
     async def _connect(self, pool: PoolState) -> None:
         worker = self.worker
         tried: list[BackendState] = []
-        pool.admit_request()
-        while not self.closed:
-            backend = pick(pool, self.peer[0].encode(), worker.loop.time(), tried)
-            if backend is None:
-                break
-            tried.append(backend)
-            backend.active += 1
-            backend.requests += 1
-            context, server_name = backend_tls(pool.spec, backend.host)
-            try:
-                _, upstream = await asyncio.wait_for(
-                    worker.loop.create_connection(
-                        lambda: TcpUpstream(self), backend.host, backend.port,
-                        ssl=context, server_hostname=server_name),
-                    self.snapshot.timeouts.backend_connect)
-            except (TimeoutError, OSError) as exc:
-                backend.active -= 1
-                backend.failures += 1
-                if backend.monitor is not None:  # passive outlier detection
-                    backend.monitor.gateway_error()
-                # Refused or reset: nothing reached a backend, so the retry is free (a
-                # timeout may be an overloaded backend: that one is charged).
-                free = not isinstance(exc, TimeoutError)
-                if len(tried) > pool.spec.retries or not (free or pool.take_retry()):
+        held: BackendState | None = None  # a backend slot taken, not yet the session's
+        try:
+            pool.admit_request()
+            while not self.closed:
+                backend = pick(pool, self.peer[0].encode(), worker.loop.time(), tried)
+                if backend is None:
                     break
-                continue
-            self._connected(backend, upstream, pool)
-            return
-        self.close(abort=True)
+                tried.append(backend)
+                backend.active += 1
+                held = backend
+                backend.requests += 1
+                context, server_name = backend_tls(pool.spec, backend.host)
+                try:
+                    _, upstream = await asyncio.wait_for(
+                        worker.loop.create_connection(
+                            lambda: TcpUpstream(self), backend.host, backend.port,
+                            ssl=context, server_hostname=server_name),
+                        self.snapshot.timeouts.backend_connect)
+                except (TimeoutError, OSError) as exc:
+                    backend.active -= 1
+                    held = None
+                    backend.failures += 1
+                    if backend.monitor is not None:  # passive outlier detection
+                        backend.monitor.gateway_error()
+                    # Refused or reset: nothing reached a backend, so the retry is free (a
+                    # timeout may be an overloaded backend: that one is charged).
+                    free = not isinstance(exc, TimeoutError)
+                    if len(tried) > pool.spec.retries or not (free or pool.take_retry()):
+                        break
+                    continue
+                self._connected(backend, upstream, pool)
+                return
+            self.close(abort=True)
+        except Exception:
+            if held is not None and self.backend is not held:
+                held.active -= 1  # the session's own slot is given back by its close
+            self.internal_error("backend connect")
 
     def _connected(self, backend: BackendState, upstream: TcpUpstream, pool: PoolState) -> None:
         assert upstream.transport is not None
         if self.closed:
-            backend.active -= 1
             upstream.transport.close()
+            backend.active -= 1  # last: a failure before it leaves the slot to _connect
             return
         self.backend = backend
         self.upstream = upstream
@@ -186,10 +208,14 @@ class TcpSession(asyncio.Protocol):
             self.transport.resume_reading()
 
     def eof_received(self) -> bool:
-        keep = self.half_close(from_client=True)
-        # A TLS transport closes after an EOF whatever this returns (and warns about True).
-        return keep and (self.transport is None
-                         or self.transport.get_extra_info("sslcontext") is None)
+        try:
+            keep = self.half_close(from_client=True)
+            # A TLS transport closes after an EOF whatever this returns (and warns about True).
+            return keep and (self.transport is None
+                             or self.transport.get_extra_info("sslcontext") is None)
+        except Exception:
+            self.internal_error("eof_received")
+            return False
 
     def half_close(self, from_client: bool) -> bool:
         """Pass a FIN on; close both once both directions have ended."""
@@ -220,8 +246,11 @@ class TcpSession(asyncio.Protocol):
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.worker.connections.discard(self)
-        self.close(abort=exc is not None)
+        try:
+            self.worker.connections.discard(self)
+            self.close(abort=exc is not None)
+        except Exception:
+            self.internal_error("connection_lost")
 
     def close(self, abort: bool = False) -> None:
         if self.closed:
@@ -238,8 +267,32 @@ class TcpSession(asyncio.Protocol):
                 else:
                     transport.close()
 
+    def internal_error(self, where: str) -> None:
+        """The catch-all of the entry points (both sides' callbacks, the timeout, the
+        connect task): a bug is logged once with its context and the session closed, which
+        gives its backend slot back once."""
+        try:
+            backend = self.backend
+            log.lb.exception("internal error in TCP %s: listener %s, client %s:%d, backend "
+                             "%s; closed", where, self.listener_name, self.peer[0],
+                             self.peer[1], backend.key if backend is not None else "-")
+            self.close(abort=True)
+        except Exception:
+            log.lb.exception("internal error in the TCP catch-all (listener %s): session "
+                             "aborted", self.listener_name)
+            self.closed = True
+            for transport in (self.transport, self.upstream.transport if self.upstream else None):
+                if transport is not None:
+                    transport.abort()
+        backend, self.backend = self.backend, None
+        if backend is not None:  # close() failed before giving it back
+            backend.active -= 1
+
     def on_timeout(self, now: float) -> None:
-        self.close(abort=True)
+        try:
+            self.close(abort=True)
+        except Exception:
+            self.internal_error("on_timeout")
 
     @property
     def idle(self) -> bool:

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gtm import metrics
-from gtm.control.http import Handler, error_response
+from gtm.control.http import Handler
 from gtm.control.ratelimit import TokenBuckets, client_of
 from gtm.control.service import ConfigService
 from gtm.control.store import AuditEntry, TokenRecord, hash_secret, role_allows
+from gtm.http_errors import error_response
 
 # Failed authentications a client may make at once, then per second.
 FAILURE_BURST = 10
@@ -98,7 +99,7 @@ class Authenticator:
             who, "auth.refused", f"{request.method} {request.path}", "refused",
             {"reason": reason, "status": status, "remote": request.remote or ""},
         ), client, audit_reason or reason)
-        response = error_response(status, reason, "Authorization")
+        response = error_response(request, status, reason, "Authorization")
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="gtm"'
         return response

@@ -1,69 +1,33 @@
 """The API's HTTP conventions: one error boundary, JSON bodies, versions, pages.
 
-Every error leaves as ``{"error": {"status", "message", "field"}}``; ``field``
-names the offending input (a JSON path into the document, a query parameter, a
-header) so a client can point at it.
+Every error leaves in the one body of the product's APIs (gtm.http_errors):
+``{"error": {"status", "message", "field", "request_id"}}``; ``field`` names the
+offending input (a JSON path into the document, a query parameter, a header) so a
+client can point at it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from gtm import log
-from gtm.errors import ConfigError, NotFound, RequestError, StoreUnavailable, VersionConflict
+from gtm import http_errors, log
+from gtm.errors import RequestError
+from gtm.http_errors import Handler
 from gtm.json_input import read_json
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
-RETRY_AFTER = "5"
 MAX_NUMBER = 2**62  # versions, ids and cursors: far beyond use, within every store's integers
 _ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
 # ASCII digits only: str.isdigit() and int() also take "²", "٣" and "1_0".
 _WHOLE = re.compile(r"^-?[0-9]{1,20}$")
 
 
-def error_response(
-    status: int, message: str, field: str | None = None, **extra: Any
-) -> web.Response:
-    body = {"error": {"status": status, "message": message, "field": field, **extra}}
-    headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
-    return web.json_response(body, status=status, headers=headers)
-
-
-@web.middleware
-async def error_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except RequestError as exc:
-        return error_response(exc.status, str(exc), exc.field)
-    except ConfigError as exc:
-        field = None if exc.where is None else str(exc.where)
-        return error_response(422, exc.reason, field, detail=str(exc))
-    except VersionConflict as exc:
-        # HTTP would say 412 for a failed If-Match; the contract of this API is 409 for
-        # every stale write, whether the base came in If-Match or in the body.
-        return error_response(409, str(exc), "If-Match", current_version=exc.current)
-    except NotFound as exc:
-        return error_response(404, str(exc))
-    except StoreUnavailable as exc:
-        log.control.warning("%s %s: %s", request.method, request.path, exc)
-        return error_response(503, f"the config store is unavailable: {exc}")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = error_response(exc.status, exc.reason)
-        if "Allow" in exc.headers:  # 405: which methods the resource has (RFC 9110 15.5.6)
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:  # the error boundary: a bug answers 500, never kills the server
-        log.control.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal error; see the control plane's log")
+# The one error body and status rule of the product's APIs (gtm.http_errors).
+error_boundary = http_errors.error_boundary(log.control, "the control plane")
 
 
 # Controls (NUL included) and lone surrogates: no name, id or number has them, and they

@@ -251,6 +251,8 @@ def _schemas() -> Json:
             "status": {"type": "integer"}, "message": {"type": "string"},
             "field": {"type": ["string", "null"],
                       "description": "the offending input: JSON path, parameter or header"},
+            "request_id": {"type": "string", "description": "also in X-Request-ID; a 500's "
+                           "log line names it"},
         }}}},
     }
 

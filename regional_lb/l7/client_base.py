@@ -8,9 +8,12 @@ request side is :class:`regional_lb.l7.proxy.ClientProtocol`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
+from gtm import log
 from regional_lb.balancing import BackendState, PoolState
 from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.l7.parser import ChunkedDecoder, Request, Response
@@ -26,6 +29,8 @@ PROXY_HEADER, HEAD, BODY, WAIT, TUNNEL, CLOSED = range(6)
 # Reasons to stop reading from the client, as bits.
 PAUSE_UPSTREAM, PAUSE_NO_UPSTREAM, PAUSE_PIPELINE, PAUSE_CLIENT_FULL = 1, 2, 4, 8
 PIPELINE_BUFFER = 65536
+# The request's id, as the backend gets it (ours, or the one the client sent).
+REQUEST_ID_LINE = re.compile(rb"\r\nx-request-id:[ \t]*([^\r\n]{0,64})", re.IGNORECASE)
 
 
 class ClientBase(asyncio.Protocol):
@@ -136,6 +141,39 @@ class ClientBase(asyncio.Protocol):
     def _release_backend(self, failed: bool) -> None:
         raise NotImplementedError
 
+    def _internal_error(self) -> None:
+        raise NotImplementedError
+
+    # -- the catch-all ------------------------------------------------------------------
+    def internal_error(self, where: str) -> None:
+        """The catch-all of the entry points (the client's and the backend's callbacks,
+        timeouts, the queue, the connect task), called from their ``except Exception``.
+
+        A bug while serving this connection is logged once with its context; the request
+        is answered 500 when no response has started (else the connection, or the HTTP/2
+        stream, is closed); its backend slot, queue place and request count are given back
+        once (each is cleared as it is given back). Nothing of it runs on the hot path.
+        """
+        try:
+            backend = self.backend
+            match = REQUEST_ID_LINE.search(self.head_out)
+            answered = not self.response_started and self.state not in (TUNNEL, CLOSED)
+            log.lb.exception(
+                "internal error in %s: listener %s, client %s, request %s, backend %s; %s",
+                where, self.listener_name, self.client_ip.decode(errors="replace") or "-",
+                match.group(1).decode(errors="replace") if match else "-",
+                backend.key if backend is not None else "-",
+                "answered 500" if answered else "closed")
+            self._internal_error()
+        except Exception:  # the catch-all itself failed: at least drop the connection
+            log.lb.exception("internal error in the catch-all (listener %s): connection "
+                             "aborted", self.listener_name)
+            self.state = CLOSED
+            with contextlib.suppress(Exception):
+                self._release_backend(failed=False)
+            if self.transport is not None:
+                self.transport.abort()
+
     # -- flow control -------------------------------------------------------------------
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -151,7 +189,10 @@ class ClientBase(asyncio.Protocol):
             rest, self.buffer = self.buffer, b""
             self._resume(PAUSE_CLIENT_FULL)
             if rest:
-                self._heads(rest)
+                try:
+                    self._heads(rest)
+                except Exception:
+                    self.internal_error("resume_writing")
 
     def pause_for_upstream(self, paused: bool) -> None:
         if paused:

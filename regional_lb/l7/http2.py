@@ -313,20 +313,26 @@ class Http2Connection(asyncio.Protocol):
         if self.closed:
             return
         try:
-            self.guard.check(data, self.worker.loop.time)
-        except Abuse as abuse:
-            self._abuse(abuse)
-            return
-        try:
-            events = self.h2.receive_data(data)
-        except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
-        for event in events:
-            handler = _HANDLERS.get(type(event))
-            if handler is not None:
-                handler(self, event)
-        self._flush()
+            try:
+                self.guard.check(data, self.worker.loop.time)
+            except Abuse as abuse:
+                self._abuse(abuse)
+                return
+            try:
+                events = self.h2.receive_data(data)
+            except ProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            for event in events:
+                handler = _HANDLERS.get(type(event))
+                if handler is not None:
+                    try:
+                        handler(self, event)
+                    except Exception:
+                        self._event_failed(event)
+            self._flush()
+        except Exception:
+            self._internal_error("data_received")
 
     # -- events ---------------------------------------------------------------------------
     def _request(self, event: RequestReceived) -> None:
@@ -515,7 +521,10 @@ class Http2Connection(asyncio.Protocol):
         for stream in list(self.streams.values()):
             deadline = stream.deadline
             if deadline and deadline < now:
-                stream.on_timeout(now)
+                try:
+                    stream.on_timeout(now)
+                except Exception:
+                    stream.internal_error("HTTP/2 stream timeout")
         soonest = 0.0
         for stream in self.streams.values():
             deadline = stream.deadline
@@ -563,6 +572,35 @@ class Http2Connection(asyncio.Protocol):
         self._count(self.counters.goaways, reason)
         self._flush()
         self._close()
+
+    # -- the catch-all --------------------------------------------------------------------
+    def _event_failed(self, event: Any) -> None:
+        """A bug handling one stream's event ends that stream (500, or RST_STREAM once its
+        response started); the connection and its other streams go on."""
+        stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
+        if stream is None:
+            self._internal_error(type(event).__name__)
+            return
+        stream.internal_error(f"HTTP/2 {type(event).__name__}")
+
+    def _internal_error(self, where: str) -> None:
+        """A bug outside any one stream: GOAWAY(INTERNAL_ERROR) and close, which cancels
+        every stream (their backend slots and queue places given back)."""
+        try:
+            log.lb.exception("internal error in HTTP/2 %s: listener %s, client %s, %d "
+                             "streams; GOAWAY", where, self.listener_name,
+                             self.client_ip.decode(errors="replace"), len(self.streams))
+            self._goaway(ErrorCodes.INTERNAL_ERROR, "internal_error")
+            self._close()
+        except Exception:
+            log.lb.exception("internal error in the HTTP/2 catch-all (listener %s): "
+                             "connection aborted", self.listener_name)
+            for stream in list(self.streams.values()):
+                with contextlib.suppress(Exception):
+                    stream.cancel()  # each gives back its backend slot and queue place
+            self.streams.clear()
+            if self.transport is not None:
+                self.transport.abort()  # connection_lost does the rest
 
     def close(self) -> None:
         self.drain()

@@ -437,6 +437,11 @@ class Http2Stream(ClientProtocol):
             self._queue(body)
         self._answer()
 
+    def _internal_error(self) -> None:
+        """A bug on this stream (see ClientBase.internal_error): 500 on it, or RST_STREAM
+        once its response started; the connection and its other streams go on."""
+        self._reject(HttpError(500, "internal error"))
+
     def on_timeout(self, now: float) -> None:
         """Called by the connection when this stream's deadline has passed."""
         self._deadline = 0.0

@@ -102,79 +102,92 @@ class ClientProtocol(ClientBase):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was = self.state
-        self.state = CLOSED
-        self.worker.connections.discard(self)
-        self._end_limits(ABANDONED)
-        if self.connection_cell:
-            self.worker.limiter.close_connection(self.connection_cell)
-            self.connection_cell = 0
-        upstream = self.upstream
-        if upstream is not None:
-            self.upstream = None
-            if was == TUNNEL:
-                upstream.close()
-            else:
-                upstream.abort()
-        self._release_backend(failed=False)
+        try:
+            was = self.state
+            self.state = CLOSED
+            self.worker.connections.discard(self)
+            self._end_limits(ABANDONED)
+            if self.connection_cell:
+                self.worker.limiter.close_connection(self.connection_cell)
+                self.connection_cell = 0
+            upstream = self.upstream
+            if upstream is not None:
+                self.upstream = None
+                if was == TUNNEL:
+                    upstream.close()
+                else:
+                    upstream.abort()
+            self._release_backend(failed=False)
+        except Exception:
+            self.internal_error("connection_lost")
 
     def data_received(self, data: bytes) -> None:
-        state = self.state
-        if state == BODY:
-            self._body(data)
-        elif state == TUNNEL:
-            assert self.upstream is not None and self.upstream.transport is not None
-            self.upstream.transport.write(data)
-        elif state == HEAD:
-            if self.buffer:
-                data = self.buffer + data
-                self.buffer = b""
-            self._heads(data)
-        elif state == WAIT:
-            self.buffer += data
-            if len(self.buffer) > PIPELINE_BUFFER:
-                self._pause(PAUSE_PIPELINE)
-        elif state == PROXY_HEADER:
-            self._proxy_header(self.buffer + data)
+        try:
+            state = self.state
+            if state == BODY:
+                self._body(data)
+            elif state == TUNNEL:
+                assert self.upstream is not None and self.upstream.transport is not None
+                self.upstream.transport.write(data)
+            elif state == HEAD:
+                if self.buffer:
+                    data = self.buffer + data
+                    self.buffer = b""
+                self._heads(data)
+            elif state == WAIT:
+                self.buffer += data
+                if len(self.buffer) > PIPELINE_BUFFER:
+                    self._pause(PAUSE_PIPELINE)
+            elif state == PROXY_HEADER:
+                self._proxy_header(self.buffer + data)
+        except Exception:
+            self.internal_error("data_received")
 
     def eof_received(self) -> bool | None:
-        # TLS transports close after an EOF whatever this returns (and warn about True).
-        if self.waiting is not None:
-            return None  # a client that closes while queued has given up: leave the queue
-        keep = None if self.transport is None or self.transport.get_extra_info("sslcontext") \
-            else True
-        if self.state == TUNNEL and self.upstream is not None:
-            assert self.upstream.transport is not None
-            if self.upstream.transport.can_write_eof():
-                self.upstream.transport.write_eof()
-            return keep
-        if self.state in (BODY, WAIT) and self.request_done:
-            return keep  # half-closed after a complete request: still answer it
-        return None
+        try:
+            # TLS transports close after an EOF whatever this returns (and warn about True).
+            if self.waiting is not None:
+                return None  # a client that closes while queued has given up: leave the queue
+            keep = None if self.transport is None or self.transport.get_extra_info("sslcontext") \
+                else True
+            if self.state == TUNNEL and self.upstream is not None:
+                assert self.upstream.transport is not None
+                if self.upstream.transport.can_write_eof():
+                    self.upstream.transport.write_eof()
+                return keep
+            if self.state in (BODY, WAIT) and self.request_done:
+                return keep  # half-closed after a complete request: still answer it
+            return None
+        except Exception:
+            self.internal_error("eof_received")
+            return None
 
     def on_timeout(self, now: float) -> None:
         """Called by the worker's sweeper when self.deadline has passed."""
-        if self.waiting is not None:
-            self._leave_queue(TIMEOUT)
-            self._gateway_error(HttpError(503, "no backend slot within queue_timeout"))
-            return
-        state = self.state
-        if self.response_started or state in (TUNNEL, CLOSED):
-            self.state = CLOSED
-            if self.transport is not None:
-                self.transport.abort()
-        elif state == WAIT and self.upstream is not None:
-            self._fail_upstream(UpstreamError(504, "backend response timeout", retryable=False))
-        elif state == BODY:
-            self._reject(HttpError(408, "request body timed out"))
-        elif state in (HEAD, PROXY_HEADER) and self.deadline_status:
-            self._reject(HttpError(408, "request head timed out"))
-        elif state in (HEAD, PROXY_HEADER):
-            self.state = CLOSED
-            if self.transport is not None:
-                self.transport.close()  # idle keep-alive connection: close quietly
-        else:
-            self.deadline = 0.0  # connecting: the connect timeout applies
+        try:
+            if self.waiting is not None:
+                self._leave_queue(TIMEOUT)
+                self._gateway_error(HttpError(503, "no backend slot within queue_timeout"))
+                return
+            state = self.state
+            if self.response_started or state in (TUNNEL, CLOSED):
+                self.state = CLOSED
+                if self.transport is not None:
+                    self.transport.abort()
+            elif state == WAIT and self.upstream is not None:
+                self._fail_upstream(UpstreamError(504, "backend response timeout", retryable=False))
+            elif state == BODY:
+                self._reject(HttpError(408, "request body timed out"))
+            elif state in (HEAD, PROXY_HEADER) and self.deadline_status:
+                self._reject(HttpError(408, "request head timed out"))
+            elif state in (HEAD, PROXY_HEADER):
+                self.state = CLOSED
+                if self.transport is not None:
+                    self.transport.close()  # idle keep-alive connection: close quietly
+            else:
+                self.deadline = 0.0  # connecting: the connect timeout applies
+        except Exception:
+            self.internal_error("on_timeout")
 
     # -- PROXY protocol -----------------------------------------------------------------
     def _proxy_header(self, data: bytes) -> None:
@@ -398,15 +411,19 @@ class ClientProtocol(ClientBase):
 
     def from_queue(self) -> bool:
         """A backend slot freed: take it (True), or wait on at the head (False)."""
-        request, pool = self.request, self.pool
-        if request is None or pool is None or self.state == CLOSED:
+        try:
+            request, pool = self.request, self.pool
+            if request is None or pool is None or self.state == CLOSED:
+                return True
+            key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
+            backend = pool.picker(pool, key, self.started, self.tried)
+            if backend is None:
+                return False
+            self._send_to(backend)
             return True
-        key = balance_key(pool, request, self.client_ip) if pool.hashed else b""
-        backend = pool.picker(pool, key, self.started, self.tried)
-        if backend is None:
-            return False
-        self._send_to(backend)
-        return True
+        except Exception:
+            self.internal_error("from_queue")
+            return True  # dropped: the queue is done with it
 
     def _leave_queue(self, result: int) -> None:
         pool = self.pool
@@ -428,22 +445,25 @@ class ClientProtocol(ClientBase):
 
     async def _connect(self, backend: BackendState) -> None:
         try:
-            pool = self.pool.spec if self.pool is not None else None
-            upstream = await connect(backend, self.snapshot.timeouts.backend_connect, pool)
-        except UpstreamError as exc:
-            if self.state != CLOSED:
-                self._fail_upstream(exc)
-            return
-        if self.state == CLOSED or self.backend is not backend:
-            upstream.close()
-            return
-        if upstream.closed:
-            # Accepted by the kernel, then reset before we wrote a byte (a backend that
-            # died with connections in its accept queue): a refused connect, in effect.
-            self._fail_upstream(UpstreamError(502, "backend reset the new connection",
-                                              retryable=True, unsent=True))
-            return
-        self._attach(upstream)
+            try:
+                pool = self.pool.spec if self.pool is not None else None
+                upstream = await connect(backend, self.snapshot.timeouts.backend_connect, pool)
+            except UpstreamError as exc:
+                if self.state != CLOSED:
+                    self._fail_upstream(exc)
+                return
+            if self.state == CLOSED or self.backend is not backend:
+                upstream.close()
+                return
+            if upstream.closed:
+                # Accepted by the kernel, then reset before we wrote a byte (a backend that
+                # died with connections in its accept queue): a refused connect, in effect.
+                self._fail_upstream(UpstreamError(502, "backend reset the new connection",
+                                                  retryable=True, unsent=True))
+                return
+            self._attach(upstream)
+        except Exception:
+            self.internal_error("backend connect")
 
     def _attach(self, upstream: UpstreamProtocol) -> None:
         request = self.request
@@ -658,6 +678,18 @@ class ClientProtocol(ClientBase):
             self.transport.write(error_response(error.status, close=True, message=error.reason,
                                                 headers=error.headers))
             self.transport.close()
+
+    def _internal_error(self) -> None:
+        """A bug (see ClientBase.internal_error): 500 and close, or, once a response has
+        started, just close; either way the request gives back what it holds."""
+        error = HttpError(500, "internal error")
+        if not self.response_started and self.state not in (TUNNEL, CLOSED):
+            self._reject(error)
+            return
+        self._drop_request(error)
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.abort()
 
     def _drop_request(self, error: HttpError) -> None:
         """Count and log a request answered with an error of ours; free its backend."""

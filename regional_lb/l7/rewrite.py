@@ -10,7 +10,7 @@ from regional_lb.l7.parser import Request, Response
 REASONS = {
     400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 408: b"Request Timeout",
     413: b"Content Too Large", 414: b"URI Too Long", 417: b"Expectation Failed",
-    429: b"Too Many Requests",
+    429: b"Too Many Requests", 500: b"Internal Server Error",
     431: b"Request Header Fields Too Large", 501: b"Not Implemented", 502: b"Bad Gateway",
     503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
     200: b"OK",

@@ -97,11 +97,14 @@ class UpstreamProtocol(asyncio.Protocol):
             with contextlib.suppress(ValueError):
                 self.backend.idle.remove(self)
             return
-        if self.state == UNTIL_CLOSE:
-            self.state = DONE
-            client.response_end(self, b"0\r\n\r\n" if self.chunk_out else b"")
-        elif self.state != DONE:
-            client.upstream_lost(self, exc, self.got_bytes)
+        try:
+            if self.state == UNTIL_CLOSE:
+                self.state = DONE
+                client.response_end(self, b"0\r\n\r\n" if self.chunk_out else b"")
+            elif self.state != DONE:
+                client.upstream_lost(self, exc, self.got_bytes)
+        except Exception:
+            client.internal_error("backend connection_lost")
 
     def start(self, client: ClientProtocol, no_body: bool, upgrade: bytes | None) -> None:
         """Take on one request: the client writes its head and body to our transport."""
@@ -150,20 +153,24 @@ class UpstreamProtocol(asyncio.Protocol):
         if client is None:
             self.abort()  # bytes from an idle connection: nothing asked for them
             return
-        self.got_bytes = True
-        state = self.state
-        if state == LENGTH:
-            self._length(client, data)
-        elif state == HEAD:
-            self._head(client, data)
-        elif state == TUNNEL:
-            client.transport.write(data)  # type: ignore[union-attr]
-        elif state == CHUNKED:
-            self._chunked(client, data)
-        elif state == UNTIL_CLOSE:
-            client.response_data(chunk(data) if self.chunk_out else [data])
-        else:
-            self.keep = False  # bytes after the response: never reuse this connection
+        try:
+            self.got_bytes = True
+            state = self.state
+            if state == LENGTH:
+                self._length(client, data)
+            elif state == HEAD:
+                self._head(client, data)
+            elif state == TUNNEL:
+                client.transport.write(data)  # type: ignore[union-attr]
+            elif state == CHUNKED:
+                self._chunked(client, data)
+            elif state == UNTIL_CLOSE:
+                client.response_data(chunk(data) if self.chunk_out else [data])
+            else:
+                self.keep = False  # bytes after the response: never reuse this connection
+        except Exception:
+            client.internal_error("backend data_received")
+            self.abort()  # whatever the client did with it, it is not reused
 
     def _length(self, client: ClientProtocol, data: bytes) -> None:
         left = self.left

@@ -89,6 +89,6 @@ def test_admin_bodies_are_read_strictly(env: Env) -> None:
     ]
     for data, reason in cases:
         status, body = admin_put(port, "PATCH", path, data.encode())
-        assert status == 400 and reason in body["error"], body
+        assert status == 400 and reason in body["error"]["message"], body
     status, body = admin_put(port, "PATCH", path, b'{"weight": 3}')
     assert (status, body["weight"]) == (200, 3), body
