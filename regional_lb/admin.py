@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gtm import log
+from gtm.config_reader import Reader
 from gtm.errors import ConfigError, GtmError, RequestError, ServeError
 from gtm.json_input import read_json
 from regional_lb import overrides as ov
 from regional_lb.balancing import BackendState
 from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
-from regional_lb.config_reader import Reader
 from regional_lb.errors import HttpError
 from regional_lb.health import health_view
 from regional_lb.shares import drained, read_shares, share_dir
@@ -239,7 +239,7 @@ class AdminServer:
     async def add(self, request: web.Request) -> web.Response:
         query(request, ())
         pool = self._pool(request)
-        reader = Reader(await self._body(request), "", ADMIN, BACKEND_KEYS)
+        reader = Reader(await self._body(request), ADMIN, "", BACKEND_KEYS)
         key = str(backend_address(reader, self.handle.snapshot.config.allowed_backend_networks))
         values = backend_values(reader)
         await self._apply(lambda o: ov.add(o, self.handle.base, pool, key, values))
@@ -254,7 +254,7 @@ class AdminServer:
     async def patch(self, request: web.Request) -> web.Response:
         query(request, ())
         pool, key = self._pool(request), self._backend(request).key
-        values = backend_values(Reader(await self._body(request), "", ADMIN,
+        values = backend_values(Reader(await self._body(request), ADMIN, "",
                                        ("weight", "state")))
         await self._apply(lambda o: ov.change(o, pool, key, values))
         return web.json_response(backend_view(self._backend(request)))

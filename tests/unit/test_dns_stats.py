@@ -16,7 +16,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from gtm import metrics
-from gtm.config.settings import DnsSettings, Listen
+from gtm.config.settings import DnsSettings
+from gtm.config_reader import Listen
 from gtm.dns import udp_batch
 from gtm.dns.loader import load_directory
 from gtm.serving.service import DnsService
