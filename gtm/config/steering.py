@@ -61,18 +61,11 @@ def _attach_one(
     zone: Zone, name: str, steering: Mapping[str, Any], state: Mapping[str, Any], source: str
 ) -> Zone:
     prefix = f"{STEERING}[{json.dumps(name)}]"
-    try:
-        definitions = parse_steering(steering[name], zone.origin, source)
-    except ConfigError as exc:
-        raise ConfigError(exc.reason, source, f"{prefix}.{exc.where}") from exc
+    definitions = parse_steering(steering[name], zone.origin, source, where=prefix)
     state_name = _name_in(state, zone)
     current = SteeringState()
     if state_name is not None:
-        try:
-            current = parse_state(state[state_name], source)
-        except ConfigError as exc:
-            where = f"{STATE}[{json.dumps(state_name)}].{exc.where}"
-            raise ConfigError(exc.reason, source, where) from exc
+        current = parse_state(state[state_name], source, f"{STATE}[{json.dumps(state_name)}]")
     try:
         return attach_steering(zone, definitions, current)
     except ConfigError as exc:
