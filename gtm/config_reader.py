@@ -19,6 +19,7 @@ item, a whole document).
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -345,3 +346,14 @@ def relative_path(reader: Reader, key: str, default: str) -> Path:
     if not text:
         raise reader.fail(key, "must name a file or directory")
     return (config_dir(reader) / text).resolve()
+
+
+def read_json_file(path: Path) -> Any:
+    """A JSON config file's value (state files, documents); every failure a ConfigError
+    naming the file. TOML files are read by gtm.toml_input."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
+    except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
+        raise ConfigError(f"not valid JSON: {exc}", str(path)) from exc

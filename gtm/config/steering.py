@@ -17,6 +17,7 @@ from typing import Any
 
 import dns.name
 
+from gtm.config_reader import read_json_file
 from gtm.dns.zone import Zone, attach_steering, name_key
 from gtm.errors import ConfigError
 from gtm.steering.definitions import STEERING_SUFFIX, parse_steering
@@ -113,12 +114,7 @@ def steering_from_file(path: Path) -> dict[str, Any]:
 
 def state_from_file(path: Path) -> dict[str, Any]:
     """A ``<zone>.state.json`` as the document holds it."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except ValueError as exc:
-        raise ConfigError(f"not valid JSON: {exc}", str(path)) from exc
+    value = read_json_file(path)
     if not isinstance(value, dict):
         raise ConfigError("state must be an object", str(path))
     return value

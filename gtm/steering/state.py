@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gtm.atomic import write_atomic
-from gtm.config_reader import Reader
+from gtm.config_reader import Reader, read_json_file
 from gtm.errors import ConfigError
 from gtm.steering.model import Endpoint
 
@@ -81,11 +81,7 @@ def state_path(zones_dir: Path, origin_text: str) -> Path:
 def load_state(path: Path) -> SteeringState:
     if not path.exists():
         return SteeringState()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read state: {exc}", str(path)) from exc
-    return parse_state(raw, str(path))
+    return parse_state(read_json_file(path), str(path))
 
 
 def parse_state(raw: Any, source: str, where: str = "") -> SteeringState:
