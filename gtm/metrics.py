@@ -8,7 +8,7 @@ A test lints the names (namespace, unit suffixes, help text).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
@@ -139,6 +139,49 @@ acme_next_attempt = Gauge(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+
+# -- DNS answerer (gtm.dns) -------------------------------------------------------------
+# The engine counts with plain integers (gtm.dns.engine.Stats, one increment per packet);
+# this collector adds up the serving engines' counters at scrape time. A DnsService
+# adds its engine's Stats to dns_collector.sources when it starts and removes them when
+# it stops.
+
+DNS_RESPONSES_HELP = ("DNS queries by outcome: answered (by the full path), cache_hit "
+                      "(from a response cache), formerr, notimp, servfail (answered with "
+                      "that rcode), dropped (no reply).")
+# outcome label -> the Stats attribute that counts it
+DNS_OUTCOMES = {"answered": "answered", "cache_hit": "cache_hits", "formerr": "formerr",
+                "notimp": "notimp", "servfail": "servfail", "dropped": "dropped"}
+
+
+class DnsCounts(Protocol):
+    """What the collector reads: gtm.dns.engine.Stats (this core may not import gtm.dns)."""
+
+    answered: int
+    cache_hits: int
+    dropped: int
+    formerr: int
+    notimp: int
+    servfail: int
+
+
+class DnsCollector:
+    def __init__(self) -> None:
+        self.sources: list[DnsCounts] = []
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        responses = CounterMetricFamily(f"{NAMESPACE}_dns_responses", DNS_RESPONSES_HELP,
+                                        labels=["outcome"])
+        sources = list(self.sources)
+        for outcome, attribute in DNS_OUTCOMES.items():
+            responses.add_metric([outcome], sum(getattr(s, attribute) for s in sources))
+        yield responses
+
+
+dns_collector = DnsCollector()
+REGISTRY.register(dns_collector)
 
 # -- Regional load balancer -------------------------------------------------------------
 # The balancer counts with plain integers on its backend objects (hot path); this

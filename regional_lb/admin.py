@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gtm import log
+from gtm.config_reader import Reader
 from gtm.errors import ConfigError, NotFound, RequestError, ServeError
 from gtm.http_errors import error_boundary, error_response
 from gtm.json_input import read_json
 from regional_lb import overrides as ov
 from regional_lb.balancing import BackendState
 from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
-from regional_lb.config_reader import Reader
 from regional_lb.health import health_view
 from regional_lb.shares import drained, read_shares, share_dir
 from regional_lb.tls.listener import ADMIN_TLS
@@ -238,7 +238,7 @@ class AdminServer:
         pool = self._pool(request)
         body = await self._body(request)
         with request_fields():
-            reader = Reader(body, "", ADMIN, BACKEND_KEYS)
+            reader = Reader(body, ADMIN, "", BACKEND_KEYS)
             networks = self.handle.snapshot.config.allowed_backend_networks
             key = str(backend_address(reader, networks))
             values = backend_values(reader)
@@ -256,7 +256,7 @@ class AdminServer:
         pool, key = self._pool(request), self._backend(request).key
         body = await self._body(request)
         with request_fields():
-            values = backend_values(Reader(body, "", ADMIN, ("weight", "state")))
+            values = backend_values(Reader(body, ADMIN, "", ("weight", "state")))
         await self._apply(lambda o: ov.change(o, pool, key, values))
         return web.json_response(backend_view(self._backend(request)))
 

@@ -207,12 +207,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gtm.config.networks import (
-    DEFAULT_ALLOWED_BACKEND_NETWORKS,
-    check_backend_address,
-    parse_networks,
-)
-from gtm.config.settings import Listen
+from gtm.config.networks import DEFAULT_ALLOWED_BACKEND_NETWORKS, check_backend_address
+from gtm.config_reader import Listen, Place, Reader, existing_path
 from gtm.errors import ConfigError
 from gtm.steering.model import HealthCheck
 from gtm.toml_input import read_toml
@@ -226,6 +222,8 @@ from regional_lb.config_acme import (
 from regional_lb.config_http2 import Http2Settings, http2_settings
 from regional_lb.config_limits import (
     DEFAULT_CLASSES,
+    LISTENER_LIMIT_KEYS,
+    RATE_KEYS,
     ClientLimitsSpec,
     PrioritySpec,
     RateLimitSpec,
@@ -236,8 +234,9 @@ from regional_lb.config_limits import (
     queue_settings,
     route_limits,
 )
-from regional_lb.config_reader import Reader, addresses, existing_path
 from regional_lb.config_tls import (
+    TLS_KEYS,
+    TLS_SETTINGS_KEYS,
     TlsSettings,
     admin_tls,
     listener_tls,
@@ -245,6 +244,7 @@ from regional_lb.config_tls import (
     with_control_store,
 )
 from regional_lb.health_spec import (
+    OUTLIER_KEYS,
     OutlierSpec,
     parse_check,
     parse_outlier,
@@ -384,72 +384,65 @@ _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "ad
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
-    top = Reader(raw if raw is not None else {}, "lb", source, _TOP)
+    top = Reader(raw if raw is not None else {}, source, "lb", _TOP)
     allowed = _allowed_backend_networks(top)
-    pools = tuple(_pool(item, f"lb.pools[{i}]", source, allowed)
-                  for i, item in enumerate(top.list("pools")))
+    pools = tuple(_pool(reader, allowed) for reader in top.tables("pools", _POOL_KEYS))
     if not pools:
         raise top.fail("pools", "needs at least one [[lb.pools]]")
     names = [p.name for p in pools]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise ConfigError(f"pool {name!r} is defined twice", source, f"lb.pools[{i}].name")
-    acme_table = top.get("acme", dict)
+            raise top.at("pools").index(i).key("name").fail(f"pool {name!r} is defined twice")
+    acme_table = top.optional_child("acme")
     managed = acme_names(acme_table)
     classes = priority_classes(top)
-    listeners = tuple(
-        _listener(item, f"lb.listeners[{i}]", source, names, managed, classes)
-        for i, item in enumerate(top.list("listeners"))
-    )
+    listeners = tuple(_listener(reader, names, managed, classes)
+                      for reader in top.tables("listeners", _LISTENER_KEYS))
     if not listeners:
         raise top.fail("listeners", "needs at least one [[lb.listeners]]")
-    _check_proxy_protocol_pools(listeners, pools, source)
-    acme = parse_acme(acme_table, source, listeners) if acme_table is not None else None
+    _check_proxy_protocol_pools(listeners, pools, top)
     return with_control_store(LbConfig(
         listeners=listeners,
         pools=pools,
-        timeouts=_timeouts(top.get("timeouts", dict, {}), source),
-        limits=_limits(top.get("limits", dict, {}), source),
-        workers=top.number("workers", int, 1, 1, 256),
+        timeouts=_timeouts(top.child("timeouts", tuple(Timeouts.__dataclass_fields__))),
+        limits=_limits(top.child("limits", tuple(Limits.__dataclass_fields__))),
+        workers=top.integer("workers", 1, low=1, high=256),
         access_log=top.choice("access_log", ("off", "text", "json"), "off"),
-        admin=top.address("admin", required=False),
+        admin=top.optional_address("admin"),
         admin_token=_admin_token(top),
-        admin_tls=admin_tls(top, source),
-        region=top.get("region", str, "local"),
-        capacity=top.number("capacity", int, 0, 0, 10**9),
-        redis_url=top.get("redis_url", str),
-        redis_namespace=top.get("redis_namespace", str, "gtm"),
-        report_interval=top.number("report_interval", float, 1.0, 0.05, 3600),
-        demo_backends=addresses(top, "demo_backends"),
+        admin_tls=admin_tls(top),
+        region=top.text("region", "local"),
+        capacity=top.integer("capacity", 0, low=0, high=10**9),
+        redis_url=top.text("redis_url", None),
+        redis_namespace=top.text("redis_namespace", "gtm"),
+        report_interval=top.number("report_interval", 1.0, low=0.05, high=3600),
+        demo_backends=top.addresses("demo_backends"),
         via=_via(top),
         allowed_backend_networks=allowed,
-        tls=tls_settings(top.get("tls", dict, {}), source),
-        acme=acme,
-        http2=http2_settings(top.get("http2", dict, {}), source),
+        tls=tls_settings(top.child("tls", TLS_SETTINGS_KEYS)),
+        acme=parse_acme(acme_table, listeners) if acme_table is not None else None,
+        http2=http2_settings(top.child("http2", tuple(Http2Settings.__dataclass_fields__))),
         priority_classes=classes,
         source=source,
     ))
 
 
 def _via(top: Reader) -> str:
-    pseudonym = top.get("via", str, "gtm")
+    pseudonym = top.text("via", "gtm")
     if pseudonym and TOKEN.fullmatch(pseudonym) is None:
         raise top.fail("via", "must be a pseudonym (an HTTP token), or empty for no Via")
     return pseudonym
 
 
 def _allowed_backend_networks(top: Reader) -> tuple[IpNetwork, ...]:
-    if "allowed_backend_networks" not in top.table:
+    if "allowed_backend_networks" not in top:
         return DEFAULT_ALLOWED_BACKEND_NETWORKS
-    try:
-        return parse_networks(top.table["allowed_backend_networks"])
-    except ConfigError as exc:
-        raise ConfigError(exc.reason, top.source, f"lb.{exc.where}") from exc
+    return top.networks("allowed_backend_networks")
 
 
 def _admin_token(top: Reader) -> str | None:
     """Visible ASCII only: what a client can send in an Authorization header and match."""
-    token = top.get("admin_token", str)
+    token = top.text("admin_token", None)
     if token is not None and not (token.isascii() and token.isprintable()
                                   and " " not in token):
         raise top.fail("admin_token", "must be visible ASCII characters without spaces")
@@ -457,37 +450,34 @@ def _admin_token(top: Reader) -> str | None:
 
 
 def _check_proxy_protocol_pools(listeners: tuple[ListenerSpec, ...],
-                                pools: tuple[PoolSpec, ...], source: str) -> None:
+                                pools: tuple[PoolSpec, ...], top: Reader) -> None:
     """A PROXY header describes one client connection: pooled HTTP upstreams cannot send it."""
     http_pools = {r.pool for spec in listeners if spec.mode == "http"
                   for r in spec.routes} | {spec.pool for spec in listeners if spec.mode == "http"}
     for i, pool in enumerate(pools):
         if pool.proxy_protocol != "off" and pool.name in http_pools:
-            raise ConfigError("is for pools of tcp listeners only (HTTP gets Forwarded)",
-                              source, f"lb.pools[{i}].proxy_protocol")
+            raise top.at("pools").index(i).key("proxy_protocol").fail(
+                "is for pools of tcp listeners only (HTTP gets Forwarded)")
 
 
-def _timeouts(raw: Any, source: str) -> Timeouts:
-    names = tuple(Timeouts.__dataclass_fields__)
-    reader = Reader(raw, "lb.timeouts", source, names)
+def _timeouts(reader: Reader) -> Timeouts:
     defaults = Timeouts()
-    values = {n: reader.number(n, float, getattr(defaults, n),
-                               0.0 if n.startswith("shutdown") else 0.001, 86400)
-              for n in names}
-    return Timeouts(**values)
+    return Timeouts(**{
+        name: reader.number(name, getattr(defaults, name),
+                            low=0.0 if name.startswith("shutdown") else 0.001, high=86400)
+        for name in Timeouts.__dataclass_fields__})
 
 
-def _limits(raw: Any, source: str) -> Limits:
-    names = tuple(Limits.__dataclass_fields__)
-    reader = Reader(raw, "lb.limits", source, names)
+def _limits(reader: Reader) -> Limits:
     defaults = Limits()
-    values = {n: reader.number(n, int, getattr(defaults, n), 0, 2**62) for n in names}
+    values = {name: reader.integer(name, getattr(defaults, name), low=0, high=2**62)
+              for name in Limits.__dataclass_fields__}
     if values["max_request_line"] < 16 or values["max_header_bytes"] < 64:
         raise reader.fail("max_header_bytes", "is too small to hold a request")
     if values["max_client_connections"] < 1:
         raise reader.fail("max_client_connections", "must be at least 1")
     if not 64 <= values["client_table"] <= 1 << 24:
-        raise reader.fail("client_table", "must be between 64 and 16777216")
+        raise reader.fail("client_table", "must be from 64 to 16777216")
     return Limits(**values)
 
 
@@ -497,20 +487,17 @@ _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_co
               "queue_timeout")
 
 
-def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
-    reader = Reader(raw, where, source, _POOL_KEYS)
-    name = reader.get("name", str)
+def _pool(reader: Reader, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
+    name = reader.text("name", "")
     if not name:
         raise reader.fail("name", "is required")
-    backends = tuple(
-        parse_backend(item, f"{where}.backends[{i}]", source, allowed)
-        for i, item in enumerate(reader.list("backends"))
-    )
+    backends = tuple(parse_backend(item, place, allowed)
+                     for place, item in reader.items("backends"))
     keys = [b.key for b in backends]
     for i, key in enumerate(keys):
         if key in keys[:i]:
-            raise ConfigError(f"backend {key} is listed twice", source, f"{where}.backends[{i}]")
-    hash_key = reader.get("hash_key", str, "client_ip")
+            raise reader.at("backends").index(i).fail(f"backend {key} is listed twice")
+    hash_key = reader.text("hash_key", "client_ip")
     if hash_key != "client_ip" and not hash_key.startswith(("cookie:", "header:")):
         raise reader.fail("hash_key", "must be client_ip, cookie:NAME or header:NAME")
     queue_size, queue_timeout = queue_settings(reader)
@@ -519,20 +506,20 @@ def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> 
         backends=backends,
         algorithm=reader.choice("algorithm", ALGORITHMS, "round_robin"),
         hash_key=hash_key,
-        slow_start=reader.number("slow_start", float, 0.0, 0, 3600),
-        max_connections=reader.number("max_connections", int, 10000, 1, 10**6),
-        max_idle=reader.number("max_idle", int, 256, 0, 10**6),
-        retries=reader.number("retries", int, 2, 0, 10),
-        retry_budget=reader.number("retry_budget", float, 0.2, 0, 1),
+        slow_start=reader.number("slow_start", 0.0, low=0, high=3600),
+        max_connections=reader.integer("max_connections", 10000, low=1, high=10**6),
+        max_idle=reader.integer("max_idle", 256, low=0, high=10**6),
+        retries=reader.integer("retries", 2, low=0, high=10),
+        retry_budget=reader.number("retry_budget", 0.2, low=0, high=1),
         proxy_protocol=reader.choice("proxy_protocol", ("off", "v1", "v2"), "off"),
-        tls=reader.get("tls", bool, False),
+        tls=reader.flag("tls", False),
         tls_ca=existing_path(reader, "tls_ca"),
-        tls_server_name=reader.get("tls_server_name", str),
-        tls_verify=reader.get("tls_verify", bool, True),
-        check=parse_check(raw["check"], f"{where}.check", source) if "check" in raw else None,
-        outlier=_outlier(raw, where, source),
-        panic_below=parse_panic_below(raw["panic_below"], f"{where}.panic_below", source)
-        if "panic_below" in raw else 0.5,
+        tls_server_name=reader.text("tls_server_name", None),
+        tls_verify=reader.flag("tls_verify", True),
+        check=parse_check(reader.at("check"), reader.value("check")) if "check" in reader
+        else None,
+        outlier=_outlier(reader),
+        panic_below=parse_panic_below(reader),
         queue_size=queue_size,
         queue_timeout=queue_timeout,
     )
@@ -544,30 +531,28 @@ def _pool(raw: Any, where: str, source: str, allowed: tuple[IpNetwork, ...]) -> 
 DEFAULT_OUTLIER = OutlierSpec(consecutive_5xx=0)
 
 
-def _outlier(raw: dict[str, Any], where: str, source: str) -> OutlierSpec | None:
-    value = raw.get("outlier", True)
+def _outlier(reader: Reader) -> OutlierSpec | None:
+    value = reader.value("outlier", True)
     if isinstance(value, bool):
         return DEFAULT_OUTLIER if value else None
-    return parse_outlier(value, f"{where}.outlier", source)
+    return parse_outlier(reader.child("outlier", OUTLIER_KEYS))
 
 
 BACKEND_KEYS = ("address", "weight", "state")
 
 
-def parse_backend(raw: Any, where: str, source: str,
-                  allowed: tuple[IpNetwork, ...]) -> BackendSpec:
+def parse_backend(raw: Any, place: Place, allowed: tuple[IpNetwork, ...]) -> BackendSpec:
     """One backend entry (``"H:P"`` or a table): of the file, the admin API and the
     runtime overrides alike, so all of them accept and refuse the same things."""
     if isinstance(raw, str):
         raw = {"address": raw}
-    reader = Reader(raw, where, source, BACKEND_KEYS)
+    reader = place.table(raw, BACKEND_KEYS)
     return BackendSpec(backend_address(reader, allowed), **backend_values(reader))
 
 
 def backend_address(reader: Reader, allowed: tuple[IpNetwork, ...]) -> Listen:
     """The ``address`` key: HOST:PORT with a port, inside allowed_backend_networks."""
     address = reader.address("address")
-    assert address is not None
     if address.port == 0:
         raise reader.fail("address", "needs a port above 0")
     try:
@@ -580,71 +565,60 @@ def backend_address(reader: Reader, allowed: tuple[IpNetwork, ...]) -> Listen:
 def backend_values(reader: Reader) -> dict[str, Any]:
     """The ``weight`` and ``state`` keys that are present (a change names only those)."""
     values: dict[str, Any] = {}
-    if "weight" in reader.table:
-        values["weight"] = reader.number("weight", int, 1, 0, 10000)
-    if "state" in reader.table:
-        values["state"] = reader.choice("state", ADMIN_STATES, "enabled")
+    if "weight" in reader:
+        values["weight"] = reader.integer("weight", low=0, high=10000)
+    if "state" in reader:
+        values["state"] = reader.choice("state", ADMIN_STATES)
     return values
 
 
 _LISTENER_KEYS = ("name", "bind", "pool", "mode", "routes", "proxy_protocol",
                   "trusted_networks", "health_path", "tls", "upgrades", "backlog", "h2c",
                   "limits", "priority", "priority_header", "priority_values")
+_ROUTE_KEYS = ("pool", "host", "path_prefix", "header", "limits", "priority")
 # Upgrade protocols a listener may switch to. h2c is never one: HTTP/2 is the balancer's
 # own to speak, and a tunnel would let a client talk h2c to a backend past every check.
 NEVER_UPGRADES = frozenset({"h2c"})
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2
 
 
-def _listener(raw: Any, where: str, source: str, pools: list[str],
-              managed: frozenset[str] = frozenset(),
+def _listener(reader: Reader, pools: list[str], managed: frozenset[str] = frozenset(),
               classes: tuple[str, ...] = DEFAULT_CLASSES) -> ListenerSpec:
-    reader = Reader(raw, where, source, _LISTENER_KEYS)
     bind = reader.address("bind")
-    assert bind is not None
-    pool = reader.get("pool", str, pools[0] if len(pools) == 1 else None)
+    pool = reader.text("pool", pools[0] if len(pools) == 1 else None)
     if pool is None:
         raise reader.fail("pool", "is required when there is more than one pool")
     if pool not in pools:
         raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
     mode = reader.choice("mode", ("http", "tcp"), "http")
-    routes = tuple(
-        _route(item, f"{where}.routes[{i}]", source, pools, classes)
-        for i, item in enumerate(reader.list("routes"))
-    )
+    routes = tuple(_route(route, pools, classes)
+                   for route in reader.tables("routes", _ROUTE_KEYS))
     if routes and mode == "tcp":
         raise reader.fail("routes", "are for http listeners only")
-    limits = listener_limits(raw["limits"], f"{where}.limits", source) \
-        if "limits" in raw else None
+    limits = listener_limits(reader.child("limits", LISTENER_LIMIT_KEYS)) \
+        if "limits" in reader else None
     if limits is not None and mode == "tcp":
         raise reader.fail("limits", "are for http listeners only")
-    networks = []
-    for i, text in enumerate(reader.list("trusted_networks")):
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except (TypeError, ValueError) as exc:
-            raise reader.fail(f"trusted_networks[{i}]", "is not an IP network") from exc
-    accept_proxy = reader.get("proxy_protocol", bool, False)
+    networks = reader.networks("trusted_networks", strict=False)
+    accept_proxy = reader.flag("proxy_protocol", False)
     if accept_proxy and not networks:
         raise reader.fail("trusted_networks", "is required when proxy_protocol is on")
-    health = reader.get("health_path", str, "/.gtm/health")
+    health = reader.text("health_path", "/.gtm/health")
     if not health.startswith("/"):
         raise reader.fail("health_path", "must start with /")
     upgrades = _upgrades(reader)
-    tls_table = reader.get("tls", dict)
-    tls = listener_tls(tls_table, f"{where}.tls", source, mode, managed) \
-        if tls_table is not None \
-        else None
+    tls = listener_tls(reader.child("tls", TLS_KEYS), mode, managed) \
+        if "tls" in reader else None
     if tls is not None and accept_proxy:  # the PROXY header comes before the handshake
         raise reader.fail("proxy_protocol", "cannot be combined with tls (not supported yet)")
-    h2c = reader.get("h2c", bool, False)
+    h2c = reader.flag("h2c", False)
     if h2c and (mode != "http" or tls is not None):
         raise reader.fail("h2c", "is for plain http listeners (TLS ones offer h2 by ALPN)")
     return ListenerSpec(
-        name=reader.get("name", str, f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
-        routes=routes, proxy_protocol=accept_proxy, trusted_networks=tuple(networks),
+        name=reader.text("name", f"{mode}-{bind.port}"), bind=bind, pool=pool, mode=mode,
+        routes=routes, proxy_protocol=accept_proxy, trusted_networks=networks,
         health_path=health, tls=tls, upgrades=upgrades,
-        backlog=reader.number("backlog", int, 0, 0, 1 << 20), h2c=h2c,
+        backlog=reader.integer("backlog", 0, low=0, high=1 << 20), h2c=h2c,
         limits=limits,
         priority=listener_priority(reader, classes),
     )
@@ -652,28 +626,26 @@ def _listener(raw: Any, where: str, source: str, pools: list[str],
 
 def _upgrades(reader: Reader) -> tuple[str, ...]:
     names = []
-    for i, item in enumerate(reader.get("upgrades", list, ["websocket"])):
+    for place, item in reader.at("upgrades").items(reader.value("upgrades", ["websocket"])):
         if not isinstance(item, str) or TOKEN.fullmatch(item) is None:
-            raise reader.fail(f"upgrades[{i}]", "is not a protocol name (an HTTP token)")
+            raise place.fail("is not a protocol name (an HTTP token)")
         if item.lower() in NEVER_UPGRADES:
-            raise reader.fail(f"upgrades[{i}]", f"{item} cannot be tunnelled (HTTP/2 toward "
-                              "clients is the balancer's own, never a backend's)")
+            raise place.fail(f"{item} cannot be tunnelled (HTTP/2 toward clients is the "
+                             "balancer's own, never a backend's)")
         names.append(item.lower())
     return tuple(names)
 
 
-def _route(raw: Any, where: str, source: str, pools: list[str],
+def _route(reader: Reader, pools: list[str],
            classes: tuple[str, ...] = DEFAULT_CLASSES) -> RouteSpec:
-    reader = Reader(raw, where, source,
-                    ("pool", "host", "path_prefix", "header", "limits", "priority"))
-    pool = reader.get("pool", str)
+    pool = reader.text("pool", None)
     if pool not in pools:
         raise reader.fail("pool", f"names no pool ({', '.join(pools)})")
-    host = reader.get("host", str)
-    prefix = reader.get("path_prefix", str)
+    host = reader.text("host", None)
+    prefix = reader.text("path_prefix", None)
     if prefix is not None and not prefix.startswith("/"):
         raise reader.fail("path_prefix", "must start with /")
-    header_text = reader.get("header", str)
+    header_text = reader.text("header", None)
     header: tuple[bytes, bytes | None] | None = None
     if header_text is not None:
         name, colon, value = header_text.partition(":")
@@ -685,9 +657,7 @@ def _route(raw: Any, where: str, source: str, pools: list[str],
         host=host.lower().encode() if host else None,
         path_prefix=prefix.encode() if prefix else None,
         header=header,
-        limits=route_limits(raw["limits"], f"{where}.limits", source)
-        if "limits" in raw else None,
+        limits=route_limits(reader.child("limits", RATE_KEYS)) if "limits" in reader
+        else None,
         priority=class_index(reader, "priority", classes),
     )
-
-

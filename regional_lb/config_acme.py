@@ -8,10 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gtm.config.settings import Listen
-from regional_lb.config_reader import Reader, addresses, existing_path, relative_path
+from gtm.config_reader import Listen, Reader, existing_path, relative_path
 
 if TYPE_CHECKING:
     from regional_lb.config import ListenerSpec
@@ -52,31 +51,33 @@ class AcmeSettings:
 
 
 STORES = ("directory", "control")
-_ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "store",
+ACME_KEYS = ("directory", "contact", "ca_bundle", "state_dir", "output", "store",
               "renew_before_days", "check_interval", "retry_interval", "key_type", "timeout",
-              "control_api", "control_token_file", "control_ca", "eab_kid",
-              "eab_hmac_key_file", "dns_servers", "certificates")
-_ACME_CERT_KEYS = ("name", "domains", "challenge")
+             "control_api", "control_token_file", "control_ca", "eab_kid",
+             "eab_hmac_key_file", "dns_servers", "certificates")
+ACME_CERT_KEYS = ("name", "domains", "challenge")
 _PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 ACME_KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
 
 
-def acme_names(table: Any) -> frozenset[str]:
-    """Pair names [lb.acme] will write (checked properly by _acme)."""
-    if not isinstance(table, dict) or not isinstance(table.get("certificates"), list):
+def acme_names(reader: Reader | None) -> frozenset[str]:
+    """Pair names [lb.acme] will write (checked properly by parse_acme)."""
+    certificates = reader.value("certificates", None) if reader is not None else None
+    if not isinstance(certificates, list):
         return frozenset()
-    return frozenset(c["name"] for c in table["certificates"]
+    return frozenset(c["name"] for c in certificates
                      if isinstance(c, dict) and isinstance(c.get("name"), str))
 
 
-def parse_acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> AcmeSettings:
-    reader = Reader(raw, "lb.acme", source, _ACME_KEYS)
-    directory = reader.get("directory", str)
+def parse_acme(reader: Reader, listeners: tuple[ListenerSpec, ...]) -> AcmeSettings:
+    """``[lb.acme]`` (any table: its keys are checked here)."""
+    reader.only(ACME_KEYS)
+    directory = reader.text("directory", None)
     if directory is None or not directory.startswith(("https://", "http://")):
         raise reader.fail("directory", "is required: the CA's directory URL (https://...)")
-    certs = tuple(_acme_certificate(item, f"lb.acme.certificates[{i}]", source)
-                  for i, item in enumerate(reader.list("certificates")))
+    certs = tuple(_acme_certificate(item)
+                  for item in reader.tables("certificates", ACME_CERT_KEYS))
     if not certs:
         raise reader.fail("certificates", "needs at least one [[lb.acme.certificates]]")
     for i, cert in enumerate(certs):
@@ -91,31 +92,30 @@ def parse_acme(raw: Any, source: str, listeners: tuple[ListenerSpec, ...]) -> Ac
         state_dir=relative_path(reader, "state_dir", "acme"),
         contact=tuple(str(c) for c in reader.list("contact")),
         ca_bundle=existing_path(reader, "ca_bundle"),
-        renew_before_days=reader.number("renew_before_days", float, 30.0, 0, 365),
-        check_interval=reader.number("check_interval", float, 3600.0, 1, 86400),
-        retry_interval=reader.number("retry_interval", float, 60.0, 0.1, 86400),
+        renew_before_days=reader.number("renew_before_days", 30.0, low=0, high=365),
+        check_interval=reader.number("check_interval", 3600.0, low=1, high=86400),
+        retry_interval=reader.number("retry_interval", 60.0, low=0.1, high=86400),
         key_type=reader.choice("key_type", ACME_KEY_TYPES, "ec256"),
-        timeout=reader.number("timeout", float, 120.0, 1, 3600),
+        timeout=reader.number("timeout", 120.0, low=1, high=3600),
         control_api=control_api, control_token_file=token_file,
         control_ca=existing_path(reader, "control_ca"),
-        eab_kid=reader.get("eab_kid", str), eab_hmac_key_file=_eab_key_file(reader),
-        dns_servers=addresses(reader, "dns_servers"),
+        eab_kid=reader.text("eab_kid", None), eab_hmac_key_file=_eab_key_file(reader),
+        dns_servers=reader.addresses("dns_servers"),
     )
 
 
-def _acme_certificate(raw: Any, where: str, source: str) -> AcmeCertificate:
-    reader = Reader(raw, where, source, _ACME_CERT_KEYS)
-    name = reader.get("name", str)
+def _acme_certificate(reader: Reader) -> AcmeCertificate:
+    name = reader.text("name", None)
     if name is None or not _PAIR_NAME.fullmatch(name):
         raise reader.fail("name", "is required: a file name (letters, digits, . _ -)")
     challenge = reader.choice("challenge", ("http-01", "dns-01"), "http-01")
     domains = []
-    for i, domain in enumerate(reader.list("domains")):
+    for place, domain in reader.items("domains"):
         if not isinstance(domain, str) or not _is_host(domain.lower()):
-            raise reader.fail(f"domains[{i}]", "must be a host name (a wildcard only as "
-                              "the first label, *.example.com)")
+            raise place.fail("must be a host name (a wildcard only as the first label, "
+                             "*.example.com)")
         if domain.startswith("*.") and challenge != "dns-01":
-            raise reader.fail(f"domains[{i}]", "a wildcard can only be proved by dns-01")
+            raise place.fail("a wildcard can only be proved by dns-01")
         domains.append(domain.lower())
     if not domains:
         raise reader.fail("domains", "needs at least one name")
@@ -137,7 +137,7 @@ def _check_http01_listener(reader: Reader, certs: tuple[AcmeCertificate, ...],
 
 
 def _acme_output(reader: Reader, listeners: tuple[ListenerSpec, ...]) -> Path:
-    if "output" in reader.table:
+    if "output" in reader:
         return relative_path(reader, "output", "")
     for spec in listeners:
         if spec.tls is not None and spec.tls.certificates is not None:
@@ -148,10 +148,10 @@ def _acme_output(reader: Reader, listeners: tuple[ListenerSpec, ...]) -> Path:
 def _control_plane(reader: Reader, certs: tuple[AcmeCertificate, ...], store: str
                    ) -> tuple[str | None, Path | None]:
     """The control API and its token file, required by dns-01 and by store = "control"."""
-    api = reader.get("control_api", str)
+    api = reader.text("control_api", None)
     # Read at each use: in `gtm up` the control plane writes it after the balancers start.
     token = relative_path(reader, "control_token_file", "") \
-        if "control_token_file" in reader.table else None
+        if "control_token_file" in reader else None
     needs = "dns-01" if any(c.challenge == "dns-01" for c in certs) else \
         'store = "control"' if store == "control" else None
     if needs is not None and (api is None or token is None):
@@ -165,7 +165,7 @@ def _control_plane(reader: Reader, certs: tuple[AcmeCertificate, ...], store: st
 
 def _eab_key_file(reader: Reader) -> Path | None:
     path = existing_path(reader, "eab_hmac_key_file")
-    if (path is None) != ("eab_kid" not in reader.table):
+    if (path is None) != ("eab_kid" not in reader):
         raise reader.fail("eab_kid", "eab_kid and eab_hmac_key_file go together (both from "
                           "the CA)")
     return path

@@ -4,9 +4,8 @@ regional_lb.config; what each limit does is in regional_lb.l7.http2."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from regional_lb.config_reader import Reader
+from gtm.config_reader import Reader
 
 
 @dataclass(frozen=True)
@@ -18,15 +17,16 @@ class Http2Settings:
     abuse_window: float = 10.0         # seconds the two counts above run over
 
 
-def http2_settings(raw: Any, source: str) -> Http2Settings:
-    reader = Reader(raw, "lb.http2", source, tuple(Http2Settings.__dataclass_fields__))
+def http2_settings(reader: Reader) -> Http2Settings:
+    """``[lb.http2]`` (its keys checked by the caller: the fields of Http2Settings)."""
     return Http2Settings(
-        max_concurrent_streams=reader.number("max_concurrent_streams", int, 100, 1, 10000),
+        max_concurrent_streams=reader.integer("max_concurrent_streams", 100, low=1,
+                                              high=10000),
         # RFC 9113 6.5.2: at most 2^31 - 1. Never below the default: a client may send
         # 65535 bytes before it has our SETTINGS, and h2 would call that a violation.
-        initial_window_size=reader.number("initial_window_size", int, 65535, 65535,
-                                          2**31 - 1),
-        max_resets=reader.number("max_resets", int, 100, 1, 10**6),
-        max_control_frames=reader.number("max_control_frames", int, 1000, 10, 10**7),
-        abuse_window=reader.number("abuse_window", float, 10.0, 0.1, 3600),
+        initial_window_size=reader.integer("initial_window_size", 65535, low=65535,
+                                           high=2**31 - 1),
+        max_resets=reader.integer("max_resets", 100, low=1, high=10**6),
+        max_control_frames=reader.integer("max_control_frames", 1000, low=10, high=10**7),
+        abuse_window=reader.number("abuse_window", 10.0, low=0.1, high=3600),
     )

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
 
-from gtm.errors import ConfigError
-from regional_lb.config_reader import Reader
+from gtm.config_reader import Reader
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -58,21 +56,22 @@ class PrioritySpec:
 
 def priority_classes(top: Reader) -> tuple[str, ...]:
     """``[lb] priority_classes``: names, highest first (default high, normal, low)."""
-    raw = top.get("priority_classes", list, list(DEFAULT_CLASSES))
-    if not raw or len(raw) > 16:
-        raise top.fail("priority_classes", "must name 1 to 16 classes")
+    place = top.at("priority_classes")
+    items = list(place.items(top.value("priority_classes", list(DEFAULT_CLASSES))))
+    if not items or len(items) > 16:
+        raise place.fail("must name 1 to 16 classes")
     names: list[str] = []
-    for i, name in enumerate(raw):
+    for item_place, name in items:
         if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
-            raise top.fail(f"priority_classes[{i}]", "must be a name (letters, digits, _)")
+            raise item_place.fail("must be a name (letters, digits, _)")
         if name in names:
-            raise top.fail(f"priority_classes[{i}]", f"{name!r} is listed twice")
+            raise item_place.fail(f"{name!r} is listed twice")
         names.append(name)
     return tuple(names)
 
 
 def class_index(reader: Reader, key: str, classes: tuple[str, ...]) -> int | None:
-    name = reader.get(key, str)
+    name = reader.text(key, None)
     if name is None:
         return None
     if name not in classes:
@@ -85,21 +84,20 @@ def listener_priority(reader: Reader, classes: tuple[str, ...]) -> PrioritySpec:
     default = class_index(reader, "priority", classes)
     if default is None:  # "normal" when there is one, else the lowest class
         default = classes.index("normal") if "normal" in classes else len(classes) - 1
-    header = reader.get("priority_header", str)
+    header = reader.text("priority_header", None)
     if header is not None and (not header or not _token(header)):
         raise reader.fail("priority_header", "must be a header name")
-    table = reader.get("priority_values", dict)
-    if table is not None and header is None:
+    if "priority_values" in reader and header is None:
         raise reader.fail("priority_values", "needs priority_header")
     values: dict[bytes, int] = {}
     if header is not None:
         values = {name.encode(): index for index, name in enumerate(classes)}
-    for value, name in (table or {}).items():
+    table = reader.child("priority_values")
+    for value, name in table.table.items():
         if not isinstance(name, str) or name not in classes:
-            raise reader.fail(f"priority_values.{value}",
-                              f"names no priority class ({', '.join(classes)})")
+            raise table.fail(value, f"names no priority class ({', '.join(classes)})")
         if not value or not value.isascii() or not value.isprintable():
-            raise reader.fail(f"priority_values.{value}", "must be a visible ASCII value")
+            raise table.fail(value, "must be a visible ASCII value")
         values[value.encode()] = classes.index(name)
     return PrioritySpec(default, header.lower().encode() if header else None,
                         tuple(values.items()))
@@ -111,14 +109,14 @@ def _token(text: str) -> bool:
 
 def rate_limit(reader: Reader) -> RateLimitSpec | None:
     """``rate``, ``burst`` and ``key`` of a limits table (None without a rate)."""
-    rate = reader.number("rate", float, 0.0, 0.0, MAX_RATE)
+    rate = reader.number("rate", 0.0, low=0.0, high=MAX_RATE)
     if rate == 0.0:
         for key in ("burst", "key"):
-            if key in reader.table:
+            if key in reader:
                 raise reader.fail(key, "needs a rate")
         return None
-    burst = reader.number("burst", int, max(1, round(rate)), 1, MAX_BURST)
-    key = reader.get("key", str, "client_ip")
+    burst = reader.integer("burst", max(1, round(rate)), low=1, high=MAX_BURST)
+    key = reader.text("key", "client_ip")
     if key != "client_ip":
         kind, _, name = key.partition(":")
         if kind not in ("header", "cookie") or not name or not _token(name):
@@ -127,30 +125,23 @@ def rate_limit(reader: Reader) -> RateLimitSpec | None:
     return RateLimitSpec(rate, burst, key)
 
 
-def listener_limits(raw: Any, where: str, source: str) -> ClientLimitsSpec:
-    reader = Reader(raw, where, source, LISTENER_LIMIT_KEYS)
-    allow = []
-    for i, text in enumerate(reader.list("allow")):
-        try:
-            allow.append(ipaddress.ip_network(text, strict=False))
-        except (TypeError, ValueError) as exc:
-            raise reader.fail(f"allow[{i}]", "is not an IP network") from exc
+def listener_limits(reader: Reader) -> ClientLimitsSpec:
+    """A listener's ``limits`` (its keys checked by the caller: LISTENER_LIMIT_KEYS)."""
     spec = ClientLimitsSpec(
         rate=rate_limit(reader),
-        ipv4_prefix=reader.number("ipv4_prefix", int, 32, 1, 32),
-        ipv6_prefix=reader.number("ipv6_prefix", int, 128, 1, 128),
-        max_connections=reader.number("max_connections", int, 0, 0, 10**7),
-        max_requests=reader.number("max_requests", int, 0, 0, 10**7),
-        allow=tuple(allow),
+        ipv4_prefix=reader.integer("ipv4_prefix", 32, low=1, high=32),
+        ipv6_prefix=reader.integer("ipv6_prefix", 128, low=1, high=128),
+        max_connections=reader.integer("max_connections", 0, low=0, high=10**7),
+        max_requests=reader.integer("max_requests", 0, low=0, high=10**7),
+        allow=reader.networks("allow", strict=False),
     )
     if spec.rate is None and not spec.max_connections and not spec.max_requests:
-        raise ConfigError("sets no limit (rate, max_connections or max_requests)", source,
-                          where)
+        raise reader.fail("", "sets no limit (rate, max_connections or max_requests)")
     return spec
 
 
-def route_limits(raw: Any, where: str, source: str) -> RateLimitSpec:
-    reader = Reader(raw, where, source, RATE_KEYS)
+def route_limits(reader: Reader) -> RateLimitSpec:
+    """A route's ``limits`` (its keys checked by the caller: RATE_KEYS)."""
     spec = rate_limit(reader)
     if spec is None:
         raise reader.fail("rate", "is required (requests per second)")
@@ -159,8 +150,8 @@ def route_limits(raw: Any, where: str, source: str) -> RateLimitSpec:
 
 def queue_settings(reader: Reader) -> tuple[int, float]:
     """A pool's ``queue_size`` (0: no queue, 503 at once) and ``queue_timeout``."""
-    size = reader.number("queue_size", int, 0, 0, 10**6)
-    timeout = reader.number("queue_timeout", float, 5.0, 0.001, 3600)
-    if "queue_timeout" in reader.table and size == 0:
+    size = reader.integer("queue_size", 0, low=0, high=10**6)
+    timeout = reader.number("queue_timeout", 5.0, low=0.001, high=3600)
+    if "queue_timeout" in reader and size == 0:
         raise reader.fail("queue_timeout", "needs queue_size above 0")
     return size, timeout

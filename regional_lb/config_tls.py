@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from gtm.config_reader import Reader, config_dir, existing_path
 from gtm.control.sealing import key_file
 from gtm.control.store import validate_namespace
 from gtm.errors import CertificateError, ConfigError
-from regional_lb.config_reader import Reader, existing_path
 from regional_lb.tls import tickets
 from regional_lb.tls.contexts import CLIENT_AUTH, VERSIONS, TlsPolicy
 from regional_lb.tls.control import ControlSource
@@ -37,25 +37,25 @@ class TlsSettings:
                              self.control_namespace, self.control_cache)
 
 
-_TLS_KEYS = ("certificates", "control", "default", "unknown_sni", "min_version", "alpn",
-             "client_auth", "client_ca", "session_tickets", "tickets")
-_TLS_SETTINGS_KEYS = ("watch_interval", "expiry_warning_days", "control_store",
-                      "control_namespace", "secret_key_file", "control_cache",
-                      "ticket_key_file")
+TLS_KEYS = ("certificates", "control", "default", "unknown_sni", "min_version", "alpn",
+            "client_auth", "client_ca", "session_tickets", "tickets")
+TLS_SETTINGS_KEYS = ("watch_interval", "expiry_warning_days", "control_store",
+                     "control_namespace", "secret_key_file", "control_cache",
+                     "ticket_key_file")
 # A listener's control = true before [lb.tls] (or gtm up) says which control plane.
 _UNBOUND = ControlSource(None, None)
 
 
-def tls_settings(raw: Any, source: str) -> TlsSettings:
-    reader = Reader(raw, "lb.tls", source, _TLS_SETTINGS_KEYS)
+def tls_settings(reader: Reader) -> TlsSettings:
+    """``[lb.tls]`` (its keys checked by the caller: TLS_SETTINGS_KEYS)."""
     days = []
-    for i, value in enumerate(reader.list("expiry_warning_days") if "expiry_warning_days"
-                              in reader.table else TlsSettings().expiry_warning_days):
+    for place, value in reader.at("expiry_warning_days").items(
+            reader.value("expiry_warning_days", list(TlsSettings().expiry_warning_days))):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise reader.fail(f"expiry_warning_days[{i}]", "must be a number of days above 0")
+            raise place.fail("must be a number of days above 0")
         days.append(float(value))
     return TlsSettings(
-        watch_interval=reader.number("watch_interval", float, 2.0, 0, 3600),
+        watch_interval=reader.number("watch_interval", 2.0, low=0, high=3600),
         expiry_warning_days=tuple(sorted(days, reverse=True)),
         control_store=_store_url(reader, "control_store"),
         control_namespace=_namespace(reader, "control_namespace"),
@@ -79,30 +79,27 @@ def _cache_file(reader: Reader, key: str) -> Path | None:
     """Relative to the config file; by default beside it (FILE.certificates.json); "" for
     none. Written only when a listener serves control-plane certificates."""
     config_file = Path(reader.source)
-    if key not in reader.table:
+    if key not in reader:
         return config_file.with_name(config_file.name + ".certificates.json") \
             if config_file.is_file() else None
-    text = reader.get(key, str)
-    base = config_file.parent if config_file.is_file() else Path.cwd()
-    return (base / text).resolve() if text else None
+    text = reader.text(key)
+    return (config_dir(reader) / text).resolve() if text else None
 
 
 def _store_url(reader: Reader, key: str) -> str | None:
     """postgresql://... as given; sqlite:// paths relative to the config file."""
-    text = reader.get(key, str)
+    text = reader.text(key, None)
     if text is None or text.startswith(("postgresql://", "postgres://")):
         return text
     if not text.startswith("sqlite://") or not text.removeprefix("sqlite://"):
         raise reader.fail(key, "must be postgresql://... or sqlite:///PATH (the control "
                           "plane's store)")
-    config_file = Path(reader.source)
-    base = config_file.parent if config_file.is_file() else Path.cwd()
-    return f"sqlite://{(base / text.removeprefix('sqlite://')).resolve()}"
+    return f"sqlite://{(config_dir(reader) / text.removeprefix('sqlite://')).resolve()}"
 
 
 def _namespace(reader: Reader, key: str) -> str:
     try:
-        return validate_namespace(reader.get(key, str, "gtm"))
+        return validate_namespace(reader.text(key, "gtm"))
     except ConfigError as exc:
         raise reader.fail(key, exc.reason) from exc
 
@@ -123,13 +120,13 @@ def with_control_store(config: LbConfig, store_url: str | None = None,
     return replace(config, tls=tls, listeners=listeners, admin_tls=bound(config.admin_tls))
 
 
-def admin_tls(top: Reader, source: str) -> TlsSpec | None:
-    table = top.get("admin_tls", dict)
-    if table is None:
+def admin_tls(top: Reader) -> TlsSpec | None:
+    if "admin_tls" not in top:
         return None
-    if "admin" not in top.table:
+    table = top.child("admin_tls", TLS_KEYS)
+    if "admin" not in top:
         raise top.fail("admin_tls", "needs admin (the address of the admin API)")
-    return listener_tls(table, "lb.admin_tls", source, "http", h2=False)
+    return listener_tls(table, "http", h2=False)
 
 
 # What http listeners may offer by ALPN. HTTP/2 is opt-in: here a request over it costs
@@ -143,30 +140,30 @@ def _alpn(reader: Reader, mode: str, offered: tuple[str, ...]) -> tuple[str, ...
     """ALPN protocols in preference order: tcp listeners any (default none); http ones
     a choice of what the server speaks (default http/1.1; [] offers none, so clients
     speak HTTP/1.1)."""
-    if "alpn" not in reader.table:
+    if "alpn" not in reader:
         return DEFAULT_HTTP_ALPN if mode == "http" else ()
-    alpn = tuple(reader.list("alpn"))
-    for i, protocol in enumerate(alpn):
+    alpn: list[str] = []
+    for place, protocol in reader.items("alpn"):
         if not isinstance(protocol, str) or not 0 < len(protocol) < 256:
-            raise reader.fail(f"alpn[{i}]", "must be a protocol name")
+            raise place.fail("must be a protocol name")
         if mode == "http" and protocol not in offered:
-            raise reader.fail(f"alpn[{i}]", f"this server speaks {' and '.join(offered)} only")
-        if protocol in alpn[:i]:
-            raise reader.fail(f"alpn[{i}]", f"{protocol} is listed twice")
-    return alpn
+            raise place.fail(f"this server speaks {' and '.join(offered)} only")
+        if protocol in alpn:
+            raise place.fail(f"{protocol} is listed twice")
+        alpn.append(protocol)
+    return tuple(alpn)
 
 
-def listener_tls(raw: Any, where: str, source: str, mode: str,
-                 managed: frozenset[str] = frozenset(), h2: bool = True) -> TlsSpec:
-    """A listener's ``tls`` table; ``h2`` is False for servers that speak HTTP/1.1 only
-    (the admin API)."""
-    reader = Reader(raw, where, source, _TLS_KEYS)
-    control = reader.get("control", bool, False)
+def listener_tls(reader: Reader, mode: str, managed: frozenset[str] = frozenset(),
+                 h2: bool = True) -> TlsSpec:
+    """A listener's ``tls`` table (its keys checked by the caller: TLS_KEYS); ``h2`` is
+    False for servers that speak HTTP/1.1 only (the admin API)."""
+    control = reader.flag("control", False)
     certificates = existing_path(reader, "certificates", directory=True)
     if certificates is None and not control:
         raise reader.fail("certificates", "is required (a directory of certificate pairs), "
                           "unless control = true")
-    default = reader.get("default", str)
+    default = reader.text("default", None)
     # A pair ACME manages may not exist yet: a placeholder is written before serving. With
     # control = true the default may be a control-plane certificate, known only at start.
     if default is not None and certificates is not None and not control \
@@ -182,8 +179,8 @@ def listener_tls(raw: Any, where: str, source: str, mode: str,
     policy = TlsPolicy(
         min_version=reader.choice("min_version", tuple(VERSIONS), "1.2"),
         alpn=alpn, client_auth=client_auth, client_ca=client_ca,
-        session_tickets=reader.get("session_tickets", bool, True),
-        tickets=reader.number("tickets", int, 2, 1, 8),
+        session_tickets=reader.flag("session_tickets", True),
+        tickets=reader.integer("tickets", 2, low=1, high=8),
     )
     return TlsSpec(certificates=certificates, default=default, policy=policy,
                    unknown_sni=reader.choice("unknown_sni", ("default", "refuse"), "default"),

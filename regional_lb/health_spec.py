@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gtm.errors import ConfigError
+from gtm.config_reader import Place, Reader
 from gtm.steering.model import HealthCheck
 
 LB_CHECK_TYPES = ("tcp", "http", "https")
@@ -44,20 +44,17 @@ class OutlierSpec:
     latency_floor: float = 0.005       # seconds: no ejection for being slow below this
 
 
-def parse_check(raw: Any, where: str, source: str) -> HealthCheck:
+def parse_check(place: Place, raw: Any) -> HealthCheck:
     """A pool's active check; the port defaults to each backend's own (port None)."""
     from gtm.steering.definitions import parse_health_check  # the GTM's validation
 
-    if not isinstance(raw, dict):
-        raise ConfigError("must be a table", source, where)
-    kind = raw.get("type")
-    if kind not in LB_CHECK_TYPES:
-        raise ConfigError(f"must be one of {', '.join(LB_CHECK_TYPES)}", source, f"{where}.type")
-    table = dict(raw)
+    table = dict(place.table(raw).table)
+    if table.get("type") not in LB_CHECK_TYPES:
+        raise place.key("type").fail(f"must be one of {', '.join(LB_CHECK_TYPES)}")
     placeholder = "port" not in table
     if placeholder:  # the GTM requires a port for tcp; here the backend's is the default
         table["port"] = 1
-    check = parse_health_check(table, where, source)
+    check = parse_health_check(place.table(table))
     return dataclasses.replace(check, port=None) if placeholder else check
 
 
@@ -65,47 +62,32 @@ _OUTLIER_INTS = {"consecutive_5xx": 1000, "consecutive_gateway": 1000, "max_ejec
                  "latency_min_requests": 10**6}
 _OUTLIER_FLOATS = {"base_ejection": 86400.0, "max_ejection": 86400.0, "latency_window": 3600.0,
                    "latency_floor": 60.0}
+OUTLIER_KEYS = (*_OUTLIER_INTS, *_OUTLIER_FLOATS, "latency_factor")
 
 
-def parse_outlier(raw: Any, where: str, source: str) -> OutlierSpec:
-    if not isinstance(raw, dict):
-        raise ConfigError("must be a table", source, where)
-    unknown = set(raw) - set(_OUTLIER_INTS) - set(_OUTLIER_FLOATS) - {"latency_factor"}
-    if unknown:
-        known = ", ".join(sorted([*_OUTLIER_INTS, *_OUTLIER_FLOATS, "latency_factor"]))
-        raise ConfigError(f"unknown key (expected one of {known})", source,
-                          f"{where}.{sorted(unknown)[0]}")
+def parse_outlier(reader: Reader) -> OutlierSpec:
+    """A pool's ``outlier`` table (its keys checked by the caller: OUTLIER_KEYS)."""
     values: dict[str, Any] = {}
     for key, high in _OUTLIER_INTS.items():
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-                raise ConfigError(f"must be a whole number from 0 to {high}", source,
-                                  f"{where}.{key}")
-            values[key] = value
+        if key in reader:
+            values[key] = reader.integer(key, low=0, high=high, what="a whole number")
     for key, ceiling in _OUTLIER_FLOATS.items():
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not 0.01 <= value <= ceiling:
-                raise ConfigError(f"must be a number of seconds from 0.01 to {ceiling:g}",
-                                  source, f"{where}.{key}")
-            values[key] = float(value)
-    if "latency_factor" in raw:
-        factor = raw["latency_factor"]
-        if isinstance(factor, bool) or not isinstance(factor, int | float) \
-                or not (factor == 0 or 1.0 < factor <= 1000):
-            raise ConfigError("must be 0 (off) or a factor above 1 (up to 1000)", source,
-                              f"{where}.latency_factor")
-        values["latency_factor"] = float(factor)
+        if key in reader:
+            values[key] = reader.number(key, low=0.01, high=ceiling,
+                                        what="a number of seconds")
+    if "latency_factor" in reader:
+        factor = reader.number("latency_factor")
+        if not (factor == 0 or 1.0 < factor <= 1000):
+            raise reader.fail("latency_factor", "must be 0 (off) or a factor above 1 "
+                              "(up to 1000)")
+        values["latency_factor"] = factor
     spec = OutlierSpec(**values)
     if spec.max_ejection < spec.base_ejection:
-        raise ConfigError("must not be shorter than base_ejection", source,
-                          f"{where}.max_ejection")
+        raise reader.fail("max_ejection", "must not be shorter than base_ejection")
     return spec
 
 
-def parse_panic_below(raw: Any, where: str, source: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 1:
-        raise ConfigError("must be a fraction from 0 to 1 (0: never panic)", source, where)
-    return float(raw)
+def parse_panic_below(pool: Reader) -> float:
+    """A pool's ``panic_below``: the share of healthy backends below which it panics."""
+    return pool.number("panic_below", 0.5, low=0, high=1,
+                       what="a fraction (0: never panic)")

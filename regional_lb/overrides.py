@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from gtm.atomic import SHARED, write_atomic
+from gtm.config_reader import Reader
 from gtm.errors import ConfigError
 from regional_lb.config import BackendSpec, LbConfig, backend_address, backend_values
-from regional_lb.config_reader import Reader
 
 Overrides = dict[str, dict[str, dict[str, Any]]]
 ENTRY_KEYS = ("added", "removed", "weight", "state")
@@ -110,15 +110,15 @@ def apply_overrides(config: LbConfig, overrides: Overrides) -> LbConfig:
             continue
         backends = {b.key: b for b in pool.backends}
         for key, entry in changes.items():
-            reader = Reader(entry, f"{pool.name}.{key}", source, ENTRY_KEYS)
-            added, removed = reader.get("added", bool, False), reader.get("removed", bool, False)
+            reader = Reader(entry, source, f"{pool.name}.{key}", ENTRY_KEYS)
+            added, removed = reader.flag("added", False), reader.flag("removed", False)
             if removed:
                 backends.pop(key, None)
             elif key in backends:
                 backends[key] = replace(backends[key], **backend_values(reader))
             elif added:  # checked like a backend of the file: address, networks, values
-                address = backend_address(Reader({"address": key}, reader.where, source,
-                                                 ("address",)), config.allowed_backend_networks)
+                address = backend_address(Reader({"address": key}, source, reader.where),
+                                          config.allowed_backend_networks)
                 backends[str(address)] = BackendSpec(address, **backend_values(reader))
             # else: changes to a backend the file no longer lists; prune() drops them
         pools.append(replace(pool, backends=tuple(backends.values())))

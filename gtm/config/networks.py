@@ -44,22 +44,6 @@ def _everything_except(refused: Iterable[str]) -> tuple[IpNetwork, ...]:
 DEFAULT_ALLOWED_BACKEND_NETWORKS = _everything_except(REFUSED_BY_DEFAULT)
 
 
-def parse_networks(values: Any) -> tuple[IpNetwork, ...]:
-    """A list of CIDR strings; raises ConfigError naming the first bad item's index."""
-    if not isinstance(values, list):
-        raise ConfigError("must be a list of networks (\"10.0.0.0/8\")", where=SETTING)
-    networks = []
-    for i, text in enumerate(values):
-        try:
-            if not isinstance(text, str):
-                raise TypeError(text)
-            networks.append(ipaddress.ip_network(text, strict=True))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{text!r} is not a network (\"10.0.0.0/8\", host bits zero)",
-                              where=f"{SETTING}[{i}]") from exc
-    return tuple(networks)
-
-
 def check_backend_address(host: str, allowed: tuple[IpNetwork, ...]) -> None:
     """Raise ConfigError unless ``host`` (an IP address) is inside one of ``allowed``.
 

@@ -5,26 +5,20 @@ Every value is validated here; an error names the file, the key and the reason.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gtm import config_reader
+from gtm.config_reader import Listen, Reader
 from gtm.errors import ConfigError
 from gtm.toml_input import read_toml
 
+__all__ = ["DEFAULT_DNS_PORT", "DnsSettings", "Listen", "load_dns_settings", "parse_listen",
+           "validate"]  # Listen is re-exported: most users of an address read settings too
+
 DEFAULT_DNS_PORT = 6053  # unprivileged, and clear of mDNS on 5353
-
-
-@dataclass(frozen=True)
-class Listen:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -47,36 +41,12 @@ class DnsSettings:
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_DNS_PORT) -> Listen:
-    """Parse ``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT``."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    host = host or "0.0.0.0"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError as exc:
-        raise ConfigError(f"{host!r} is not an IP address", where=text) from exc
-    # ipaddress takes any text after "%" (newlines, NUL); a scope is an interface name.
-    if "%" in host and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", host.partition("%")[2]):
-        raise ConfigError(f"{host!r}: the scope after % must be an interface name", where=text)
-    # ASCII digits only: int() would also take other scripts' digits, "+1" and "1_0".
-    if port_text and not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
-        raise ConfigError(f"port {port_text[:16]!r} is not a number from 0 to 65535",
-                          where=text)
-    port = int(port_text) if port_text else default_port
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"port {port} is out of range", where=text)
-    return Listen(host, port)
+    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` (the DNS port) or ``:PORT``."""
+    return config_reader.parse_listen(text, default_port)
 
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-
-
-_DNS_KEYS = {f.name for f in fields(DnsSettings)}
 
 
 def load_dns_settings(path: Path | None, defaults: DnsSettings | None = None) -> DnsSettings:
@@ -84,41 +54,33 @@ def load_dns_settings(path: Path | None, defaults: DnsSettings | None = None) ->
     defaults = defaults or DnsSettings()
     if path is None:
         return defaults
-    table = read_toml(path).get("dns", {})
-    if not isinstance(table, dict):
-        raise ConfigError("[dns] must be a table", str(path), "dns")
-    unknown = set(table) - _DNS_KEYS
-    if unknown:
-        raise ConfigError(f"unknown key {sorted(unknown)[0]!r}", str(path), "dns")
+    table = Reader(read_toml(path), str(path)).child("dns", [f.name for f in fields(DnsSettings)])
+    return validate(replace(defaults, **_values(table, path.parent)), str(path))
+
+
+def _values(table: Reader, base: Path) -> dict[str, Any]:
+    """The settings the table gives, typed (ranges are checked by validate)."""
     values: dict[str, Any] = {}
-    for key, raw in table.items():
-        values[key] = _convert(key, raw, str(path), path.parent)
-    return validate(replace(defaults, **values), str(path))
-
-
-def _convert(key: str, raw: Any, source: str, base: Path) -> Any:
-    where = f"dns.{key}"
-    if key == "listen":
-        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-            raise ConfigError("must be a list of \"HOST:PORT\" strings", source, where)
-        try:
-            return tuple(parse_listen(x) for x in raw)
-        except ConfigError as exc:
-            raise ConfigError(exc.reason, source, f"{where} ({exc.where})") from exc
-    if key in ("zones_dir", "geoip_database"):
-        if not isinstance(raw, str):
-            raise ConfigError("must be a path", source, where)
-        return (base / raw) if not Path(raw).is_absolute() else Path(raw)
-    expected = {f.name: f.type for f in fields(DnsSettings)}[key]
-    if "int" in str(expected) and not (isinstance(raw, int) and not isinstance(raw, bool)):
-        raise ConfigError("must be a whole number", source, where)
-    if "float" in str(expected) and not isinstance(raw, int | float):
-        raise ConfigError("must be a number", source, where)
-    if expected in (bool, "bool") and not isinstance(raw, bool):
-        raise ConfigError("must be true or false", source, where)
-    if "str" in str(expected) and not isinstance(raw, str):
-        raise ConfigError("must be a string", source, where)
-    return raw
+    for field in fields(DnsSettings):
+        key = field.name
+        if key not in table:
+            continue
+        if key == "listen":
+            values[key] = table.addresses(key, DEFAULT_DNS_PORT)
+        elif key in ("zones_dir", "geoip_database"):
+            text = table.value(key)
+            if not isinstance(text, str) or not text:
+                raise table.fail(key, "must be a path")
+            values[key] = base / text  # an absolute path stays one
+        elif key in ("tcp_idle_timeout", "watch_interval"):
+            values[key] = table.number(key)
+        elif key == "udp_batch":
+            values[key] = table.flag(key, True)
+        elif key == "nsid":
+            values[key] = table.text(key)
+        else:
+            values[key] = table.integer(key)
+    return values
 
 
 def validate(settings: DnsSettings, source: str | None = None) -> DnsSettings:

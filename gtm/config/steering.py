@@ -17,6 +17,7 @@ from typing import Any
 
 import dns.name
 
+from gtm.config_reader import read_json_file
 from gtm.dns.zone import Zone, attach_steering, name_key
 from gtm.errors import ConfigError
 from gtm.steering.definitions import STEERING_SUFFIX, parse_steering
@@ -61,18 +62,11 @@ def _attach_one(
     zone: Zone, name: str, steering: Mapping[str, Any], state: Mapping[str, Any], source: str
 ) -> Zone:
     prefix = f"{STEERING}[{json.dumps(name)}]"
-    try:
-        definitions = parse_steering(steering[name], zone.origin, source)
-    except ConfigError as exc:
-        raise ConfigError(exc.reason, source, f"{prefix}.{exc.where}") from exc
+    definitions = parse_steering(steering[name], zone.origin, source, where=prefix)
     state_name = _name_in(state, zone)
     current = SteeringState()
     if state_name is not None:
-        try:
-            current = parse_state(state[state_name], source)
-        except ConfigError as exc:
-            where = f"{STATE}[{json.dumps(state_name)}].{exc.where}"
-            raise ConfigError(exc.reason, source, where) from exc
+        current = parse_state(state[state_name], source, f"{STATE}[{json.dumps(state_name)}]")
     try:
         return attach_steering(zone, definitions, current)
     except ConfigError as exc:
@@ -120,12 +114,7 @@ def steering_from_file(path: Path) -> dict[str, Any]:
 
 def state_from_file(path: Path) -> dict[str, Any]:
     """A ``<zone>.state.json`` as the document holds it."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except ValueError as exc:
-        raise ConfigError(f"not valid JSON: {exc}", str(path)) from exc
+    value = read_json_file(path)
     if not isinstance(value, dict):
         raise ConfigError("state must be an object", str(path))
     return value

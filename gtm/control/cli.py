@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gtm.config_reader import read_json_file
 from gtm.control.client import Client
 from gtm.control.diff import render
 from gtm.control.follower import FollowerSettings
@@ -212,12 +213,7 @@ def liveness(stale_after: float | None, gone_after: float) -> Liveness:
 
 
 def read_document(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from exc
-    except ValueError as exc:
-        raise ConfigError(f"not JSON: {exc}", str(path)) from exc
+    document = read_json_file(path)
     if not isinstance(document, dict):
         raise ConfigError("the document must be a JSON object", str(path), "$")
     return document

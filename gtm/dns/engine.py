@@ -1,8 +1,9 @@
 """From query packet to response packet: the slow path and the response cache.
 
-The transports look a packet up in the cache themselves (the fast path: one dict
-lookup keyed on everything after the message ID) and call :meth:`Engine.respond`
-only on a miss. Everything a response depends on is in those bytes and in the
+Every transport answers from the cache through :meth:`Engine.cache_hit` (the fast
+path: one dict lookup keyed on everything after the message ID, one counter
+increment, one concatenation) and calls :meth:`Engine.respond_uncached` only on a
+miss. Everything a response depends on is in those bytes and in the
 snapshot, so a snapshot swap simply starts new caches.
 """
 
@@ -77,13 +78,20 @@ class Engine:
                       self.buckets_udp, self.buckets_tcp):
             cache.clear()
 
+    def cache_hit(self, cache: dict[bytes, bytes], data: bytes) -> bytes | None:
+        """The fast path of every transport: the cached response to ``data`` (its ID put
+        back), or None on a miss. ``cache`` is ``udp_cache`` or ``tcp_cache``."""
+        cached = cache.get(data[2:])
+        if cached is None:
+            return None
+        self.stats.cache_hits += 1
+        return data[:2] + cached
+
     def respond(self, data: bytes, tcp: bool, peer: str | None = None) -> bytes | None:
         """The response to one packet from peer (an IP address), or None for no reply."""
-        cache = self.tcp_cache if tcp else self.udp_cache
-        cached = cache.get(data[2:])
-        if cached is not None:
-            self.stats.cache_hits += 1
-            return data[:2] + cached
+        reply = self.cache_hit(self.tcp_cache if tcp else self.udp_cache, data)
+        if reply is not None:
+            return reply
         return self.respond_uncached(data, tcp, peer)
 
     def respond_uncached(

@@ -16,18 +16,16 @@ class UdpProtocol(asyncio.DatagramProtocol):
         # The engine clears this dict in place on every swap, so holding it is safe
         # and saves an attribute lookup per packet.
         self.cache = engine.udp_cache
+        self.cache_hit = engine.cache_hit
         self.sendto: Callable[..., None] = _not_connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        # The fast path: a cached response costs one lookup and one concatenation.
-        cached = self.cache.get(data[2:])
-        if cached is not None:
-            self.sendto(data[:2] + cached, addr)
-            return
-        reply = self.engine.respond_uncached(data, False, addr[0])
+        reply = self.cache_hit(self.cache, data)
+        if reply is None:
+            reply = self.engine.respond_uncached(data, False, addr[0])
         if reply is not None:
             self.sendto(reply, addr)
 

@@ -150,7 +150,7 @@ class BatchedUdp:
         msgs, data, names = inbound.msgs_view, inbound.data_view, inbound.names_view
         out_msgs, out_data = outbound.msgs_view, outbound.data_view
         out_names, out_iovs = outbound.names_view, outbound.iovs_view
-        cache = self.engine.udp_cache
+        cache, cache_hit = self.engine.udp_cache, self.engine.cache_hit
         buckets = self.engine.buckets_udp
         unpack_len = _unpack_uint.unpack_from
         pack_size = _pack_size.pack_into
@@ -160,10 +160,8 @@ class BatchedUdp:
             length = unpack_len(msgs, i * MMSG_SIZE + LEN_OFFSET)[0]
             start = i * SLOT
             query = data[start : start + length].tobytes()
-            cached = cache.get(query[2:])
-            if cached is not None:
-                reply: bytes | None = query[:2] + cached
-            else:
+            reply = cache_hit(cache, query)
+            if reply is None:
                 # A steered answer for an ECS client needs no peer address: try it
                 # before decoding one.
                 reply = self.engine.bucket_hit(buckets, query) or self._slow(

@@ -84,10 +84,6 @@ class Query:
     question_wire: bytes  # name, type and class exactly as asked (case kept)
     edns: Edns | None
 
-    @property
-    def recursion_desired(self) -> bool:
-        return bool(self.flags & FLAG_RD)
-
 
 def opcode_of(flags: int) -> int:
     return (flags >> 11) & 0xF

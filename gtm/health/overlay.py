@@ -140,7 +140,6 @@ class ServingFeed:
         self.facts: FactsSource | None = None
         self.doubt_ttl: int | None = None
         self.on_base: list[Callable[[ZoneSet], None]] = []  # the prober re-reads its targets
-        self.rebuilds = 0
         self.last_rebuild = 0.0
         self._pending: asyncio.TimerHandle | asyncio.Handle | None = None
 
@@ -174,7 +173,6 @@ class ServingFeed:
         self.served = overlay(self.base, facts, self.doubt_ttl)
         self.served_facts = facts
         self.swap(self.served)
-        self.rebuilds += 1
         self.last_rebuild = time.monotonic()
         metrics.health_rebuilds.inc()
 

@@ -13,22 +13,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
 
 from gtm import log, metrics
 from gtm.health.probes import ProbeResult
 from gtm.steering.model import HealthCheck
 from gtm.steering.state import Health
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a machine says at one moment: the state, why, and since when."""
-
-    state: Health
-    reason: str
-    since: float  # unix seconds of the last change (or of the start)
-    changing: bool  # a change is under way (counts toward rise or fall)
 
 
 class HealthMachine:
@@ -47,9 +36,6 @@ class HealthMachine:
     def changing(self) -> bool:
         return (self.state == "up" and self.failures > 0) or (
             self.state == "down" and self.successes > 0)
-
-    def verdict(self) -> Verdict:
-        return Verdict(self.state, self.reason, self.since, self.changing)
 
     def observe(self, result: ProbeResult) -> bool:
         """Count one probe result; True when it changed the state."""

@@ -60,6 +60,7 @@ class DnsService:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        metrics.dns_collector.sources.append(self.engine.stats)
         for sock in self.sockets.udp:
             if self.settings.udp_batch and udp_batch.available():
                 batched = udp_batch.BatchedUdp(sock, self.engine)
@@ -109,6 +110,8 @@ class DnsService:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, let open TCP conversations end, then close everything."""
         self.feed.close()
+        if self.engine.stats in metrics.dns_collector.sources:
+            metrics.dns_collector.sources.remove(self.engine.stats)
         await cancel_and_wait(self.watcher)
         for server in self.servers:
             server.close()

@@ -112,9 +112,6 @@ class _Run:
     def depend_on(self, bits: int) -> None:
         self.scope = max(self.scope, bits)
 
-    def region_of(self, candidate: Candidate) -> str:
-        return candidate.endpoint.region
-
 
 def decide(
     name: SteeredName,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gtm.atomic import write_atomic
+from gtm.config_reader import Reader, read_json_file
 from gtm.errors import ConfigError
 from gtm.steering.model import Endpoint
 
@@ -80,59 +81,35 @@ def state_path(zones_dir: Path, origin_text: str) -> Path:
 def load_state(path: Path) -> SteeringState:
     if not path.exists():
         return SteeringState()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read state: {exc}", str(path)) from exc
-    return parse_state(raw, str(path))
+    return parse_state(read_json_file(path), str(path))
 
 
-def parse_state(raw: Any, source: str) -> SteeringState:
+def parse_state(raw: Any, source: str, where: str = "") -> SteeringState:
+    """Admin and health state from a JSON object; errors name ``where`` inside ``source``
+    (the zone's path in a document) before the path inside the state."""
     if not isinstance(raw, dict):
-        raise ConfigError("state must be an object", source)
-    endpoints = {
-        name: _endpoint_state(value, source, f"endpoints.{name}")
-        for name, value in _table(raw, "endpoints", source).items()
-    }
-    regions = {
-        name: _region_state(value, source, f"regions.{name}")
-        for name, value in _table(raw, "regions", source).items()
-    }
-    return SteeringState(endpoints, regions)
+        raise ConfigError("state must be an object", source, where or None)
+    top = Reader(raw, source, where)
+    endpoints = top.child("endpoints")
+    regions = top.child("regions")
+    return SteeringState(
+        {name: _endpoint_state(endpoints.child(name)) for name in endpoints.table},
+        {name: _region_state(regions.child(name)) for name in regions.table},
+    )
 
 
-def _table(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError("must be an object", source, key)
-    return value
+def _endpoint_state(table: Reader) -> EndpointState:
+    return EndpointState(table.choice("health", HEALTH_VALUES, "up"),  # type: ignore[arg-type]
+                         table.choice("admin", ADMIN_VALUES, "none"),  # type: ignore[arg-type]
+                         str(table.value("reason", "")))
 
 
-def _endpoint_state(value: Any, source: str, where: str) -> EndpointState:
-    if not isinstance(value, dict):
-        raise ConfigError("must be an object", source, where)
-    health = value.get("health", "up")
-    admin = value.get("admin", "none")
-    if health not in HEALTH_VALUES:
-        raise ConfigError(f"health must be one of {HEALTH_VALUES}", source, f"{where}.health")
-    if admin not in ADMIN_VALUES:
-        raise ConfigError(f"admin must be one of {ADMIN_VALUES}", source, f"{where}.admin")
-    return EndpointState(health, admin, str(value.get("reason", "")))
-
-
-def _region_state(value: Any, source: str, where: str) -> RegionState:
-    if not isinstance(value, dict):
-        raise ConfigError("must be an object", source, where)
-    health = value.get("health", "up")
-    headroom = value.get("headroom")
-    if health not in HEALTH_VALUES:
-        raise ConfigError(f"health must be one of {HEALTH_VALUES}", source, f"{where}.health")
-    if headroom is not None and not (
-        isinstance(headroom, int | float) and 0.0 <= headroom <= 1.0
-    ):
-        raise ConfigError("headroom must be a number from 0 to 1", source, f"{where}.headroom")
-    return RegionState(health, None if headroom is None else float(headroom),
-                       str(value.get("reason", "")))
+def _region_state(table: Reader) -> RegionState:
+    headroom = None  # not reported: absent, or null as saved
+    if table.value("headroom", None) is not None:
+        headroom = table.number("headroom", low=0, high=1, what="a number")
+    return RegionState(table.choice("health", HEALTH_VALUES, "up"),  # type: ignore[arg-type]
+                       headroom, str(table.value("reason", "")))
 
 
 def save_state(path: Path, state: SteeringState) -> None:
