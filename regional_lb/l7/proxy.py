@@ -62,33 +62,36 @@ class ClientProtocol(ClientBase):
     # -- connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0].encode() if peer else b""
-        worker = self.worker
-        self.snapshot = snapshot = worker.snapshot
-        if len(worker.connections) >= snapshot.limits.max_client_connections:
-            self.state = CLOSED
-            transport.close()  # over the limit: refused before any work
-            return
-        worker.connections.add(self)
-        listener = snapshot.listeners.get(self.listener_name)
-        if listener is None:
-            self.state = CLOSED
-            transport.close()
-            return
-        self.listener = listener  # kept in case a reload removes it
-        if listener.tls is not None:
-            self.tls_headers = listener.tls.count(transport)
-        if listener.spec.proxy_protocol and peer is not None \
-                and worker.trusted(listener, peer[0]):
-            self.state = PROXY_HEADER
-        elif listener.admission is not None and not self._open(listener.admission):
-            return
-        if listener.tls is not None and listener.h2 and alpn_h2(transport):
-            self._to_http2(transport, b"")  # after the connection cap: it counts too
-            return
-        self.deadline = worker.loop.time() + snapshot.timeouts.header_read
-        self.deadline_status = 0
+        try:
+            peer = transport.get_extra_info("peername")
+            self.client_ip = peer[0].encode() if peer else b""
+            worker = self.worker
+            self.snapshot = snapshot = worker.snapshot
+            if len(worker.connections) >= snapshot.limits.max_client_connections:
+                self.state = CLOSED
+                transport.close()  # over the limit: refused before any work
+                return
+            worker.connections.add(self)
+            listener = snapshot.listeners.get(self.listener_name)
+            if listener is None:
+                self.state = CLOSED
+                transport.close()
+                return
+            self.listener = listener  # kept in case a reload removes it
+            if listener.tls is not None:
+                self.tls_headers = listener.tls.count(transport)
+            if listener.spec.proxy_protocol and peer is not None \
+                    and worker.trusted(listener, peer[0]):
+                self.state = PROXY_HEADER
+            elif listener.admission is not None and not self._open(listener.admission):
+                return
+            if listener.tls is not None and listener.h2 and alpn_h2(transport):
+                self._to_http2(transport, b"")  # after the connection cap: it counts too
+                return
+            self.deadline = worker.loop.time() + snapshot.timeouts.header_read
+            self.deadline_status = 0
+        except Exception:
+            self.internal_error("accept")
 
     def _open(self, admission: ListenerAdmission) -> bool:
         """The client network's connection cap: over it, closed at accept."""

@@ -197,3 +197,26 @@ def test_a_bug_in_a_tcp_session_closes_it_and_frees_the_slot(
             assert data, got
             got += data
         assert got.startswith(b"PROXY TCP4 127.0.0.1 ")
+
+
+def test_a_bug_while_accepting_is_a_500_and_the_next_connection_is_served(
+        env: Env, errors_logged: Records, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = env.recorder("a")
+    address = env.balancer([backend.address], listeners=[{
+        "name": "web", "bind": "127.0.0.1:0", "limits": {"max_connections": 100}}])
+    from regional_lb.client_limits import Limiter
+    monkeypatch.setattr(Limiter, "open_connection", fail_once(Limiter.open_connection))
+    with connect(address) as sock:
+        status, headers, body = read_response(sock)
+        assert status == 500 and body == b"internal error\n"
+        assert headers["connection"] == "close" and read_all(sock) == b""
+    [line] = errors_logged.internal_errors()
+    assert "internal error in accept" in line and "listener web" in line
+    assert "client 127.0.0.1" in line
+    with connect(address) as sock:
+        sock.sendall(get("req-after"))
+        assert read_response(sock)[0] == 200
+    assert len(errors_logged.internal_errors()) == 1
+    # Both connections are gone from the worker's table (none leaked by the failure).
+    wait_until(lambda: env.loop.call(
+        lambda: len(env.handle.worker.connections)) == 0)  # type: ignore[union-attr]
