@@ -11,7 +11,6 @@ from gtm.config.document import compile_document, register_section
 from gtm.errors import ConfigError
 from tests.control.conftest import EXAMPLE_ZONE, example_document
 
-
 LB_TABLE = {"listeners": [{"bind": "127.0.0.1:8080"}],
             "pools": [{"name": "web", "backends": ["127.0.0.1:9001"]}]}
 
