@@ -15,8 +15,10 @@ API's hosts, the DNS nodes and the balancers, or absent.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gtm.errors import ConfigError
@@ -76,3 +78,64 @@ def _rebased(inner: str | int | None, where: str) -> str:
     if text.startswith((f"{SECTION}.", f"{SECTION}[")):
         return where + text[len(SECTION):]
     return f"{where}.{text}" if text else where
+
+
+# The keys whose values are paths relative to the config file (config_reader's
+# existing_path / relative_path, and config_tls's cache and sqlite store), by table.
+_PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "pools": ("tls_ca",),
+    "listener_tls": ("certificates", "client_ca"),
+    "tls": ("secret_key_file", "ticket_key_file", "control_cache"),
+    "acme": ("state_dir", "ca_bundle", "control_ca", "output", "control_token_file",
+             "eab_hmac_key_file"),
+}
+
+
+def anchored(table: dict[str, Any], config_file: Path) -> dict[str, Any]:
+    """A file's [lb] table that means the same in the document: its relative paths (and
+    the defaults that are relative to the file) made absolute against the file's
+    directory, since a table in the document is read relative to the working directory.
+    Values that are not what the compiler expects are left for it to refuse."""
+    directory = config_file.resolve().parent
+    table = copy.deepcopy(table)
+
+    def anchor(part: Any, keys: tuple[str, ...]) -> None:
+        if not isinstance(part, dict):
+            return
+        for key in keys:
+            value = part.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                part[key] = str(directory / value)
+
+    for pool in _list(table.get("pools")):
+        anchor(pool, _PATH_KEYS["pools"])
+    for listener in _list(table.get("listeners")):
+        if isinstance(listener, dict):
+            anchor(listener.get("tls"), _PATH_KEYS["listener_tls"])
+    anchor(table.get("admin_tls"), _PATH_KEYS["listener_tls"])
+    tls = table.setdefault("tls", {}) if _serves_control_certificates(table) \
+        else table.get("tls")
+    if isinstance(tls, dict):
+        if _serves_control_certificates(table):  # by default beside the file; "": none
+            tls.setdefault("control_cache", f"{config_file.name}.certificates.json")
+        anchor(tls, _PATH_KEYS["tls"])
+        store = tls.get("control_store")
+        if isinstance(store, str) and store.startswith("sqlite://"):
+            path = store.removeprefix("sqlite://")
+            if path and not Path(path).is_absolute():
+                tls["control_store"] = f"sqlite://{directory / path}"
+    acme = table.get("acme")
+    if isinstance(acme, dict):
+        acme.setdefault("state_dir", "acme")
+        anchor(acme, _PATH_KEYS["acme"])
+    return table
+
+
+def _serves_control_certificates(table: dict[str, Any]) -> bool:
+    parts = [listener.get("tls") for listener in _list(table.get("listeners"))
+             if isinstance(listener, dict)] + [table.get("admin_tls")]
+    return any(isinstance(part, dict) and part.get("control") for part in parts)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
