@@ -40,6 +40,8 @@ EntryApply = Callable[[int, Any], Awaitable[None]]
 class Following(Protocol):
     version: int
 
+    async def sync_now(self) -> None: ...
+
     async def stop(self) -> None: ...
 
 

@@ -256,7 +256,13 @@ def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
             # What exists now lives as long as the worker: keep the collector from walking
             # it again and again (full collections otherwise show up as tail latency).
             gc.freeze()
-            await wait_for_stop(on_reload=lambda: _reload_logged(handle))
+
+            async def on_sighup() -> None:
+                await _reload_logged(handle)
+                if following is not None:  # and ask the store now, as `gtm serve` does
+                    await following.sync_now()
+
+            await wait_for_stop(on_reload=on_sighup)
             if following is not None:
                 await following.stop()
             await handle.stop()
