@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gtm import log
-from gtm.atomic import SHARED, write_atomic
+from gtm.atomic import PRIVATE, write_atomic
 from gtm.errors import ConfigError
 from regional_lb.config import LbConfig
 from regional_lb.sections import SECTION, region_config, region_path
@@ -81,8 +81,9 @@ class RegionFile:
 
     def write(self, version: int, table: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner only, as the snapshot: the table may hold the admin API's token.
         write_atomic(self.path, json.dumps(
-            {"version": version, "region": self.region, SECTION: table}, indent=1), SHARED)
+            {"version": version, "region": self.region, SECTION: table}, indent=1), PRIVATE)
 
     def load(self, path: Path | None = None) -> LbConfig:
         """The balancer's Loader: the table as the API compiled it (same paths in errors)."""
