@@ -166,12 +166,16 @@ def _command_plugins() -> list[Callable[[CliHooks], None]]:
 
 class CliHooks:
     """What a plugin's `register(hooks)` may add to: top-level commands, the `certs`
-    group (made when first asked for), and the control-plane options and listing."""
+    group (made when first asked for), the control-plane options and listing, and
+    following the control plane (`gtm serve --control`'s options, and a follower of one
+    section entry built from them)."""
 
     def __init__(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]):
         self.commands = commands
         self.client_options = control_cli.client_options
         self.list_control_certificates = certs_cli.list_control
+        self.follow_options = control_cli.add_follow_options
+        self.section_follow = control_cli.section_follow
         self._certs: argparse._SubParsersAction[argparse.ArgumentParser] | None = None
 
     def certs(self) -> argparse._SubParsersAction[argparse.ArgumentParser]:

@@ -7,6 +7,20 @@ subcommands come from regional_lb/cli.py through the `gtm.cli` entry-point group
 
 from __future__ import annotations
 
-from regional_lb.node import BalancerHandle, start_balancer
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from regional_lb.node import BalancerHandle, start_balancer
 
 __all__ = ["BalancerHandle", "start_balancer"]
+
+
+def __getattr__(name: str) -> Any:
+    """The running parts load on first use: gtm loads regional_lb.sections (the `lb`
+    section's validator) in every process that compiles a document, DNS nodes included,
+    and must not pay for the proxy's imports there."""
+    if name in __all__:
+        from regional_lb import node
+
+        return getattr(node, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

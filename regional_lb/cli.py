@@ -17,10 +17,19 @@ def register(hooks: Any) -> None:
     """Add `gtm lb serve`, `gtm lb demo-backend` and `gtm certs list`."""
     lb = hooks.commands.add_parser("lb", help="the regional load balancer")
     lb_commands = lb.add_subparsers(dest="lb_command", required=True)
-    serve = lb_commands.add_parser("serve", help="run the balancer from a TOML config")
-    serve.add_argument("--config", type=Path, required=True, help="TOML file ([lb] table)")
+    serve = lb_commands.add_parser(
+        "serve", help="run the balancer from a TOML config or the control plane",
+        description="Run a regional balancer. Its [lb] table comes from a TOML file "
+        "(--config FILE) or from the control plane's configuration, section lb.REGION "
+        "(--control STORE_URL --region REGION --state-dir DIR, the options of "
+        "`gtm serve --control`): the balancer then follows new versions, reloading when "
+        "its table changes, and starts from the last one it saw (kept in --state-dir) "
+        "when the store is unreachable.")
+    serve.add_argument("--config", type=Path, help="TOML file ([lb] table)")
     serve.add_argument("--workers", type=int, help="worker processes (default: lb.workers)")
-    serve.set_defaults(handler=cmd_lb_serve)
+    serve.add_argument("--region", help="with --control: serve the table lb.REGION")
+    hooks.follow_options(serve)
+    serve.set_defaults(handler=lambda args: cmd_lb_serve(args, hooks.section_follow))
     demo = lb_commands.add_parser("demo-backend", help="tiny HTTP backends for trying it out")
     demo.add_argument("--listen", action="append", required=True, metavar="ADDR:PORT")
     demo.set_defaults(handler=cmd_lb_demo)
@@ -69,10 +78,25 @@ def certs_list(args: argparse.Namespace, list_control: Callable[[argparse.Namesp
     return 1 if failed else 0
 
 
-def cmd_lb_serve(args: argparse.Namespace) -> int:
+def cmd_lb_serve(args: argparse.Namespace,
+                 section_follow: Callable[[argparse.Namespace, str], Any]) -> int:
+    """Exactly one source: a file, or the control plane (section lb, entry --region)."""
+    from gtm.errors import ConfigError
     from regional_lb.node import serve as lb_serve
+    from regional_lb.node import serve_followed
 
-    return lb_serve(args.config, args.workers)
+    if (args.config is None) == (args.control is None):
+        raise ConfigError("give --config FILE or --control STORE_URL --region REGION "
+                          "(one of the two)", "command line", "--config")
+    if args.config is not None:
+        if args.region is not None:
+            raise ConfigError("is for --control (a file names its region in [lb])",
+                              "command line", "--region")
+        return lb_serve(args.config, args.workers)
+    if args.region is None:
+        raise ConfigError("--control needs --region (the table lb.REGION to serve)",
+                          "command line", "--region")
+    return serve_followed(section_follow(args, "lb"), args.region, args.workers)
 
 
 def cmd_lb_demo(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from regional_lb.acme_store import ensure_placeholders
 from regional_lb.client_limits import Limiter
 from regional_lb.client_tables import ClientTables
 from regional_lb.config import AcmeSettings, LbConfig, load_config
+from regional_lb.follow import Follow, RegionFile, first_config, follow_region, signal_supervisor
 from regional_lb.health import HealthManager
 from regional_lb.report import RegionReporter
 from regional_lb.shares import share_dir
@@ -218,11 +219,16 @@ async def start_regions(paths: list[Path], loader: Loader = load_config
     return handles
 
 
-def serve(path: Path, workers: int | None = None) -> int:
-    """``gtm lb serve``: bind, then run one worker here or N under the Supervisor."""
+def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
+          followed: tuple[Follow, RegionFile] | None = None) -> int:
+    """``gtm lb serve``: bind, then run one worker here or N under the Supervisor.
+
+    ``followed``: the control plane is the source (serve_followed); ``path`` is then
+    the region file, which worker 0 rewrites on each new version (regional_lb.follow).
+    """
     from gtm.process import run_async, wait_for_stop
 
-    config = load_config(path)
+    config = loader(path)
     count = workers or config.workers
     if config.acme is not None:  # before the workers fork: each needs the pair to start
         ensure_placeholders(config.acme)
@@ -240,13 +246,28 @@ def serve(path: Path, workers: int | None = None) -> int:
                     sock.close()
 
         async def main() -> None:
-            handle = await start_balancer(config, sockets[index], index=index, path=path,
+            # Followed, a worker (re)started after new versions starts from the latest.
+            start_from: LbConfig | Path = config if followed is None else path
+            handle = await start_balancer(start_from, sockets[index], index=index, path=path,
                                           supervised=count > 1, workers=count, tables=tables,
-                                          ticket_keys=keys)
+                                          loader=loader, ticket_keys=keys)
+            following = None
+            if followed is not None and index == 0:
+                reload = (lambda: reload_beside_admin(handle)) if count == 1 \
+                    else signal_supervisor
+                following = await follow_region(*followed, reload)
             # What exists now lives as long as the worker: keep the collector from walking
             # it again and again (full collections otherwise show up as tail latency).
             gc.freeze()
-            await wait_for_stop(on_reload=lambda: _reload_logged(handle))
+
+            async def on_sighup() -> None:
+                await _reload_logged(handle)
+                if following is not None:  # and ask the store now, as `gtm serve` does
+                    await following.sync_now()
+
+            await wait_for_stop(on_reload=on_sighup)
+            if following is not None:
+                await following.stop()
             await handle.stop()
 
         run_async(main)
@@ -255,6 +276,27 @@ def serve(path: Path, workers: int | None = None) -> int:
     if count == 1:
         return run(0)
     return Supervisor(count, run).run()
+
+
+def serve_followed(follow: Follow, region: str, workers: int | None = None) -> int:
+    """``gtm lb serve --control``: the [lb] table is the control plane's ``lb.<region>``."""
+    from gtm.process import run_async
+
+    region_file = RegionFile(follow.state_dir, region)
+    follow.state_dir.mkdir(parents=True, exist_ok=True)
+    # Its own loop, ended before the workers fork: they must not inherit its connections.
+    run_async(lambda: first_config(follow, region_file))
+    return serve(region_file.path, workers, region_file.load, (follow, region_file))
+
+
+async def reload_beside_admin(handle: BalancerHandle) -> Snapshot:
+    """A reload from the file (a new followed version), never interleaved with an admin
+    API change: one reading the overrides file while the other rewrites it would swap
+    in the overrides from before the change. Raises, keeping the running config."""
+    if handle.admin is None:
+        return await handle.reload()
+    async with handle.admin.changing:
+        return await handle.reload()
 
 
 async def _reload_logged(handle: BalancerHandle) -> None:

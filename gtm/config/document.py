@@ -9,14 +9,16 @@ serve. Errors are ConfigErrors whose ``where`` is a JSON path into the document
 find the offending field without knowing how the document is split up.
 
 Sections other than ``zones`` belong to other parts of the system (steering, the
-load balancer); they plug their validators in with :func:`register_section`.
+load balancer); they plug their validators in with :func:`register_section`, or, from a
+package gtm does not import, through the ``gtm.sections`` entry points
+(gtm.config.sections): regional_lb compiles ``lb`` that way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -27,6 +29,7 @@ import dns.name
 import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
+from gtm.config.sections import SectionValidator, discovered_validators, valid_section_name
 from gtm.config.steering import (
     STATE,
     STEERING,
@@ -41,10 +44,6 @@ from gtm.errors import ConfigError, ZoneError
 
 ZONES = "zones"
 
-# validator(value, source, path) -> the compiled section, or raise ConfigError whose
-# ``where`` starts with ``path``.
-SectionValidator = Callable[[Any, str, str], Any]
-
 
 def accept_object(value: Any, source: str, path: str) -> Any:
     """The default validator: any JSON object, kept as it is."""
@@ -56,8 +55,11 @@ def accept_object(value: Any, source: str, path: str) -> Any:
 _SECTIONS: dict[str, SectionValidator] = {
     "steering": check_zone_table,
     "state": check_zone_table,
+    # Compiled by regional_lb (its `gtm.sections` entry point) when it is installed;
+    # without it, any object is kept as it is.
     "lb": accept_object,
     CHALLENGES: check_challenges,
+    **discovered_validators(),
 }
 
 
@@ -67,7 +69,7 @@ def register_section(name: str, validator: SectionValidator) -> None:
     Registering a name again replaces its validator: the steering and load balancer
     packages replace the permissive defaults with their own.
     """
-    if name == ZONES or not name.isidentifier():
+    if not valid_section_name(name):
         raise ValueError(f"cannot register a section named {name!r}")
     _SECTIONS[name] = validator
 

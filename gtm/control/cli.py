@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from gtm.control.diff import render
 from gtm.control.follower import FollowerSettings
 from gtm.control.liveness import DEFAULT_GONE_AFTER, Liveness
 from gtm.control.plane import ADMIN_TOKEN_FILE, ControlSettings
+from gtm.control.sectionfollow import SectionFollow
 from gtm.errors import ConfigError
 from gtm.wording import plural
 
@@ -58,6 +60,13 @@ def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
                             redis_url=args.redis, namespace=args.namespace,
                             reconcile_interval=args.reconcile_interval,
                             store_notify=not args.no_store_notify)
+
+
+def section_follow(args: argparse.Namespace, kind: str) -> SectionFollow | None:
+    """The same options, for a node of another kind that follows one section entry
+    (`gtm lb serve --control`: kind lb)."""
+    settings = follower_settings(args)
+    return None if settings is None else SectionFollow(replace(settings, kind=kind))
 
 
 def add_commands(commands: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gtm.config.document import CompiledConfig, document_from_zone_dir
 from gtm.control.follower import ConfigFollower, FollowerSettings
@@ -32,10 +33,14 @@ class Embedded:
 async def start_embedded(
     service: DnsService, zones_dir: Path, state_dir: Path, *, host: str = "127.0.0.1",
     port: int = 8080, store_url: str | None = None, redis_url: str | None = None,
-    tls: tuple[Path, Path] | None = None,
+    tls: tuple[Path, Path] | None = None, seed_sections: dict[str, Any] | None = None,
 ) -> Embedded:
-    """Start the API and make ``service`` serve the stored configuration."""
+    """Start the API and make ``service`` serve the stored configuration.
+
+    A store with no version yet starts from the zone directory plus ``seed_sections``
+    (gtm up: the example regions' ``lb`` tables)."""
     seed = document_from_zone_dir(zones_dir) if zones_dir.is_dir() else {}
+    seed.update(seed_sections or {})
     plane = await start_control_plane(ControlSettings(
         host=host, port=port, store_url=store_url, redis_url=redis_url,
         state_dir=state_dir / "control", seed_document=seed,

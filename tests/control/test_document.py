@@ -11,13 +11,16 @@ from gtm.config.document import compile_document, register_section
 from gtm.errors import ConfigError
 from tests.control.conftest import EXAMPLE_ZONE, example_document
 
+LB_TABLE = {"listeners": [{"bind": "127.0.0.1:8080"}],
+            "pools": [{"name": "web", "backends": ["127.0.0.1:9001"]}]}
+
 
 def test_compiles_zones_and_keeps_sections() -> None:
-    doc = {**example_document(), "lb": {"pools": []}}
+    doc = {**example_document(), "lb": {"eu": LB_TABLE}}
     compiled = compile_document(doc, "api")
     [zone] = compiled.zones.zones.values()
     assert zone.origin.to_text() == "example.test."
-    assert compiled.sections["lb"] == {"pools": []}
+    assert compiled.document["lb"] == {"eu": LB_TABLE}
     assert compiled.digest == compile_document(dict(reversed(doc.items())), "x").digest
 
 
@@ -56,6 +59,35 @@ def test_invalid_documents_name_the_place(doc: Any, where: str, reason: str) -> 
         compile_document(doc, "api")
     # The zone compiler may add a line number to a zone-wide error; never drop the path.
     assert caught.value.where == where or str(caught.value.where).startswith(f"{where}:")
+    assert reason in caught.value.reason
+    assert caught.value.source == "api"
+
+
+def test_the_lb_section_is_compiled_by_the_balancers_own_compiler() -> None:
+    # Found through the gtm.sections entry point: gtm imports nothing of regional_lb.
+    compiled = compile_document({"lb": {"eu-west": LB_TABLE}}, "api")
+    config = compiled.sections["lb"]["eu-west"]
+    assert config.region == "eu-west"  # the section's key names the region
+    assert [str(b.address) for b in config.pools[0].backends] == ["127.0.0.1:9001"]
+
+
+@pytest.mark.parametrize(("lb", "where", "reason"), [
+    ({"eu-west": {**LB_TABLE, "pools": [{"name": "web", "backends": [
+        "127.0.0.1:9001", "no-port"]}]}},
+     "lb.eu-west.pools[0].backends[1].address", "needs a port"),
+    ({"eu-west": {**LB_TABLE, "pools": []}}, "lb.eu-west.pools", "at least one"),
+    ({"eu-west": {**LB_TABLE, "workers": "two"}}, "lb.eu-west.workers", "whole number"),
+    ({"eu-west": {**LB_TABLE, "colour": 1}}, "lb.eu-west.colour", "unknown key 'colour'"),
+    ({"eu-west": {**LB_TABLE, "region": "us-east"}}, "lb.eu-west.region", "\"eu-west\""),
+    ({"eu west": LB_TABLE}, 'lb["eu west"]', "region name"),
+    ({"eu": []}, "lb.eu", "must be an object"),
+    ({"eu": {**LB_TABLE, "listeners": [{"bind": "127.0.0.1:80", "pool": "api"}]}},
+     "lb.eu.listeners[0].pool", "names no pool"),
+])
+def test_a_bad_lb_table_is_refused_with_its_path(lb: Any, where: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_document({**example_document(), "lb": lb}, "api")
+    assert caught.value.where == where
     assert reason in caught.value.reason
     assert caught.value.source == "api"
 
