@@ -219,6 +219,14 @@ from regional_lb.config_acme import (
     acme_names,
     parse_acme,
 )
+from regional_lb.config_autoscale import (
+    POLICY_KEYS,
+    SETTINGS_KEYS,
+    ScalePolicy,
+    ScaleSettings,
+    parse_policy,
+    parse_settings,
+)
 from regional_lb.config_http2 import Http2Settings, http2_settings
 from regional_lb.config_limits import (
     DEFAULT_CLASSES,
@@ -314,6 +322,7 @@ class PoolSpec:
     panic_below: float = 0.5         # fewer healthy than this share: balance over all
     queue_size: int = 0              # requests waiting for a backend slot; 0: 503 at once
     queue_timeout: float = 5.0       # seconds a request waits in the queue, then 503
+    autoscale: ScalePolicy | None = None  # regional_lb.config_autoscale
 
 
 @dataclass(frozen=True)
@@ -367,6 +376,7 @@ class LbConfig:
     acme: AcmeSettings | None = None
     http2: Http2Settings = field(default_factory=Http2Settings)
     priority_classes: tuple[str, ...] = DEFAULT_CLASSES  # queue classes, highest first
+    autoscale: ScaleSettings = field(default_factory=ScaleSettings)  # [lb.autoscale]
     source: str = "config"
 
     def pool(self, name: str) -> PoolSpec:
@@ -380,13 +390,16 @@ def load_config(path: Path) -> LbConfig:
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
         "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
         "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks",
-        "http2", "priority_classes")
+        "http2", "priority_classes", "autoscale")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
     top = Reader(raw if raw is not None else {}, source, "lb", _TOP)
     allowed = _allowed_backend_networks(top)
-    pools = tuple(_pool(reader, allowed) for reader in top.tables("pools", _POOL_KEYS))
+    scaling = parse_settings(top.optional_child("autoscale", SETTINGS_KEYS),
+                             DEFAULT_ALLOWED_BACKEND_NETWORKS)
+    pools = tuple(_pool(reader, allowed, scaling.outbound_networks)
+                  for reader in top.tables("pools", _POOL_KEYS))
     if not pools:
         raise top.fail("pools", "needs at least one [[lb.pools]]")
     names = [p.name for p in pools]
@@ -423,6 +436,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         acme=parse_acme(acme_table, listeners) if acme_table is not None else None,
         http2=http2_settings(top.child("http2", tuple(Http2Settings.__dataclass_fields__))),
         priority_classes=classes,
+        autoscale=scaling,
         source=source,
     ))
 
@@ -484,10 +498,11 @@ def _limits(reader: Reader) -> Limits:
 _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_connections",
               "max_idle", "retries", "retry_budget", "proxy_protocol", "tls", "tls_ca",
               "tls_server_name", "tls_verify", "check", "outlier", "panic_below", "queue_size",
-              "queue_timeout")
+              "queue_timeout", "autoscale")
 
 
-def _pool(reader: Reader, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
+def _pool(reader: Reader, allowed: tuple[IpNetwork, ...],
+          outbound: tuple[IpNetwork, ...] = DEFAULT_ALLOWED_BACKEND_NETWORKS) -> PoolSpec:
     name = reader.text("name", "")
     if not name:
         raise reader.fail("name", "is required")
@@ -522,6 +537,8 @@ def _pool(reader: Reader, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
         panic_below=parse_panic_below(reader),
         queue_size=queue_size,
         queue_timeout=queue_timeout,
+        autoscale=parse_policy(reader.child("autoscale", POLICY_KEYS), outbound)
+        if "autoscale" in reader else None,
     )
 
 
