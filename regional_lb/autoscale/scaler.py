@@ -101,6 +101,8 @@ class Scaler:
         self.actuators: dict[str, Actuator] = {}
         self.notifying: set[asyncio.Task[None]] = set()
         self.ticks = 0
+        self.last_ok = 0.0  # when a tick last reached the store
+        self.operator: dict[str, Any] = {}  # operator settings by pool, as last read
 
     @property
     def config(self) -> LbConfig:
@@ -133,6 +135,8 @@ class Scaler:
                 raise
             except Exception as exc:  # the store down, a bug: the balancer serves on
                 log.scale.warning("scaler tick failed (region %s): %s", self.region, exc)
+            else:
+                self.last_ok = time.time()
             self.ticks += 1
             await asyncio.sleep(self.config.autoscale.interval)
 
@@ -151,10 +155,10 @@ class Scaler:
             self.pools = {}  # a new term starts from what the store says
         self.token = token
         metrics.scale_leader.labels(self.region, self.member).set(1 if token else 0)
+        operator = self.operator = await self.store.settings(self.region)
         if token is None:
             return
         facts = await self.store.facts(self.region, 3 * settings.interval + 1.0)
-        operator = await self.store.settings(self.region)
         status = {}
         for name, policy in self.policies().items():
             run = self.pools.setdefault(name, PoolRun())
@@ -410,6 +414,20 @@ class Scaler:
                 log.scale.warning("scaling notification failed (attempt %d): %s",
                                   attempt + 1, exc)
                 await asyncio.sleep(2 ** attempt)
+
+    def growth(self) -> tuple[int, list[str]]:
+        """For the region report: in-flight requests the pools may still grow into (not
+        while paused, nor while the store cannot be reached), and the pools at max."""
+        room, at_max = 0, []
+        fresh = time.time() - self.last_ok < 3 * self.config.autoscale.interval + 1.0
+        for name, policy in self.policies().items():
+            top = int(self.operator.get(name, {}).get("max", policy.max))
+            serving = len(self._serving(name, self.layer.get(name, {})))
+            if serving >= top:
+                at_max.append(name)
+            elif fresh and not self.operator.get(name, {}).get("paused"):
+                room += (top - serving) * self.handle.base.pool(name).max_connections
+        return room, at_max
 
     # -- status -------------------------------------------------------------------------
 

@@ -52,4 +52,5 @@ async def start_scaler(handle: Any, index: int) -> Any:
         else default_member(index)
     scaler = Scaler(handle, open_scale_store(url, config.autoscale.namespace), member)
     await scaler.start()
+    handle.reporter.growth = scaler.growth
     return scaler
