@@ -255,11 +255,11 @@ def _actuator(reader: Reader, outbound: tuple[Any, ...]) -> ActuatorSpec:
         table.only(("type", "argv", "timeout", "retries"))
         return ActuatorSpec("exec", _argv(table, "argv"), timeout=timeout, retries=retries)
     table.only(("type", "url", "secret_file", "ca", "timeout", "retries"))
+    url = outbound_url(table, "url", ("https",), outbound)
     secret = existing_path(table, "secret_file")
     if secret is None:
         raise table.fail("secret_file", "is required (the HMAC-SHA256 key of the signature)")
-    return ActuatorSpec("webhook", url=outbound_url(table, "url", ("https",), outbound),
-                        secret_file=secret, ca=existing_path(table, "ca"), timeout=timeout,
+    return ActuatorSpec("webhook", url=url, secret_file=secret, ca=existing_path(table, "ca"), timeout=timeout,
                         retries=retries)
 
 
@@ -301,8 +301,9 @@ def outbound_url(table: Reader, key: str, schemes: tuple[str, ...],
     try:
         check_backend_address(parts.hostname, outbound)
     except ConfigError as exc:
-        if "is not an IP address" not in exc.reason:
-            raise table.fail(key, exc.reason) from exc
+        if "is not an IP address" not in exc.reason:  # a name: checked as it resolves
+            raise table.fail(key, exc.reason.replace("allowed_backend_networks",
+                                                     "outbound_networks")) from exc
     return text
 
 
