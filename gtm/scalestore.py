@@ -99,7 +99,41 @@ class ScaleStore(abc.ABC):
         """Drop points before ``before_minute``; how many."""
 
     @abc.abstractmethod
+    async def advance_cursor(self, name: str, old: int, new: int) -> bool:
+        """Move the cursor ``name`` from ``old`` to ``new``; False when it was not at
+        ``old`` (another reader moved it first). Cursors start at 0."""
+
+    @abc.abstractmethod
+    async def cursor(self, name: str) -> int: ...
+
+    @abc.abstractmethod
+    async def regions(self) -> list[str]:
+        """Regions that have written anything (facts, status, settings)."""
+
+    @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+MAX_BACKENDS = 1000
+
+
+def operator_changes(body: Any) -> Json:
+    """``{"min": n, "max": n}`` of `gtm scale set` (either; null removes the override):
+    whole numbers 0..MAX_BACKENDS, min not above max. ConfigError names the field."""
+    from gtm.config_reader import Reader
+
+    reader = Reader(body, "request", "", ("min", "max"))
+    changes: Json = {}
+    for key in ("min", "max"):
+        if key in reader:
+            changes[key] = None if reader.value(key) is None else \
+                reader.integer(key, low=0 if key == "min" else 1, high=MAX_BACKENDS)
+    if not changes:
+        raise reader.fail("min", "give min and/or max")
+    if changes.get("min") is not None and changes.get("max") is not None \
+            and changes["min"] > changes["max"]:
+        raise reader.fail("min", f"must not be above max ({changes['max']})")
+    return changes
 
 
 def open_scale_store(url: str, namespace: str = "gtm") -> ScaleStore:
@@ -136,6 +170,12 @@ local id = redis.call('INCR', KEYS[4])
 redis.call('LPUSH', KEYS[3], '{"id":' .. id .. ',' .. string.sub(ARGV[3], 2))
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
 return id
+"""
+
+_CAS = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
 """
 
 
@@ -251,6 +291,16 @@ class RedisScaleStore(ScaleStore):
             await self.redis.hdel(key, *old)
         return len(old)
 
+    async def advance_cursor(self, name: str, old: int, new: int) -> bool:
+        moved = await self.redis.eval(_CAS, 1, f"{self.ns}:cursor:{name}", old, new)
+        return bool(moved)
+
+    async def cursor(self, name: str) -> int:
+        return int(await self.redis.get(f"{self.ns}:cursor:{name}") or 0)
+
+    async def regions(self) -> list[str]:
+        return sorted(await self.redis.smembers(f"{self.ns}:regions"))
+
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -269,6 +319,7 @@ CREATE TABLE IF NOT EXISTS scale_facts (region TEXT NOT NULL, member TEXT NOT NU
 CREATE TABLE IF NOT EXISTS scale_settings (region TEXT NOT NULL, pool TEXT NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (region, pool));
 CREATE TABLE IF NOT EXISTS scale_status (region TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scale_cursor (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS scale_history (region TEXT NOT NULL, pool TEXT NOT NULL,
     minute INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY (region, pool, minute));
 """
@@ -420,6 +471,27 @@ class SqliteScaleStore(ScaleStore):
         return await self._run(lambda db: db.execute(
             "DELETE FROM scale_history WHERE region=? AND pool=? AND minute<?",
             (region, pool, before_minute)).rowcount)
+
+    async def advance_cursor(self, name: str, old: int, new: int) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT value FROM scale_cursor WHERE name=?", (name,)).fetchone()
+            if (row[0] if row else 0) != old:
+                return False
+            db.execute("INSERT OR REPLACE INTO scale_cursor VALUES (?, ?)", (name, new))
+            return True
+        return await self._run(work)
+
+    async def cursor(self, name: str) -> int:
+        row = await self._run(lambda db: db.execute(
+            "SELECT value FROM scale_cursor WHERE name=?", (name,)).fetchone())
+        return int(row[0]) if row else 0
+
+    async def regions(self) -> list[str]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT region FROM scale_facts UNION SELECT region FROM scale_status UNION "
+            "SELECT region FROM scale_settings UNION SELECT region FROM scale_events "
+            "ORDER BY 1").fetchall())
+        return [row[0] for row in rows]
 
     async def close(self) -> None:
         def shut() -> None:

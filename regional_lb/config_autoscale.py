@@ -259,8 +259,8 @@ def _actuator(reader: Reader, outbound: tuple[Any, ...]) -> ActuatorSpec:
     secret = existing_path(table, "secret_file")
     if secret is None:
         raise table.fail("secret_file", "is required (the HMAC-SHA256 key of the signature)")
-    return ActuatorSpec("webhook", url=url, secret_file=secret, ca=existing_path(table, "ca"), timeout=timeout,
-                        retries=retries)
+    return ActuatorSpec("webhook", url=url, secret_file=secret, ca=existing_path(table, "ca"),
+                        timeout=timeout, retries=retries)
 
 
 def _argv(table: Reader, key: str) -> tuple[str, ...]:

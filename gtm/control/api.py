@@ -93,8 +93,9 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     ]
     from gtm.control.certificates_api import routes as certificate_routes
     from gtm.control.challenges_api import routes as challenge_routes
+    from gtm.control.scale_api import routes as scale_routes
 
-    app.add_routes([*routes, *challenge_routes(), *certificate_routes()])
+    app.add_routes([*routes, *challenge_routes(), *certificate_routes(), *scale_routes()])
     return app
 
 

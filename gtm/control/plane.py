@@ -27,6 +27,7 @@ from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
 from gtm.control.ratelimit import TokenBuckets
 from gtm.control.refusals import DEFAULT_WINDOW
+from gtm.control.scale_api import SCALE, mirror_events, scale_store_for
 from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
 from gtm.control.service import ConfigService
 from gtm.control.store import Store, hash_secret, new_token, validate_namespace
@@ -94,6 +95,7 @@ class ControlPlane:
         self.tls = tls
         self._refusal_counts = asyncio.create_task(service.refusals.run(),
                                                    name="audit-refusal-counts")
+        self._scale_mirror = start_scale_mirror(runner.app, service)
 
     @property
     def admin_token_path(self) -> Path:
@@ -102,6 +104,7 @@ class ControlPlane:
     async def stop(self) -> None:
         if self.tls is not None:
             await self.tls.stop()
+        await stop_scale_mirror(self.runner.app, self._scale_mirror)
         await self.runner.cleanup()
         self._refusal_counts.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -113,6 +116,24 @@ class ControlPlane:
         if self.service.fanout is not None:
             await self.service.fanout.close()
         await self.store.close()
+
+
+def start_scale_mirror(app: web.Application, service: ConfigService) -> asyncio.Task[None] | None:
+    """The scalers' events into the audit log (gtm.control.scale_api)."""
+    store = app.get(SCALE)
+    if store is None:
+        return None
+    return asyncio.create_task(mirror_events(store, service), name="scale-audit-mirror")
+
+
+async def stop_scale_mirror(app: web.Application, task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    store = app.get(SCALE)
+    if store is not None:
+        await store.close()
 
 
 async def start_control_plane(settings: ControlSettings) -> ControlPlane:
@@ -134,6 +155,9 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     app = build_app(service, settings.liveness, TokenBuckets(
         settings.auth_failure_burst, settings.auth_failures_per_second))
     app[CERTIFICATES] = certificates
+    scale = scale_store_for(settings.resolved_store_url(), settings.redis_url, namespace)
+    if scale is not None:
+        app[SCALE] = scale
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port,
