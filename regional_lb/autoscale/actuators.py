@@ -194,6 +194,7 @@ class ProcessActuator:
 
     def __init__(self, spec: ActuatorSpec, state_dir: Path | None):
         self.spec = spec
+        # Default: the host's directory of scalers (regional_lb.autoscale.start.local_dir).
         self.dir = (state_dir or Path(tempfile.gettempdir()) / f"gtm-autoscale-{os.getuid()}"
                     ) / "processes"
 
@@ -251,6 +252,18 @@ class ProcessActuator:
                 os.killpg(pid, signal.SIGKILL)
         path.unlink(missing_ok=True)
 
+    def running(self, address: str) -> bool | None:
+        """Whether the process of a backend this actuator started still runs; None: not
+        one of its range."""
+        host, _, port = address.rpartition(":")
+        first, last = self.spec.ports
+        if host != self.spec.host or not port.isdigit() or not first <= int(port) <= last:
+            return None
+        try:
+            return _alive(int(self._pid_file(int(port)).read_text()))
+        except (OSError, ValueError):
+            return False
+
     def stop_all_sync(self) -> None:
         """For tests and `gtm up`'s shutdown: every process this range started."""
         for path in self.dir.glob(f"{self.spec.host}_*.pid"):
@@ -261,6 +274,8 @@ class ProcessActuator:
 
 def _free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As servers bind (aiohttp, asyncio): a port with connections in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

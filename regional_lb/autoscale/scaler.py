@@ -183,6 +183,7 @@ class Scaler:
         wanted = await self._forecast(name, policy, run, now)
         paused = bool(operator.get("paused"))
         if run.task is None or run.task.done():
+            await self._forget_lost(name, policy, run, entries)
             self._resume_drains(name, policy, run, entries)
         busy = run.task is not None and not run.task.done()
         if not paused:
@@ -310,6 +311,21 @@ class Scaler:
                                       "to": len(serving) - len(victims), "backends": victims,
                                       "reason": decision.reason}, layer)
         await self._finish_drain(pool, policy, run, victims)
+
+    async def _forget_lost(self, pool: str, policy: ScalePolicy, run: PoolRun,
+                           entries: dict[str, Any]) -> None:
+        """Backends of the process actuator whose process is gone (it crashed, or the host
+        restarted): out of the layer, so the pool's count is what runs."""
+        actuator = self._actuator(pool, policy)
+        running = getattr(actuator, "running", None)
+        if running is None:
+            return
+        lost = [k for k, e in entries.items() if e.get("added_at") and running(k) is False]
+        if lost:
+            layer = self._copy_layer()
+            for address in lost:
+                layer[pool].pop(address, None)
+            await self._event(pool, run, {"type": "lost", "backends": lost}, layer)
 
     def _resume_drains(self, pool: str, policy: ScalePolicy, run: PoolRun,
                        entries: dict[str, Any]) -> None:
