@@ -7,6 +7,7 @@ Every wait is for a condition, with a deadline.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -271,3 +272,95 @@ def test_a_pool_that_had_no_backend_keeps_reporting_once_it_has_one(env: Env) ->
     env.loop.run(handle.reload_with({"app": {backend.address: {"added": True}}}))
     report = env.loop.call(handle.reporter.build)
     assert report["backends_total"] == 1
+
+
+class Receiver:
+    """An HTTPS endpoint (a test CA's certificate) that checks every signature: the
+    webhook actuator's side, and the notifications'."""
+
+    def __init__(self, key: bytes, answer: Callable[[dict[str, Any]], dict[str, Any]]):
+        self.key = key
+        self.answer = answer
+        self.calls: list[tuple[str, dict[str, Any], str | None]] = []  # path, body, key
+        self.refused = 0
+        self.runner: Any = None
+        self.port = 0
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        from regional_lb.autoscale.actuators import verify
+
+        body = await request.read()
+        if not verify(self.key, body, request.headers.get("X-Gtm-Timestamp", ""),
+                      request.headers.get("X-Gtm-Signature", "")):
+            self.refused += 1
+            return web.json_response({"error": "bad signature"}, status=401)
+        data = json.loads(body)
+        self.calls.append((request.path, data, request.headers.get("Idempotency-Key")))
+        if request.path == "/notify":
+            return web.json_response({})
+        if sum(1 for c in self.calls if c[0] == "/scale") == 1:
+            return web.json_response({"error": "try again"}, status=503)  # retried
+        return web.json_response(self.answer(data))
+
+    async def start(self, context: Any) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def test_webhook_actuator_and_notifications_are_signed_and_retried(
+        scaling: tuple[Env, str, tuple[int, int]], redis_url: str, tmp_path: Path) -> None:
+    import ssl
+
+    from regional_lb.autoscale.actuators import sign, verify
+    from tests.tls.pki import CA
+
+    env, namespace, ports = scaling
+    static, added = env.recorder("static"), env.recorder("added")
+    ca = CA()
+    chain, key, _ = ca.issue(["127.0.0.1"])
+    (tmp_path / "server.pem").write_bytes(chain + key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "server.pem")
+    secret = b"0123456789abcdef-webhook-secret"
+    (tmp_path / "hook.key").write_bytes(secret)
+    receiver = Receiver(secret, lambda request: {"added": [added.address], "removed": []})
+    env.loop.run(receiver.start(context))
+    base = f"https://127.0.0.1:{receiver.port}"
+    config = scaled_config(redis_url, namespace, ports, min=2, actuator={
+        "type": "webhook", "url": f"{base}/scale", "secret_file": str(tmp_path / "hook.key"),
+        "ca": str(ca.write(tmp_path / "ca.pem")), "retries": 2, "timeout": 5})
+    config["pools"][0]["backends"] = [static.address]
+    config["autoscale"]["notify"] = {"url": f"{base}/notify",
+                                     "secret_file": str(tmp_path / "hook.key"),
+                                     "ca": str(tmp_path / "ca.pem")}
+    address = env.balancer(**config)
+    try:
+        wait_for(lambda: get_ok(address) and len(added.requests) > 0,
+                 what="the webhook's backend serving")
+        scale_calls = [c for c in receiver.calls if c[0] == "/scale"]
+        assert len(scale_calls) == 2  # a 503, then the retry
+        assert scale_calls[0][2] == scale_calls[1][2] is not None  # one idempotency key
+        request = scale_calls[1][1]
+        assert (request["action"], request["count"], request["pool"]) == ("add", 1, "app")
+        assert request["current"] == [static.address] and request["desired"] == 2
+        wait_for(lambda: {c[1]["type"] for c in receiver.calls if c[0] == "/notify"}
+                 >= {"scale_out.begin", "scale_out"}, what="notifications")
+        assert receiver.refused == 0
+    finally:
+        env.loop.run(receiver.runner.cleanup())
+    # A replayed or forged request is refused by verify(): old timestamp, other key.
+    body = b'{"x": 1}'
+    old = int(time.time()) - 400
+    assert not verify(secret, body, str(old), sign(secret, body, old))
+    now = int(time.time())
+    assert verify(secret, body, str(now), sign(secret, body, now))
+    assert not verify(b"another key of 16+ bytes", body, str(now), sign(secret, body, now))
