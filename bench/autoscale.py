@@ -332,11 +332,14 @@ def summarise(args: argparse.Namespace, load: Load, samples: list[dict[str, Any]
             crossed, need = sample["t"], current
             break
     start_wall = samples[0]["wall"] - samples[0]["t"] if samples else 0.0
-    # The first scale-out past what served at the crossing; negative: the capacity came
-    # before the load (predictive).
-    outs = sorted((e for e in events if e["type"] == "scale_out"
-                   and e.get("to", 0) > need), key=lambda e: e["at"])
-    served = outs[0]["at"] - start_wall if outs else None
+    # The first scale-out past what served at the crossing; when the capacity serving at
+    # the crossing was itself added ahead of it (predictive), that one: negative.
+    outs = sorted((e for e in events if e["type"] == "scale_out"), key=lambda e: e["at"])
+    ahead = [e for e in outs if e.get("from", 0) < need <= e.get("to", 0)
+             and crossed is not None and e["at"] - start_wall < crossed]
+    later = [e for e in outs if e.get("to", 0) > need]
+    chosen = ahead[-1:] or later[:1]
+    served = chosen[0]["at"] - start_wall if chosen else None
     return {
         "mode": "reactive + predictive" if predictive else "reactive",
         "requests": len(load.results), "failed": failed,
@@ -345,7 +348,8 @@ def summarise(args: argparse.Namespace, load: Load, samples: list[dict[str, Any]
         "crossed_at_s": None if crossed is None else round(crossed, 1),
         "capacity_after_s": None if served is None or crossed is None
         else round(served - crossed, 1),
-        "first_added_s": None if not outs else round(outs[0]["at"] - start_wall, 1),
+        "first_added_s": next((round(e["at"] - start_wall, 1) for e in outs
+                               if e.get("from")), None),
         "actions": sum(1 for e in events if e["type"] in ("scale_out", "drain")),
         "max_backends": max((s.get("current") or 0 for s in samples), default=0),
         "samples": samples,
