@@ -247,7 +247,7 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
     from regional_lb.config import LbConfig, with_control_store
     from regional_lb.follow import RegionFile
     from regional_lb.node import start_regions
-    from regional_lb.sections import anchored
+    from regional_lb.sections import SECRET, anchored
 
     by_path: dict[Path, RegionFile] = {}
     for path in paths:
@@ -259,7 +259,11 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
         if region in regions.tables:  # one entry lb.<region>, one region file
             raise ConfigError(f"region {region!r} is also another file's", str(path),
                               "lb.region")
-        region_file = RegionFile(state_dir / region, region)
+        # The admin token stays on this host: the shared document holds no secret.
+        token = table.pop(SECRET, None)
+        if token is not None and not isinstance(token, str):
+            raise ConfigError("must be a string", str(path), f"lb.{SECRET}")
+        region_file = RegionFile(state_dir / region, region, token)
         if region_file.table() is None:
             region_file.write(0, table)
         regions.tables[region] = table

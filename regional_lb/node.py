@@ -278,11 +278,13 @@ def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
     return Supervisor(count, run).run()
 
 
-def serve_followed(follow: Follow, region: str, workers: int | None = None) -> int:
-    """``gtm lb serve --control``: the [lb] table is the control plane's ``lb.<region>``."""
+def serve_followed(follow: Follow, region: str, workers: int | None = None,
+                   admin_token: str | None = None) -> int:
+    """``gtm lb serve --control``: the [lb] table is the control plane's ``lb.<region>``;
+    ``admin_token``, this host's token for the admin API (the document holds none)."""
     from gtm.process import run_async
 
-    region_file = RegionFile(follow.state_dir, region)
+    region_file = RegionFile(follow.state_dir, region, admin_token)
     follow.state_dir.mkdir(parents=True, exist_ok=True)
     # Its own loop, ended before the workers fork: they must not inherit its connections.
     run_async(lambda: first_config(follow, region_file))
