@@ -8,12 +8,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tf.iface import (
+    Config,
     CreateContext,
     DeleteContext,
     ImportContext,
     ReadContext,
     Resource,
     UpdateContext,
+    UpgradeContext,
 )
 from tf.schema import Attribute, Schema
 from tf.types import Unknown
@@ -67,6 +69,17 @@ class GtmResource(Resource):
     @classmethod
     def get_schema(cls) -> Schema:
         return Schema(attributes=cls.attributes, description=cls.description)
+
+    def upgrade(self, ctx: UpgradeContext, version: int, old: State) -> State | None:
+        return old  # one schema version so far: the state is already current
+
+    @classmethod
+    def decoded(cls, config: Config) -> State:
+        """The raw configuration ValidateResourceConfig gets, decoded by the schema's
+        types as every other operation gets it (53.35 arrives as the text "53.35")."""
+        types = {a.name: a.type for a in cls.attributes}
+        return {k: types[k].decode(v) if k in types and v is not None and v is not Unknown
+                else v for k, v in config.items()}
 
     @property
     def api(self) -> Api:

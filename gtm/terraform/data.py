@@ -10,6 +10,7 @@ from tf.schema import Attribute, Schema
 
 from gtm.errors import ConfigError
 from gtm.terraform.base import guarded
+from gtm.terraform.schema import Num
 
 if TYPE_CHECKING:
     from gtm.terraform.provider import GtmProvider
@@ -36,9 +37,9 @@ class ConfigData(GtmDataSource):
     kind = "config"
     description = "The live configuration version: its number, author, time and message."
     attributes: ClassVar[list[Attribute]] = [
-        Attribute("version", types.Number(), computed=True),
+        Attribute("version", Num(), computed=True),
         Attribute("author", types.String(), computed=True),
-        Attribute("time", types.Number(), computed=True, description="Unix time"),
+        Attribute("time", Num(), computed=True, description="Unix time"),
         Attribute("message", types.String(), computed=True),
     ]
 
@@ -63,11 +64,11 @@ class AnswerData(GtmDataSource):
         Attribute("client_subnet", types.String(), optional=True,
                   description="The client's subnet, as sent in EDNS Client Subnet"),
         Attribute("qtype", types.String(), optional=True, description="A (default) or AAAA"),
-        Attribute("version", types.Number(), computed=True),
+        Attribute("version", Num(), computed=True),
         Attribute("addresses", types.List(types.String()), computed=True,
                   description="Every address (or CNAME target) the answer rotates over"),
         Attribute("regions", types.List(types.String()), computed=True),
-        Attribute("ecs_scope", types.Number(), computed=True),
+        Attribute("ecs_scope", Num(), computed=True),
         Attribute("fallback", types.String(), computed=True,
                   description="Which fallback answered, if one did"),
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tf import types
 from tf.gen import tfplugin_pb2 as pb
 from tf.schema import Attribute
 from tf.types import TfType, Unknown
@@ -41,11 +42,52 @@ class Plain(TfType):
         return self.pattern
 
 
+class Num(types.Number):
+    """A number as Python has it: Terraform's msgpack sends a number that a float64
+    cannot hold exactly (53.35) as its decimal text."""
+
+    def decode(self, value: Any) -> Any:
+        if isinstance(value, str):
+            number = float(value)
+            return int(number) if number.is_integer() and "." not in value else number
+        return value
+
+
+class ZoneName(types.String):
+    """A zone's name: with or without its final dot, in any case, the same zone (so a
+    spelling is never a replacement)."""
+
+    def semantically_equal(self, a_decoded: Any, b_decoded: Any) -> bool:
+        def normal(value: Any) -> Any:
+            return value.rstrip(".").lower() if isinstance(value, str) else value
+
+        return bool(normal(a_decoded) == normal(b_decoded))
+
+
+class Objects(Plain):
+    """The value of a nested attribute: each object's fields decoded by their types."""
+
+    def __init__(self, fields: list[Attribute]):
+        super().__init__(b'"dynamic"')
+        self.fields = {f.name: f for f in fields}
+
+    def decode(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.decode_object(v) for v in value]
+        return self.decode_object(value)
+
+    def decode_object(self, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: self.fields[k].type.decode(v) if k in self.fields and v is not None
+                and v is not Unknown else v for k, v in value.items()}
+
+
 class Nested(Attribute):
     """An attribute holding an object (``single``), or a list or set of objects."""
 
     def __init__(self, name: str, nesting: str, fields: list[Attribute], **flags: Any):
-        super().__init__(name, Plain(b'"dynamic"'), **flags)
+        super().__init__(name, Objects(fields), **flags)
         self.nesting = nesting
         self.fields = fields
 

@@ -25,7 +25,7 @@ from tf.types import Unknown
 
 from gtm.terraform.api import ProviderError
 from gtm.terraform.base import GtmResource, State, fingerprint, guarded
-from gtm.terraform.schema import WriteOnly
+from gtm.terraform.schema import Num, WriteOnly
 
 REPLACED_OUTSIDE = "(replaced outside Terraform: fingerprint {})"
 
@@ -145,11 +145,12 @@ class TokenResource(GtmResource):
                   description="admin | editor | viewer"),
         Attribute("secret", types.String(), computed=True, sensitive=True,
                   description="The bearer secret (known only to the state that created it)"),
-        Attribute("created_at", types.Number(), computed=True),
+        Attribute("created_at", Num(), computed=True),
     ]
 
     def validate(self, diags: Any, type_name: str, config: Any) -> None:
         super().validate(diags, type_name, config)
+        config = self.decoded(config)
         role = config.get("role")
         if isinstance(role, str) and role not in ("admin", "editor", "viewer"):
             diags.add_error("invalid role: must be admin, editor or viewer", path=["role"])

@@ -19,7 +19,7 @@ from gtm.errors import ConfigError
 from gtm.steering.definitions import parse_steering
 from gtm.terraform.api import Document, ProviderError
 from gtm.terraform.base import EntryResource, State, prune, split_id, table, without_nulls
-from gtm.terraform.schema import Nested, has_unknown
+from gtm.terraform.schema import Nested, Num, ZoneName, has_unknown
 from gtm.terraform.values import cidr, ip, keyed, number, with_defaults, zone_name
 from gtm.terraform.zone import zone_key
 
@@ -81,10 +81,10 @@ class RegionResource(EntryResource):
     import_format = "`ZONE/REGION`, e.g. `gslb.example.test./eu-west`"
     attributes: ClassVar[list[Attribute]] = [
         Attribute("id", types.String(), computed=True),
-        Attribute("zone", types.String(), required=True, requires_replace=True),
+        Attribute("zone", ZoneName(), required=True, requires_replace=True),
         Attribute("name", types.String(), required=True, requires_replace=True),
-        Attribute("latitude", types.Number(), required=True),
-        Attribute("longitude", types.Number(), required=True),
+        Attribute("latitude", Num(), required=True),
+        Attribute("longitude", Num(), required=True),
         Attribute("country", types.String(), optional=True,
                   description="Two-letter ISO 3166 code"),
         Attribute("continent", types.String(), optional=True,
@@ -136,6 +136,7 @@ class RegionResource(EntryResource):
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         super().validate(diags, type_name, config)
+        config = self.decoded(config)
         if has_unknown(config) or not config.get("name") or not config.get("zone"):
             return
         check_steering(diags, config["zone"], {"regions": {config["name"]: self.body(config)}},
@@ -150,8 +151,8 @@ ENDPOINT_FIELDS = [
     Attribute("ipv4", types.String(), optional=True),
     Attribute("ipv6", types.String(), optional=True),
     Attribute("cname", types.String(), optional=True),
-    Attribute("weight", types.Number(), optional=True, description="default 1; 0 = standby"),
-    Attribute("capacity", types.Number(), optional=True),
+    Attribute("weight", Num(), optional=True, description="default 1; 0 = standby"),
+    Attribute("capacity", Num(), optional=True),
     Attribute("enabled", types.Bool(), optional=True, description="default true"),
     Attribute("check_address", types.String(), optional=True),
 ]
@@ -161,21 +162,21 @@ ENDPOINT_ADDRESSES = ("ipv4", "ipv6", "check_address")
 CHECK_FIELDS = [
     Attribute("type", types.String(), required=True,
               description="tcp | http | https | dns | exec"),
-    Attribute("port", types.Number(), optional=True),
-    Attribute("interval", types.Number(), optional=True),
-    Attribute("timeout", types.Number(), optional=True),
-    Attribute("rise", types.Number(), optional=True),
-    Attribute("fall", types.Number(), optional=True),
-    Attribute("fastinter", types.Number(), optional=True),
-    Attribute("jitter", types.Number(), optional=True),
+    Attribute("port", Num(), optional=True),
+    Attribute("interval", Num(), optional=True),
+    Attribute("timeout", Num(), optional=True),
+    Attribute("rise", Num(), optional=True),
+    Attribute("fall", Num(), optional=True),
+    Attribute("fastinter", Num(), optional=True),
+    Attribute("jitter", Num(), optional=True),
     Attribute("method", types.String(), optional=True),
     Attribute("path", types.String(), optional=True),
     Attribute("host", types.String(), optional=True),
-    Attribute("expect", types.List(types.Number()), optional=True),
+    Attribute("expect", types.List(Num()), optional=True),
     Attribute("body", types.String(), optional=True),
     Attribute("sni", types.String(), optional=True),
     Attribute("verify", types.Bool(), optional=True),
-    Attribute("cert_warn_days", types.Number(), optional=True),
+    Attribute("cert_warn_days", Num(), optional=True),
     Attribute("query", types.String(), optional=True),
     Attribute("qtype", types.String(), optional=True),
     Attribute("rcode", types.String(), optional=True),
@@ -220,7 +221,7 @@ class PoolResource(RegionResource):
     import_format = "`ZONE/POOL`, e.g. `gslb.example.test./web`"
     attributes: ClassVar[list[Attribute]] = [
         Attribute("id", types.String(), computed=True),
-        Attribute("zone", types.String(), required=True, requires_replace=True),
+        Attribute("zone", ZoneName(), required=True, requires_replace=True),
         Attribute("name", types.String(), required=True, requires_replace=True),
         Nested("endpoints", "set", ENDPOINT_FIELDS, required=True),
         Nested("check", "single", CHECK_FIELDS, optional=True,
@@ -254,6 +255,7 @@ class PoolResource(RegionResource):
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         EntryResource.validate(self, diags, type_name, config)
+        config = self.decoded(config)
         if has_unknown(config) or not config.get("name") or not config.get("zone"):
             return
         body = self.body(config)
@@ -269,18 +271,18 @@ FILTER_FIELDS = [
     Attribute("type", types.String(), required=True,
               description="failover | geo | proximity | latency | capacity"),
     Attribute("groups", types.List(types.List(types.String())), optional=True),
-    Attribute("min_healthy", types.Number(), optional=True),
+    Attribute("min_healthy", Num(), optional=True),
     Attribute("default", types.List(types.String()), optional=True),
     Attribute("networks", types.Map(types.List(types.String())), optional=True,
               description="geo: CIDR -> regions"),
     Attribute("subdivisions", types.Map(types.List(types.String())), optional=True),
     Attribute("countries", types.Map(types.List(types.String())), optional=True),
     Attribute("continents", types.Map(types.List(types.String())), optional=True),
-    Attribute("keep", types.Number(), optional=True),
-    Attribute("bias_km", types.Map(types.Number()), optional=True),
-    Attribute("latency_networks", types.Map(types.Map(types.Number())), optional=True,
+    Attribute("keep", Num(), optional=True),
+    Attribute("bias_km", types.Map(Num()), optional=True),
+    Attribute("latency_networks", types.Map(types.Map(Num())), optional=True,
               description="latency: CIDR -> region -> ms (the document's `networks`)"),
-    Attribute("spill_below", types.Number(), optional=True),
+    Attribute("spill_below", Num(), optional=True),
 ]
 FALLBACK_FIELDS = [
     Attribute("pool", types.String(), optional=True),
@@ -348,16 +350,16 @@ class SteeredNameResource(RegionResource):
     import_format = "`ZONE/NAME`, e.g. `gslb.example.test./www`"
     attributes: ClassVar[list[Attribute]] = [
         Attribute("id", types.String(), computed=True),
-        Attribute("zone", types.String(), required=True, requires_replace=True),
+        Attribute("zone", ZoneName(), required=True, requires_replace=True),
         Attribute("name", types.String(), required=True, requires_replace=True,
                   description="Relative to the zone, or absolute with a final dot"),
         Attribute("pool", types.String(), required=True),
-        Attribute("ttl", types.Number(), optional=True, description="default 30"),
-        Attribute("answers", types.Number(), optional=True, description="1 to 16, default 1"),
+        Attribute("ttl", Num(), optional=True, description="default 30"),
+        Attribute("answers", Num(), optional=True, description="1 to 16, default 1"),
         Attribute("select", types.String(), optional=True,
                   description="weighted (default) | sticky | multivalue"),
-        Attribute("sticky_prefix_v4", types.Number(), optional=True),
-        Attribute("sticky_prefix_v6", types.Number(), optional=True),
+        Attribute("sticky_prefix_v4", Num(), optional=True),
+        Attribute("sticky_prefix_v6", Num(), optional=True),
         Nested("fallback", "single", FALLBACK_FIELDS, optional=True,
                description='null: "open"; `{ pool = "backup" }` or `{ addresses = [...] }`'),
         Nested("filters", "list", FILTER_FIELDS, optional=True,
@@ -443,6 +445,7 @@ class SteeredNameResource(RegionResource):
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         EntryResource.validate(self, diags, type_name, config)
+        config = self.decoded(config)
         if has_unknown(config) or not config.get("name") or not config.get("zone"):
             return
         body = self.body(config)
@@ -478,14 +481,14 @@ class RegionStateResource(RegionResource):
     import_format = "`ZONE/KIND/NAME`, e.g. `gslb.example.test./region/eu-west`"
     attributes: ClassVar[list[Attribute]] = [
         Attribute("id", types.String(), computed=True),
-        Attribute("zone", types.String(), required=True, requires_replace=True),
+        Attribute("zone", ZoneName(), required=True, requires_replace=True),
         Attribute("kind", types.String(), required=True, requires_replace=True,
                   description="region | endpoint"),
         Attribute("name", types.String(), required=True, requires_replace=True),
         Attribute("health", types.String(), optional=True, description="up (default) | down"),
         Attribute("admin", types.String(), optional=True,
                   description="endpoints: none (default) | force_up | force_down | drain"),
-        Attribute("headroom", types.Number(), optional=True,
+        Attribute("headroom", Num(), optional=True,
                   description="regions: 0 (saturated) to 1 (idle)"),
         Attribute("reason", types.String(), optional=True),
     ]
@@ -543,6 +546,7 @@ class RegionStateResource(RegionResource):
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         EntryResource.validate(self, diags, type_name, config)
+        config = self.decoded(config)
         if has_unknown(config):
             return
         kind = config.get("kind")

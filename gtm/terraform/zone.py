@@ -16,7 +16,7 @@ from gtm.config.document import ZONES, compile_zone_text
 from gtm.errors import ConfigError
 from gtm.terraform.api import Document, ProviderError
 from gtm.terraform.base import EntryResource, State, prune, table
-from gtm.terraform.schema import Nested, has_unknown
+from gtm.terraform.schema import Nested, Num, ZoneName, has_unknown
 from gtm.terraform.values import same_zone_text, zone_name, zone_records
 
 RECORDS_PREFIX = "records:"
@@ -24,7 +24,7 @@ RECORD_FIELDS = [
     Attribute("name", types.String(), required=True,
               description="Owner name, relative to the zone (`@` for the apex) or absolute"),
     Attribute("type", types.String(), required=True, description="Record type (A, MX, ...)"),
-    Attribute("ttl", types.Number(), optional=True, description="TTL; default 300"),
+    Attribute("ttl", Num(), optional=True, description="TTL; default 300"),
     Attribute("data", types.String(), required=True, description="RDATA as in a zone file"),
 ]
 DEFAULT_TTL = 300
@@ -74,7 +74,7 @@ class ZoneResource(EntryResource):
     import_format = "`example.test.` (text), or `records:example.test.` (records)"
     attributes: ClassVar[list[Attribute]] = [
         Attribute("id", types.String(), computed=True),
-        Attribute("name", types.String(), required=True, requires_replace=True,
+        Attribute("name", ZoneName(), required=True, requires_replace=True,
                   description="The zone's name (the final dot is optional)"),
         Attribute("text", types.String(), optional=True,
                   description="The zone as RFC 1035 master-file text"),
@@ -139,6 +139,7 @@ class ZoneResource(EntryResource):
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
         super().validate(diags, type_name, config)
+        config = self.decoded(config)
         if has_unknown([config.get("name"), config.get("text"), config.get("records")]):
             return
         if (config.get("text") is None) == (config.get("records") is None):
