@@ -19,7 +19,6 @@ from gtm import log
 from gtm.config.settings import DnsSettings, Listen
 from gtm.control.embedded import NODE_STATE, Embedded, start_embedded
 from gtm.control.follower import FollowerSettings
-from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file
 from gtm.control.sectionfollow import SectionFollow
 from gtm.control.snapshot import snapshot_path
 from gtm.control.stores import DEFAULT_SQLITE_NAME
@@ -29,6 +28,7 @@ from gtm.errors import ConfigError, StoreUnavailable, VersionConflict, ZoneError
 from gtm.health.service import HealthService, HealthSettings
 from gtm.node import open_locator
 from gtm.process import cancel_and_wait, run_async, wait_for_stop
+from gtm.sealing import SECRET_KEY_FILE, ensure_key, key_file
 from gtm.serving.service import DnsService
 from gtm.serving.sockets import bind_workers
 from gtm.toml_input import read_toml

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gtm.config_reader import Reader, config_dir, existing_path, files_here
-from gtm.control.sealing import key_file
-from gtm.control.store import validate_namespace
 from gtm.errors import CertificateError, ConfigError
+from gtm.sealing import key_file
+from gtm.store_access import validate_namespace
 from regional_lb.tls import tickets
 from regional_lb.tls.contexts import CLIENT_AUTH, VERSIONS, TlsPolicy
 from regional_lb.tls.control import ControlSource

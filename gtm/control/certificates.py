@@ -2,7 +2,7 @@
 
 An upload is checked exactly as the balancer checks a pair (:mod:`gtm.tlscerts`, then
 OpenSSL), so what the API accepts a balancer can serve. The private key is sealed
-(:mod:`gtm.control.sealing`) before it reaches the store; the chain is kept in the clear
+(:mod:`gtm.sealing`) before it reaches the store; the chain is kept in the clear
 and only its certificates (a key pasted into it is refused, never stored). Every
 change, and every refused upload, is audited with names, expiry and fingerprint, never
 key material. This is the one path certificates take into the store (API, CLI, and
@@ -19,10 +19,10 @@ from typing import Any
 from cryptography import x509
 
 from gtm import log
-from gtm.control.sealing import SecretKey
 from gtm.control.service import ConfigService
 from gtm.control.store import CertificateRecord, NewCertificate, Store
 from gtm.errors import CertificateError, NotFound, SealingError
+from gtm.sealing import SecretKey
 from gtm.tlscerts import NAME, CheckedPair, check_pair, describe_key, openssl_check
 
 MAX_CHAIN_BYTES = 1024 * 1024   # a leaf and its intermediates, with room to spare

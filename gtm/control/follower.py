@@ -36,10 +36,11 @@ from gtm import log, metrics, redis_client
 from gtm.config.document import CompiledConfig, compile_document
 from gtm.control import fanout
 from gtm.control.snapshot import read_snapshot, write_snapshot
-from gtm.control.store import NodeStatus, Store, validate_namespace
+from gtm.control.store import NodeStatus, Store
 from gtm.control.stores import store_from_url
 from gtm.errors import ConfigError, StoreUnavailable
 from gtm.process import cancel_and_wait
+from gtm.store_access import validate_namespace
 
 ApplyCallback = Callable[[int, CompiledConfig], Awaitable[None]]
 

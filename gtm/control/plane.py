@@ -27,11 +27,12 @@ from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
 from gtm.control.ratelimit import TokenBuckets
 from gtm.control.refusals import DEFAULT_WINDOW
-from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
 from gtm.control.service import ConfigService
-from gtm.control.store import Store, hash_secret, new_token, validate_namespace
+from gtm.control.store import Store, hash_secret, new_token
 from gtm.control.stores import DEFAULT_SQLITE_NAME, describe, store_from_url
 from gtm.errors import StoreUnavailable
+from gtm.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
+from gtm.store_access import validate_namespace
 
 ADMIN_TOKEN_FILE = "admin.token"
 
@@ -50,7 +51,7 @@ class ControlSettings:
     # Stored as version 1 when the store has no version yet (the embedded default
     # starts from the example zones).
     seed_document: dict[str, Any] | None = None
-    # Seals certificates' private keys (gtm.control.sealing). None: $GTM_SECRET_KEY_FILE,
+    # Seals certificates' private keys (gtm.sealing). None: $GTM_SECRET_KEY_FILE,
     # else state_dir/secret.key.
     secret_key_file: Path | None = None
     # Make a fresh key when there is none (the embedded default). Off for a control plane

@@ -43,9 +43,9 @@ from gtm.control.store import (
     VersionRecord,
     certificate_from_row,
     dump,
-    validate_namespace,
 )
 from gtm.errors import StoreUnavailable, VersionConflict
+from gtm.store_access import validate_namespace
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -71,7 +71,7 @@ MIGRATIONS = (
         node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version BIGINT NOT NULL,
         last_contact DOUBLE PRECISION NOT NULL, info TEXT NOT NULL);
     """,
-    # Certificates: the chain in the clear, the private key sealed (gtm.control.sealing).
+    # Certificates: the chain in the clear, the private key sealed (gtm.sealing).
     # A deletion keeps the row as a tombstone under a new revision, so pollers see it.
     """
     CREATE TABLE certificates (

@@ -63,7 +63,7 @@ MIGRATIONS = (
         node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL,
         last_contact REAL NOT NULL, info TEXT NOT NULL);
     """,
-    # Certificates: the chain in the clear, the private key sealed (gtm.control.sealing).
+    # Certificates: the chain in the clear, the private key sealed (gtm.sealing).
     # A deletion keeps the row as a tombstone under a new revision, so pollers see it.
     """
     CREATE TABLE certificates (

@@ -19,10 +19,11 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from gtm.errors import ConfigError, RequestError
+from gtm.store_access import CertificateRecord
 
 ROLES = ("viewer", "editor", "admin")  # each role can do everything the previous can
 TOKEN_PREFIX = "gtm_"
@@ -142,50 +143,11 @@ class NewCertificate:
     chain: str                 # PEM certificates, public
     sealed_key: bytes = field(repr=False)
     key_nonce: bytes = field(repr=False)
-    key_id: str                # which secret key sealed it (gtm.control.sealing)
+    key_id: str                # which secret key sealed it (gtm.sealing)
     names: tuple[str, ...]     # DNS names the leaf serves
     not_after: float           # Unix time
     fingerprint: str           # SHA-256 of the leaf, hex
     updated_by: str
-
-
-@dataclass(frozen=True)
-class CertificateRecord:
-    """A stored certificate, or the tombstone of a deleted one (``deleted``, no chain, no
-    key), kept so that pollers reading ``certificates(since_revision)`` see the removal.
-
-    ``revision`` grows by one with every change to any certificate (a put or a delete)."""
-
-    name: str
-    revision: int
-    chain: str
-    sealed_key: bytes = field(repr=False)
-    key_nonce: bytes = field(repr=False)
-    key_id: str
-    names: tuple[str, ...]
-    not_after: float
-    fingerprint: str
-    updated_at: float
-    updated_by: str
-    deleted: bool = False
-
-    def tombstone(self, deleted_by: str) -> CertificateRecord:
-        """What stays of it once deleted: its metadata, never its chain or key."""
-        return replace(self, chain="", sealed_key=b"", key_nonce=b"", updated_at=time.time(),
-                       updated_by=deleted_by, deleted=True)
-
-    def public(self) -> dict[str, Any]:
-        """Metadata only: never the sealed key (nor its nonce)."""
-        return {
-            "name": self.name,
-            "revision": self.revision,
-            "names": list(self.names),
-            "not_after": self.not_after,
-            "fingerprint_sha256": self.fingerprint,
-            "key_id": self.key_id,
-            "updated_at": self.updated_at,
-            "updated_by": self.updated_by,
-        }
 
 
 @dataclass(frozen=True)
@@ -406,12 +368,3 @@ def dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def validate_namespace(namespace: str) -> str:
-    """Namespaces become a schema name, a NOTIFY channel and a Redis key prefix."""
-    if not namespace.isidentifier() or not namespace.isascii() or len(namespace) > 40:
-        raise ConfigError(
-            "a namespace is 1-40 ASCII letters, digits or '_' and starts with a letter",
-            "settings",
-            "namespace",
-        )
-    return namespace.lower()
