@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
 from gtm import log
-from gtm.config.settings import RrlSettings
 from gtm.dns.wire import FormErr, read_name, skip_records
+
+if TYPE_CHECKING:  # a type only: gtm.config imports gtm.dns, never the other way
+    from gtm.config.settings import RrlSettings
 
 ANSWER, NODATA, NXDOMAIN, REFERRAL, ERROR = range(5)
 CLASS_NAMES = ("answer", "nodata", "nxdomain", "referral", "error")
