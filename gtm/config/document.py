@@ -27,6 +27,7 @@ import dns.name
 import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
+from gtm.config.cookies import DNS_COOKIES, check_dns_cookies
 from gtm.config.steering import (
     STATE,
     STEERING,
@@ -58,6 +59,7 @@ _SECTIONS: dict[str, SectionValidator] = {
     "state": check_zone_table,
     "lb": accept_object,
     CHALLENGES: check_challenges,
+    DNS_COOKIES: check_dns_cookies,
 }
 
 
