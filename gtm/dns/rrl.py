@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from gtm import log
@@ -79,6 +80,7 @@ class ResponseLimiter:
         self.names: dict[bytes, _Bucket] = {}
         self.stats = RrlStats()
         self.turn = 0
+        self.logged_at = -1.0
 
     def limit_text(self, address: str, reply: bytes, now: float) -> bytes | None:
         """As limit, for an address as text (the plain asyncio transport)."""
@@ -137,9 +139,18 @@ class ResponseLimiter:
         stats.by_class[kind] += 1
         if not bucket.limited:
             bucket.limited = True
+            # One line a second at most: a spoofer cycling prefixes must not flood the log.
+            now = time.monotonic()
+            if now - self.logged_at < 1.0:
+                return self._act(reply)
+            self.logged_at = now
             log.dns.warning("rate limiting %s responses to %s for %s%s", CLASS_NAMES[kind],
                             self._describe(prefix, v4), _name_text(name) or "any name",
                             " (log only: still answered)" if self.log_only else "")
+        return self._act(reply)
+
+    def _act(self, reply: bytes) -> bytes | None:
+        stats = self.stats
         if self.log_only:
             return reply
         self.turn += 1
