@@ -15,6 +15,7 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
     from gtm.config.settings import (
         DnsSettings,
         Listen,
+        RrlSettings,
         default_workers,
         load_dns_settings,
         parse_listen,
@@ -206,6 +207,19 @@ def _dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nsid", help="name server identifier returned for NSID (RFC 5001)")
     parser.add_argument("--edns-size", type=int, help="advertised EDNS UDP size (1232)")
     parser.add_argument("--geoip", type=Path, help="mmdb geo database (default: geodata/)")
+    _rrl_options(parser)
+
+
+def _rrl_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("response rate limiting and cookies")
+    group.add_argument("--rrl", type=float, metavar="RATE", help="limit UDP responses to RATE "
+                       "a second per client prefix, response class and name (see README)")
+    group.add_argument("--rrl-slip", type=int, metavar="N",
+                       help="send every Nth limited response truncated (2; 0: drop all)")
+    group.add_argument("--rrl-log-only", action="store_true",
+                       help="count and log what would be limited, limit nothing")
+    group.add_argument("--no-cookies", action="store_true",
+                       help="ignore DNS cookies (RFC 7873) instead of answering them")
 
 
 def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
@@ -224,7 +238,27 @@ def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
         changes["edns_udp_size"] = args.edns_size
     if args.geoip is not None:
         changes["geoip_database"] = args.geoip
+    if args.no_cookies:
+        changes["cookies"] = False
+    rrl = _rrl_changes(args, settings.rrl)
+    if rrl != settings.rrl:
+        changes["rrl"] = rrl
     return validate(replace(settings, **changes), "command line")  # type: ignore[arg-type]
+
+
+def _rrl_changes(args: argparse.Namespace, rrl: RrlSettings) -> RrlSettings:
+    if args.rrl is not None:
+        if args.rrl < 0.1:
+            raise ConfigError("must be at least 0.1 (responses a second)", "command line",
+                              "--rrl")
+        rrl = replace(rrl, enabled=True, responses_per_second=args.rrl)
+    if args.rrl_slip is not None:
+        if not 0 <= args.rrl_slip <= 100:
+            raise ConfigError("must be 0 to 100", "command line", "--rrl-slip")
+        rrl = replace(rrl, slip=args.rrl_slip)
+    if args.rrl_log_only:
+        rrl = replace(rrl, log_only=True)
+    return rrl
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

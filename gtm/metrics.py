@@ -147,11 +147,21 @@ acme_next_attempt = Gauge(
 # it stops.
 
 DNS_RESPONSES_HELP = ("DNS queries by outcome: answered (by the full path), cache_hit "
-                      "(from a response cache), formerr, notimp, servfail (answered with "
-                      "that rcode), dropped (no reply).")
+                      "(from a response cache), formerr, notimp, servfail, badcookie "
+                      "(answered with that rcode), dropped (no reply).")
 # outcome label -> the Stats attribute that counts it
 DNS_OUTCOMES = {"answered": "answered", "cache_hit": "cache_hits", "formerr": "formerr",
-                "notimp": "notimp", "servfail": "servfail", "dropped": "dropped"}
+                "notimp": "notimp", "servfail": "servfail", "dropped": "dropped",
+                "badcookie": "badcookie"}
+DNS_COOKIES_HELP = ("DNS queries with a COOKIE option (RFC 7873) by what they held: new (a "
+                    "client cookie alone), valid (a server cookie of this deployment), "
+                    "invalid (a wrong or stale server cookie).")
+DNS_COOKIE_RESULTS = {"new": "cookie_new", "valid": "cookie_valid",
+                      "invalid": "cookie_invalid"}
+DNS_RRL_HELP = ("UDP responses over the rate limit (RRL), by action: limited (all of them; "
+                "with log_only nothing else happens), slipped (sent truncated), dropped.")
+DNS_RRL_CLASS_HELP = "UDP responses over the rate limit (RRL), by response class."
+DNS_RRL_CLASSES = ("answer", "nodata", "nxdomain", "referral", "error")  # gtm.dns.rrl's order
 
 
 class DnsCounts(Protocol):
@@ -163,11 +173,25 @@ class DnsCounts(Protocol):
     formerr: int
     notimp: int
     servfail: int
+    badcookie: int
+    cookie_new: int
+    cookie_valid: int
+    cookie_invalid: int
+
+
+class RrlCounts(Protocol):
+    """What the collector reads of a rate limiter: gtm.dns.rrl.RrlStats."""
+
+    limited: int
+    slipped: int
+    dropped: int
+    by_class: list[int]
 
 
 class DnsCollector:
     def __init__(self) -> None:
         self.sources: list[DnsCounts] = []
+        self.limiters: list[RrlCounts] = []
 
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily
@@ -178,6 +202,21 @@ class DnsCollector:
         for outcome, attribute in DNS_OUTCOMES.items():
             responses.add_metric([outcome], sum(getattr(s, attribute) for s in sources))
         yield responses
+        cookies = CounterMetricFamily(f"{NAMESPACE}_dns_cookies", DNS_COOKIES_HELP,
+                                      labels=["result"])
+        for result, attribute in DNS_COOKIE_RESULTS.items():
+            cookies.add_metric([result], sum(getattr(s, attribute) for s in sources))
+        yield cookies
+        limiters = list(self.limiters)
+        rrl = CounterMetricFamily(f"{NAMESPACE}_dns_rrl", DNS_RRL_HELP, labels=["action"])
+        for action in ("limited", "slipped", "dropped"):
+            rrl.add_metric([action], sum(getattr(s, action) for s in limiters))
+        yield rrl
+        by_class = CounterMetricFamily(f"{NAMESPACE}_dns_rrl_limited", DNS_RRL_CLASS_HELP,
+                                       labels=["response_class"])
+        for index, name in enumerate(DNS_RRL_CLASSES):
+            by_class.add_metric([name], sum(s.by_class[index] for s in limiters))
+        yield by_class
 
 
 dns_collector = DnsCollector()

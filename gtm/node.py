@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from gtm import log
 from gtm.config.settings import DnsSettings
 from gtm.dns.answer import ZoneSet
+from gtm.dns.cookies import new_secret
 from gtm.dns.loader import LoadResult, load_directory
 from gtm.errors import ZoneError
 from gtm.geo.locate import DEFAULT_DATABASE, Locator
@@ -58,17 +59,22 @@ def serve(settings: DnsSettings, follow: FollowerSettings | None = None,
     if follow is not None:  # the zone directory is not what this node serves: no watching
         settings = replace(settings, watch_interval=0)
     locator = open_locator(settings)
+    # Made before the workers fork, so each accepts the others' cookies (a client's next
+    # query may reach another worker); a node following a control plane then uses the
+    # deployment's secret.
+    cookie_secret = new_secret()
     sockets = bind_workers(settings.listen, settings.workers)
     announce(settings, sockets[0], initial)
     if settings.workers == 1:
-        return run_worker(settings, sockets[0], initial, locator, follow, health=health)
+        return run_worker(settings, sockets[0], initial, locator, follow, health=health,
+                          cookie_secret=cookie_secret)
 
     def worker(index: int) -> int:
         for other, socks in enumerate(sockets):
             if other != index:
                 socks.close()
         return run_worker(settings, sockets[index], initial, locator, follow, index,
-                          _worker_health(health, index))
+                          _worker_health(health, index), cookie_secret)
 
     return Supervisor(settings.workers, worker).run()
 
@@ -98,9 +104,10 @@ def run_worker(
     follow: FollowerSettings | None = None,
     index: int = 0,
     health: HealthSettings | None = None,
+    cookie_secret: bytes | None = None,
 ) -> int:
     async def main() -> None:
-        service = DnsService(settings, sockets, initial, locator)
+        service = DnsService(settings, sockets, initial, locator, cookie_secret)
         checker = None
         if health is not None:
             from gtm.health.service import HealthService

@@ -59,6 +59,9 @@ class FollowerSettings:
     # Hear of versions from the store itself (PostgreSQL NOTIFY). Off only to measure
     # the other paths alone (bench/propagation.py).
     store_notify: bool = True
+    # A copy of the control plane's secret key (DNS nodes open the cookie secrets with
+    # it); None: $GTM_SECRET_KEY_FILE, if set.
+    secret_key_file: Path | None = None
 
 
 class ConfigFollower:
