@@ -29,11 +29,18 @@ MAX_WAITERS = 100
 MAX_TYPES = 20
 DEFAULT_LIMIT, MAX_LIMIT = 100, 500
 RECHECK = 1.0  # seconds between looks at the store while a request is held
-WAITERS = web.AppKey("event_waiters", set[web.Request])
+class Held:
+    """How many requests are held now (at most MAX_WAITERS)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+WAITERS = web.AppKey("event_waiters", Held)
 
 
 def routes(app: web.Application) -> list[web.RouteDef]:
-    app[WAITERS] = set()  # the requests held now (bounded by MAX_WAITERS)
+    app[WAITERS] = Held()
     return [web.get("/v1/events", list_events)]
 
 
@@ -75,16 +82,16 @@ async def list_events(request: web.Request) -> web.Response:
         found = await store.last_events(tail, types)
     else:
         found = await store.events(after or 0, limit, types, since)
-        waiters = request.app[WAITERS]
-        if not found and wait and len(waiters) < MAX_WAITERS:
-            waiters.add(request)
+        held = request.app[WAITERS]
+        if not found and wait and held.count < MAX_WAITERS:
+            held.count += 1
             try:
                 deadline = time.monotonic() + wait
                 while not found and (left := deadline - time.monotonic()) > 0:
                     await service.events.wait_written(min(left, RECHECK))
                     found = await store.events(after or 0, limit, types, since)
             finally:
-                waiters.discard(request)
+                held.count -= 1
     return web.json_response({"items": [s.event.public() for s in found],
                               "next_cursor": str(await next_cursor(request, found, after))})
 
