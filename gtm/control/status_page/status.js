@@ -58,8 +58,10 @@ function drawRegions(data) {
     const dot = svgElement("g", { class: "region " + region.state,
       "data-region": region.name, "data-state": region.state });
     dot.appendChild(svgElement("circle", { cx: x, cy: y, r: 4 }));
-    dot.appendChild(svgElement("text", { x: x + 6, y: y + 2 },
-      region.name + " (" + region.state + ")"));
+    // Labels of regions near the right edge go on the dot's left, so none is cut off.
+    const east = x > 290;
+    dot.appendChild(svgElement("text", { x: east ? x - 6 : x + 6, y: y + 2,
+      "text-anchor": east ? "end" : "start" }, region.name + " (" + region.state + ")"));
     dot.appendChild(svgElement("title", {}, region.name + ": " + region.state +
       " (" + region.cause + (region.reason ? ": " + region.reason : "") + ")"));
     dots.appendChild(dot);
