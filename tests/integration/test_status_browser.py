@@ -117,8 +117,8 @@ def test_the_status_page_shows_four_regions_and_a_region_set_down_within_3_s(
             assert names == ["ap-northeast", "eu-west", "sa-east", "us-east"]
             assert token not in page.url
             # The balancer's report reaches the page through the DNS node's health summary.
-            page.wait_for_selector('#regions tr[data-region="us-east"] td:nth-child(4):not(:text("—"))',
-                                   timeout=15_000)
+            headroom = '#regions tr[data-region="us-east"] td:nth-child(4):not(:text("—"))'
+            page.wait_for_selector(headroom, timeout=15_000)
 
             gtm(server, tmp_path, "steer", "region", "gslb.example.test", "eu-west",
                 "--health", "down", "--reason", "browser test")
