@@ -58,6 +58,14 @@ config_follower_applies = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+events_published = Counter(
+    "events_published_total",
+    "Events handed to each sink of the event stream, by sink (store, redis) and result "
+    "(ok, failed, dropped: the bounded queue was full).",
+    ["sink", "result"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 config_follower_version = Gauge(
     "config_follower_version",
     "Configuration version this node serves.",

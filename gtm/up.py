@@ -137,7 +137,8 @@ def _initial_zones(settings: UpSettings) -> LoadResult:
 
 
 def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str], None]:
-    """Health flips into the control plane's audit log, beside who changed what."""
+    """Health flips into the control plane's audit log, beside who changed what, and into
+    the event stream (health.flip)."""
     pending: set[asyncio.Task[None]] = set()
 
     def record(what: str, before: str, after: str, reason: str) -> None:
@@ -145,6 +146,8 @@ def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str]
             f"health:{observer}", "health.change", what, after,
             {"from": before, "reason": reason},
         ))
+        embedded.plane.service.events.publish("health.flip", what, {
+            "from": before, "to": after, "reason": reason}, f"health:{observer}")
         pending.add(task)
         task.add_done_callback(pending.discard)
 
@@ -313,6 +316,8 @@ def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
         log.dns.info("listening on %s port %d (UDP and TCP)", host, port)
     token = settings.state_dir / "control" / "admin.token"
     log.cli.info("API: %s (admin token in %s)", embedded.plane.url, token)
+    log.cli.info("status page: %s/status (log in with a token, e.g. that one)",
+                 embedded.plane.url)
     log.cli.info("certificates: gtm certs upload NAME --chain FILE --key FILE (served by "
                  "listeners with tls.control = true; keys sealed with %s)",
                  embedded.plane.settings.resolved_key_file())

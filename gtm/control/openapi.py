@@ -189,6 +189,14 @@ def _paths() -> Json:
             "Revoke a token", "admin", _json({"type": "object"}),
             params=[{"name": "id", "in": "path", "required": True,
                      "schema": {"type": "string", "pattern": _PLAIN}}])},
+        "/v1/events": {"get": _op(
+            "The event stream, oldest first in cursor pages; ?wait= holds the request until "
+            "an event arrives (long poll)", "viewer", _json(_ref("EventPage")),
+            params=_EVENT_PARAMS)},
+        "/v1/status": {"get": _op(
+            "What the status page shows: regions (place, state, headroom, rate), the DNS "
+            "split, nodes, recent events, certificates close to expiry", "viewer",
+            _json({"type": "object"}))},
         "/v1/acme/challenges/{name}": {
             "put": _challenge_op("Publish ACME DNS-01 values at a name (kept with any there)",
                                  body={"type": "object", "required": ["values"], "properties": {
@@ -198,6 +206,54 @@ def _paths() -> Json:
                 "Withdraw the values given (?value=, repeatable), or all of the name's",
                 params=[{"name": "value", "in": "query", "schema": {"type": "string"}}]),
         },
+    }
+
+
+_EVENT_PARAMS: list[Json] = [
+    {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+     "description": "next_cursor of the previous page: the events stored after it"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                "maximum": 500}},
+    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+     "description": "the newest N events instead of a page after a cursor"},
+    {"name": "type", "in": "query", "style": "form", "explode": True,
+     "schema": {"type": "array", "maxItems": 20, "items": {
+         "type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}(\\.[a-z0-9_]{1,32}){0,3}$"}},
+     "description": "only these types (repeatable)"},
+    {"name": "since", "in": "query", "schema": {"type": "number", "minimum": 0,
+                                                "maximum": 1e11},
+     "description": "only events from this Unix time on"},
+    {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25},
+     "description": "seconds to hold the request while there is no event (long poll)"},
+]
+
+
+def _html(description: str) -> Json:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _status_page_paths() -> Json:
+    """The status page (HTML, its assets, login and logout): public routes, they take no
+    bearer token. POSTs must come from the page itself (Origin): 403 otherwise."""
+    see_page = {"description": "To the page (GET /status)",
+                "headers": {"Location": {"schema": {"type": "string"}}}}
+    login = {"summary": "Log in with a token (form); a session cookie is set", "security": [],
+             "requestBody": {"required": True, "content": {
+                 "application/x-www-form-urlencoded": {"schema": {
+                     "type": "object", "properties": {"token": {"type": "string"}}}}}},
+             "responses": {"303": see_page, "400": _ERROR, "401": _html("Login refused"),
+                           "403": _ERROR, "413": _ERROR, "415": _ERROR,
+                           "429": _html("Too many failed logins from this address")}}
+    return {
+        "/status": {"get": {"summary": "The status page, or its login form", "security": [],
+                            "responses": {"200": _html("The page or the login form")}}},
+        "/status/status.js": {"get": {"summary": "The page's script", "security": [],
+                                      "responses": {"200": {"description": "JavaScript"}}}},
+        "/status/status.css": {"get": {"summary": "The page's style", "security": [],
+                                       "responses": {"200": {"description": "CSS"}}}},
+        "/status/login": {"post": login},
+        "/status/logout": {"post": {"summary": "End the session", "security": [],
+                                    "responses": {"303": see_page, "403": _ERROR}}},
     }
 
 
@@ -247,6 +303,14 @@ def _schemas() -> Json:
             "key_id": {"type": "string", "description": "the secret key that sealed it"},
             "updated_at": {"type": "string"}, "updated_by": {"type": "string"},
             "replaced": {"type": "boolean", "description": "PUT only"}}},
+        "Event": {"type": "object", "required": ["id", "time", "type", "subject", "detail",
+                                                 "actor"], "properties": {
+            "id": {"type": "string"}, "time": {"type": "number"}, "type": {"type": "string"},
+            "subject": {"type": "string"}, "detail": {"type": "object"},
+            "actor": {"type": "string"}}},
+        "EventPage": {"type": "object", "properties": {
+            "items": {"type": "array", "items": _ref("Event")},
+            "next_cursor": {"type": "string", "description": "where to go on from (digits)"}}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "status": {"type": "integer"}, "message": {"type": "string"},
             "field": {"type": ["string", "null"],
@@ -279,7 +343,7 @@ def openapi_document() -> Json:
             "duplicate keys, no NaN or Infinity, no NUL or lone surrogate in any string "
             "(400 naming what and where).")},
         "security": [{"bearer": []}],
-        "paths": _with_common_conventions(_paths()),
+        "paths": {**_with_common_conventions(_paths()), **_status_page_paths()},
         "components": {
             "schemas": _schemas(),
             "responses": {"Error": _json(_ref("Error"), "An error naming the field at fault")},

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -26,9 +26,12 @@ import asyncpg
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    EVENT_COLUMNS,
+    EVENTS_KEPT,
     IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    Event,
     IdempotencyKey,
     KeptOutcome,
     KeyAlreadyUsed,
@@ -39,10 +42,12 @@ from gtm.control.store import (
     Outcome,
     Receipt,
     Store,
+    StoredEvent,
     TokenRecord,
     VersionRecord,
     certificate_from_row,
     dump,
+    event_from_row,
 )
 from gtm.errors import StoreUnavailable, VersionConflict
 from gtm.store_access import validate_namespace
@@ -88,6 +93,13 @@ MIGRATIONS = (
         outcome TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (scope, key));
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
+    """,
+    # The event stream's copy in the store (gtm.control.events): seq is the API's cursor.
+    """
+    CREATE TABLE events (
+        seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+        type TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, actor TEXT NOT NULL);
+    CREATE INDEX events_type ON events (type, seq);
     """,
 )
 
@@ -396,6 +408,40 @@ class PostgresStore(Store):
             return [certificate_from_row(row) for row in found]
 
         return await self._run(rows)
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        async def add(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO events (id, at, type, subject, detail, actor) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    [(e.id, e.time, e.type, e.subject, dump(e.detail), e.actor)
+                     for e in events])
+                await conn.execute("DELETE FROM events WHERE seq <= "
+                                   "(SELECT MAX(seq) FROM events) - $1", EVENTS_KEPT)
+
+        await self._run(add)
+
+    async def events(self, after: int, limit: int, types: tuple[str, ...] = (),
+                     since: float = 0.0) -> list[StoredEvent]:
+        async def read(conn: asyncpg.Connection) -> list[StoredEvent]:
+            rows = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND at >= $2 "
+                "AND (cardinality($3::text[]) = 0 OR type = ANY($3::text[])) "
+                "ORDER BY seq LIMIT $4", after, since, list(types), limit)
+            return [event_from_row(row) for row in rows]
+
+        return await self._run(read)
+
+    async def last_events(self, limit: int, types: tuple[str, ...] = ()) -> list[StoredEvent]:
+        async def read(conn: asyncpg.Connection) -> list[StoredEvent]:
+            rows = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events "
+                "WHERE cardinality($1::text[]) = 0 OR type = ANY($1::text[]) "
+                "ORDER BY seq DESC LIMIT $2", list(types), limit)
+            return [event_from_row(row) for row in reversed(rows)]
+
+        return await self._run(read)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,9 +22,12 @@ from typing import Any, TypeVar
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    EVENT_COLUMNS,
+    EVENTS_KEPT,
     IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    Event,
     IdempotencyKey,
     KeptOutcome,
     KeyAlreadyUsed,
@@ -35,10 +38,12 @@ from gtm.control.store import (
     Outcome,
     Receipt,
     Store,
+    StoredEvent,
     TokenRecord,
     VersionRecord,
     certificate_from_row,
     dump,
+    event_from_row,
 )
 from gtm.errors import StoreUnavailable, VersionConflict
 
@@ -78,6 +83,13 @@ MIGRATIONS = (
         scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
         outcome TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (scope, key));
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
+    """,
+    # The event stream's copy in the store (gtm.control.events): seq is the API's cursor.
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at REAL NOT NULL,
+        type TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, actor TEXT NOT NULL);
+    CREATE INDEX events_type ON events (type, seq);
     """,
 )
 
@@ -323,6 +335,39 @@ class SqliteStore(Store):
             return [certificate_from_row(row) for row in found]
 
         return await self._run(rows)
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO events (id, at, type, subject, detail, actor) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(e.id, e.time, e.type, e.subject, dump(e.detail), e.actor) for e in events])
+            conn.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?",
+                         (EVENTS_KEPT,))
+
+        await self._run(lambda conn: _in_write(conn, lambda: add(conn)))
+
+    async def events(self, after: int, limit: int, types: tuple[str, ...] = (),
+                     since: float = 0.0) -> list[StoredEvent]:
+        of_types = f" AND type IN ({', '.join('?' * len(types))})" if types else ""
+
+        def read(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND at >= ?{of_types} "
+                "ORDER BY seq LIMIT ?", (after, since, *types, limit)).fetchall()
+            return [event_from_row(row) for row in rows]
+
+        return await self._run(read)
+
+    async def last_events(self, limit: int, types: tuple[str, ...] = ()) -> list[StoredEvent]:
+        of_types = f" WHERE type IN ({', '.join('?' * len(types))})" if types else ""
+
+        def read(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events{of_types} "
+                                "ORDER BY seq DESC LIMIT ?", (*types, limit)).fetchall()
+            return [event_from_row(row) for row in reversed(rows)]
+
+        return await self._run(read)
 
 
 TOKEN_COLUMNS = "id, name, role, created_at, created_by, revoked_at"

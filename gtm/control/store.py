@@ -18,7 +18,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +31,7 @@ TOKEN_PREFIX = "gtm_"
 Listener = Callable[[int], None]
 R = TypeVar("R")
 IDEMPOTENCY_TTL = 24 * 3600.0  # how long the answer to an Idempotency-Key is kept
+EVENTS_KEPT = 100_000  # the store keeps the newest events; older ones are dropped
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,31 @@ class AuditEntry:
             "outcome": self.outcome,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of the event stream (gtm.control.events): the shape every reader sees,
+    from the API, from the store and from the Redis stream alike."""
+
+    id: str                 # time-ordered and unique: readers of both sinks can deduplicate
+    time: float             # Unix seconds
+    type: str               # health.flip, config.version, steer.region, certificate.put ...
+    subject: str            # what it is about: "region eu-west", "version 12"
+    detail: dict[str, Any]
+    actor: str              # who or what caused it: a token's name#id, health:<observer>
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "time": self.time, "type": self.type, "subject": self.subject,
+                "detail": self.detail, "actor": self.actor}
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event with its place in the store: ``cursor`` grows with every event stored."""
+
+    cursor: int
+    event: Event
 
 
 @dataclass(frozen=True)
@@ -301,6 +327,20 @@ class Store(abc.ABC):
         Changes are numbered in commit order (writers are serialised), so a poller that
         remembers the highest revision it saw never misses one."""
 
+    @abc.abstractmethod
+    async def add_events(self, events: Sequence[Event]) -> None:
+        """Append events (one transaction); only the newest EVENTS_KEPT are kept."""
+
+    @abc.abstractmethod
+    async def events(self, after: int, limit: int, types: tuple[str, ...] = (),
+                     since: float = 0.0) -> list[StoredEvent]:
+        """Events stored after cursor ``after``, oldest first; of ``types`` only (all when
+        empty), and from Unix time ``since`` on."""
+
+    @abc.abstractmethod
+    async def last_events(self, limit: int, types: tuple[str, ...] = ()) -> list[StoredEvent]:
+        """The newest ``limit`` events (of ``types``), oldest first."""
+
     async def latest(self) -> VersionRecord | None:
         number = await self.head()
         return await self.get(number) if number else None
@@ -335,6 +375,15 @@ def storable(text: str) -> str:
 def unstorable(text: str) -> bool:
     """True when ``text`` holds a character no store keeps as it is (see storable)."""
     return _UNSTORABLE.search(text) is not None
+
+
+def event_from_row(row: Any) -> StoredEvent:
+    """A stored event from a row of EVENT_COLUMNS (SQLite tuple or asyncpg Record)."""
+    return StoredEvent(int(row[0]), Event(row[1], float(row[2]), row[3], row[4],
+                                          json.loads(row[5]), row[6]))
+
+
+EVENT_COLUMNS = "seq, id, at, type, subject, detail, actor"
 
 
 def hash_secret(secret: str) -> str:

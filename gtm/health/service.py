@@ -289,12 +289,23 @@ class HealthService:
             "probing": self.settings.probe,
             "endpoints": {tid: self._endpoint_summary(tid, now) for tid in sorted(self.targets)},
             "regions": {r: {"healthy": f.healthy, "headroom": f.headroom, "time": f.time,
-                            "detail": f.detail, "backends": self._backends_of(r)}
+                            "detail": f.detail, "backends": self._backends_of(r),
+                            **self._traffic_of(r, now)}
                         for r, f in self.region_facts(now).items()},
             # What is handed out, with its cause: probes, region reports and hand-set
             # state together, as the answers see them (the rest above is the evidence).
             "served": served_states(self.feed.served, self.feed.base, self.feed.served_facts),
         }
+
+    def _traffic_of(self, region: str, now: float) -> dict[str, Any]:
+        """A region's request rate (its workers' fresh reports added up) and p95 (the worst
+        worker's), for the status page."""
+        fresh = [r for (name, _), r in self.reports.items() if name == region
+                 and now - float(r.get("time", 0)) <= self.settings.report_expiry]
+        p95s = [float(r["p95_ms"]) for r in fresh if r.get("p95_ms") is not None]
+        return {"requests_per_s": round(sum(float(r.get("requests_per_s") or 0)
+                                            for r in fresh), 3),
+                "p95_ms": max(p95s) if p95s else None}
 
     def _backends_of(self, region: str) -> list[dict[str, Any]]:
         """The backends a region's balancer reported, from its lowest worker's report."""
