@@ -19,6 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from gtm.config.document import ZONES, known_sections
+from gtm.control.api_metrics import count_requests
+from gtm.control.api_metrics import routes as metrics_routes
 from gtm.control.auth import Authenticator, actor, bearer_secret, principal, requires
 from gtm.control.diff import diff_documents
 from gtm.control.http import (
@@ -63,7 +65,7 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     auth = Authenticator(service, failed_logins)
     # The inner error boundary makes the handlers' refusals answers before the
     # idempotency layer sees them, so they are kept for a retry like any answer.
-    middlewares = [error_boundary, auth.middleware, plain_path_parameters,
+    middlewares = [count_requests, error_boundary, auth.middleware, plain_path_parameters,
                    Idempotency(service.store).middleware, error_boundary]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SERVICE] = service
@@ -94,7 +96,8 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     from gtm.control.certificates_api import routes as certificate_routes
     from gtm.control.challenges_api import routes as challenge_routes
 
-    app.add_routes([*routes, *challenge_routes(), *certificate_routes()])
+    app.add_routes([*routes, *challenge_routes(), *certificate_routes(),
+                    *metrics_routes(app[LIVENESS])])
     return app
 
 
