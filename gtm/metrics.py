@@ -569,15 +569,11 @@ node_report_age_seconds = Gauge(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
-store_up = Gauge(
-    "store_up",
-    "1 when the control plane's store (SQLite or PostgreSQL) answered at the last scrape.",
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-redis_up = Gauge(
-    "redis_up",
-    "1 when Redis answered at the last scrape, 0 when not; absent without Redis.",
+dependency_up = Gauge(
+    "dependency_up",
+    "1 when a dependency of the control plane answered at the last scrape, else 0, by "
+    "dependency (store: SQLite or PostgreSQL; redis: only when Redis is configured).",
+    ["dependency"],
     namespace=NAMESPACE,
     registry=REGISTRY,
 )

@@ -235,3 +235,23 @@ class MetricsServer:
             await self.runner.cleanup()
             self.runner = None
 
+
+
+async def start_node_metrics(sock: socket.socket | None, fanin: WorkerFanIn | None,
+                             index: int) -> Callable[[], Awaitable[None]]:
+    """A node worker's part: worker 0 serves the listener (adding up every worker through
+    the fan-in), the others answer worker 0. Returns the stop."""
+    server: MetricsServer | None = None
+    if fanin is not None:
+        await fanin.serve(index)
+    if sock is not None and index == 0:
+        server = MetricsServer(sock, fanin.text if fanin is not None else local_text)
+        await server.start()
+
+    async def stop() -> None:
+        if server is not None:
+            await server.stop()
+        if fanin is not None:
+            await fanin.stop()
+
+    return stop

@@ -25,6 +25,7 @@ from gtm.control.zonedir import RECORD_FILE, ZoneDirSync, zone_of_file
 from gtm.dns.loader import LoadResult, load_directory
 from gtm.errors import ZoneError
 from gtm.health.service import HealthService, HealthSettings
+from gtm.metrics_export import MetricsServer, bind_metrics
 from gtm.node import open_locator
 from gtm.process import cancel_and_wait, run_async, wait_for_stop
 from gtm.serving.service import DnsService
@@ -46,6 +47,7 @@ class UpSettings:
     # One regional load balancer per file (a region each): the example regions.
     regions: tuple[Path, ...] = ()
     api_tls: tuple[Path, Path] | None = None  # HTTPS for the API: certificate chain, key
+    metrics: Listen | None = None  # a /metrics listener without a token (gtm up --metrics)
 
 
 def up(settings: UpSettings) -> int:
@@ -64,7 +66,14 @@ async def _main(settings: UpSettings) -> None:
         (f"the DNS service (open TCP conversations get {STOP_GRACE:g} s)",
          lambda: service.stop(STOP_GRACE))]
     try:
-        stoppers += await _start_regions(settings.regions, *_control_for_regions(settings))
+        urls: list[str] = []  # every /metrics of this process, announced at the end
+        stoppers += await _start_regions(settings.regions, *_control_for_regions(settings),
+                                         metrics_urls=urls)
+        if settings.metrics is not None:
+            exporter = MetricsServer(bind_metrics(settings.metrics))
+            await exporter.start()
+            stoppers.append(("the metrics listener", exporter.stop))
+            urls.insert(0, f"{exporter.url} (no token)")
         checker = None
         if settings.health is not None:
             # Started first: the first config version then starts its probes at once.
@@ -87,6 +96,7 @@ async def _main(settings: UpSettings) -> None:
         await sync.run_once()
         stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
+        announce_metrics(embedded.plane.url, urls)
         received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
         log.cli.info("%s received: shutting down", received)
     finally:
@@ -154,8 +164,8 @@ def _control_for_regions(settings: UpSettings) -> tuple[str, Path]:
     return store, path.resolve()
 
 
-async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path
-                         ) -> list[tuple[str, Stopper]]:
+async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path,
+                         metrics_urls: list[str]) -> list[tuple[str, Stopper]]:
     """The regional balancers, in this loop. Imported here: `gtm up` composes both
     tiers, while the gtm package itself never depends on regional_lb."""
     if not paths:
@@ -169,6 +179,7 @@ async def _start_regions(paths: tuple[Path, ...], store_url: str, key_path: Path
     handles = await start_regions(list(paths), loader=load)
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s", handle.snapshot.config.region, path)
+        metrics_urls.extend(balancer_metrics_urls(handle))
     names = ", ".join(handle.snapshot.config.region for handle in handles)
 
     async def stop_together() -> None:
@@ -207,3 +218,24 @@ def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
                  "listeners with tls.control = true; keys sealed with %s)",
                  embedded.plane.settings.resolved_key_file())
     log.cli.info("zones: %s (edits become new versions)", settings.dns.zones_dir)
+
+
+def balancer_metrics_urls(handle: Any) -> list[str]:
+    """A balancer's /metrics: its admin API's (token) and its own listener's (none)."""
+    config = handle.snapshot.config
+    urls = []
+    if handle.admin is not None and config.admin is not None:
+        scheme = "https" if config.admin_tls is not None else "http"
+        urls.append(f"{scheme}://{config.admin.host}:{handle.admin.port}/metrics "
+                    f"(region {config.region}'s admin token)")
+    if handle.metrics_server is not None:
+        urls.append(f"{handle.metrics_server.url} (region {config.region}, no token)")
+    return urls
+
+
+def announce_metrics(api_url: str, others: list[str]) -> None:
+    """Every /metrics of this process: each shows all of it (one registry)."""
+    log.cli.info("metrics: %s/metrics (a viewer token: gtm token create prometheus --role "
+                 "viewer)", api_url)
+    for url in others:
+        log.cli.info("metrics: %s", url)

@@ -66,12 +66,12 @@ async def refresh(service: ConfigService, liveness: Liveness) -> None:
     try:
         head = await service.store.head()
         reported = {s.node_id: s for s in await service.store.nodes()}
-        metrics.store_up.set(1)
+        metrics.dependency_up.labels("store").set(1)
     except GtmError:  # StoreUnavailable and its kin: the scrape still answers
-        metrics.store_up.set(0)
+        metrics.dependency_up.labels("store").set(0)
         head, reported = None, {}
     if service.fanout is not None:
-        metrics.redis_up.set(1 if await _redis_answers(service) else 0)
+        metrics.dependency_up.labels("redis").set(1 if await _redis_answers(service) else 0)
         for status in await service.fanout.nodes():
             known = reported.get(status.node_id)
             if known is None or status.last_contact > known.last_contact:

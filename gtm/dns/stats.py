@@ -27,8 +27,9 @@ RCODE_COUNT = 24
 RCODE_LABELS = tuple(dns.rcode.Rcode(code).name if code in set(dns.rcode.Rcode) else str(code)
                      for code in range(RCODE_COUNT))
 # Upper bounds of the answer-time histogram, in nanoseconds (50 us .. 100 ms).
-LATENCY_BOUNDS_NS: tuple[int, ...] = (50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
-                     10_000_000, 25_000_000, 100_000_000)
+LATENCY_BOUNDS_NS: tuple[int, ...] = (
+    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    25_000_000, 100_000_000)
 
 
 class Tally:
