@@ -92,12 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--region", action="append", type=Path, metavar="FILE",
                     help="a regional balancer config (repeatable; default: examples/lb's four)")
     up.add_argument("--no-regions", action="store_true", help="run no regional balancers")
+    up.add_argument("--metrics", metavar="ADDR:PORT",
+                    help="also serve Prometheus /metrics here, no token (the API's needs one)")
     control_cli.add_tls_options(up, "--api-tls")
     health_cli.add_probe_options(up, serve=False)
     up.set_defaults(handler=cmd_up)
 
     serve = commands.add_parser("serve", help="run a DNS node alone")
     _dns_options(serve)
+    serve.add_argument("--metrics", metavar="ADDR:PORT",
+                       help="serve Prometheus /metrics here, no token (every worker added up)")
     control_cli.add_follow_options(serve)
     health_cli.add_probe_options(serve, serve=True)
     serve.set_defaults(handler=cmd_serve)
@@ -272,7 +276,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Only worker 0 probes; the others can hear its observations only through Redis.
         raise ConfigError("--probe with several workers needs --redis (or use --workers 1)",
                           "command line", "--probe")
-    return node.serve(settings, follow, health)
+    metrics = parse_listen(args.metrics, default_port=9153) if args.metrics else None
+    return node.serve(settings, follow, health, metrics)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -292,6 +297,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         redis=args.redis,
         health=health_cli.health_settings(args, not args.no_probe),
         regions=() if args.no_regions else tuple(args.region or EXAMPLE_REGIONS),
+        metrics=parse_listen(args.metrics, default_port=9153) if args.metrics else None,
     ))
 
 

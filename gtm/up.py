@@ -26,6 +26,7 @@ from gtm.control.zonedir import RECORD_FILE, ZoneDirSync, zone_of_file
 from gtm.dns.loader import LoadResult, load_directory
 from gtm.errors import ConfigError, StoreUnavailable, VersionConflict, ZoneError
 from gtm.health.service import HealthService, HealthSettings
+from gtm.metrics_export import MetricsServer, bind_metrics
 from gtm.node import open_locator
 from gtm.process import cancel_and_wait, run_async, wait_for_stop
 from gtm.sealing import SECRET_KEY_FILE, ensure_key, key_file
@@ -54,6 +55,7 @@ class UpSettings:
     # One regional load balancer per file (a region each): the example regions.
     regions: tuple[Path, ...] = ()
     api_tls: tuple[Path, Path] | None = None  # HTTPS for the API: certificate chain, key
+    metrics: Listen | None = None  # a /metrics listener without a token (gtm up --metrics)
 
 
 def up(settings: UpSettings) -> int:
@@ -72,9 +74,15 @@ async def _main(settings: UpSettings) -> None:
         (f"the DNS service (open TCP conversations get {STOP_GRACE:g} s)",
          lambda: service.stop(STOP_GRACE))]
     try:
+        urls: list[str] = []  # every /metrics of this process, announced at the end
         regions = await _start_regions(settings.regions, settings.state_dir / LB_STATE,
-                                       *_control_for_regions(settings))
+                                       *_control_for_regions(settings), metrics_urls=urls)
         stoppers += regions.stoppers
+        if settings.metrics is not None:
+            exporter = MetricsServer(bind_metrics(settings.metrics))
+            await exporter.start()
+            stoppers.append(("the metrics listener", exporter.stop))
+            urls.insert(0, f"{exporter.url} (no token)")
         checker = None
         if settings.health is not None:
             # Started first: the first config version then starts its probes at once.
@@ -99,6 +107,7 @@ async def _main(settings: UpSettings) -> None:
         await sync.run_once()
         stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
+        announce_metrics(embedded.plane.url, urls)
         received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
         log.cli.info("%s received: shutting down", received)
     finally:
@@ -238,7 +247,7 @@ async def _publish_missing(embedded: Embedded, tables: dict[str, dict[str, Any]]
 
 
 async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: str,
-                         key_path: Path) -> Regions:
+                         key_path: Path, metrics_urls: list[str]) -> Regions:
     """The regional balancers, in this loop. Imported here: `gtm up` composes both
     tiers, while the gtm package itself never depends on regional_lb.
 
@@ -281,6 +290,7 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s, then lb.%s of the control plane",
                      handle.snapshot.config.region, path, handle.snapshot.config.region)
+        metrics_urls.extend(balancer_metrics_urls(handle))
     names = ", ".join(handle.snapshot.config.region for handle in handles)
 
     async def stop_together() -> None:
@@ -322,3 +332,24 @@ def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
                  "listeners with tls.control = true; keys sealed with %s)",
                  embedded.plane.settings.resolved_key_file())
     log.cli.info("zones: %s (edits become new versions)", settings.dns.zones_dir)
+
+
+def balancer_metrics_urls(handle: Any) -> list[str]:
+    """A balancer's /metrics: its admin API's (token) and its own listener's (none)."""
+    config = handle.snapshot.config
+    urls = []
+    if handle.admin is not None and config.admin is not None:
+        scheme = "https" if config.admin_tls is not None else "http"
+        urls.append(f"{scheme}://{config.admin.host}:{handle.admin.port}/metrics "
+                    f"(region {config.region}'s admin token)")
+    if handle.metrics_server is not None:
+        urls.append(f"{handle.metrics_server.url} (region {config.region}, no token)")
+    return urls
+
+
+def announce_metrics(api_url: str, others: list[str]) -> None:
+    """Every /metrics of this process: each shows all of it (one registry)."""
+    log.cli.info("metrics: %s/metrics (a viewer token: gtm token create prometheus --role "
+                 "viewer)", api_url)
+    for url in others:
+        log.cli.info("metrics: %s", url)

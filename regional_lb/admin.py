@@ -37,6 +37,7 @@ from gtm.config_reader import Reader
 from gtm.errors import ConfigError, NotFound, RequestError, ServeError
 from gtm.http_errors import error_boundary, error_response
 from gtm.json_input import read_json
+from gtm.metrics_export import metrics_response
 from regional_lb import overrides as ov
 from regional_lb.balancing import BackendState
 from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
@@ -309,9 +310,5 @@ class AdminServer:
         return web.json_response(self.handle.reporter.build())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        from prometheus_client import generate_latest
-
-        from gtm import metrics
-
-        return web.Response(body=generate_latest(metrics.REGISTRY),
-                            content_type="text/plain", charset="utf-8")
+        # Every worker of this balancer added up (gtm.metrics_export), not worker 0 alone.
+        return await metrics_response(self.handle.metrics_text)

@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from gtm.config.document import ZONES, known_sections
+from gtm.control.api_metrics import count_requests
+from gtm.control.api_metrics import routes as metrics_routes
 from gtm.control.auth import Authenticator, actor, bearer_secret, principal, requires
 from gtm.control.diff import diff_documents
 from gtm.control.http import (
@@ -61,7 +63,7 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     auth = Authenticator(service, failed_logins)
     # The inner error boundary makes the handlers' refusals answers before the
     # idempotency layer sees them, so they are kept for a retry like any answer.
-    middlewares = [error_boundary, auth.middleware, plain_path_parameters,
+    middlewares = [count_requests, error_boundary, auth.middleware, plain_path_parameters,
                    Idempotency(service.store).middleware, error_boundary]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SERVICE] = service
@@ -95,7 +97,7 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     from gtm.control.status_api import routes as status_routes
 
     app.add_routes([*routes, *challenge_routes(), *certificate_routes(), *event_routes(app),
-                    *status_routes(app, auth)])
+                    *status_routes(app, auth), *metrics_routes(app[LIVENESS])])
     return app
 
 

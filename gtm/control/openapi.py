@@ -123,6 +123,9 @@ def _paths() -> Json:
     return {
         "/openapi.json": {"get": _op("This document", None, _json({"type": "object"}))},
         "/v1/health": {"get": _op("Liveness", None, _json({"type": "object"}))},
+        "/metrics": {"get": _op("Prometheus metrics (text exposition format)", "viewer", {
+            "description": "The metrics",
+            "content": {"text/plain": {"schema": {"type": "string"}}}})},
         "/v1/config": {
             "get": _op("The live document and its version (ETag)", "viewer",
                        _json(_ref("Config"))),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from gtm import log, metrics
@@ -97,8 +98,10 @@ class DnsService:
         async with self.reload_lock:
             loop = asyncio.get_running_loop()
             previous = self.feed.base  # without the health overlay: that is merged anew
+            started = time.perf_counter()
             result = await loop.run_in_executor(None, load_directory, self.zones_dir, previous)
             self.serve_zones(result.zones)
+            metrics.dns_reload_seconds.labels("zonedir").observe(time.perf_counter() - started)
             self.loaded_signature = result.signature
             metrics.zone_reloads.labels("error" if result.errors else "ok").inc()
             for zone in result.zones.zones.values():
