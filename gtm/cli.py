@@ -23,6 +23,7 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
     from gtm.control import certs_cli, health_cli
     from gtm.control import cli as control_cli
     from gtm.errors import ConfigError, GtmError
+    from gtm.lab import cli as lab_cli
     from gtm.steering.state import SteeringState
 except KeyboardInterrupt:
     raise SystemExit(130) from None
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="apply without asking (required when stdin is not a terminal)")
     take.set_defaults(handler=cmd_zones_apply)
     _geo_commands(commands)
+    lab_cli.add_commands(commands)
     hooks = CliHooks(commands)
     for register in _command_plugins():
         register(hooks)
