@@ -24,6 +24,7 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
     from gtm.control import certs_cli, events_cli, health_cli
     from gtm.control import cli as control_cli
     from gtm.errors import ConfigError, GtmError
+    from gtm.lab import cli as lab_cli
     from gtm.steering.state import SteeringState
     from gtm.terraform import install as terraform_install
 except KeyboardInterrupt:
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     take.set_defaults(handler=cmd_zones_apply)
     _geo_commands(commands)
     terraform_install.register(commands)
+    lab_cli.add_commands(commands)
     hooks = CliHooks(commands)
     for register in _command_plugins():
         register(hooks)
