@@ -22,6 +22,7 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
     )
     from gtm.control import certs_cli, health_cli
     from gtm.control import cli as control_cli
+    from gtm.drill import cli as drill_cli
     from gtm.errors import ConfigError, GtmError
     from gtm.steering.state import SteeringState
 except KeyboardInterrupt:
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="apply without asking (required when stdin is not a terminal)")
     take.set_defaults(handler=cmd_zones_apply)
     _geo_commands(commands)
+    drill_cli.add_commands(commands, control_cli.client_options)
     hooks = CliHooks(commands)
     for register in _command_plugins():
         register(hooks)

@@ -27,6 +27,8 @@ import dns.name
 import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
+from gtm.config.drills import DRILLS
+from gtm.config.drills import parse_section as check_drills
 from gtm.config.steering import (
     STATE,
     STEERING,
@@ -58,6 +60,7 @@ _SECTIONS: dict[str, SectionValidator] = {
     "state": check_zone_table,
     "lb": accept_object,
     CHALLENGES: check_challenges,
+    DRILLS: check_drills,
 }
 
 

@@ -93,8 +93,10 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     ]
     from gtm.control.certificates_api import routes as certificate_routes
     from gtm.control.challenges_api import routes as challenge_routes
+    from gtm.control.drills_api import add_drills
 
     app.add_routes([*routes, *challenge_routes(), *certificate_routes()])
+    add_drills(app, service)
     return app
 
 

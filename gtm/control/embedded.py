@@ -32,7 +32,7 @@ class Embedded:
 async def start_embedded(
     service: DnsService, zones_dir: Path, state_dir: Path, *, host: str = "127.0.0.1",
     port: int = 8080, store_url: str | None = None, redis_url: str | None = None,
-    tls: tuple[Path, Path] | None = None,
+    tls: tuple[Path, Path] | None = None, drill_dns: tuple[str, ...] = (),
 ) -> Embedded:
     """Start the API and make ``service`` serve the stored configuration."""
     seed = document_from_zone_dir(zones_dir) if zones_dir.is_dir() else {}
@@ -40,6 +40,7 @@ async def start_embedded(
         host=host, port=port, store_url=store_url, redis_url=redis_url,
         state_dir=state_dir / "control", seed_document=seed,
         tls_cert=tls[0] if tls else None, tls_key=tls[1] if tls else None,
+        drill_dns=drill_dns,
     ))
 
     async def apply(version: int, compiled: CompiledConfig) -> None:

@@ -23,6 +23,7 @@ from gtm.control.api_tls import ApiTls
 from gtm.control.auth import FAILURE_BURST, FAILURES_PER_SECOND
 from gtm.control.certificates import CertificateService
 from gtm.control.certificates_api import CERTIFICATES
+from gtm.control.drills_api import DRILL_SERVICE
 from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
 from gtm.control.ratelimit import TokenBuckets
@@ -71,6 +72,8 @@ class ControlSettings:
     # Failed authentications a client may make at once, then per second (then 429).
     auth_failure_burst: int = FAILURE_BURST
     auth_failures_per_second: float = FAILURES_PER_SECOND
+    # The DNS listeners scheduled drills observe ("HOST:PORT"; gtm up passes its own).
+    drill_dns: tuple[str, ...] = ()
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -94,12 +97,17 @@ class ControlPlane:
         self.tls = tls
         self._refusal_counts = asyncio.create_task(service.refusals.run(),
                                                    name="audit-refusal-counts")
+        # Drills' overrides are restored at their expiry by this process, runner or not.
+        self.drills = runner.app[DRILL_SERVICE]
+        self.drills.api_url, self.drills.dns = url, settings.drill_dns
+        self.drills.start()
 
     @property
     def admin_token_path(self) -> Path:
         return self.settings.state_dir / ADMIN_TOKEN_FILE
 
     async def stop(self) -> None:
+        await self.drills.stop()
         if self.tls is not None:
             await self.tls.stop()
         await self.runner.cleanup()

@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    DRILL_COLUMNS,
     IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    DrillRecord,
     IdempotencyKey,
     KeptOutcome,
     KeyAlreadyUsed,
@@ -38,6 +40,9 @@ from gtm.control.store import (
     TokenRecord,
     VersionRecord,
     certificate_from_row,
+    drill_active,
+    drill_from_row,
+    drill_values,
     dump,
 )
 from gtm.errors import StoreUnavailable, VersionConflict
@@ -78,6 +83,15 @@ MIGRATIONS = (
         scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
         outcome TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (scope, key));
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
+    """,
+    # Failover drills (gtm.control.drills): plan, overrides with expiries, report.
+    """
+    CREATE TABLE drills (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
+        created_by TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+        updated_at REAL NOT NULL, plan TEXT NOT NULL, overrides TEXT NOT NULL,
+        abort_requested TEXT NOT NULL, report TEXT, active INTEGER NOT NULL);
+    CREATE INDEX drills_active ON drills (active);
     """,
 )
 
@@ -176,6 +190,33 @@ class SqliteStore(Store):
         record = await self._run(commit)
         self._announce(record.number)
         return record
+
+    async def put_drill(self, record: DrillRecord, audit: AuditEntry | None = None) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT OR REPLACE INTO drills ({DRILL_COLUMNS}, active) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (*drill_values(record), int(drill_active(record))))
+            if audit is not None:
+                _insert_audit(conn, audit)
+
+        await self._run(lambda conn: _in_write(conn, lambda: put(conn)))
+
+    async def drill(self, drill_id: str) -> DrillRecord | None:
+        def get(conn: sqlite3.Connection) -> DrillRecord | None:
+            row = conn.execute(f"SELECT {DRILL_COLUMNS} FROM drills WHERE id = ?",
+                               (drill_id,)).fetchone()
+            return drill_from_row(row) if row else None
+
+        return await self._run(get)
+
+    async def drills(self, limit: int, active: bool = False) -> list[DrillRecord]:
+        def rows(conn: sqlite3.Connection) -> list[DrillRecord]:
+            found = conn.execute(
+                f"SELECT {DRILL_COLUMNS} FROM drills WHERE active >= ? "
+                "ORDER BY created_at DESC LIMIT ?", (int(active), limit)).fetchall()
+            return [drill_from_row(row, with_report=False) for row in found]
+
+        return await self._run(rows)
 
     def _announce(self, number: int) -> None:
         for listener in list(self._listeners):
