@@ -8,7 +8,8 @@
     POST /v1/drills/{id}/restore            restore what the drill set, now
     POST /v1/drills/{id}/abort              {"reason"}: flag its runner, restore now
     PUT  /v1/drills/{id}/result             {"status", "reason", "report"}: the outcome
-    POST /v1/drills/recover                 {"id"?}: restore every active drill (or one)
+    POST /v1/drills/{id}/recover            restore the drill's overrides now; the id
+                                            ``active``: those of every active drill
 
 Every change is audited with who and when; the plan is kept with the record.
 """
@@ -30,6 +31,7 @@ from gtm.errors import ConfigError, RequestError
 DRILL_SERVICE = web.AppKey("drills", DrillService)
 MAX_REPORT = 16 * 1024 * 1024  # bytes of a report's JSON
 MAX_TEXT = 2000
+ALL_ACTIVE = "active"  # POST /v1/drills/active/recover: every active drill
 
 
 def add_drills(app: web.Application, service: ConfigService) -> None:
@@ -42,12 +44,12 @@ def routes() -> list[web.RouteDef]:
     return [
         web.get("/v1/drills", list_drills),
         web.post("/v1/drills", post_drill),
-        web.post("/v1/drills/recover", post_recover),
         web.get("/v1/drills/{id}", get_drill),
         web.post("/v1/drills/{id}/overrides", post_override),
         web.post("/v1/drills/{id}/restore", post_restore),
         web.post("/v1/drills/{id}/abort", post_abort),
         web.put("/v1/drills/{id}/result", put_result),
+        web.post("/v1/drills/{id}/recover", post_recover),
     ]
 
 
@@ -139,7 +141,7 @@ async def put_result(request: web.Request) -> web.Response:
 
 @requires("editor")
 async def post_recover(request: web.Request) -> web.Response:
-    body = await json_body(request) if request.can_read_body else {}
-    drill_id = field(body, "id", str, "") or None
-    results = await drills_of(request).recover(who(request), drill_id)
+    drill_id = request.match_info["id"]
+    results = await drills_of(request).recover(who(request),
+                                               None if drill_id == ALL_ACTIVE else drill_id)
     return web.json_response({"drills": results})

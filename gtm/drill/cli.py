@@ -195,8 +195,8 @@ def cmd_abort(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    body = {"id": args.id} if args.id else {}
-    results = _client(args).call("POST", "/v1/drills/recover", body).body["drills"]
+    target = args.id or "active"
+    results = _client(args).call("POST", f"/v1/drills/{target}/recover").body["drills"]
     if not results:
         print("no active drill: nothing to restore")
     for item in results:

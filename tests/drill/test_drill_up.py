@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-
 import time
 import urllib.error
 import urllib.request
