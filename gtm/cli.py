@@ -23,6 +23,7 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
     )
     from gtm.control import certs_cli, events_cli, health_cli
     from gtm.control import cli as control_cli
+    from gtm.drill import cli as drill_cli
     from gtm.errors import ConfigError, GtmError
     from gtm.lab import cli as lab_cli
     from gtm.steering.state import SteeringState
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _geo_commands(commands)
     terraform_install.register(commands)
     lab_cli.add_commands(commands)
+    drill_cli.add_commands(commands, control_cli.client_options)
     hooks = CliHooks(commands)
     for register in _command_plugins():
         register(hooks)

@@ -94,6 +94,7 @@ async def _main(settings: UpSettings) -> None:
             service, dns.zones_dir, settings.state_dir, host=settings.api.host,
             port=settings.api.port, store_url=settings.postgres, redis_url=settings.redis,
             tls=settings.api_tls, seed_sections=regions.seed(),
+            drill_dns=tuple(str(item) for item in dns.listen),
         )
         stoppers.append(("the config follower and the control plane API", embedded.stop))
         if checker is not None:

@@ -30,6 +30,8 @@ import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
 from gtm.config.cookies import DNS_COOKIES, check_dns_cookies
+from gtm.config.drills import DRILLS
+from gtm.config.drills import parse_section as check_drills
 from gtm.config.sections import SectionValidator, discovered_validators, valid_section_name
 from gtm.config.steering import (
     STATE,
@@ -61,6 +63,7 @@ _SECTIONS: dict[str, SectionValidator] = {
     "lb": accept_object,
     CHALLENGES: check_challenges,
     DNS_COOKIES: check_dns_cookies,
+    DRILLS: check_drills,
     **discovered_validators(),
 }
 

@@ -93,11 +93,13 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     ]
     from gtm.control.certificates_api import routes as certificate_routes
     from gtm.control.challenges_api import routes as challenge_routes
+    from gtm.control.drills_api import add_drills
     from gtm.control.events_api import routes as event_routes
     from gtm.control.status_api import routes as status_routes
 
     app.add_routes([*routes, *challenge_routes(), *certificate_routes(), *event_routes(app),
                     *status_routes(app, auth), *metrics_routes(app[LIVENESS])])
+    add_drills(app, service)
     return app
 
 

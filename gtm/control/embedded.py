@@ -38,6 +38,7 @@ async def start_embedded(
     service: DnsService, zones_dir: Path, state_dir: Path, *, host: str = "127.0.0.1",
     port: int = 8080, store_url: str | None = None, redis_url: str | None = None,
     tls: tuple[Path, Path] | None = None, seed_sections: dict[str, Any] | None = None,
+    drill_dns: tuple[str, ...] = (),
 ) -> Embedded:
     """Start the API and make ``service`` serve the stored configuration.
 
@@ -49,6 +50,7 @@ async def start_embedded(
         host=host, port=port, store_url=store_url, redis_url=redis_url,
         state_dir=state_dir / "control", seed_document=seed,
         tls_cert=tls[0] if tls else None, tls_key=tls[1] if tls else None,
+        drill_dns=drill_dns,
     ))
 
     secret_key = read_key(plane.settings.resolved_key_file())

@@ -271,6 +271,58 @@ def _challenge_op(summary: str, body: Json | None = None,
     return op
 
 
+_ID = [{"name": "id", "in": "path", "required": True,
+        "schema": {"type": "string", "pattern": _PLAIN}}]
+
+
+def _drill_op(summary: str, role: str, *, body: Json | None = None,
+              params: list[Json] | None = None, created: bool = False) -> Json:
+    """The drill routes (gtm.control.drills_api): not versions, so no If-Match."""
+    op = _op(summary, role, _json({"type": "object"}), body=body, params=params,
+             created=created)
+    if role != "viewer":
+        op["responses"].update({"409": _ERROR, "413": _ERROR})
+    return op
+
+
+def _drill_paths() -> Json:
+    anything = {"type": "object"}
+    return {
+        "/v1/drills": {
+            "get": _drill_op("Drills, newest first (without reports)", "viewer", params=[
+                {"name": "active", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500}}]),
+            "post": _drill_op("Open a drill's record (running, or refused by safety)",
+                              "editor", created=True, body={
+                                  "type": "object", "required": ["plan"], "properties": {
+                                      "plan": anything, "status": {"type": "string"},
+                                      "reason": {"type": "string"}, "detail": anything}}),
+        },
+        "/v1/drills/{id}": {"get": _drill_op("One drill with its report", "viewer",
+                                             params=_ID)},
+        "/v1/drills/{id}/overrides": {
+            "post": _drill_op("Record an override with its expiry (then applied)", "editor",
+                              params=_ID, body=anything, created=True)},
+        "/v1/drills/{id}/restore": {
+            "post": _drill_op("Restore what the drill set, now", "editor", params=_ID,
+                              body={"type": "object", "properties": {
+                                  "reason": {"type": "string"}}})},
+        "/v1/drills/{id}/abort": {
+            "post": _drill_op("Abort: flag the runner and restore now", "editor", params=_ID,
+                              body={"type": "object", "properties": {
+                                  "reason": {"type": "string"}}})},
+        "/v1/drills/{id}/recover": {
+            "post": _drill_op("Restore the drill's overrides now (id `active`: every active "
+                              "drill's)", "editor", params=_ID)},
+        "/v1/drills/{id}/result": {
+            "put": _drill_op("The drill's outcome and report", "editor", params=_ID, body={
+                "type": "object", "required": ["status", "report"], "properties": {
+                    "status": {"type": "string"}, "reason": {"type": "string"},
+                    "report": anything}})},
+    }
+
+
 def _schemas() -> Json:
     return {
         "Document": {"type": "object", "properties": {
@@ -346,7 +398,8 @@ def openapi_document() -> Json:
             "duplicate keys, no NaN or Infinity, no NUL or lone surrogate in any string "
             "(400 naming what and where).")},
         "security": [{"bearer": []}],
-        "paths": {**_with_common_conventions(_paths()), **_status_page_paths()},
+        "paths": {**_with_common_conventions({**_paths(), **_drill_paths()}),
+                  **_status_page_paths()},
         "components": {
             "schemas": _schemas(),
             "responses": {"Error": _json(_ref("Error"), "An error naming the field at fault")},

@@ -25,6 +25,7 @@ from gtm.control.api_tls import ApiTls
 from gtm.control.auth import FAILURE_BURST, FAILURES_PER_SECOND
 from gtm.control.certificates import CertificateService, expiry_events
 from gtm.control.certificates_api import CERTIFICATES
+from gtm.control.drills_api import DRILL_SERVICE
 from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
 from gtm.control.ratelimit import TokenBuckets
@@ -79,6 +80,8 @@ class ControlSettings:
     # status page; checked at start and then every expiry_check_interval seconds.
     certificate_warning_days: float = 30.0
     expiry_check_interval: float = 3600.0
+    # The DNS listeners scheduled drills observe ("HOST:PORT"; gtm up passes its own).
+    drill_dns: tuple[str, ...] = ()
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -102,6 +105,10 @@ class ControlPlane:
         self.tls = tls
         self._refusal_counts = asyncio.create_task(service.refusals.run(),
                                                    name="audit-refusal-counts")
+        # Drills' overrides are restored at their expiry by this process, runner or not.
+        self.drills = runner.app[DRILL_SERVICE]
+        self.drills.api_url, self.drills.dns = url, settings.drill_dns
+        self.drills.start()
         self._expiry_watch = asyncio.create_task(self._watch_expiry(), name="cert-expiry")
         # publish() of drills, scaling and the like in this process reaches this plane.
         self._previous_events = events.install(service.events)
@@ -126,6 +133,7 @@ class ControlPlane:
         return self.settings.state_dir / ADMIN_TOKEN_FILE
 
     async def stop(self) -> None:
+        await self.drills.stop()
         if self.tls is not None:
             await self.tls.stop()
         await self.runner.cleanup()

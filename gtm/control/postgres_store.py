@@ -26,11 +26,13 @@ import asyncpg
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    DRILL_COLUMNS,
     EVENT_COLUMNS,
     EVENTS_KEPT,
     IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    DrillRecord,
     Event,
     IdempotencyKey,
     KeptOutcome,
@@ -46,6 +48,9 @@ from gtm.control.store import (
     TokenRecord,
     VersionRecord,
     certificate_from_row,
+    drill_active,
+    drill_from_row,
+    drill_values,
     dump,
     event_from_row,
 )
@@ -100,6 +105,15 @@ MIGRATIONS = (
         seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
         type TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, actor TEXT NOT NULL);
     CREATE INDEX events_type ON events (type, seq);
+    """,
+    # Failover drills (gtm.control.drills): plan, overrides with expiries, report.
+    """
+    CREATE TABLE drills (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+        created_by TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, plan TEXT NOT NULL, overrides TEXT NOT NULL,
+        abort_requested TEXT NOT NULL, report TEXT, active BOOLEAN NOT NULL);
+    CREATE INDEX drills_active ON drills (active);
     """,
 )
 
@@ -442,6 +456,39 @@ class PostgresStore(Store):
             return [event_from_row(row) for row in reversed(rows)]
 
         return await self._run(read)
+
+    async def put_drill(self, record: DrillRecord, audit: AuditEntry | None = None) -> None:
+        async def put(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO drills ({DRILL_COLUMNS}, active) VALUES ($1, $2, $3, $4, $5, "
+                    "$6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET "
+                    "status = excluded.status, reason = excluded.reason, "
+                    "updated_at = excluded.updated_at, overrides = excluded.overrides, "
+                    "abort_requested = excluded.abort_requested, report = excluded.report, "
+                    "active = excluded.active",
+                    *drill_values(record), drill_active(record))
+                if audit is not None:
+                    await _insert_audit(conn, audit)
+
+        await self._run(put)
+
+    async def drill(self, drill_id: str) -> DrillRecord | None:
+        async def get(conn: asyncpg.Connection) -> DrillRecord | None:
+            row = await conn.fetchrow(f"SELECT {DRILL_COLUMNS} FROM drills WHERE id = $1",
+                                      drill_id)
+            return drill_from_row(row) if row else None
+
+        return await self._run(get)
+
+    async def drills(self, limit: int, active: bool = False) -> list[DrillRecord]:
+        async def rows(conn: asyncpg.Connection) -> list[DrillRecord]:
+            found = await conn.fetch(
+                f"SELECT {DRILL_COLUMNS} FROM drills WHERE active OR NOT $1 "
+                "ORDER BY created_at DESC LIMIT $2", active, limit)
+            return [drill_from_row(row, with_report=False) for row in found]
+
+        return await self._run(rows)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    DRILL_COLUMNS,
     EVENT_COLUMNS,
     EVENTS_KEPT,
     IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    DrillRecord,
     Event,
     IdempotencyKey,
     KeptOutcome,
@@ -42,6 +44,9 @@ from gtm.control.store import (
     TokenRecord,
     VersionRecord,
     certificate_from_row,
+    drill_active,
+    drill_from_row,
+    drill_values,
     dump,
     event_from_row,
 )
@@ -90,6 +95,15 @@ MIGRATIONS = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at REAL NOT NULL,
         type TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, actor TEXT NOT NULL);
     CREATE INDEX events_type ON events (type, seq);
+    """,
+    # Failover drills (gtm.control.drills): plan, overrides with expiries, report.
+    """
+    CREATE TABLE drills (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
+        created_by TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+        updated_at REAL NOT NULL, plan TEXT NOT NULL, overrides TEXT NOT NULL,
+        abort_requested TEXT NOT NULL, report TEXT, active INTEGER NOT NULL);
+    CREATE INDEX drills_active ON drills (active);
     """,
 )
 
@@ -188,6 +202,33 @@ class SqliteStore(Store):
         record = await self._run(commit)
         self._announce(record.number)
         return record
+
+    async def put_drill(self, record: DrillRecord, audit: AuditEntry | None = None) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT OR REPLACE INTO drills ({DRILL_COLUMNS}, active) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (*drill_values(record), int(drill_active(record))))
+            if audit is not None:
+                _insert_audit(conn, audit)
+
+        await self._run(lambda conn: _in_write(conn, lambda: put(conn)))
+
+    async def drill(self, drill_id: str) -> DrillRecord | None:
+        def get(conn: sqlite3.Connection) -> DrillRecord | None:
+            row = conn.execute(f"SELECT {DRILL_COLUMNS} FROM drills WHERE id = ?",
+                               (drill_id,)).fetchone()
+            return drill_from_row(row) if row else None
+
+        return await self._run(get)
+
+    async def drills(self, limit: int, active: bool = False) -> list[DrillRecord]:
+        def rows(conn: sqlite3.Connection) -> list[DrillRecord]:
+            found = conn.execute(
+                f"SELECT {DRILL_COLUMNS} FROM drills WHERE active >= ? "
+                "ORDER BY created_at DESC LIMIT ?", (int(active), limit)).fetchall()
+            return [drill_from_row(row, with_report=False) for row in found]
+
+        return await self._run(rows)
 
     def _announce(self, number: int) -> None:
         for listener in list(self._listeners):

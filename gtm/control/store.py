@@ -222,6 +222,61 @@ class Receipt(Generic[R]):
     answer: Callable[[R], Outcome] | None = None
 
 
+@dataclass(frozen=True)
+class DrillRecord:
+    """A failover drill as the control plane keeps it (gtm.control.drills): its plan, who
+    started it, the admin overrides it set (each with its expiry, so the control plane
+    restores them if the drill's runner dies), and at the end its outcome and report."""
+
+    id: str
+    name: str
+    created_at: float
+    created_by: str
+    status: str                 # running, succeeded, failed, aborted, refused, abandoned
+    reason: str
+    updated_at: float
+    plan: dict[str, Any]
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] | None = None  # None in listings, to keep them small
+    abort_requested: str = ""   # who asked to abort ("" none)
+
+    def public(self, with_report: bool = False) -> dict[str, Any]:
+        body = {
+            "id": self.id, "name": self.name, "created_at": self.created_at,
+            "created_by": self.created_by, "status": self.status, "reason": self.reason,
+            "updated_at": self.updated_at, "plan": self.plan, "overrides": self.overrides,
+            "abort_requested": self.abort_requested,
+        }
+        if with_report:
+            body["report"] = self.report
+        return body
+
+
+DRILL_COLUMNS = ("id, name, created_at, created_by, status, reason, updated_at, plan, "
+                 "overrides, abort_requested, report")
+
+
+def drill_from_row(row: Any, with_report: bool = True) -> DrillRecord:
+    """A record from a row of DRILL_COLUMNS (SQLite tuple or asyncpg Record)."""
+    report = json.loads(row[10]) if with_report and row[10] else None
+    return DrillRecord(row[0], row[1], float(row[2]), row[3], row[4], row[5], float(row[6]),
+                       json.loads(row[7]), json.loads(row[8]), report, row[9])
+
+
+def drill_active(record: DrillRecord) -> bool:
+    """Still running, or holding an override not yet restored: the control plane's
+    expiry loop looks at these only."""
+    return record.status == "running" or any(not o.get("restored_at")
+                                             for o in record.overrides)
+
+
+def drill_values(record: DrillRecord) -> tuple[Any, ...]:
+    """A record as the values of DRILL_COLUMNS."""
+    return (record.id, record.name, record.created_at, record.created_by, record.status,
+            record.reason, record.updated_at, dump(record.plan), dump(record.overrides),
+            record.abort_requested, None if record.report is None else dump(record.report))
+
+
 class KeyAlreadyUsed(RequestError):
     """The Idempotency-Key of a write already holds an answer (a concurrent request with
     the same key got there first); the write was not made. The API answers with the kept
@@ -340,6 +395,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def last_events(self, limit: int, types: tuple[str, ...] = ()) -> list[StoredEvent]:
         """The newest ``limit`` events (of ``types``), oldest first."""
+
+    @abc.abstractmethod
+    async def put_drill(self, record: DrillRecord, audit: AuditEntry | None = None) -> None:
+        """Store (or replace) a drill by id, with its audit row in the same transaction."""
+
+    @abc.abstractmethod
+    async def drill(self, drill_id: str) -> DrillRecord | None:
+        """One drill with its report."""
+
+    @abc.abstractmethod
+    async def drills(self, limit: int, active: bool = False) -> list[DrillRecord]:
+        """Drills newest first, without reports; ``active``: only those still running or
+        holding an override not yet restored."""
 
     async def latest(self) -> VersionRecord | None:
         number = await self.head()
