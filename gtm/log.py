@@ -33,6 +33,7 @@ follower = logging.getLogger("gtm.control.follower")
 audit = logging.getLogger("gtm.control.audit")
 health = logging.getLogger("gtm.health")
 acme = logging.getLogger("gtm.acme")
+metrics = logging.getLogger("gtm.metrics")
 # Not ours, but both HTTP APIs (control plane, balancer admin) run on aiohttp.
 aiohttp_server = logging.getLogger("aiohttp.server")
 

@@ -19,7 +19,6 @@ from gtm import log
 from gtm.config.settings import DnsSettings, Listen
 from gtm.control.embedded import NODE_STATE, Embedded, start_embedded
 from gtm.control.follower import FollowerSettings
-from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file
 from gtm.control.sectionfollow import SectionFollow
 from gtm.control.snapshot import snapshot_path
 from gtm.control.stores import DEFAULT_SQLITE_NAME
@@ -27,8 +26,10 @@ from gtm.control.zonedir import RECORD_FILE, ZoneDirSync, zone_of_file
 from gtm.dns.loader import LoadResult, load_directory
 from gtm.errors import ConfigError, StoreUnavailable, VersionConflict, ZoneError
 from gtm.health.service import HealthService, HealthSettings
+from gtm.metrics_export import MetricsServer, bind_metrics
 from gtm.node import open_locator
 from gtm.process import cancel_and_wait, run_async, wait_for_stop
+from gtm.sealing import SECRET_KEY_FILE, ensure_key, key_file
 from gtm.serving.service import DnsService
 from gtm.serving.sockets import bind_workers
 from gtm.toml_input import read_toml
@@ -54,6 +55,7 @@ class UpSettings:
     # One regional load balancer per file (a region each): the example regions.
     regions: tuple[Path, ...] = ()
     api_tls: tuple[Path, Path] | None = None  # HTTPS for the API: certificate chain, key
+    metrics: Listen | None = None  # a /metrics listener without a token (gtm up --metrics)
 
 
 def up(settings: UpSettings) -> int:
@@ -72,10 +74,16 @@ async def _main(settings: UpSettings) -> None:
         (f"the DNS service (open TCP conversations get {STOP_GRACE:g} s)",
          lambda: service.stop(STOP_GRACE))]
     try:
+        urls: list[str] = []  # every /metrics of this process, announced at the end
         regions = await _start_regions(settings.regions, settings.state_dir / LB_STATE,
-                                       *_control_for_regions(settings),
-                                       _scale_store_for_regions(settings))
+                                       *_control_for_regions(settings), metrics_urls=urls,
+                                       scale_url=_scale_store_for_regions(settings))
         stoppers += regions.stoppers
+        if settings.metrics is not None:
+            exporter = MetricsServer(bind_metrics(settings.metrics))
+            await exporter.start()
+            stoppers.append(("the metrics listener", exporter.stop))
+            urls.insert(0, f"{exporter.url} (no token)")
         checker = None
         if settings.health is not None:
             # Started first: the first config version then starts its probes at once.
@@ -87,6 +95,7 @@ async def _main(settings: UpSettings) -> None:
             service, dns.zones_dir, settings.state_dir, host=settings.api.host,
             port=settings.api.port, store_url=settings.postgres, redis_url=settings.redis,
             tls=settings.api_tls, seed_sections=regions.seed(),
+            drill_dns=tuple(str(item) for item in dns.listen),
         )
         stoppers.append(("the config follower and the control plane API", embedded.stop))
         if checker is not None:
@@ -100,6 +109,7 @@ async def _main(settings: UpSettings) -> None:
         await sync.run_once()
         stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
+        announce_metrics(embedded.plane.url, urls)
         received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
         log.cli.info("%s received: shutting down", received)
     finally:
@@ -138,7 +148,8 @@ def _initial_zones(settings: UpSettings) -> LoadResult:
 
 
 def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str], None]:
-    """Health flips into the control plane's audit log, beside who changed what."""
+    """Health flips into the control plane's audit log, beside who changed what, and into
+    the event stream (health.flip)."""
     pending: set[asyncio.Task[None]] = set()
 
     def record(what: str, before: str, after: str, reason: str) -> None:
@@ -146,6 +157,8 @@ def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str]
             f"health:{observer}", "health.change", what, after,
             {"from": before, "reason": reason},
         ))
+        embedded.plane.service.events.publish("health.flip", what, {
+            "from": before, "to": after, "reason": reason}, f"health:{observer}")
         pending.add(task)
         task.add_done_callback(pending.discard)
 
@@ -246,7 +259,8 @@ async def _publish_missing(embedded: Embedded, tables: dict[str, dict[str, Any]]
 
 
 async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: str,
-                         key_path: Path, scale_url: str | None = None) -> Regions:
+                         key_path: Path, metrics_urls: list[str],
+                         scale_url: str | None = None) -> Regions:
     """The regional balancers, in this loop. Imported here: `gtm up` composes both
     tiers, while the gtm package itself never depends on regional_lb.
 
@@ -259,7 +273,7 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
     from regional_lb.config import LbConfig, with_control_store
     from regional_lb.follow import RegionFile
     from regional_lb.node import start_regions
-    from regional_lb.sections import anchored
+    from regional_lb.sections import SECRET, anchored
 
     by_path: dict[Path, RegionFile] = {}
     for path in paths:
@@ -271,7 +285,11 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
         if region in regions.tables:  # one entry lb.<region>, one region file
             raise ConfigError(f"region {region!r} is also another file's", str(path),
                               "lb.region")
-        region_file = RegionFile(state_dir / region, region)
+        # The admin token stays on this host: the shared document holds no secret.
+        token = table.pop(SECRET, None)
+        if token is not None and not isinstance(token, str):
+            raise ConfigError("must be a string", str(path), f"lb.{SECRET}")
+        region_file = RegionFile(state_dir / region, region, token)
         if region_file.table() is None:
             region_file.write(0, table)
         regions.tables[region] = table
@@ -287,6 +305,7 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s, then lb.%s of the control plane",
                      handle.snapshot.config.region, path, handle.snapshot.config.region)
+        metrics_urls.extend(balancer_metrics_urls(handle))
     names = ", ".join(handle.snapshot.config.region for handle in handles)
 
     async def stop_together() -> None:
@@ -324,7 +343,30 @@ def _announce(settings: UpSettings, udp: Any, embedded: Embedded) -> None:
         log.dns.info("listening on %s port %d (UDP and TCP)", host, port)
     token = settings.state_dir / "control" / "admin.token"
     log.cli.info("API: %s (admin token in %s)", embedded.plane.url, token)
+    log.cli.info("status page: %s/status (log in with a token, e.g. that one)",
+                 embedded.plane.url)
     log.cli.info("certificates: gtm certs upload NAME --chain FILE --key FILE (served by "
                  "listeners with tls.control = true; keys sealed with %s)",
                  embedded.plane.settings.resolved_key_file())
     log.cli.info("zones: %s (edits become new versions)", settings.dns.zones_dir)
+
+
+def balancer_metrics_urls(handle: Any) -> list[str]:
+    """A balancer's /metrics: its admin API's (token) and its own listener's (none)."""
+    config = handle.snapshot.config
+    urls = []
+    if handle.admin is not None and config.admin is not None:
+        scheme = "https" if config.admin_tls is not None else "http"
+        urls.append(f"{scheme}://{config.admin.host}:{handle.admin.port}/metrics "
+                    f"(region {config.region}'s admin token)")
+    if handle.metrics_server is not None:
+        urls.append(f"{handle.metrics_server.url} (region {config.region}, no token)")
+    return urls
+
+
+def announce_metrics(api_url: str, others: list[str]) -> None:
+    """Every /metrics of this process: each shows all of it (one registry)."""
+    log.cli.info("metrics: %s/metrics (a viewer token: gtm token create prometheus --role "
+                 "viewer)", api_url)
+    for url in others:
+        log.cli.info("metrics: %s", url)

@@ -39,6 +39,7 @@ from gtm.config_reader import Reader
 from gtm.errors import ConfigError, NotFound, RequestError, ServeError
 from gtm.http_errors import error_boundary, error_response
 from gtm.json_input import read_json
+from gtm.metrics_export import metrics_response
 from regional_lb import overrides as ov
 from regional_lb.autoscale.admin import scale_routes
 from regional_lb.balancing import BackendState
@@ -313,9 +314,5 @@ class AdminServer:
         return web.json_response(self.handle.reporter.build())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        from prometheus_client import generate_latest
-
-        from gtm import metrics
-
-        return web.Response(body=generate_latest(metrics.REGISTRY),
-                            content_type="text/plain", charset="utf-8")
+        # Every worker of this balancer added up (gtm.metrics_export), not worker 0 alone.
+        return await metrics_response(self.handle.metrics_text)

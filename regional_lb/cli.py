@@ -28,6 +28,9 @@ def register(hooks: Any) -> None:
     serve.add_argument("--config", type=Path, help="TOML file ([lb] table)")
     serve.add_argument("--workers", type=int, help="worker processes (default: lb.workers)")
     serve.add_argument("--region", help="with --control: serve the table lb.REGION")
+    serve.add_argument("--admin-token-file", type=Path, metavar="FILE",
+                       help="with --control: the admin API's bearer token, read from FILE "
+                       "(or from GTM_LB_ADMIN_TOKEN); the shared document holds no secret")
     hooks.follow_options(serve)
     serve.set_defaults(handler=lambda args: cmd_lb_serve(args, hooks.section_follow))
     demo = lb_commands.add_parser("demo-backend", help="tiny HTTP backends for trying it out")
@@ -89,14 +92,37 @@ def cmd_lb_serve(args: argparse.Namespace,
         raise ConfigError("give --config FILE or --control STORE_URL --region REGION "
                           "(one of the two)", "command line", "--config")
     if args.config is not None:
-        if args.region is not None:
-            raise ConfigError("is for --control (a file names its region in [lb])",
-                              "command line", "--region")
+        for flag, value in (("--region", args.region),
+                            ("--admin-token-file", args.admin_token_file)):
+            if value is not None:
+                raise ConfigError("is for --control (a file holds its [lb] table whole)",
+                                  "command line", flag)
         return lb_serve(args.config, args.workers)
     if args.region is None:
         raise ConfigError("--control needs --region (the table lb.REGION to serve)",
                           "command line", "--region")
-    return serve_followed(section_follow(args, "lb"), args.region, args.workers)
+    return serve_followed(section_follow(args, "lb"), args.region, args.workers,
+                          admin_token(args.admin_token_file))
+
+
+def admin_token(path: Path | None) -> str | None:
+    """The admin API's token of a followed balancer: a file's first line, else
+    GTM_LB_ADMIN_TOKEN, else none (the admin API, if the table has one, refuses all)."""
+    import os
+
+    from gtm.errors import ConfigError
+
+    if path is None:
+        return os.environ.get("GTM_LB_ADMIN_TOKEN") or None
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the admin token: {exc}", str(path),
+                          "--admin-token-file") from exc
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ConfigError("is empty (one line: the token)", str(path), "--admin-token-file")
+    return token
 
 
 def cmd_lb_demo(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ Every key, with its default::
     admin = "127.0.0.1:9900"   # admin API (absent: none); needs admin_token
     admin_token = "..."        # Authorization: Bearer <token> (visible ASCII, no spaces)
     admin_tls = { certificates = "certs/" }  # HTTPS for the admin API (keys as a listener's tls)
+    metrics = "127.0.0.1:9901" # Prometheus /metrics, no token (absent: only the admin API's);
+                               # every worker added up; bind it where only Prometheus reaches
     region = "local"           # the name in region reports
     capacity = 0               # in-flight requests the region takes; 0: sum of max_connections
     redis_url = "redis://..."  # publish region reports there too (absent: in-process only)
@@ -364,6 +366,7 @@ class LbConfig:
     admin: Listen | None = None
     admin_token: str | None = None
     admin_tls: TlsSpec | None = None  # HTTPS for the admin API
+    metrics: Listen | None = None    # a /metrics listener without the admin token
     region: str = "local"
     capacity: int = 0                # in-flight requests the region takes; 0 = from backends
     redis_url: str | None = None
@@ -388,7 +391,7 @@ def load_config(path: Path) -> LbConfig:
 
 
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
-        "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
+        "admin_token", "admin_tls", "metrics", "region", "capacity", "redis_url", "redis_namespace",
         "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks",
         "http2", "priority_classes", "autoscale")
 
@@ -424,6 +427,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         admin=top.optional_address("admin"),
         admin_token=_admin_token(top),
         admin_tls=admin_tls(top),
+        metrics=top.optional_address("metrics"),
         region=top.text("region", "local"),
         capacity=top.integer("capacity", 0, low=0, high=10**9),
         redis_url=top.text("redis_url", None),

@@ -32,7 +32,7 @@ from gtm import log
 from gtm.atomic import PRIVATE, write_atomic
 from gtm.errors import ConfigError
 from regional_lb.config import LbConfig
-from regional_lb.sections import SECTION, region_config, region_path
+from regional_lb.sections import SECRET, SECTION, region_config, region_path
 
 EntryApply = Callable[[int, Any], Awaitable[None]]
 
@@ -58,9 +58,11 @@ class Follow(Protocol):
 class RegionFile:
     """``STATE_DIR/lb.<region>.json``: ``{"version": n, "region": ..., "lb": {table}}``."""
 
-    def __init__(self, state_dir: Path, region: str):
+    def __init__(self, state_dir: Path, region: str, admin_token: str | None = None):
         self.region = region
         self.path = state_dir / f"{SECTION}.{region}.json"
+        # The admin API's token: this host's, never in the document (regional_lb.sections).
+        self.admin_token = admin_token
 
     def read(self) -> dict[str, Any] | None:
         try:
@@ -81,7 +83,7 @@ class RegionFile:
 
     def write(self, version: int, table: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Owner only, as the snapshot: the table may hold the admin API's token.
+        # Owner only, as the snapshot.
         write_atomic(self.path, json.dumps(
             {"version": version, "region": self.region, SECTION: table}, indent=1), PRIVATE)
 
@@ -90,13 +92,17 @@ class RegionFile:
         data = self.read()
         if data is None:
             raise ConfigError("no configuration followed yet", str(self.path))
-        return compile_table(self.region, data[SECTION], int(data.get("version", 0)))
+        return compile_table(self.region, data[SECTION], int(data.get("version", 0)),
+                             self.admin_token)
 
 
-def compile_table(region: str, table: Any, version: int) -> LbConfig:
-    # Not a file name: relative paths in the table resolve against the working
-    # directory, as they did where the API compiled it.
+def compile_table(region: str, table: Any, version: int,
+                  admin_token: str | None = None) -> LbConfig:
+    """The table as this balancer serves it: its files checked here, its token added."""
+    # Not a file name: relative paths in the table resolve against the working directory.
     source = f"control plane version {version} ({region_path(region)})"
+    if admin_token is not None and isinstance(table, dict):
+        table = {**table, SECRET: admin_token}
     return region_config(region, table, source)
 
 
@@ -139,7 +145,7 @@ async def _compile_then_write(region_file: RegionFile, version: int, table: Any)
     """Compiled here first: a table this machine cannot serve (a certificate directory
     missing here) raises, and the follower keeps the version served and reports why."""
     def build() -> None:
-        compile_table(region_file.region, table, version)
+        compile_table(region_file.region, table, version, region_file.admin_token)
         region_file.write(version, table)
 
     await asyncio.get_running_loop().run_in_executor(None, build)

@@ -14,6 +14,14 @@ from typing import Any
 
 from gtm import log, metrics
 from gtm.errors import GtmError
+from gtm.metrics_export import (
+    MetricsServer,
+    TextSource,
+    WorkerFanIn,
+    bind_metrics,
+    local_text,
+    url_of,
+)
 from gtm.workers import Supervisor
 from regional_lb import overrides as ov
 from regional_lb.acme import AcmeManager
@@ -50,6 +58,10 @@ class BalancerHandle:
         self.base: LbConfig = worker.snapshot.config  # before overrides
         self.loader: Loader = load_config  # how reload() reads the file
         self.acme: AcmeManager | None = None  # [lb.acme], in worker 0
+        # /metrics: this process's registry, or every worker's added up (gtm lb serve).
+        self.metrics_text: TextSource = local_text
+        self.metrics_server: MetricsServer | None = None  # [lb] metrics, in worker 0
+        self.fanin: WorkerFanIn | None = None
         self.layer: Layer = {}  # the auto-scaler's backends (regional_lb.autoscale.layer)
         self.scaler: Any = None  # regional_lb.autoscale.scaler.Scaler, when pools scale
 
@@ -131,6 +143,10 @@ class BalancerHandle:
             await self.acme.stop()
         if self.worker.sample in metrics.lb_collector.sources:
             metrics.lb_collector.sources.remove(self.worker.sample)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        if self.fanin is not None:
+            await self.fanin.stop()
         stopping = [self.worker.stop(grace, deadline)]
         if self.admin is not None:
             stopping.append(self._stop_admin_after(grace))
@@ -165,14 +181,18 @@ async def start_balancer(config: LbConfig | Path | str,
                          path: Path | None = None, supervised: bool = False,
                          workers: int = 1, loader: Loader = load_config,
                          tables: ClientTables | None = None,
-                         ticket_keys: bytes | None = None) -> BalancerHandle:
+                         ticket_keys: bytes | None = None,
+                         metrics_sock: socket.socket | None = None,
+                         fanin: WorkerFanIn | None = None) -> BalancerHandle:
     """Start one balancer worker in the running loop; returns a handle with stop()/reload().
 
     ``config`` is a compiled LbConfig or the path of a TOML file (read by ``loader``, at
     start and on reloads). The admin API (when the config has ``admin``) runs in worker 0
     only. ``tables``: per-client state shared with the other workers (made before they
     forked); without it the worker has tables of its own. ``ticket_keys``: likewise, the
-    TLS session ticket keys of a config without a key file.
+    TLS session ticket keys of a config without a key file. ``metrics_sock``: the
+    ``[lb] metrics`` listener bound before the fork (else bound here, in worker 0);
+    ``fanin``: how worker 0 adds up every worker's metrics.
     """
     if not isinstance(config, LbConfig):
         path = Path(config)
@@ -206,6 +226,7 @@ async def start_balancer(config: LbConfig | Path | str,
             handle.acme = AcmeManager(config.acme, worker.tls.rescan)
             handle.acme.start()
         await handle.reporter.start()
+        await _start_metrics(handle, config, index, metrics_sock, fanin)
         handle.scaler = await start_scaler(handle, index)
         if admin and config.admin is not None and index == 0:
             from regional_lb.admin import AdminServer
@@ -222,6 +243,10 @@ async def start_balancer(config: LbConfig | Path | str,
                 await handle.scaler.stop()
             if handle.admin is not None:
                 await handle.admin.stop()
+            if handle.metrics_server is not None:
+                await handle.metrics_server.stop()
+            if handle.fanin is not None:
+                await handle.fanin.stop()
             await handle.reporter.stop()
         if worker is not None:
             await worker.stop(grace=0, deadline=0)
@@ -232,6 +257,21 @@ async def start_balancer(config: LbConfig | Path | str,
         raise
     metrics.lb_collector.sources.append(worker.sample)
     return handle
+
+
+async def _start_metrics(handle: BalancerHandle, config: LbConfig, index: int,
+                         sock: socket.socket | None, fanin: WorkerFanIn | None) -> None:
+    if fanin is not None:
+        handle.fanin = fanin
+        await fanin.serve(index)
+        handle.metrics_text = fanin.text
+    if index != 0 or config.metrics is None:
+        return
+    handle.metrics_server = MetricsServer(sock or bind_metrics(config.metrics),
+                                          handle.metrics_text)
+    await handle.metrics_server.start()
+    if sock is None:  # gtm lb serve said where, before its workers forked
+        log.lb.info("metrics on %s (no token)", handle.metrics_server.url)
 
 
 async def start_regions(paths: list[Path], loader: Loader = load_config
@@ -264,6 +304,11 @@ def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
     config, sockets = bind_workers(config, count)
     keys = tickets.new_keys()  # before the fork, so every worker resumes the others' tickets
     tables = ClientTables(config.limits.client_table, count)  # one per balancer, shared
+    metrics_sock = bind_metrics(config.metrics) if config.metrics is not None else None
+    if metrics_sock is not None:
+        log.lb.info("metrics on %s (%d workers added up)", url_of(metrics_sock), count)
+    # The admin API's /metrics and the metrics listener add every worker up.
+    fanin = WorkerFanIn.create(count) if count > 1 else None
     for spec in config.listeners:
         log.lb.info("listener %s on %s (%s%s), %d workers", spec.name, spec.bind, spec.mode,
                     " + tls" if spec.tls is not None else "", count)
@@ -273,13 +318,16 @@ def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
             if other != index:
                 for sock in socks.values():
                     sock.close()
+        if index != 0 and metrics_sock is not None:
+            metrics_sock.close()  # worker 0 serves the scrapes
 
         async def main() -> None:
             # Followed, a worker (re)started after new versions starts from the latest.
             start_from: LbConfig | Path = config if followed is None else path
             handle = await start_balancer(start_from, sockets[index], index=index, path=path,
                                           supervised=count > 1, workers=count, tables=tables,
-                                          loader=loader, ticket_keys=keys)
+                                          loader=loader, ticket_keys=keys,
+                                          metrics_sock=metrics_sock, fanin=fanin)
             following = None
             if followed is not None and index == 0:
                 reload = (lambda: reload_beside_admin(handle)) if count == 1 \
@@ -304,14 +352,20 @@ def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
 
     if count == 1:
         return run(0)
-    return Supervisor(count, run).run()
+    try:
+        return Supervisor(count, run).run()
+    finally:
+        if fanin is not None:
+            fanin.remove()
 
 
-def serve_followed(follow: Follow, region: str, workers: int | None = None) -> int:
-    """``gtm lb serve --control``: the [lb] table is the control plane's ``lb.<region>``."""
+def serve_followed(follow: Follow, region: str, workers: int | None = None,
+                   admin_token: str | None = None) -> int:
+    """``gtm lb serve --control``: the [lb] table is the control plane's ``lb.<region>``;
+    ``admin_token``, this host's token for the admin API (the document holds none)."""
     from gtm.process import run_async
 
-    region_file = RegionFile(follow.state_dir, region)
+    region_file = RegionFile(follow.state_dir, region, admin_token)
     follow.state_dir.mkdir(parents=True, exist_ok=True)
     # Its own loop, ended before the workers fork: they must not inherit its connections.
     run_async(lambda: first_config(follow, region_file))

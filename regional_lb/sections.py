@@ -8,9 +8,15 @@ so the API refuses a table the balancer would refuse, before anything is stored,
 the error's path in the document (``lb.eu-west.pools[0].backends[1].address``). This
 module stays light: gtm loads it at import, and the compiler is imported at first use.
 
-Paths a table names (certificate directories, CA bundles, key files) are checked on the
-machine that compiles it, relative to its working directory: keep them the same on the
-API's hosts, the DNS nodes and the balancers, or absent.
+Paths a table names (certificate directories, CA bundles, key files) are files of the
+balancer's host: the API and the DNS nodes check the table without looking for them,
+and the balancer checks them when a version arrives (one it cannot serve is refused
+there, in its log and `gtm status`, and it keeps what it serves). Relative paths start at
+the balancer's working directory.
+
+No secret is kept in the document, which every viewer token can read: a table with
+``admin_token`` is refused; the balancer takes its admin token from its own host
+(``gtm lb serve --control ... --admin-token-file FILE``).
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gtm.config_reader import files_elsewhere
 from gtm.errors import ConfigError
 
 if TYPE_CHECKING:
     from regional_lb.config import LbConfig
 
 SECTION = "lb"
+SECRET = "admin_token"  # the one secret of an [lb] table: never in the shared document
 # A region name is a key of the report channels (<ns>:lb:region:<region>:...) and a
 # step of JSON paths: letters, digits, '-' and '_' keep both unambiguous.
 REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
@@ -43,8 +51,15 @@ def validate_lb(value: Any, source: str, path: str) -> dict[str, LbConfig]:
     """The ``lb`` section: every region's table compiled, or the first error by path."""
     if not isinstance(value, dict):
         raise ConfigError("must be an object of region name to [lb] table", source, path)
-    return {region: region_config(region, table, source, path)
-            for region, table in value.items()}
+    for region, table in value.items():
+        if isinstance(table, dict) and SECRET in table:
+            raise ConfigError(
+                "a secret is not kept in the configuration document (every viewer reads "
+                "it): give the balancer its token on its host (gtm lb serve --control ... "
+                "--admin-token-file FILE)", source, f"{region_path(region, path)}.{SECRET}")
+    with files_elsewhere():  # the balancer's files: checked on its host, not here
+        return {region: region_config(region, table, source, path)
+                for region, table in value.items()}
 
 
 def region_config(region: str, table: Any, source: str, section: str = SECTION) -> LbConfig:

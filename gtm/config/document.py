@@ -29,6 +29,9 @@ import dns.name
 import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
+from gtm.config.cookies import DNS_COOKIES, check_dns_cookies
+from gtm.config.drills import DRILLS
+from gtm.config.drills import parse_section as check_drills
 from gtm.config.sections import SectionValidator, discovered_validators, valid_section_name
 from gtm.config.steering import (
     STATE,
@@ -59,6 +62,8 @@ _SECTIONS: dict[str, SectionValidator] = {
     # without it, any object is kept as it is.
     "lb": accept_object,
     CHALLENGES: check_challenges,
+    DNS_COOKIES: check_dns_cookies,
+    DRILLS: check_drills,
     **discovered_validators(),
 }
 

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from gtm.control.cli import client
-from gtm.control.sealing import create_key
 from gtm.errors import ConfigError
+from gtm.sealing import create_key
 
 
 def add_commands(certs: Any, client_options: Any) -> None:

@@ -45,6 +45,9 @@ def add_follow_options(serve: argparse.ArgumentParser) -> None:
                        help="seconds between checks of the store (2)")
     group.add_argument("--no-store-notify", action="store_true",
                        help="ignore PostgreSQL NOTIFY (to measure Redis or reconcile alone)")
+    group.add_argument("--secret-key-file", type=Path, default=None, metavar="FILE",
+                       help="a copy of the control plane's secret key: opens the deployment's "
+                       "DNS cookie secrets (default: $GTM_SECRET_KEY_FILE)")
 
 
 def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
@@ -59,7 +62,8 @@ def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
     return FollowerSettings(node_id=node_id, state_dir=args.state_dir, store_url=args.control,
                             redis_url=args.redis, namespace=args.namespace,
                             reconcile_interval=args.reconcile_interval,
-                            store_notify=not args.no_store_notify)
+                            store_notify=not args.no_store_notify,
+                            secret_key_file=args.secret_key_file)
 
 
 def section_follow(args: argparse.Namespace, kind: str) -> SectionFollow | None:

@@ -6,7 +6,9 @@ from dataclasses import replace
 
 from gtm import log, metrics
 from gtm.config.document import CompiledConfig
+from gtm.control.cookies import apply_cookie_secrets
 from gtm.control.follower import ConfigFollower, FollowerSettings
+from gtm.sealing import SecretKey, key_file, read_key
 from gtm.serving.service import DnsService
 
 
@@ -16,12 +18,14 @@ async def follow_dns(
     """Start following; returns once the snapshot (or a first version) is being served."""
     if worker:  # every worker reports on its own, so `gtm status` shows a stuck one
         settings = replace(settings, node_id=f"{settings.node_id}/{worker}")
+    secret_key = _secret_key(settings)
 
     async def apply(version: int, compiled: CompiledConfig) -> None:
         if service.engine.awaiting_config:
             log.dns.info("answering from version %d from now on", version)
         # Both before the next packet: the swap clears the SERVFAIL answers cached so far.
         service.engine.awaiting_config = False
+        apply_cookie_secrets(service.engine.cookies, compiled, secret_key)
         service.serve_zones(compiled.zones)
         for zone in compiled.zones.zones.values():
             metrics.zone_serial.labels(zone.origin.to_text()).set(zone.serial)
@@ -34,3 +38,8 @@ async def follow_dns(
                         "the store): answering SERVFAIL to every query until one arrives",
                         settings.state_dir)
     return follower
+
+
+def _secret_key(settings: FollowerSettings) -> SecretKey | None:
+    path = key_file(settings.secret_key_file)
+    return read_key(path) if path is not None else None

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gtm import log
 from gtm.config.document import CompiledConfig, document_from_zone_dir
+from gtm.control.cookies import apply_cookie_secrets, ensure_cookie_secret
 from gtm.control.follower import ConfigFollower, FollowerSettings
 from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
+from gtm.errors import GtmError
+from gtm.sealing import read_key
 from gtm.serving.service import DnsService
 
 NODE_STATE = "node"  # the node's snapshot, below the state directory
@@ -34,6 +38,7 @@ async def start_embedded(
     service: DnsService, zones_dir: Path, state_dir: Path, *, host: str = "127.0.0.1",
     port: int = 8080, store_url: str | None = None, redis_url: str | None = None,
     tls: tuple[Path, Path] | None = None, seed_sections: dict[str, Any] | None = None,
+    drill_dns: tuple[str, ...] = (),
 ) -> Embedded:
     """Start the API and make ``service`` serve the stored configuration.
 
@@ -45,9 +50,19 @@ async def start_embedded(
         host=host, port=port, store_url=store_url, redis_url=redis_url,
         state_dir=state_dir / "control", seed_document=seed,
         tls_cert=tls[0] if tls else None, tls_key=tls[1] if tls else None,
+        drill_dns=drill_dns,
     ))
 
+    secret_key = read_key(plane.settings.resolved_key_file())
+    if service.engine.cookies is not None:
+        try:  # the deployment's cookie secret, made on the first start
+            await ensure_cookie_secret(plane.service, secret_key, "gtm-up")
+        except GtmError as exc:
+            log.dns.error("no DNS cookie secret in the control plane (%s): this node's "
+                          "cookies are its own", exc)
+
     async def apply(version: int, compiled: CompiledConfig) -> None:
+        apply_cookie_secrets(service.engine.cookies, compiled, secret_key)
         service.serve_zones(compiled.zones)
 
     follower = ConfigFollower(

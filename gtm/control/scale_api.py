@@ -8,8 +8,9 @@ share: no balancer is called.
     POST /v1/scale/{region}/{pool}/pause      no decisions until resumed (editor)
     POST /v1/scale/{region}/{pool}/resume
 
-Operator changes are audited here; the scalers' own events reach the audit log through
-:func:`mirror_events`. The store: the control plane's Redis when it has one, else its
+Operator changes are audited here; the scalers' own events reach the audit log and the
+event stream (gtm.control.events, types ``scale.*``) through :func:`mirror_events`.
+The store: the control plane's Redis when it has one, else its
 SQLite file; a PostgreSQL control plane without Redis has none (503).
 """
 
@@ -121,6 +122,20 @@ async def post_resume(request: web.Request) -> web.Response:
     return await _change(request, "scale.resume", {"paused": None})
 
 
+def publish_event(region: str, event: dict[str, Any]) -> None:
+    """To the event stream (gtm.control.events) as ``scale.<type>``: scale_out,
+    scale_out.begin, drain, scale_in, failed, lost."""
+    from gtm.control import events
+
+    kind = f"scale.{event.get('type', 'unknown')}"
+    try:
+        events.check_type(kind)
+    except ConfigError:  # a type the stream refuses (never one the scaler writes)
+        kind = "scale.other"
+    events.publish(kind, f"{region}/{event.get('pool', '?')}", event,
+                   f"scaler:{event.get('leader', '?')}")
+
+
 async def mirror_events(store: ScaleStore, service: ConfigService,
                         interval: float = MIRROR_INTERVAL) -> None:
     """Copy the scalers' events into the audit log, once each across control-plane
@@ -135,6 +150,7 @@ async def mirror_events(store: ScaleStore, service: ConfigService,
                               if int(e.get("id", 0)) > seen), key=lambda e: int(e["id"]))
                 if new and await store.advance_cursor(name, seen, int(new[-1]["id"])):
                     for event in new:
+                        publish_event(region, event)
                         await service.audit(f"scaler:{event.get('leader', '?')}",
                                             f"scale.{event.get('type', '?')}",
                                             f"{region}/{event.get('pool', '?')}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Callable
 
 from gtm import log
@@ -24,8 +25,13 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = self.cache_hit(self.cache, data)
+        trusted = False  # a valid server cookie: never rate-limited
         if reply is None:
             reply = self.engine.respond_uncached(data, False, addr[0])
+            trusted = self.engine.verified_cookie
+        limiter = self.engine.limiter
+        if reply is not None and limiter is not None and not trusted:
+            reply = limiter.limit_text(addr[0], reply, time.monotonic())
         if reply is not None:
             self.sendto(reply, addr)
 

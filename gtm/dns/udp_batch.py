@@ -21,6 +21,7 @@ import ctypes.util
 import errno
 import socket
 import struct
+import time
 
 from gtm import log
 from gtm.dns.engine import Engine
@@ -150,8 +151,12 @@ class BatchedUdp:
         msgs, data, names = inbound.msgs_view, inbound.data_view, inbound.names_view
         out_msgs, out_data = outbound.msgs_view, outbound.data_view
         out_names, out_iovs = outbound.names_view, outbound.iovs_view
-        cache, cache_hit = self.engine.udp_cache, self.engine.cache_hit
-        buckets = self.engine.buckets_udp
+        engine = self.engine
+        cache, cache_hit = engine.udp_cache, engine.cache_hit
+        buckets = engine.buckets_udp
+        limiter = engine.limiter
+        now = time.monotonic() if limiter is not None else 0.0
+        v4 = self.family == socket.AF_INET
         unpack_len = _unpack_uint.unpack_from
         pack_size = _pack_size.pack_into
         pack_uint = _unpack_uint.pack_into
@@ -161,11 +166,19 @@ class BatchedUdp:
             start = i * SLOT
             query = data[start : start + length].tobytes()
             reply = cache_hit(cache, query)
+            trusted = False  # a valid server cookie: never rate-limited
             if reply is None:
                 # A steered answer for an ECS client needs no peer address: try it
                 # before decoding one.
-                reply = self.engine.bucket_hit(buckets, query) or self._slow(
-                    query, names[i * NAME : (i + 1) * NAME].tobytes())
+                reply = engine.bucket_hit(buckets, query)
+                if reply is None:
+                    reply = self._slow(query, names[i * NAME : (i + 1) * NAME].tobytes())
+                    trusted = engine.verified_cookie
+            if reply is not None and limiter is not None and not trusted:
+                # The address straight from the sockaddr: sin_addr, or sin6_addr.
+                name = i * NAME
+                packed = names[name + 4 : name + 8] if v4 else names[name + 8 : name + 24]
+                reply = limiter.limit(packed.tobytes(), reply, now)
             if reply is None:
                 continue
             size = len(reply)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,6 +84,9 @@ def test_the_lb_section_is_compiled_by_the_balancers_own_compiler() -> None:
     ({"eu": []}, "lb.eu", "must be an object"),
     ({"eu": {**LB_TABLE, "listeners": [{"bind": "127.0.0.1:80", "pool": "api"}]}},
      "lb.eu.listeners[0].pool", "names no pool"),
+    # Every viewer token reads the document: the admin token stays on the balancer's host.
+    ({"eu": {**LB_TABLE, "admin": "127.0.0.1:9900", "admin_token": "s3cret"}},
+     "lb.eu.admin_token", "a secret is not kept in the configuration document"),
 ])
 def test_a_bad_lb_table_is_refused_with_its_path(lb: Any, where: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -125,3 +129,31 @@ def test_the_example_zone_directory_seeds_a_valid_document() -> None:
     assert "example.test." in doc["zones"]
     assert "$INCLUDE" not in doc["zones"]["example.test."]  # flattened: no directory to read
     assert len(compiled.zones.zones) == len(list(zones.glob("*.zone")))
+
+
+def test_files_an_lb_table_names_are_the_balancers_and_checked_there(tmp_path: Path) -> None:
+    """The API (and every DNS node) cannot see the balancer host's files: a certificate
+    directory missing here is accepted into the document, and the balancer, compiling
+    the version it follows, refuses it with the path, keeping what it serves."""
+    from regional_lb.follow import compile_table
+
+    missing = tmp_path / "not-here"
+    table = {**LB_TABLE, "listeners": [{"bind": "127.0.0.1:8443", "tls": {
+        "certificates": str(missing), "default": "www"}}]}
+    compiled = compile_document({**example_document(), "lb": {"eu": table}}, "api")
+    assert "eu" in compiled.sections["lb"]
+    with pytest.raises(ConfigError) as caught:
+        compile_table("eu", table, 7)
+    assert caught.value.where == "lb.eu.listeners[0].tls.certificates"
+    assert "is not a directory" in caught.value.reason
+    missing.mkdir()
+    (missing / "www.pem").write_text("x")
+    compile_table("eu", table, 8)  # there now: the balancer serves it
+
+
+def test_a_followed_balancer_adds_its_own_admin_token() -> None:
+    from regional_lb.follow import compile_table
+
+    table = {**LB_TABLE, "admin": "127.0.0.1:9900"}
+    assert compile_table("eu", table, 3).admin_token is None  # the admin API refuses all
+    assert compile_table("eu", table, 3, "host-token").admin_token == "host-token"

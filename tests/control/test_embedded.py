@@ -16,6 +16,7 @@ REPO_ZONES = Path(__file__).resolve().parents[2] / "zones"
 class FakeEngine:
     def __init__(self) -> None:
         self.swapped: list[ZoneSet] = []
+        self.cookies = None  # a fake with cookies off: no secret is stored
 
     def swap(self, zones: ZoneSet) -> None:
         self.swapped.append(zones)

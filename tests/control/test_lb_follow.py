@@ -43,6 +43,10 @@ class Balancer:
                 "--node-id", "lb-eu", "--reconcile-interval", "0.5", "--workers", str(workers)]
         if redis_url:
             args += ["--redis", redis_url]
+        # The admin token is the balancer host's: the document holds no secret.
+        token_file = state_dir.parent / f"{state_dir.name}.admin-token"
+        token_file.write_text(ADMIN_TOKEN + "\n")
+        args += ["--admin-token-file", str(token_file)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.lines: list[str] = []
         self.process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -83,7 +87,7 @@ def lb_table(port: int, backends: list[Any], admin_port: int | None = None) -> d
         "pools": [{"name": "web", "backends": backends, "outlier": False}],
     }
     if admin_port is not None:
-        table |= {"admin": f"127.0.0.1:{admin_port}", "admin_token": ADMIN_TOKEN}
+        table |= {"admin": f"127.0.0.1:{admin_port}"}
     return table
 
 

@@ -34,6 +34,34 @@ def gtm(plane: ControlPlane, *args: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+def api_call(plane: ControlPlane, method: str, path: str, body: Any = None
+             ) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{plane.url}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {plane.admin_token_path.read_text().strip()}",
+                 "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def api_get(plane: ControlPlane, path: str) -> Any:
+    status, body = api_call(plane, "GET", path)
+    assert status == 200, body
+    return body
+
+
+def history(plane: ControlPlane) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = api_get(plane, "/v1/scale/history")["events"]
+    return events
+
+
 def admin(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     import urllib.error
     import urllib.request
@@ -52,8 +80,7 @@ def test_scale_commands_and_apis(env: Env, tmp_path: Path) -> None:
     ports = free_range(6)
     admin_port = free_port()
     table: dict[str, Any] = {
-        "region": "eu", "admin": f"127.0.0.1:{admin_port}", "admin_token": TOKEN,
-        "autoscale": {"interval": 0.2, "lease": 2.0},
+        "region": "eu", "autoscale": {"interval": 0.2, "lease": 2.0},
         "listeners": [{"name": "web", "bind": "127.0.0.1:0"}],
         "pools": [{"name": "app", "backends": [], "autoscale": {
             "min": 1, "max": 3, "metric": "in_flight_per_backend", "target": 50,
@@ -66,7 +93,8 @@ def test_scale_commands_and_apis(env: Env, tmp_path: Path) -> None:
     plane: ControlPlane = env.loop.run(start_control_plane(settings))
     try:
         store = f"sqlite://{(tmp_path / 'control' / 'gtm.db').resolve()}"
-        address = env.balancer(**{**table, "autoscale": {**table["autoscale"], "store": store}})
+        address = env.balancer(**{**table, "autoscale": {**table["autoscale"], "store": store},
+                                  "admin": f"127.0.0.1:{admin_port}", "admin_token": TOKEN})
         wait_for(lambda: get_ok(address), what="the first backend serving")
 
         code, out, err = gtm(plane, "scale", "status")
@@ -75,13 +103,14 @@ def test_scale_commands_and_apis(env: Env, tmp_path: Path) -> None:
 
         code, out, err = gtm(plane, "scale", "set", "app", "--min", "2")
         assert code == 0 and json.loads(out) == {"min": 2}, err
-        wait_for(lambda: '"to": 2' in gtm(plane, "scale", "history")[1], what="scale-out")
+        wait_for(lambda: any(e["type"] == "scale_out" and e.get("to") == 2
+                             for e in history(plane)), what="scale-out")
 
         # Refusals name the field, in the product's one error body.
         code, out, err = gtm(plane, "scale", "set", "app", "--min", "5", "--max", "4")
         assert code != 0 and "must not be above max (4)" in err
-        code, _, err = gtm(plane, "scale", "pause", "nosuch", "--region", "eu")
-        assert code != 0 and "no auto-scaled pool 'nosuch'" in err
+        status, body = api_call(plane, "POST", "/v1/scale/eu/nosuch/pause")
+        assert status == 404 and "no auto-scaled pool 'nosuch'" in body["error"]["message"]
         status, body = admin(admin_port, "PUT", "/scale/app", {"min": "two"})
         assert (status, body["error"]["field"]) == (400, "min")
         status, body = admin(admin_port, "POST", "/scale/web/pause")
@@ -90,14 +119,17 @@ def test_scale_commands_and_apis(env: Env, tmp_path: Path) -> None:
         # Paused through the balancer's admin API: min back to 1 changes nothing.
         status, body = admin(admin_port, "POST", "/scale/app/pause")
         assert status == 200 and body["settings"]["paused"] is True
-        code, out, err = gtm(plane, "scale", "set", "app", "--min", "1")
-        assert code == 0, err
+        status, body = api_call(plane, "PUT", "/v1/scale/eu/app", {"min": None})
+        assert status == 200 and body["settings"] == {"paused": True}, body
         wait_for(lambda: admin(admin_port, "GET", "/scale")[1]["status"]["pools"]["app"]
                  ["paused"], what="paused seen")
         assert "PAUSED" in gtm(plane, "scale", "status", "--region", "eu")[1]
         code, out, err = gtm(plane, "scale", "resume", "app")
         assert code == 0, err
-        wait_for(lambda: '"removed"' in gtm(plane, "scale", "history")[1], what="scale-in")
+        wait_for(lambda: any(e["type"] == "scale_in" for e in history(plane)),
+                 what="scale-in")
+        code, out, err = gtm(plane, "scale", "history")
+        assert code == 0 and "eu/app scale_in" in out and "eu/app drain" in out, err
 
         # Every scaling event is in the control plane's audit log, as are operator changes.
         def audited() -> set[str]:
@@ -105,6 +137,12 @@ def test_scale_commands_and_apis(env: Env, tmp_path: Path) -> None:
             return {row.action for row in rows}
         wait_for(lambda: {"scale.scale_out", "scale.drain", "scale.scale_in", "scale.set",
                           "scale.resume"} <= audited(), what="audit rows")
+        # ... and in the event stream (GET /v1/events), as scale.* events.
+        def streamed() -> set[str]:
+            page = api_get(plane, "/v1/events?tail=100&type=scale.scale_out&type=scale.scale_in")
+            return {item["type"] for item in page["items"]}
+        wait_for(lambda: streamed() == {"scale.scale_out", "scale.scale_in"},
+                 what="scale events in the stream")
         status, body = admin(admin_port, "GET", "/scale/history?limit=2")
         assert status == 200 and len(body["events"]) == 2
     finally:

@@ -45,4 +45,11 @@ def test_lb_serve_takes_a_file_or_the_control_plane_never_both(tmp_path: Path) -
     assert no_region.returncode == 2 and "--control needs --region" in no_region.stderr
     no_state = serve("--control", store, "--region", "eu")
     assert no_state.returncode == 2 and "--state-dir" in no_state.stderr
+    token_for_a_file = serve("--config", "lb.toml", "--admin-token-file", "t")
+    assert token_for_a_file.returncode == 2 and "--admin-token-file" in token_for_a_file.stderr
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    no_token = serve("--control", store, "--region", "eu", "--state-dir", str(tmp_path),
+                     "--admin-token-file", str(empty))
+    assert no_token.returncode == 2 and "is empty" in no_token.stderr
     assert "lb.REGION" in serve("--help").stdout
