@@ -187,6 +187,12 @@ Every key, with its default::
                                # (0: none, 503 at once); beyond it 503 at once
     queue_timeout = 5.0        # seconds one waits, then 503; highest class first, FIFO within
                                # a class; a client that closes leaves the queue
+    [lb.pools.autoscale]       # auto-scaling of this pool: min, max, metric and target (or
+                               # steps), windows, rates, warm-up, predictive, actuator; every
+                               # key in regional_lb.config_autoscale (README, Auto-scaling)
+
+    [lb.autoscale]             # the region's scaler: store, interval, lease, notify,
+                               # outbound_networks, history_days, state_dir (same module)
 
 Control-plane certificates (``control = true``) are the ones ``gtm certs upload`` (or
 ``PUT /v1/certificates/NAME``) stored: each poll reads what changed, opens the sealed
