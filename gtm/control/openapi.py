@@ -230,16 +230,22 @@ def _scale_paths() -> Json:
             "Scaling events, newest first", "viewer", _json({"type": "object"}),
             params=[*region, {"name": "limit", "in": "query",
                               "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
-        "/v1/scale/{region}/{pool}": {"put": _op(
+        "/v1/scale/{region}/{pool}": {"put": _no_store(_op(
             "Operator bounds of an auto-scaled pool (null: back to the policy's)", "editor",
             changed, params=target, body={"type": "object", "minProperties": 1,
                                           "additionalProperties": False, "properties": {
-                                              "min": bound, "max": bound}})},
-        "/v1/scale/{region}/{pool}/pause": {"post": _op(
-            "Pause a pool's scaling decisions", "editor", changed, params=target)},
-        "/v1/scale/{region}/{pool}/resume": {"post": _op(
-            "Resume a pool's scaling decisions", "editor", changed, params=target)},
+                                              "min": bound, "max": bound}}))},
+        "/v1/scale/{region}/{pool}/pause": {"post": _no_store(_op(
+            "Pause a pool's scaling decisions", "editor", changed, params=target))},
+        "/v1/scale/{region}/{pool}/resume": {"post": _no_store(_op(
+            "Resume a pool's scaling decisions", "editor", changed, params=target))},
     }
+
+
+def _no_store(op: Json) -> Json:
+    """409: this control plane has no scale store (PostgreSQL without Redis)."""
+    op["responses"]["409"] = _ERROR
+    return op
 
 
 _EVENT_PARAMS: list[Json] = [

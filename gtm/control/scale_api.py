@@ -11,7 +11,8 @@ share: no balancer is called.
 Operator changes are audited here; the scalers' own events reach the audit log and the
 event stream (gtm.control.events, types ``scale.*``) through :func:`mirror_events`.
 The store: the control plane's Redis when it has one, else its
-SQLite file; a PostgreSQL control plane without Redis has none (503).
+SQLite file; a PostgreSQL control plane without Redis has none: reads are empty
+(``"store": null``) and changes are refused (409).
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def scale_store_for(store_url: str, redis_url: str | None, namespace: str) -> Sc
 
 
 def store_of(request: web.Request) -> ScaleStore:
+    """The scale store; a control plane without one (PostgreSQL, no Redis) refuses
+    changes with 409: nothing there could carry them to the balancers."""
     store = request.app.get(SCALE)
     if store is None:
-        raise RequestError(503, "auto-scaling needs Redis (or the SQLite store) on this "
+        raise RequestError(409, "auto-scaling needs Redis (or the SQLite store) on this "
                            "control plane", "scale")
     return store
 
@@ -62,6 +65,8 @@ def store_of(request: web.Request) -> ScaleStore:
 @requires("viewer")
 async def get_status(request: web.Request) -> web.Response:
     wanted = request.query.get("region")
+    if request.app.get(SCALE) is None:  # no store: nothing scales through this plane
+        return web.json_response({"regions": {}, "store": None})
     statuses = await store_of(request).statuses()
     if wanted is not None:
         statuses = {k: v for k, v in statuses.items() if k == wanted}
@@ -70,8 +75,10 @@ async def get_status(request: web.Request) -> web.Response:
 
 @requires("viewer")
 async def get_history(request: web.Request) -> web.Response:
-    store = store_of(request)
     limit = query_int(request, "limit", 100, 1, 1000) or 100
+    if request.app.get(SCALE) is None:
+        return web.json_response({"events": [], "store": None})
+    store = store_of(request)
     wanted = request.query.get("region")
     regions = [wanted] if wanted is not None else await store.regions()
     events = [e for region in regions for e in await store.events(region, limit)]

@@ -94,6 +94,7 @@ class Scaler:
         self.store = store
         self.member = member
         self.layer: Layer = {}
+        self.layer_writes = 0  # layers this scaler wrote: a tick's older read is not applied
         self.token: int | None = None
         self.pools: dict[str, PoolRun] = {}
         self.sampler = Sampler(handle.snapshot.config.autoscale.outbound_networks)
@@ -144,8 +145,10 @@ class Scaler:
         settings = self.config.autoscale
         await self.store.put_facts(self.region, self.member, self.sampler.facts(
             self.handle.snapshot, set(self.policies())))
+        writes = self.layer_writes
         layer = await self.store.layer(self.region)
-        if layer != self.layer:
+        # An action of ours may have written a newer layer while this one was read.
+        if layer != self.layer and writes == self.layer_writes:
             await self.handle.apply_layer(layer)
             self.layer = layer
         token = await self.store.acquire(self.region, self.member, settings.lease)
@@ -354,8 +357,10 @@ class Scaler:
                 entry = layer.get(pool, {}).get(address)
                 if entry is not None:
                     layer[pool][address] = {**entry, "state": "enabled", "scale_in": False}
+            self.layer_writes += 1
             await self.store.fenced(self.region, self._token(), layer=layer)
             self.layer = layer
+            await self.handle.apply_layer(layer)
             raise
         layer = self._copy_layer()
         file_backends = {b.key for b in self.handle.base.pool(pool).backends}
@@ -403,6 +408,8 @@ class Scaler:
         """A fenced write of the event (and the layer with it); then metrics, log and the
         notification webhook."""
         event = {"pool": pool, "leader": self.member, **event}
+        if layer is not None:
+            self.layer_writes += 1
         event_id = await self.store.fenced(self.region, self._token(), layer, event)
         if layer is not None:
             self.layer = layer
