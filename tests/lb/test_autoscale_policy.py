@@ -152,3 +152,25 @@ def test_the_forecast_schedules_capacity_before_a_daily_peak() -> None:
     busier = {m: v * 1.5 for m, v in history.items() if m >= int(now // 60) - 30}
     assert backends_for(forecast({**history, **busier}, now, 3600), now, 900,
                         10.0) == math.ceil(40 * 1.5 / 10)
+
+
+def test_gtm_scale_status_shows_the_forecast_beside_the_actual_load() -> None:
+    from gtm.control.scale_cli import render_status
+
+    status = {"leader": "a/0", "token": 3, "at": 100.0, "pools": {"web": {
+        "current": 2, "warm": 2, "desired": 4, "min": 1, "max": 6, "paused": False,
+        "at_max": False, "metric": "requests_per_backend", "value": 7.5, "target": 10.0,
+        "reason": "forecast needs 4", "draining": [], "last_actions": [
+            {"type": "scale_out", "at": 90.0, "from": 1, "to": 2}],
+        "forecast": {"mode": "forecast_and_scale", "buffer": 900.0, "backends": 4,
+                     "points": [[6000 + 60 * i, 10.0 + i] for i in range(30)]},
+        "load": [[4200 + 60 * i, 15.0] for i in range(30)]}}}
+    lines = render_status("eu", status, now=101.0)
+    text = "\n".join(lines)
+    assert "pool web: 2 backends (2 warm), desired 4, min 1 max 6" in text
+    assert "requests_per_backend 7.5 vs target 10: forecast needs 4" in text
+    assert "forecast (forecast_and_scale, buffer 900 s): 4 backends wanted" in text
+    actual = next(line for line in lines if line.strip().startswith("actual"))
+    forecast = next(line for line in lines if "next hour" in line)
+    assert len(actual.split()[1]) == 30 and "peak 39" in forecast
+    assert '"from": 1, "to": 2' in text
