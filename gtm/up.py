@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gtm import log
 from gtm.config.settings import DnsSettings, Listen
 from gtm.control.embedded import NODE_STATE, Embedded, start_embedded
+from gtm.control.events import health_flips, publish
 from gtm.control.follower import FollowerSettings
 from gtm.control.sectionfollow import SectionFollow
 from gtm.control.snapshot import snapshot_path
@@ -150,14 +151,14 @@ def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str]
     """Health flips into the control plane's audit log, beside who changed what, and into
     the event stream (health.flip)."""
     pending: set[asyncio.Task[None]] = set()
+    flipped = health_flips(embedded.plane.service.events.publish, observer)
 
     def record(what: str, before: str, after: str, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(embedded.plane.service.audit(
             f"health:{observer}", "health.change", what, after,
             {"from": before, "reason": reason},
         ))
-        embedded.plane.service.events.publish("health.flip", what, {
-            "from": before, "to": after, "reason": reason}, f"health:{observer}")
+        flipped(what, before, after, reason)
         pending.add(task)
         task.add_done_callback(pending.discard)
 
@@ -286,7 +287,9 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
     def load(path: Path) -> LbConfig:  # at start and on every reload
         return with_control_store(by_path[path].load(), store_url, key_path)
 
-    handles = await start_regions([file.path for file in regions.files], loader=load)
+    # Admin API changes (drain, weight, backends, reload) become events of this process.
+    handles = await start_regions([file.path for file in regions.files], loader=load,
+                                  events=publish)
     regions.handles = handles
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s, then lb.%s of the control plane",
