@@ -201,8 +201,8 @@ async def test_a_long_poll_returns_the_event_that_arrives_while_it_waits(
     ("since=nan", "since"), ("wait=26", "wait"), ("limit=0", "limit"), ("tail=501", "tail"),
 ])
 async def test_bad_event_queries_are_refused_naming_the_parameter(
-        tmp_path: Path, query: str, field: str) -> None:
-    async with running(ControlSettings(port=0, state_dir=tmp_path / "control")) as (_, api):
+        settings: ControlSettings, query: str, field: str) -> None:
+    async with running(settings) as (_, api):
         status, body, _ = await api.call("GET", f"/v1/events?{query}")
         assert (status, body["error"]["field"]) == (400, field), body
 
