@@ -149,13 +149,13 @@ def run_worker(
             await service.start()
             await wait_for_stop(on_reload=service.reload)
         else:
-            from gtm.control.dnsnode import follow_dns
+            from gtm.control.dnsnode import follow_dns, report_also
 
             follower = await follow_dns(service, follow, index)
             node_events = None
             if checker is not None:
                 summary = checker.summary
-                follower.status_extra = lambda: {"health": summary()}
+                report_also(follower, lambda: {"health": summary()})
                 if index == 0:  # the one that probes: one event per flip, not one a worker
                     node_events = health_events(follower, checker, health)
             await service.start()

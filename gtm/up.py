@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gtm import log
 from gtm.config.settings import DnsSettings, Listen
+from gtm.control.dnsnode import report_also
 from gtm.control.embedded import NODE_STATE, Embedded, start_embedded
 from gtm.control.events import health_flips, publish
 from gtm.control.follower import FollowerSettings
@@ -100,7 +101,7 @@ async def _main(settings: UpSettings) -> None:
         stoppers.append(("the config follower and the control plane API", embedded.stop))
         if checker is not None:
             summary = checker.summary
-            embedded.follower.status_extra = lambda: {"health": summary()}
+            report_also(embedded.follower, lambda: {"health": summary()})
             checker.on_change = _auditor(embedded, checker.settings.observer_id)
         # After the DNS follower's status is complete: its first report is made meanwhile.
         stoppers += await regions.follow(embedded, settings.redis)
