@@ -77,6 +77,7 @@ async def _main(settings: UpSettings) -> None:
          lambda: service.stop(STOP_GRACE))]
     try:
         urls: list[str] = []  # every /metrics of this process, announced at the end
+        listener: str | None = None  # gtm up --metrics: the one to scrape
         regions = await _start_regions(settings.regions, settings.state_dir / LB_STATE,
                                        *_control_for_regions(settings), metrics_urls=urls)
         stoppers += regions.stoppers
@@ -84,7 +85,7 @@ async def _main(settings: UpSettings) -> None:
             exporter = MetricsServer(bind_metrics(settings.metrics))
             await exporter.start()
             stoppers.append(("the metrics listener", exporter.stop))
-            urls.insert(0, f"{exporter.url} (no token)")
+            listener = exporter.url
         checker = None
         if settings.health is not None:
             # Started first: the first config version then starts its probes at once.
@@ -110,7 +111,7 @@ async def _main(settings: UpSettings) -> None:
         await sync.run_once()
         stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
-        announce_metrics(embedded.plane.url, urls)
+        announce_metrics(embedded.plane.url, listener, urls)
         received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
         log.cli.info("%s received: shutting down", received)
     finally:
@@ -352,9 +353,17 @@ def balancer_metrics_urls(handle: Any) -> list[str]:
     return urls
 
 
-def announce_metrics(api_url: str, others: list[str]) -> None:
-    """Every /metrics of this process: each shows all of it (one registry)."""
-    log.cli.info("metrics: %s/metrics (a viewer token: gtm token create prometheus --role "
-                 "viewer)", api_url)
-    for url in others:
-        log.cli.info("metrics: %s", url)
+def announce_metrics(api_url: str, listener: str | None, others: list[str]) -> None:
+    """The one /metrics to scrape, then the other doors to the same registry.
+
+    Everything here is one process with one registry (DNS, health, control plane and the
+    balancers), and every /metrics of it serves all of it: scraping two of them would
+    count every counter twice. So exactly one URL is announced to scrape (role ``up``,
+    deploy/prometheus/gtm-up.yml): the tokenless listener when there is one, else the
+    API's; the others are named as the same data, not as more targets."""
+    api = f"{api_url}/metrics (a viewer token: gtm token create prometheus --role viewer)"
+    scrape = f"{listener} (no token)" if listener is not None else api
+    log.cli.info("metrics to scrape (the whole process, one target): %s", scrape)
+    for url in [api, *others] if listener is not None else others:
+        log.cli.info("metrics: also %s: the same process, not another target (scraping "
+                     "both would count everything twice)", url)
