@@ -16,6 +16,11 @@ parameters are checked in full before anything is changed.
     POST   /reload                              re-read the config file
     GET    /report                              the region report
     GET    /metrics                             Prometheus text
+
+Every applied change (not a refused one) is also an event (lb.backend.add, .remove,
+.change, .drain, lb.reload) when the balancer was given somewhere to publish
+(``start_balancer(events=...)``: gtm up lends gtm.control.events.publish, `gtm lb serve
+--control` the follower's event log); this package never imports the control plane.
 """
 
 from __future__ import annotations
