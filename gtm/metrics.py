@@ -703,20 +703,50 @@ class HealthCollector:
         quorum = family("health_quorum")
         region_up = family("health_region_up", ["region"])
         headroom = family("health_region_headroom_ratio", ["region"])
-        samples = [source() for source in list(self.sources)]
-        for sample in samples[:1]:  # several views in one process agree on what is served
-            quorum.add_metric([], sample.quorum)
-            for zone, endpoint, region, healthy, count in sample.endpoints:
+        merged = merge_health_samples([source() for source in list(self.sources)])
+        if merged is not None:
+            quorum.add_metric([], merged.quorum)
+            for zone, endpoint, region, healthy, count in merged.endpoints:
                 up.add_metric([zone, endpoint, region], 1 if healthy else 0)
                 observers.add_metric([zone, endpoint], count)
-            for zone, endpoint, observer, ok, seconds in sample.observations:
+            for zone, endpoint, observer, ok, seconds in merged.observations:
                 seen.add_metric([zone, endpoint, observer], 1 if ok else 0)
                 latency.add_metric([zone, endpoint, observer], seconds)
-            for region, healthy, room in sample.regions:
+            for region, healthy, room in merged.regions:
                 region_up.add_metric([region], 1 if healthy else 0)
                 if room is not None:
                     headroom.add_metric([region], room)
         yield from (up, observers, seen, latency, quorum, region_up, headroom)
+
+
+def merge_health_samples(samples: list[HealthSample]) -> HealthSample | None:
+    """Every health view of a process as one (services checking other zones, or other
+    observers, each add their rows). A row two views share is merged by the rule the
+    workers of a node follow (GAUGE_MERGE): down wins, the fewest observers, the slowest
+    latency, the highest quorum; a series is never exported twice."""
+    if not samples:
+        return None
+    merged = HealthSample(max(s.quorum for s in samples))
+    endpoints: dict[tuple[str, str, str], tuple[bool, int]] = {}
+    observations: dict[tuple[str, str, str], tuple[bool, float]] = {}
+    regions: dict[str, tuple[bool, float | None]] = {}
+    for sample in samples:
+        for zone, endpoint, region, healthy, count in sample.endpoints:
+            key = (zone, endpoint, region)
+            was_up, was_count = endpoints.get(key, (True, count))
+            endpoints[key] = (was_up and healthy, min(was_count, count))
+        for zone, endpoint, observer, ok, seconds in sample.observations:
+            key = (zone, endpoint, observer)
+            was_ok, was_seconds = observations.get(key, (True, seconds))
+            observations[key] = (was_ok and ok, max(was_seconds, seconds))
+        for region, healthy, room in sample.regions:
+            was_up, was_room = regions.get(region, (True, room))
+            rooms = [r for r in (was_room, room) if r is not None]
+            regions[region] = (was_up and healthy, min(rooms) if rooms else None)
+    merged.endpoints = [(*key, up, count) for key, (up, count) in endpoints.items()]
+    merged.observations = [(*key, ok, sec) for key, (ok, sec) in observations.items()]
+    merged.regions = [(region, up, room) for region, (up, room) in regions.items()]
+    return merged
 
 
 health_collector = HealthCollector()

@@ -22,8 +22,9 @@ from gtm.wording import counted
 from gtm.workers import Supervisor
 
 if TYPE_CHECKING:
-    from gtm.control.follower import FollowerSettings
-    from gtm.health.service import HealthSettings
+    from gtm.control.events import EventLog
+    from gtm.control.follower import ConfigFollower, FollowerSettings
+    from gtm.health.service import HealthService, HealthSettings
 
 
 @dataclass(frozen=True)
@@ -148,14 +149,19 @@ def run_worker(
             await service.start()
             await wait_for_stop(on_reload=service.reload)
         else:
-            from gtm.control.dnsnode import follow_dns
+            from gtm.control.dnsnode import follow_dns, report_also
 
             follower = await follow_dns(service, follow, index)
+            node_events = None
             if checker is not None:
                 summary = checker.summary
-                follower.status_extra = lambda: {"health": summary()}
+                report_also(follower, lambda: {"health": summary()})
+                if index == 0:  # the one that probes: one event per flip, not one a worker
+                    node_events = health_events(follower, checker, health)
             await service.start()
             await wait_for_stop(on_reload=follower.sync_now)
+            if node_events is not None:
+                await node_events.close()  # the last flips, within a bounded time
             await follower.stop()
         if checker is not None:
             await checker.stop()
@@ -164,3 +170,17 @@ def run_worker(
 
     run_async(main)
     return 0
+
+
+def health_events(follower: ConfigFollower, checker: HealthService,
+                  health: HealthSettings | None) -> EventLog:
+    """Health flips of a node following the control plane, as events in its store and
+    Redis stream (the ones `gtm up` writes): through the follower's own store."""
+    from gtm.control import events
+
+    assert health is not None
+    event_log = events.EventLog(follower.store, follower.settings.redis_url,
+                                follower.namespace)
+    events.install(event_log)  # and anything else in this process that publishes
+    checker.on_change = events.health_flips(event_log.publish, health.observer_id)
+    return event_log

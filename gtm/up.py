@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from gtm import log
 from gtm.config.settings import DnsSettings, Listen
+from gtm.control.dnsnode import report_also
 from gtm.control.embedded import NODE_STATE, Embedded, start_embedded
+from gtm.control.events import health_flips, publish
 from gtm.control.follower import FollowerSettings
 from gtm.control.sectionfollow import SectionFollow
 from gtm.control.snapshot import snapshot_path
@@ -75,6 +77,7 @@ async def _main(settings: UpSettings) -> None:
          lambda: service.stop(STOP_GRACE))]
     try:
         urls: list[str] = []  # every /metrics of this process, announced at the end
+        listener: str | None = None  # gtm up --metrics: the one to scrape
         regions = await _start_regions(settings.regions, settings.state_dir / LB_STATE,
                                        *_control_for_regions(settings), metrics_urls=urls,
                                        scale_url=_scale_store_for_regions(settings))
@@ -83,7 +86,7 @@ async def _main(settings: UpSettings) -> None:
             exporter = MetricsServer(bind_metrics(settings.metrics))
             await exporter.start()
             stoppers.append(("the metrics listener", exporter.stop))
-            urls.insert(0, f"{exporter.url} (no token)")
+            listener = exporter.url
         checker = None
         if settings.health is not None:
             # Started first: the first config version then starts its probes at once.
@@ -100,7 +103,7 @@ async def _main(settings: UpSettings) -> None:
         stoppers.append(("the config follower and the control plane API", embedded.stop))
         if checker is not None:
             summary = checker.summary
-            embedded.follower.status_extra = lambda: {"health": summary()}
+            report_also(embedded.follower, lambda: {"health": summary()})
             checker.on_change = _auditor(embedded, checker.settings.observer_id)
         # After the DNS follower's status is complete: its first report is made meanwhile.
         stoppers += await regions.follow(embedded, settings.redis)
@@ -109,7 +112,7 @@ async def _main(settings: UpSettings) -> None:
         await sync.run_once()
         stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
-        announce_metrics(embedded.plane.url, urls)
+        announce_metrics(embedded.plane.url, listener, urls)
         received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
         log.cli.info("%s received: shutting down", received)
     finally:
@@ -151,14 +154,14 @@ def _auditor(embedded: Embedded, observer: str) -> Callable[[str, str, str, str]
     """Health flips into the control plane's audit log, beside who changed what, and into
     the event stream (health.flip)."""
     pending: set[asyncio.Task[None]] = set()
+    flipped = health_flips(embedded.plane.service.events.publish, observer)
 
     def record(what: str, before: str, after: str, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(embedded.plane.service.audit(
             f"health:{observer}", "health.change", what, after,
             {"from": before, "reason": reason},
         ))
-        embedded.plane.service.events.publish("health.flip", what, {
-            "from": before, "to": after, "reason": reason}, f"health:{observer}")
+        flipped(what, before, after, reason)
         pending.add(task)
         task.add_done_callback(pending.discard)
 
@@ -300,7 +303,9 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
         config = with_control_store(by_path[path].load(), store_url, key_path)
         return with_scale_store(config, scale_url) if scale_url else config
 
-    handles = await start_regions([file.path for file in regions.files], loader=load)
+    # Admin API changes (drain, weight, backends, reload) become events of this process.
+    handles = await start_regions([file.path for file in regions.files], loader=load,
+                                  events=publish)
     regions.handles = handles
     for path, handle in zip(paths, handles, strict=True):
         log.cli.info("region %s: balancer from %s, then lb.%s of the control plane",
@@ -364,9 +369,17 @@ def balancer_metrics_urls(handle: Any) -> list[str]:
     return urls
 
 
-def announce_metrics(api_url: str, others: list[str]) -> None:
-    """Every /metrics of this process: each shows all of it (one registry)."""
-    log.cli.info("metrics: %s/metrics (a viewer token: gtm token create prometheus --role "
-                 "viewer)", api_url)
-    for url in others:
-        log.cli.info("metrics: %s", url)
+def announce_metrics(api_url: str, listener: str | None, others: list[str]) -> None:
+    """The one /metrics to scrape, then the other doors to the same registry.
+
+    Everything here is one process with one registry (DNS, health, control plane and the
+    balancers), and every /metrics of it serves all of it: scraping two of them would
+    count every counter twice. So exactly one URL is announced to scrape (role ``up``,
+    deploy/prometheus/gtm-up.yml): the tokenless listener when there is one, else the
+    API's; the others are named as the same data, not as more targets."""
+    api = f"{api_url}/metrics (a viewer token: gtm token create prometheus --role viewer)"
+    scrape = f"{listener} (no token)" if listener is not None else api
+    log.cli.info("metrics to scrape (the whole process, one target): %s", scrape)
+    for url in [api, *others] if listener is not None else others:
+        log.cli.info("metrics: also %s: the same process, not another target (scraping "
+                     "both would count everything twice)", url)

@@ -45,6 +45,15 @@ class Following(Protocol):
     async def stop(self) -> None: ...
 
 
+class NodeEvents(Protocol):
+    """gtm.control.events.EventLog, as this package uses it."""
+
+    def publish(self, kind: str, subject: str, detail: dict[str, Any] | None = None,
+                actor: str = "gtm") -> object: ...
+
+    async def close(self) -> None: ...
+
+
 class Follow(Protocol):
     """gtm.control.sectionfollow.SectionFollow, as this package uses it."""
 
@@ -53,6 +62,8 @@ class Follow(Protocol):
 
     async def start(self, section: str, key: str, apply: EntryApply,
                     current: Any = None) -> Following: ...
+
+    def events(self, following: Any) -> NodeEvents: ...
 
 
 class RegionFile:

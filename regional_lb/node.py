@@ -41,6 +41,9 @@ from regional_lb.tls import tickets
 from regional_lb.worker import Worker
 
 Loader = Callable[[Path], LbConfig]
+# Admin API changes as events: publish(kind, subject, detail, actor). gtm lends one (gtm
+# up: gtm.control.events.publish; `gtm lb serve --control`: the follower's event log).
+EventSink = Callable[[str, str, dict[str, Any], str], object]
 
 
 class BalancerHandle:
@@ -62,6 +65,7 @@ class BalancerHandle:
         self.metrics_text: TextSource = local_text
         self.metrics_server: MetricsServer | None = None  # [lb] metrics, in worker 0
         self.fanin: WorkerFanIn | None = None
+        self.events: EventSink | None = None  # where the admin API's changes are told
         self.layer: Layer = {}  # the auto-scaler's backends (regional_lb.autoscale.layer)
         self.scaler: Any = None  # regional_lb.autoscale.scaler.Scaler, when pools scale
 
@@ -183,7 +187,8 @@ async def start_balancer(config: LbConfig | Path | str,
                          tables: ClientTables | None = None,
                          ticket_keys: bytes | None = None,
                          metrics_sock: socket.socket | None = None,
-                         fanin: WorkerFanIn | None = None) -> BalancerHandle:
+                         fanin: WorkerFanIn | None = None,
+                         events: EventSink | None = None) -> BalancerHandle:
     """Start one balancer worker in the running loop; returns a handle with stop()/reload().
 
     ``config`` is a compiled LbConfig or the path of a TOML file (read by ``loader``, at
@@ -192,7 +197,8 @@ async def start_balancer(config: LbConfig | Path | str,
     forked); without it the worker has tables of its own. ``ticket_keys``: likewise, the
     TLS session ticket keys of a config without a key file. ``metrics_sock``: the
     ``[lb] metrics`` listener bound before the fork (else bound here, in worker 0);
-    ``fanin``: how worker 0 adds up every worker's metrics.
+    ``fanin``: how worker 0 adds up every worker's metrics. ``events``: where the admin
+    API's changes go as events (none: they are only logged).
     """
     if not isinstance(config, LbConfig):
         path = Path(config)
@@ -219,6 +225,7 @@ async def start_balancer(config: LbConfig | Path | str,
             share_dir(path) if supervised and path is not None else None))
         handle.demo = demo
         handle.loader = loader
+        handle.events = events
         handle.health = HealthManager(worker)
         handle.health.start()
         handle.overrides, handle.base = overrides, _keep_resolved_ports(config, worker)
@@ -274,13 +281,13 @@ async def _start_metrics(handle: BalancerHandle, config: LbConfig, index: int,
         log.lb.info("metrics on %s (no token)", handle.metrics_server.url)
 
 
-async def start_regions(paths: list[Path], loader: Loader = load_config
-                        ) -> list[BalancerHandle]:
+async def start_regions(paths: list[Path], loader: Loader = load_config,
+                        events: EventSink | None = None) -> list[BalancerHandle]:
     """One balancer per config file (a region each), all in the running loop (`gtm up`)."""
     handles: list[BalancerHandle] = []
     try:
         for path in paths:
-            handles.append(await start_balancer(path, loader=loader))
+            handles.append(await start_balancer(path, loader=loader, events=events))
     except BaseException:
         for handle in handles:
             await handle.stop(grace=0, deadline=1)
@@ -328,11 +335,15 @@ def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
                                           supervised=count > 1, workers=count, tables=tables,
                                           loader=loader, ticket_keys=keys,
                                           metrics_sock=metrics_sock, fanin=fanin)
-            following = None
+            following, node_events = None, None
             if followed is not None and index == 0:
                 reload = (lambda: reload_beside_admin(handle)) if count == 1 \
                     else signal_supervisor
                 following = await follow_region(*followed, reload)
+                # Admin changes go to the control plane's event store and stream through
+                # the store this follower already reports to (worker 0 has the admin API).
+                node_events = followed[0].events(following)
+                handle.events = node_events.publish
             # What exists now lives as long as the worker: keep the collector from walking
             # it again and again (full collections otherwise show up as tail latency).
             gc.freeze()
@@ -343,6 +354,8 @@ def serve(path: Path, workers: int | None = None, loader: Loader = load_config,
                     await following.sync_now()
 
             await wait_for_stop(on_reload=on_sighup)
+            if node_events is not None:
+                await node_events.close()
             if following is not None:
                 await following.stop()
             await handle.stop()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from gtm import log, metrics
 from gtm.config.document import CompiledConfig
 from gtm.control.cookies import apply_cookie_secrets
 from gtm.control.follower import ConfigFollower, FollowerSettings
+from gtm.dns.stats import Stats
 from gtm.sealing import SecretKey, key_file, read_key
 from gtm.serving.service import DnsService
 
@@ -32,6 +35,7 @@ async def follow_dns(
 
     service.engine.awaiting_config = True
     follower = ConfigFollower(settings, apply)
+    report_split(follower, service)
     await follower.start()
     if service.engine.awaiting_config:
         log.dns.warning("no configuration yet (no usable snapshot in %s, and no version from "
@@ -43,3 +47,25 @@ async def follow_dns(
 def _secret_key(settings: FollowerSettings) -> SecretKey | None:
     path = key_file(settings.secret_key_file)
     return read_key(path) if path is not None else None
+
+
+def answers_per_region(stats: Stats) -> dict[str, int]:
+    """Steered answers per region since this worker started, every name and decision
+    (gtm_dns_steered_answers_total added up by region): the node's DNS traffic split."""
+    split: dict[str, int] = {}
+    for tally in list(stats.tallies.values()):  # read beside the hot path: a copy
+        if tally.count and tally.region:
+            split[tally.region] = split.get(tally.region, 0) + tally.count
+    return split
+
+
+def report_split(follower: ConfigFollower, service: DnsService) -> None:
+    """Each status report carries ``info.dns_split`` (the status page adds the live
+    nodes' up), beside whatever else it reports."""
+    report_also(follower, lambda: {"dns_split": answers_per_region(service.engine.stats)})
+
+
+def report_also(follower: ConfigFollower, more: Callable[[], dict[str, Any]]) -> None:
+    """Add to what the follower reports, keeping what it reported already."""
+    before = follower.status_extra
+    follower.status_extra = (lambda: {**before(), **more()}) if before is not None else more

@@ -15,6 +15,7 @@ from typing import Any
 from gtm import log
 from gtm.config.document import CompiledConfig, document_from_zone_dir
 from gtm.control.cookies import apply_cookie_secrets, ensure_cookie_secret
+from gtm.control.dnsnode import report_split
 from gtm.control.follower import ConfigFollower, FollowerSettings
 from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
 from gtm.errors import GtmError
@@ -70,5 +71,6 @@ async def start_embedded(
                          redis_url=redis_url),
         apply, store=plane.store,
     )
+    report_split(follower, service)
     await follower.start()
     return Embedded(plane, follower)

@@ -32,7 +32,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -52,6 +52,10 @@ MAX_SUBJECT = 300
 MAX_ACTOR = 200
 # Dotted lower-case words: health.flip, config.version, steer.region, drill.start ...
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}(\.[a-z0-9_]{1,32}){0,3}$")
+
+
+# publish(kind, subject, detail, actor): EventLog.publish, or the module-level publish.
+Publish = Callable[[str, str, dict[str, Any] | None, str], object]
 
 
 def stream_key(namespace: str) -> str:
@@ -233,3 +237,13 @@ def publish(kind: str, subject: str, detail: dict[str, Any] | None = None,
                           kind, subject)
         return None
     return _installed.publish(kind, subject, detail, actor)
+
+
+def health_flips(publish: Publish, observer: str) -> Callable[[str, str, str, str], None]:
+    """A health service's ``on_change``: each agreed flip as a ``health.flip`` event, the
+    same shape under `gtm up` and from a `gtm serve --probe` node."""
+    def flipped(what: str, before: str, after: str, reason: str) -> None:
+        publish("health.flip", what, {"from": before, "to": after, "reason": reason},
+                f"health:{observer}")
+
+    return flipped

@@ -17,6 +17,7 @@ from typing import Any
 
 from gtm import log
 from gtm.config.document import CompiledConfig, canonical_json
+from gtm.control.events import EventLog
 from gtm.control.follower import ConfigFollower, FollowerSettings
 from gtm.control.store import Store
 
@@ -50,6 +51,12 @@ class SectionFollow:
         follower.status_extra = lambda: {section: key}
         await follower.start()
         return follower
+
+    def events(self, following: ConfigFollower) -> EventLog:
+        """This node's events (a balancer's admin changes) into the control plane's event
+        store and Redis stream, through the store the follower reports to: no other
+        connection, and the same two sinks as the control plane's own events."""
+        return EventLog(following.store, self.settings.redis_url, following.namespace)
 
 
 class EntryWatch:

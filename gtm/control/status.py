@@ -7,8 +7,8 @@
   live DNS node reports it serves and why (probes, the region's balancer), else its
   balancer's report. Headroom, request rate and p95 come from the region reports the DNS
   nodes pass on in their health summaries.
-- The DNS traffic split per region: from the nodes' reports when they carry one
-  (``info.dns_split``: answers per region); none do yet, and the page says so.
+- The DNS traffic split per region: from the live DNS nodes' reports (``info.dns_split``:
+  steered answers per region since each worker started, gtm.control.dnsnode), added up.
 - Nodes (version, lag, last contact), the newest events, certificates close to expiry.
 
 The pure functions below turn those facts into the page's JSON; StatusSource gathers
@@ -37,8 +37,8 @@ from gtm.steering.definitions import parse_steering
 
 STATUS_CACHE = 0.5  # seconds one answer serves every viewer
 RECENT_EVENTS = 20
-NO_SPLIT = ("The DNS nodes do not report their answers per region yet, so the traffic "
-            "split cannot be shown; it appears here once they do.")
+NO_SPLIT = ("No live DNS node reports its answers per region, so the traffic split "
+            "cannot be shown; it appears here once one does.")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -64,9 +65,12 @@ async def test_the_store_keeps_events_in_order_pages_filters_and_bounds_them(
 
 
 @pytest.fixture
-def with_redis(tmp_path: Path, redis_url: str, namespace: str) -> ControlSettings:
+def with_redis(store_kind: str, tmp_path: Path, redis_url: str, namespace: str,
+               request: pytest.FixtureRequest) -> ControlSettings:
+    """A control plane with Redis, on SQLite and on PostgreSQL (store_kind's two runs)."""
+    store_url = request.getfixturevalue("postgres_url") if store_kind == "postgres" else None
     return ControlSettings(port=0, state_dir=tmp_path / "control", redis_url=redis_url,
-                           namespace=namespace)
+                           namespace=namespace, store_url=store_url)
 
 
 async def stream_events(namespace: str) -> list[events.Event]:
@@ -115,6 +119,67 @@ async def test_versions_hand_set_state_and_tokens_are_events_in_both_sinks(
         assert [e["type"] for e in only["items"]] == ["steer.region", "token.create"]
 
 
+BALANCER = """[lb]
+region = "eu-west"
+admin = "127.0.0.1:0"
+admin_token = "events-test-token"
+[[lb.listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+pool = "web"
+[[lb.pools]]
+name = "web"
+backends = ["127.0.0.1:1", "127.0.0.1:2"]
+"""
+
+
+async def test_a_balancer_beside_the_control_plane_publishes_its_admin_changes(
+        with_redis: ControlSettings, tmp_path: Path) -> None:
+    """`gtm up`'s wiring: the balancer gets gtm.control.events.publish from its caller."""
+    from regional_lb.node import start_balancer
+
+    config = tmp_path / "eu-west.toml"
+    config.write_text(BALANCER)
+    async with running(with_redis) as (plane, api):
+        handle = await start_balancer(config, path=config, events=events.publish)
+        try:
+            admin = f"http://127.0.0.1:{handle.admin.port}"
+            headers = {"Authorization": "Bearer events-test-token"}
+            async with aiohttp.ClientSession(headers=headers) as session:
+                for method, path, body in (
+                        ("PATCH", "/pools/web/backends/127.0.0.1:1", {"weight": 5}),
+                        ("POST", "/pools/web/backends/127.0.0.1:2/drain", None),
+                        ("DELETE", "/pools/web/backends/127.0.0.1:2", None),
+                        ("POST", "/pools/web/backends", {"address": "127.0.0.1:3"}),
+                        ("POST", "/reload", None)):
+                    async with session.request(method, admin + path, json=body) as reply:
+                        assert reply.status < 300, await reply.text()
+                # A refused change is no event.
+                async with session.patch(admin + "/pools/web/backends/127.0.0.1:1",
+                                         json={"weight": -1}) as reply:
+                    assert reply.status == 400
+        finally:
+            await handle.stop(grace=0, deadline=1)
+        assert await plane.service.events.flush()
+        status, body, _ = await api.call(
+            "GET", "/v1/events?" + "&".join(f"type=lb.{kind}" for kind in (
+                "backend.change", "backend.drain", "backend.remove", "backend.add", "reload")))
+        assert status == 200, body
+        assert [(e["type"], e["subject"]) for e in body["items"]] == [
+            ("lb.backend.change", "backend eu-west/web/127.0.0.1:1"),
+            ("lb.backend.drain", "backend eu-west/web/127.0.0.1:2"),
+            ("lb.backend.remove", "backend eu-west/web/127.0.0.1:2"),
+            ("lb.backend.add", "backend eu-west/web/127.0.0.1:3"),
+            ("lb.reload", "balancer eu-west")]
+        change = body["items"][0]
+        assert change["detail"] == {"region": "eu-west", "pool": "web",
+                                    "address": "127.0.0.1:1", "changes": {"weight": 5}}
+        assert change["actor"] == "lb-admin:eu-west"
+        # And in the Redis stream, the same events.
+        streamed = [e.public() for e in await stream_events(with_redis.namespace)]
+        assert all(e in streamed for e in body["items"])
+
+
 async def test_a_long_poll_returns_the_event_that_arrives_while_it_waits(
         with_redis: ControlSettings) -> None:
     async with running(with_redis) as (_plane, api):
@@ -136,8 +201,8 @@ async def test_a_long_poll_returns_the_event_that_arrives_while_it_waits(
     ("since=nan", "since"), ("wait=26", "wait"), ("limit=0", "limit"), ("tail=501", "tail"),
 ])
 async def test_bad_event_queries_are_refused_naming_the_parameter(
-        tmp_path: Path, query: str, field: str) -> None:
-    async with running(ControlSettings(port=0, state_dir=tmp_path / "control")) as (_, api):
+        settings: ControlSettings, query: str, field: str) -> None:
+    async with running(settings) as (_, api):
         status, body, _ = await api.call("GET", f"/v1/events?{query}")
         assert (status, body["error"]["field"]) == (400, field), body
 

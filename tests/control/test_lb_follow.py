@@ -214,6 +214,15 @@ async def pool_changes_reach_the_balancer(
         # A drain through the balancer's own admin API stays on top of later versions.
         await admin(admin_port, "PATCH", f"/pools/web/backends/{b}", {"state": "drain"})
         await wait_for_backends(port, {a}, balancer)
+
+        # ... and is an event of the control plane, written through the balancer's store.
+        async def drain_is_an_event() -> bool:
+            status, body, _ = await api.call("GET", "/v1/events?type=lb.backend.change")
+            assert status == 200, body
+            return [(e["subject"], e["detail"]["changes"], e["actor"]) for e in
+                    body["items"]] == [(f"backend eu/web/{b}", {"state": "drain"},
+                                        "lb-admin:eu")]
+        await until(drain_is_an_event, "the drain in the control plane's events")
         version = await set_lb(api, version, lb_table(port, [a, b, c], admin_port))
         await wait_for_backends(port, {a, c}, balancer)
 

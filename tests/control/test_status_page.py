@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,10 +36,10 @@ async def get(base: str, path: str, cookie: str | None) -> tuple[int, str, Any]:
         return response.status, await response.text(), response.headers
 
 
-async def test_login_session_cookie_and_logout(tmp_path: Path,
+async def test_login_session_cookie_and_logout(settings: ControlSettings,
                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running(ControlSettings(port=0, state_dir=tmp_path / "control")) as (plane, api):
+    async with running(settings) as (plane, api):
         base, origin = plane.url, {"Origin": plane.url}
         _, made, _ = await api.call("POST", "/v1/tokens", {"name": "wall", "role": "viewer"})
         secret = made["token"]
@@ -116,9 +115,8 @@ def health_summary() -> dict[str, Any]:
 
 
 async def test_status_shows_regions_nodes_events_and_certificates_close_to_expiry(
-        tmp_path: Path) -> None:
-    settings = replace(ControlSettings(port=0, state_dir=tmp_path / "control"),
-                       expiry_check_interval=0.1)
+        settings: ControlSettings) -> None:
+    settings = replace(settings, expiry_check_interval=0.1)
     async with running(settings) as (plane, api):
         await api.call("PUT", "/v1/config", {"document": document_from_zone_dir(REPO / "zones")},
                        if_match=0)

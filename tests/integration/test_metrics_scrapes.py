@@ -193,9 +193,10 @@ def gtm_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GtmServer
                         "--region", str(region), "--state-dir", str(root / "var")],
                        root / "gtm.log", cwd=REPO)
     try:
-        text = server.wait_for_log(r"metrics: http://\S+ \(no token\)", timeout=10)
-        url = re.search(r"metrics: (http://\S+/metrics) \(no token\)", text)
-        api = re.search(r"metrics: (http://\S+)/metrics \(a viewer token", text)
+        text = server.wait_for_log(r"metrics to scrape \(the whole process, one target\): "
+                                   r"http://\S+ \(no token\)", timeout=10)
+        url = re.search(r"metrics to scrape .*?: (http://\S+/metrics) \(no token\)", text)
+        api = re.search(r"metrics: also (http://\S+)/metrics \(a viewer token", text)
         assert url and api, text
         yield server, url.group(1), api.group(1)
     finally:
@@ -282,11 +283,21 @@ def test_the_control_api_serves_metrics_to_a_viewer_and_counts_route_templates(
 
 # ---- gtm up ----------------------------------------------------------------------------
 
-def test_gtm_up_prints_every_metrics_url_and_each_serves_the_process(
+def test_gtm_up_prints_one_url_to_scrape_and_names_the_others_as_the_same_process(
         gtm_up: tuple[GtmServer, str, str]) -> None:
+    """One process, one registry: every /metrics of gtm up serves all of it, so gtm up
+    announces exactly one target (what deploy/prometheus/gtm-up.yml scrapes) and names
+    the others as the same data; a Prometheus that scrapes what it is told to counts
+    nothing twice."""
     server, url, api = gtm_up
-    assert re.search(r"metrics: http://\S+:\d+/metrics \(region eu-west's admin token\)",
-                     server.log()), server.log()
+    log = server.log()
+    assert len(re.findall(r"metrics to scrape", log)) == 1, log
+    assert re.search(r"metrics: also http://\S+:\d+/metrics \(region eu-west's admin "
+                     r"token\): the same process, not another target", log), log
+    example = yaml.safe_load((DEPLOY / "prometheus" / "gtm-up.yml").read_text())
+    targets = [t for job in example["scrape_configs"] for group in job["static_configs"]
+               for t in group["targets"]]
+    assert targets == ["127.0.0.1:9153"]  # `gtm up --metrics 127.0.0.1:9153`: that one
     token = (Path(server.log_path).parent / "var" / "control" / "admin.token").read_text()
 
     def with_region_reports() -> str | None:

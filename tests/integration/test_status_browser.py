@@ -1,7 +1,8 @@
 """The status page in a real browser (issue 17): Debian's Chromium driven by Playwright
 (``executable_path``: no browser is downloaded). Next to a real `gtm up`, logged in with a
 viewer token, the page loads without a console error, shows the four regions of the
-example steering, and shows a region set down through the API as down within 3 s (the
+example steering, the DNS traffic split once steered queries are answered, and shows a
+region set down through the API as down within 3 s (the
 product requirement: the wait below is the assertion). The screenshot is kept in the
 test's tmp_path, and its path printed."""
 
@@ -119,6 +120,18 @@ def test_the_status_page_shows_four_regions_and_a_region_set_down_within_3_s(
             # The balancer's report reaches the page through the DNS node's health summary.
             headroom = '#regions tr[data-region="us-east"] td:nth-child(4):not(:text("—"))'
             page.wait_for_selector(headroom, timeout=15_000)
+
+            # The DNS traffic split: steered answers per region, as the node reports them.
+            for _ in range(10):
+                assert server.query("www.gslb.example.test.", "A").answer
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#regions tbody tr')].some("
+                "row => /^[1-9][0-9]* %$/.test(row.children[6].textContent))",
+                timeout=10_000)
+            shares = page.eval_on_selector_all(
+                "#regions tbody tr", "rows => rows.map(r => r.children[6].textContent)")
+            assert sum(int(text.removesuffix(" %")) for text in shares) in (99, 100, 101)
+            assert "from 1 node(s)" in (page.text_content("#split-note") or "")
 
             gtm(server, tmp_path, "steer", "region", "gslb.example.test", "eu-west",
                 "--health", "down", "--reason", "browser test")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gtm.metrics import HealthCollector, HealthSample
 from gtm.metrics_export import exposition, merge
 
 
@@ -42,3 +45,34 @@ def test_counters_add_up_gauges_follow_their_rule_and_created_keeps_the_earliest
     text = exposition(merge([worker0, worker1])).decode()
     assert 'gtm_dns_queries_total{transport="udp"} 8.0' in text
     assert "# TYPE gtm_dns_queries_total counter" in text
+
+
+def health_view(quorum: int, zone: str, up: bool, region_up: bool,
+                room: float) -> HealthSample:
+    sample = HealthSample(quorum)
+    sample.endpoints = [(zone, "192.0.2.1", "eu-west", up, 2)]
+    sample.observations = [(zone, "192.0.2.1", "node-a", up, 0.01 if up else 0.2)]
+    sample.regions = [("eu-west", region_up, room)]
+    return sample
+
+
+def test_every_health_service_of_a_process_is_exported_once_per_series() -> None:
+    collector = HealthCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    collector.sources.append(lambda: health_view(1, "a.test.", True, True, 0.8))
+    collector.sources.append(lambda: health_view(2, "b.test.", False, False, 0.3))
+    text = generate_latest(registry).decode()
+    # The second service's zone is there too (it used to be left out).
+    assert 'gtm_health_endpoint_up{endpoint="192.0.2.1",region="eu-west",zone="a.test."} 1.0' \
+        in text
+    assert 'gtm_health_endpoint_up{endpoint="192.0.2.1",region="eu-west",zone="b.test."} 0.0' \
+        in text
+    assert 'gtm_health_observation_up{endpoint="192.0.2.1",observer="node-a",zone="b.test."} ' \
+        '0.0' in text
+    # A series both views have is merged, never exported twice: down wins, the lower
+    # headroom, the higher quorum.
+    assert text.count('gtm_health_region_up{region="eu-west"}') == 1
+    assert 'gtm_health_region_up{region="eu-west"} 0.0' in text
+    assert 'gtm_health_region_headroom_ratio{region="eu-west"} 0.3' in text
+    assert "gtm_health_quorum 2.0" in text
