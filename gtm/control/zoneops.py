@@ -22,6 +22,7 @@ DNS node has no other use for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -71,6 +72,7 @@ TRANSFERS_PER_CLIENT = 2  # at once, per client address
 TRANSFERS_AT_ONCE = 16
 DATAGRAMS_AT_ONCE = 64    # updates over UDP being worked on; more are dropped
 UPDATE_ATTEMPTS = 3       # a concurrent change elsewhere: read again and retry
+SERVED_WAIT = 5.0         # an update is answered once this node serves it (at most this)
 BADTIME = dns.rcode.BADTIME
 BADSIG = dns.rcode.BADSIG
 BADKEY = dns.rcode.BADKEY
@@ -109,6 +111,7 @@ class ZoneOperations:
         self.transfers: dict[str, int] = {}
         self.datagrams: set[asyncio.Task[None]] = set()
         self.update_lock = asyncio.Lock()
+        self.applied = asyncio.Event()  # set (and replaced) on every version applied
 
     def apply(self, version: int, compiled: CompiledConfig) -> None:
         """Use a new version from the next message on (and notify its new serials)."""
@@ -117,6 +120,8 @@ class ZoneOperations:
         self.rules = sections.get(TRANSFERS, {})
         self.grants = sections.get(UPDATES, {})
         self.version, self.compiled = version, compiled
+        applied, self.applied = self.applied, asyncio.Event()
+        applied.set()
         if self.notifier is not None:
             self.notifier.update(compiled.zones.zones.values(), self.rules, self.keys)
 
@@ -345,6 +350,8 @@ class ZoneOperations:
                     return _signed_reply(query, dns.rcode.SERVFAIL)
                 log.dns.info("update of %s by key %s from %s: %s", origin, key, peer,
                              f"version {version}" if version else "nothing to change")
+                if version:  # a client reading its change back here finds it
+                    await self._served(version)
                 return _signed_reply(query, dns.rcode.NOERROR)
         return self._refuse_update(query, dns.rcode.SERVFAIL, "the configuration kept "
                                    "changing under the update", peer, key, origin)
@@ -376,6 +383,12 @@ class ZoneOperations:
                                       change)
         assert proposal.version is not None
         return proposal.version.number
+
+    async def _served(self, version: int) -> None:
+        deadline = time.monotonic() + SERVED_WAIT
+        while self.version < version and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.applied.wait(), deadline - time.monotonic())
 
     def _refuse_update(self, query: dns.message.Message, rcode: int, reason: str,
                        peer: str | None, key: str | None, zone: str | None = None) -> bytes:
