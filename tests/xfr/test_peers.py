@@ -380,3 +380,42 @@ def _raw_tcp(wire: bytes, host: str, port: int) -> bytes | None:
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.sendall(framed(wire))
         return read_framed(sock)
+
+
+def test_certbot_dns_rfc2136_obtains_a_certificate_from_pebble_through_gtm_up(
+        lab: Lab) -> None:
+    certbot = need("certbot", "certbot python3-certbot-dns-rfc2136")
+    from tests.acme.pebble import start_pebble
+
+    host, port = lab.address
+    directory = lab.directory / "certbot"
+    directory.mkdir()
+    pebble = start_pebble(directory, port, free_port())
+    try:
+        algorithm, secret = lab.secrets["acme"]
+        credentials = directory / "rfc2136.ini"
+        credentials.write_text(f"dns_rfc2136_server = {host}\ndns_rfc2136_port = {port}\n"
+                               f"dns_rfc2136_name = acme\ndns_rfc2136_secret = {secret}\n"
+                               f"dns_rfc2136_algorithm = {algorithm.upper()}\n")
+        credentials.chmod(0o600)
+        name = f"secure.{ZONE}".rstrip(".")
+        done = subprocess.run(
+            [certbot, "certonly", "--non-interactive", "--agree-tos",
+             "--register-unsafely-without-email", "--server", pebble.directory,
+             "--dns-rfc2136", "--dns-rfc2136-credentials", str(credentials),
+             "--dns-rfc2136-propagation-seconds", "1", "-d", name,
+             "--config-dir", str(directory / "etc"), "--work-dir", str(directory / "work"),
+             "--logs-dir", str(directory / "logs")],
+            env={**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_file)},
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Successfully received certificate" in done.stdout + done.stderr
+        chain = directory / "etc" / "live" / name / "fullchain.pem"
+        assert chain.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    finally:
+        pebble.stop()
+    # The challenge came and went as two versions by the acme key; nothing is left.
+    log = lab.server.log()
+    assert f"update of {ZONE} by key acme" in log
+    gone = lab.server.query(f"_acme-challenge.secure.{ZONE}", "TXT")
+    assert gone.rcode() == dns.rcode.NXDOMAIN
