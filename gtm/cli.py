@@ -21,7 +21,7 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
         parse_listen,
         validate,
     )
-    from gtm.control import certs_cli, events_cli, health_cli, scale_cli
+    from gtm.control import certs_cli, events_cli, health_cli, scale_cli, tsig_cli
     from gtm.control import cli as control_cli
     from gtm.drill import cli as drill_cli
     from gtm.errors import ConfigError, GtmError
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _command_plugins():
         register(hooks)
     certs_cli.add_commands(hooks.certs(), control_cli.client_options)
+    tsig_cli.add_commands(commands, control_cli.client_options)
     return parser
 
 

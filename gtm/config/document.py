@@ -40,6 +40,15 @@ from gtm.config.steering import (
     check_zone_table,
     sections_from_zone_dir,
 )
+from gtm.config.tsig import (
+    TRANSFERS,
+    TSIG,
+    UPDATES,
+    check_references,
+    check_transfers,
+    check_tsig,
+    check_updates,
+)
 from gtm.dns.answer import ZoneSet
 from gtm.dns.zone import Zone, compile_zone
 from gtm.dns.zonefile import Record, read_master_text
@@ -64,6 +73,9 @@ _SECTIONS: dict[str, SectionValidator] = {
     CHALLENGES: check_challenges,
     DNS_COOKIES: check_dns_cookies,
     DRILLS: check_drills,
+    TSIG: check_tsig,
+    TRANSFERS: check_transfers,
+    UPDATES: check_updates,
     **discovered_validators(),
 }
 
@@ -107,6 +119,7 @@ def compile_document(doc: Any, source: str) -> CompiledConfig:
         for name, validator in sorted(_SECTIONS.items())
         if name in doc
     }
+    check_references(sections, doc.get(ZONES, {}), source)
     zones, warnings = _compile_zones(doc.get(ZONES, {}), source,
                                      sections.get(CHALLENGES, {}))
     zones = attach_all(zones, sections.get(STEERING, {}), sections.get(STATE, {}), source)

@@ -15,9 +15,11 @@ from typing import Any
 from gtm import log
 from gtm.config.document import CompiledConfig, document_from_zone_dir
 from gtm.control.cookies import apply_cookie_secrets, ensure_cookie_secret
-from gtm.control.dnsnode import report_split
+from gtm.control.dnsnode import notice_source, report_split
 from gtm.control.follower import ConfigFollower, FollowerSettings
+from gtm.control.notify import Notifier
 from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
+from gtm.control.zoneops import ZoneOperations
 from gtm.errors import GtmError
 from gtm.sealing import read_key
 from gtm.serving.service import DnsService
@@ -62,9 +64,14 @@ async def start_embedded(
             log.dns.error("no DNS cookie secret in the control plane (%s): this node's "
                           "cookies are its own", exc)
 
+    # Transfers, NOTIFY and updates; updates are changes through the plane's own service.
+    operations = ZoneOperations(secret_key, plane.service, Notifier(notice_source(service)))
+    service.engine.operations = operations
+
     async def apply(version: int, compiled: CompiledConfig) -> None:
         apply_cookie_secrets(service.engine.cookies, compiled, secret_key)
         service.serve_zones(compiled.zones)
+        operations.apply(version, compiled)
 
     follower = ConfigFollower(
         FollowerSettings(node_id="embedded", state_dir=state_dir / NODE_STATE,
@@ -72,5 +79,6 @@ async def start_embedded(
         apply, store=plane.store,
     )
     report_split(follower, service)
+    follower.closers.append(operations.close)
     await follower.start()
     return Embedded(plane, follower)

@@ -94,6 +94,8 @@ class ConfigFollower:
         self.redis_subscribed = False
         # More to report (e.g. {"health": ...} from gtm.health), merged into the info.
         self.status_extra: Callable[[], dict[str, Any]] | None = None
+        # What stops with the follower (a DNS node's transfers and notices), first.
+        self.closers: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self) -> None:
         if not await self._serve_snapshot():
@@ -104,6 +106,11 @@ class ConfigFollower:
             self._tasks.append(asyncio.create_task(self._listen_redis(), name="config-redis"))
 
     async def stop(self) -> None:
+        for close in self.closers:
+            try:
+                await close()
+            except Exception:  # stopping goes on whatever one part does
+                log.follower.exception("stopping a part of the node failed")
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._redis is not None:

@@ -189,6 +189,20 @@ def _paths() -> Json:
                           _json({"type": "object"}), params=_CERTIFICATE_NAME),
         },
         **_scale_paths(),
+        "/v1/tsig": {
+            "get": _op("TSIG keys (names and algorithms, never secrets)", "admin",
+                       _json({"type": "object"})),
+            "post": _op("Make a TSIG key; its secret is returned once", "admin",
+                        _json({"type": "object"}, "Created"), created=True,
+                        body={"type": "object", "required": ["name"], "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 253},
+                            "algorithm": {"enum": ["hmac-sha256", "hmac-sha512"]}}}),
+        },
+        "/v1/tsig/{name}": {"delete": _op(
+            "Delete a TSIG key no transfer rule or grant names", "admin",
+            _json({"type": "object"}),
+            params=[{"name": "name", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": _PLAIN}}])},
         "/v1/tokens/{id}": {"delete": _op(
             "Revoke a token", "admin", _json({"type": "object"}),
             params=[{"name": "id", "in": "path", "required": True,

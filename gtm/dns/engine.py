@@ -31,6 +31,7 @@ from gtm.dns.cookies import (
     with_option,
     without_cookie,
 )
+from gtm.dns.operations import Operations
 from gtm.dns.render import (
     CLASSIC_UDP_LIMIT,
     TCP_LIMIT,
@@ -84,6 +85,8 @@ class Engine:
         # no store): SERVFAIL sends resolvers to another server and they retry, where
         # REFUSED would tell them the names are not ours at all.
         self.awaiting_config = False
+        # Transfers and dynamic updates (gtm.dns.operations); None: answered as queries.
+        self.operations: Operations | None = None
 
     def swap(self, zones: ZoneSet) -> None:
         """Serve new zones from the next packet on; old cached answers go with the old zones.

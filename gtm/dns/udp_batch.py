@@ -25,6 +25,7 @@ import time
 
 from gtm import log
 from gtm.dns.engine import Engine
+from gtm.dns.operations import is_operation
 
 BATCH = 64
 SLOT = 4096  # bytes per received datagram; a larger query is cut and gets FORMERR
@@ -192,8 +193,21 @@ class BatchedUdp:
         return replies
 
     def _slow(self, query: bytes, name: bytes) -> bytes | None:
+        operations = self.engine.operations
+        if operations is not None and is_operation(query, False):
+            address = _address(self.family, name)
+            if address is not None:
+                operations.datagram(query, address, self._send_one)
+            return None
         return self.engine.respond_uncached(query, False, _peer(self.family, name),
                                             buckets_checked=True)
+
+    def _send_one(self, reply: bytes, address: tuple[str, int]) -> None:
+        """An answer made later (an update): sent on its own."""
+        try:
+            self.sock.sendto(reply, address)
+        except OSError as exc:
+            log.dns.debug("sendto %s: %s", address[0], exc)
 
     def _send(self, count: int) -> None:
         assert LIBC is not None
@@ -213,6 +227,11 @@ class BatchedUdp:
 
 _unpack_uint = struct.Struct("=I")
 _pack_size = struct.Struct("=Q")
+
+
+def _address(family: int, name: bytes) -> tuple[str, int] | None:
+    peer = _peer(family, name)
+    return None if peer is None else (peer, int.from_bytes(name[2:4], "big"))
 
 
 def _peer(family: int, name: bytes) -> str | None:

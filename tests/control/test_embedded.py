@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gtm.config.settings import DnsSettings
 from gtm.control.embedded import start_embedded
 from gtm.dns.answer import ZoneSet
 from tests.control.apiclient import Api
@@ -25,6 +26,7 @@ class FakeEngine:
 class FakeService:
     def __init__(self) -> None:
         self.engine = FakeEngine()
+        self.settings = DnsSettings(listen=())  # NOTIFY leaves from the kernel's choice
 
     def serve_zones(self, zones: ZoneSet) -> None:
         # DnsService.serve_zones merges health facts first; with none, it is a swap.
