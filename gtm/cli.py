@@ -21,7 +21,7 @@ try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) en
         parse_listen,
         validate,
     )
-    from gtm.control import certs_cli, events_cli, health_cli, tsig_cli
+    from gtm.control import certs_cli, events_cli, health_cli, scale_cli, tsig_cli
     from gtm.control import cli as control_cli
     from gtm.drill import cli as drill_cli
     from gtm.errors import ConfigError, GtmError
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     control_cli.add_commands(commands)
     health_cli.add_commands(commands, control_cli.client_options)
     events_cli.add_commands(commands, control_cli.client_options)
+    scale_cli.add_commands(commands, control_cli.client_options)
 
     explain = commands.add_parser("explain", help="why a steered name answers what it does")
     explain.add_argument("name")

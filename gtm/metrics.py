@@ -148,6 +148,31 @@ acme_next_attempt = Gauge(
     registry=REGISTRY,
 )
 
+# -- Auto-scaling (regional_lb.autoscale) -----------------------------------------------
+scale_events = Counter(
+    "lb_scale_events_total",
+    "Scaling events of a region's pools, by region, pool and type (scale_out, drain, "
+    "scale_in, failed, refused).",
+    ["region", "pool", "type"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+scale_backends = Gauge(
+    "lb_scale_backends",
+    "Backends of an auto-scaled pool, by region, pool and kind (current, desired, min, max, "
+    "forecast), as its scaler leader sees them.",
+    ["region", "pool", "kind"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+scale_leader = Gauge(
+    "lb_scale_leader",
+    "1 while this balancer is its region's scaling leader.",
+    ["region", "member"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+
 # -- DNS answerer (gtm.dns) -------------------------------------------------------------
 # The engine counts with plain integers (gtm.dns.engine.Stats, one increment per packet);
 # this collector adds up the serving engines' counters at scrape time. A DnsService

@@ -79,7 +79,8 @@ async def _main(settings: UpSettings) -> None:
         urls: list[str] = []  # every /metrics of this process, announced at the end
         listener: str | None = None  # gtm up --metrics: the one to scrape
         regions = await _start_regions(settings.regions, settings.state_dir / LB_STATE,
-                                       *_control_for_regions(settings), metrics_urls=urls)
+                                       *_control_for_regions(settings), metrics_urls=urls,
+                                       scale_url=_scale_store_for_regions(settings))
         stoppers += regions.stoppers
         if settings.metrics is not None:
             exporter = MetricsServer(bind_metrics(settings.metrics))
@@ -182,6 +183,16 @@ def _control_for_regions(settings: UpSettings) -> tuple[str, Path]:
     return store, path.resolve()
 
 
+def _scale_store_for_regions(settings: UpSettings) -> str | None:
+    """Where the balancers' scalers meet, as the control API reads it (/v1/scale): Redis
+    when given, else the control plane's SQLite file (None with PostgreSQL alone)."""
+    if settings.redis:
+        return settings.redis
+    if settings.postgres:
+        return None
+    return f"sqlite://{(settings.state_dir / 'control' / DEFAULT_SQLITE_NAME).resolve()}"
+
+
 @dataclass
 class Regions:
     """The regional balancers: started from their region files at once (as fast as from
@@ -251,7 +262,8 @@ async def _publish_missing(embedded: Embedded, tables: dict[str, dict[str, Any]]
 
 
 async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: str,
-                         key_path: Path, metrics_urls: list[str]) -> Regions:
+                         key_path: Path, metrics_urls: list[str],
+                         scale_url: str | None = None) -> Regions:
     """The regional balancers, in this loop. Imported here: `gtm up` composes both
     tiers, while the gtm package itself never depends on regional_lb.
 
@@ -260,6 +272,7 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
     regions = Regions()
     if not paths:
         return regions
+    from regional_lb.autoscale.start import stop_local_backends, with_scale_store
     from regional_lb.config import LbConfig, with_control_store
     from regional_lb.follow import RegionFile
     from regional_lb.node import start_regions
@@ -287,7 +300,8 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
         by_path[region_file.path] = region_file
 
     def load(path: Path) -> LbConfig:  # at start and on every reload
-        return with_control_store(by_path[path].load(), store_url, key_path)
+        config = with_control_store(by_path[path].load(), store_url, key_path)
+        return with_scale_store(config, scale_url) if scale_url else config
 
     # Admin API changes (drain, weight, backends, reload) become events of this process.
     handles = await start_regions([file.path for file in regions.files], loader=load,
@@ -304,6 +318,8 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
         # and one after another that was N graces (4 s for the example regions).
         results = await asyncio.gather(*(handle.stop() for handle in handles),
                                        return_exceptions=True)
+        for handle in handles:  # the demo pools' scaled backends, started by the balancers
+            stop_local_backends(handle)
         for handle, result in zip(handles, results, strict=True):
             if isinstance(result, Exception):
                 log.cli.error("stopping the balancer of region %s failed: %s",

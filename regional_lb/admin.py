@@ -16,6 +16,8 @@ parameters are checked in full before anything is changed.
     POST   /reload                              re-read the config file
     GET    /report                              the region report
     GET    /metrics                             Prometheus text
+    GET    /scale, /scale/history; PUT /scale/{pool}; POST /scale/{pool}/pause|resume
+                                                auto-scaling (regional_lb.autoscale.admin)
 
 Every applied change (not a refused one) is also an event (lb.backend.add, .remove,
 .change, .drain, lb.reload) when the balancer was given somewhere to publish
@@ -44,6 +46,7 @@ from gtm.http_errors import error_boundary, error_response
 from gtm.json_input import read_json
 from gtm.metrics_export import metrics_response
 from regional_lb import overrides as ov
+from regional_lb.autoscale.admin import scale_routes
 from regional_lb.balancing import BackendState
 from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
 from regional_lb.health import health_view
@@ -159,6 +162,7 @@ class AdminServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/acme", self.acme)
         app.router.add_post("/acme/{name}/renew", self.acme_renew)
+        app.add_routes(scale_routes(self.handle))  # auto-scaling: regional_lb.autoscale.admin
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         tls = self.handle.worker.tls.listeners.get(ADMIN_TLS)  # rotates like the listeners'

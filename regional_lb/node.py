@@ -26,6 +26,8 @@ from gtm.workers import Supervisor
 from regional_lb import overrides as ov
 from regional_lb.acme import AcmeManager
 from regional_lb.acme_store import ensure_placeholders
+from regional_lb.autoscale.layer import Layer, apply_layer
+from regional_lb.autoscale.start import start_scaler
 from regional_lb.client_limits import Limiter
 from regional_lb.client_tables import ClientTables
 from regional_lb.config import AcmeSettings, LbConfig, load_config
@@ -64,6 +66,29 @@ class BalancerHandle:
         self.metrics_server: MetricsServer | None = None  # [lb] metrics, in worker 0
         self.fanin: WorkerFanIn | None = None
         self.events: EventSink | None = None  # where the admin API's changes are told
+        self.layer: Layer = {}  # the auto-scaler's backends (regional_lb.autoscale.layer)
+        self.scaler: Any = None  # regional_lb.autoscale.scaler.Scaler, when pools scale
+
+    def compose(self, overrides: ov.Overrides | None = None) -> LbConfig:
+        """What is served: the file, the scaler's layer, then the admin API's overrides."""
+        return ov.apply_overrides(apply_layer(self.base, self.layer),
+                                  self.overrides if overrides is None else overrides)
+
+    async def apply_layer(self, layer: Layer) -> None:
+        """A new scaler layer: compiled into a new snapshot with the rest (never an edit
+        of the live one); beside admin changes, never interleaved with them."""
+        async def swap() -> None:
+            before, self.layer = self.layer, layer
+            try:
+                await self.worker.reload(self.compose())
+            except BaseException:
+                self.layer = before
+                raise
+        if self.admin is None:
+            await swap()
+            return
+        async with self.admin.changing:
+            await swap()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -90,7 +115,7 @@ class BalancerHandle:
             self.overrides = await loop.run_in_executor(
                 None, ov.load_overrides, ov.overrides_path(self.path))
         self.base = _keep_resolved_ports(config, self.worker)
-        snapshot = await self.worker.reload(ov.apply_overrides(self.base, self.overrides))
+        snapshot = await self.worker.reload(self.compose())
         await self._follow_acme(config.acme)
         return snapshot
 
@@ -110,13 +135,14 @@ class BalancerHandle:
     async def reload_with(self, overrides: ov.Overrides) -> Snapshot:
         """Apply admin changes on top of the current file config (raises, changing nothing)."""
 
-        config = ov.apply_overrides(self.base, overrides)
-        snapshot = await self.worker.reload(config)
+        snapshot = await self.worker.reload(self.compose(overrides))
         self.overrides = overrides
         return snapshot
 
     async def stop(self, grace: float | None = None, deadline: float | None = None) -> None:
         """Graceful: health fails, listeners close after the grace, in-flight finishes."""
+        if self.scaler is not None:
+            await self.scaler.stop()
         if self.acme is not None:
             await self.acme.stop()
         if self.worker.sample in metrics.lb_collector.sources:
@@ -208,6 +234,7 @@ async def start_balancer(config: LbConfig | Path | str,
             handle.acme.start()
         await handle.reporter.start()
         await _start_metrics(handle, config, index, metrics_sock, fanin)
+        handle.scaler = await start_scaler(handle, index)
         if admin and config.admin is not None and index == 0:
             from regional_lb.admin import AdminServer
 
@@ -219,6 +246,8 @@ async def start_balancer(config: LbConfig | Path | str,
                 await handle.acme.stop()
             if handle.health is not None:
                 await handle.health.stop()
+            if handle.scaler is not None:
+                await handle.scaler.stop()
             if handle.admin is not None:
                 await handle.admin.stop()
             if handle.metrics_server is not None:

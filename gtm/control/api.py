@@ -95,12 +95,13 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     from gtm.control.challenges_api import routes as challenge_routes
     from gtm.control.drills_api import add_drills
     from gtm.control.events_api import routes as event_routes
+    from gtm.control.scale_api import routes as scale_routes
     from gtm.control.status_api import routes as status_routes
     from gtm.control.tsig_api import routes as tsig_routes
 
     app.add_routes([*routes, *challenge_routes(), *certificate_routes(), *event_routes(app),
                     *status_routes(app, auth), *metrics_routes(app[LIVENESS]),
-                    *tsig_routes()])
+                    *tsig_routes(), *scale_routes()])
     add_drills(app, service)
     return app
 

@@ -188,6 +188,7 @@ def _paths() -> Json:
             "delete": _op("Delete a certificate (balancers stop serving it)", "admin",
                           _json({"type": "object"}), params=_CERTIFICATE_NAME),
         },
+        **_scale_paths(),
         "/v1/tsig": {
             "get": _op("TSIG keys (names and algorithms, never secrets)", "admin",
                        _json({"type": "object"})),
@@ -224,6 +225,41 @@ def _paths() -> Json:
                 params=[{"name": "value", "in": "query", "schema": {"type": "string"}}]),
         },
     }
+
+
+def _scale_paths() -> Json:
+    """Auto-scaling (gtm.control.scale_api): status and events, operator bounds, pause."""
+    target = [{"name": name, "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": _PLAIN, "maxLength": 200}}
+              for name in ("region", "pool")]
+    region = [{"name": "region", "in": "query", "schema": {"type": "string"}}]
+    changed = _json({"type": "object", "properties": {
+        "region": {"type": "string"}, "pool": {"type": "string"},
+        "settings": {"type": "object"}}})
+    bound = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1000}, {"type": "null"}]}
+    return {
+        "/v1/scale": {"get": _op("Auto-scaling status of every region (or ?region=)",
+                                 "viewer", _json({"type": "object"}), params=region)},
+        "/v1/scale/history": {"get": _op(
+            "Scaling events, newest first", "viewer", _json({"type": "object"}),
+            params=[*region, {"name": "limit", "in": "query",
+                              "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+        "/v1/scale/{region}/{pool}": {"put": _no_store(_op(
+            "Operator bounds of an auto-scaled pool (null: back to the policy's)", "editor",
+            changed, params=target, body={"type": "object", "minProperties": 1,
+                                          "additionalProperties": False, "properties": {
+                                              "min": bound, "max": bound}}))},
+        "/v1/scale/{region}/{pool}/pause": {"post": _no_store(_op(
+            "Pause a pool's scaling decisions", "editor", changed, params=target))},
+        "/v1/scale/{region}/{pool}/resume": {"post": _no_store(_op(
+            "Resume a pool's scaling decisions", "editor", changed, params=target))},
+    }
+
+
+def _no_store(op: Json) -> Json:
+    """409: this control plane has no scale store (PostgreSQL without Redis)."""
+    op["responses"]["409"] = _ERROR
+    return op
 
 
 _EVENT_PARAMS: list[Json] = [

@@ -30,6 +30,7 @@ from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
 from gtm.control.ratelimit import TokenBuckets
 from gtm.control.refusals import DEFAULT_WINDOW
+from gtm.control.scale_api import SCALE, mirror_events, scale_store_for
 from gtm.control.service import ConfigService
 from gtm.control.status_api import status_source
 from gtm.control.store import Store, hash_secret, new_token
@@ -112,6 +113,7 @@ class ControlPlane:
         self._expiry_watch = asyncio.create_task(self._watch_expiry(), name="cert-expiry")
         # publish() of drills, scaling and the like in this process reaches this plane.
         self._previous_events = events.install(service.events)
+        self._scale_mirror = start_scale_mirror(runner.app, service)
 
     async def _watch_expiry(self) -> None:
         """certificate.expiring / .expired events, once per certificate and kind."""
@@ -136,6 +138,7 @@ class ControlPlane:
         await self.drills.stop()
         if self.tls is not None:
             await self.tls.stop()
+        await stop_scale_mirror(self.runner.app, self._scale_mirror)
         await self.runner.cleanup()
         for task in (self._refusal_counts, self._expiry_watch):
             task.cancel()
@@ -151,6 +154,25 @@ class ControlPlane:
         if self.service.fanout is not None:
             await self.service.fanout.close()
         await self.store.close()
+
+
+def start_scale_mirror(app: web.Application, service: ConfigService
+                       ) -> asyncio.Task[None] | None:
+    """The scalers' events into the audit log (gtm.control.scale_api)."""
+    store = app.get(SCALE)
+    if store is None:
+        return None
+    return asyncio.create_task(mirror_events(store, service), name="scale-audit-mirror")
+
+
+async def stop_scale_mirror(app: web.Application, task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    store = app.get(SCALE)
+    if store is not None:
+        await store.close()
 
 
 async def start_control_plane(settings: ControlSettings) -> ControlPlane:
@@ -176,6 +198,9 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
         settings.auth_failure_burst, settings.auth_failures_per_second))
     app[CERTIFICATES] = certificates
     status_source(app).warning_days = settings.certificate_warning_days
+    scale = scale_store_for(settings.resolved_store_url(), settings.redis_url, namespace)
+    if scale is not None:
+        app[SCALE] = scale
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port,

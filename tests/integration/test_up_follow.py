@@ -96,4 +96,44 @@ def test_a_pool_changed_through_the_api_of_gtm_up_reaches_its_balancer(
         time.sleep(0.1)
     assert kinds.get("lb-eu-west") == ("lb", version), kinds
     assert kinds.get("lb-us-east", ("", 0))[0] == "lb", kinds
+
+    # sa-east's demo pool scales (examples/lb/sa-east.toml): a higher min through the
+    # API, and the process actuator starts a demo backend the balancer sends requests to.
+    status, body = call(f"{api}/v1/scale/sa-east/web", token, "PUT", {"min": 3})
+    assert status == 200, body
+    deadline = time.monotonic() + 20
+    seen: set[str] = set()
+    while not scaled(seen) and time.monotonic() < deadline:
+        seen |= answered_at(SA_LISTENER)
+        time.sleep(0.1)
+    assert scaled(seen), (seen, server.log())
+    [started] = scaled(seen)
+    _, scale = call(f"{api}/v1/scale?region=sa-east", token)
+    assert scale["regions"]["sa-east"]["pools"]["web"]["current"] == 3
     assert "Traceback" not in server.log(), server.log()
+    server.process.terminate()
+    server.process.wait(15)
+    # gtm up leaves nothing behind: the scaled backend's process stopped with it.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{started}/", timeout=2)
+
+
+SA_LISTENER = "http://127.0.4.1:8080/"
+
+
+def scaled(seen: set[str]) -> list[str]:
+    """Backends the actuator started (its range: 127.0.4.110, ports 9001-9008)."""
+    return [name for name in seen if name.startswith("127.0.4.110:")]
+
+
+def answered_at(url: str, requests: int = 6) -> set[str]:
+    seen = set()
+    for _ in range(requests):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        match = re.fullmatch(r"hello from (\S+)\n", text)
+        seen.add(match.group(1) if match else text)
+    return seen
