@@ -27,11 +27,13 @@ LONGEST_PAUSE = 0.5
 class ProviderError(Exception):
     """A failure told to the user as one diagnostic: a summary, a detail, an attribute."""
 
-    def __init__(self, summary: str, detail: str = "", attribute: str | None = None):
+    def __init__(self, summary: str, detail: str = "", attribute: str | None = None,
+                 field: str | None = None):
         super().__init__(summary)
         self.summary = summary
         self.detail = detail
         self.attribute = attribute
+        self.field = field  # the JSON path in the document a refusal names, if any
 
 
 class NoChange(Exception):
@@ -97,7 +99,7 @@ class Api:
                 "(certificates and tokens need admin).")
         where = f" (field {field})" if field else ""
         return ProviderError(f"the gtm control API refused {method} {path} "
-                             f"(HTTP {exc.status})", f"{message}{where}")
+                             f"(HTTP {exc.status})", f"{message}{where}", field=field)
 
     def status(self, method: str, path: str) -> tuple[int, Any]:
         """A call whose 404 is an answer (the thing is gone), not an error."""
