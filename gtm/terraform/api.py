@@ -28,12 +28,13 @@ class ProviderError(Exception):
     """A failure told to the user as one diagnostic: a summary, a detail, an attribute."""
 
     def __init__(self, summary: str, detail: str = "", attribute: str | None = None,
-                 field: str | None = None):
+                 field: str | None = None, reason: str = ""):
         super().__init__(summary)
         self.summary = summary
         self.detail = detail
         self.attribute = attribute
         self.field = field  # the JSON path in the document a refusal names, if any
+        self.reason = reason  # the API's own words, without the path
 
 
 class NoChange(Exception):
@@ -99,7 +100,8 @@ class Api:
                 "(certificates and tokens need admin).")
         where = f" (field {field})" if field else ""
         return ProviderError(f"the gtm control API refused {method} {path} "
-                             f"(HTTP {exc.status})", f"{message}{where}", field=field)
+                             f"(HTTP {exc.status})", f"{message}{where}", field=field,
+                             reason=message)
 
     def status(self, method: str, path: str) -> tuple[int, Any]:
         """A call whose 404 is an answer (the thing is gone), not an error."""

@@ -134,6 +134,11 @@ class EntryResource(GtmResource):
     def remove(self, document: Document, state: State) -> None:
         raise NotImplementedError
 
+    def replace(self, document: Document, current: State, planned: State) -> None:
+        """The entry ``current`` names, made ``planned`` (an update)."""
+        self.remove(document, current)
+        self.put(document, planned)
+
     def from_import_id(self, text: str) -> State:
         raise NotImplementedError
 
@@ -191,8 +196,7 @@ class EntryResource(GtmResource):
                                     "Terraform", "Run `terraform apply` again to create it.")
             if self.unchanged(document, planned):
                 raise NoChange
-            self.remove(document, current)
-            self.put(document, planned)
+            self.replace(document, current, planned)
 
         self.api.edit(change, self.message(entry_id, "updated"))
         return self._after_write(planned)

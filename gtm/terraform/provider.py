@@ -22,6 +22,7 @@ from gtm.terraform.api import Api, ProviderError, Settings
 from gtm.terraform.base import report
 from gtm.terraform.data import AnswerData, ConfigData
 from gtm.terraform.install import SOURCE
+from gtm.terraform.lb import LbListenerResource, LbPoolResource
 from gtm.terraform.schema import WriteOnly
 from gtm.terraform.secrets import CertificateResource, TokenResource
 from gtm.terraform.steering import (
@@ -107,7 +108,8 @@ class GtmProvider(Provider):
 
     def get_resources(self) -> list[type[Resource]]:
         return [ZoneResource, RegionResource, PoolResource, SteeredNameResource,
-                RegionStateResource, CertificateResource, TokenResource]
+                RegionStateResource, CertificateResource, TokenResource, LbPoolResource,
+                LbListenerResource]
 
 
 def write_only_names(servicer: ProviderServicer, type_name: str) -> list[str]:
