@@ -70,6 +70,7 @@ class Api:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.client = Client(settings.api, settings.token, settings.ca)
+        self.versions: dict[int, Document] = {}  # documents of past versions never change
 
     def call(self, method: str, path: str, body: Any = None,
              if_match: int | None = None) -> Any:
