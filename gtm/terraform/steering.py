@@ -491,10 +491,11 @@ class SteeredNameResource(RegionResource):
         zones = compiled(document, source, health)
         return simulate(zones, self.absolute(state, state["name"]).to_text(), vantage_points)
 
-    def with_answers_now(self, state: State) -> State:
-        """``state`` with the answers of the live document and health (refresh, import,
-        create); what they were computed from becomes the basis."""
-        version, document = self.api.document()
+    def with_answers_now(self, state: State,
+                         live: tuple[int, Document] | None = None) -> State:
+        """``state`` with the answers of the live document (``live``, else read now) and
+        health (refresh, import, create); what they were computed from becomes the basis."""
+        version, document = live or self.api.document()
         health = health_now(self.api) if self.provider.vantage_points else None
         try:
             state["simulated_answers"] = self.answers_from(document, f"version {version}",
@@ -532,11 +533,11 @@ class SteeredNameResource(RegionResource):
 
     def read(self, ctx: ReadContext, current: State) -> State | None:
         def work() -> State | None:
-            _version, document = self.api.document()
-            fresh = self.state_of(document, current)
+            live = self.api.document()
+            fresh = self.state_of(live[1], current)
             if fresh is None:
                 return None
-            return self.keep_spelling(current, self.with_answers_now(fresh))
+            return self.keep_spelling(current, self.with_answers_now(fresh, live))
 
         return guarded(ctx.diagnostics, work)
 
