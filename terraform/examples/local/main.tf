@@ -124,7 +124,7 @@ module "node" {
   source      = "../../modules/gtm-node"
   name        = "local-1"
   control     = { store = local.store }
-  dns         = { listen = ["127.0.0.1:5353"], workers = 1 }
+  dns         = { listen = ["127.0.0.1:7053"], workers = 1 }
   api         = { listen = "127.0.0.1:8080", secret_key_file = abspath("${path.root}/../../../var/control/secret.key") }
   install_dir = var.install_dir
 }
