@@ -71,7 +71,10 @@ class GtmResource(Resource):
         return Schema(attributes=cls.attributes, description=cls.description)
 
     def upgrade(self, ctx: UpgradeContext, version: int, old: State) -> State | None:
-        return old  # one schema version so far: the state is already current
+        # One schema version so far, which grows: an attribute added since the state was
+        # written (gtm_steered_name.simulated_answers) starts null, as Terraform requires
+        # every attribute of the schema; one no longer in it is dropped.
+        return {a.name: old.get(a.name) for a in self.attributes}
 
     @classmethod
     def decoded(cls, config: Config) -> State:
