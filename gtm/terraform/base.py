@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 State = dict[str, Any]
 
+# The document's sections (gtm.config.document.ZONES, gtm.config.steering.STEERING and
+# STATE), named here rather than imported: Terraform starts the provider several times
+# per command, mostly for its schemas, and those modules load the whole DNS core. The
+# product's own parsers are imported where a value is checked.
+ZONES = "zones"
+STEERING = "steering"
+STATE = "state"
+
 
 def report(diagnostics: Diagnostics, error: ProviderError) -> None:
     path = [error.attribute] if error.attribute else None

@@ -22,13 +22,12 @@ from tf.schema import Attribute
 from tf.types import Unknown
 from tf.utils import Diagnostics
 
-from gtm.config.steering import STATE, STEERING
 from gtm.errors import ConfigError
-from gtm.steering.definitions import parse_steering
 from gtm.terraform import private
-from gtm.terraform.answers import compiled, simulate
 from gtm.terraform.api import Document, ProviderError
 from gtm.terraform.base import (
+    STATE,
+    STEERING,
     EntryResource,
     State,
     guarded,
@@ -76,6 +75,8 @@ def attribute_of(where: str, entry: str) -> tuple[str, int | None]:
 def check_steering(diags: Diagnostics, zone: str, steering: dict[str, Any], entry: str,
                    attributes: set[str]) -> None:
     """Parse ``steering`` as the control plane will; an error names the attribute."""
+    from gtm.steering.definitions import parse_steering
+
     try:
         origin = dns.name.from_text(zone_name(zone))
         parse_steering(steering, origin, "plan")
@@ -485,6 +486,8 @@ class SteeredNameResource(RegionResource):
 
     def answers_from(self, document: Document, source: str, state: State,
                      health: dict[str, Any] | None) -> dict[str, str]:
+        from gtm.terraform.answers import compiled, simulate
+
         vantage_points = self.provider.vantage_points
         if not vantage_points:
             return {}

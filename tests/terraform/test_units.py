@@ -89,3 +89,11 @@ def test_private_state_goes_in_and_out_and_foreign_bytes_are_none() -> None:
     with private.exchange(b"\x00not json"):
         assert private.incoming() == {} and Basis.of(private.incoming()) is None
     assert private.incoming() == {}  # outside a call: nothing
+
+
+def test_the_section_names_the_provider_spells_are_the_documents() -> None:
+    from gtm.config.document import ZONES
+    from gtm.config.steering import STATE, STEERING
+    from gtm.terraform import base
+
+    assert (base.ZONES, base.STEERING, base.STATE) == (ZONES, STEERING, STATE)
