@@ -165,6 +165,10 @@ def test_what_the_modules_render_is_valid_for_the_tools_that_take_it(
     for path in files["cloud_init"]:  # no secret in user data
         assert lab.token not in path.read_text()
 
+    # The modules and the example as `terraform fmt` writes them.
+    formatted = lab.tf("fmt", "-check", "-recursive", "-no-color", "../..", check=False)
+    assert formatted.code == 0, formatted.text
+
     # Each rendered table through `gtm lb serve --check` (this host's files checked too).
     capsys.readouterr()  # what came before (terraform's timings)
     for path in files["toml"]:

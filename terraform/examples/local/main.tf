@@ -102,8 +102,16 @@ resource "gtm_pool" "web" {
   name      = "web"
   endpoints = flatten([for region in module.region : region.endpoints])
   # Through each region's new listener: its health path answers while its pool can serve.
-  check = { type = "http", port = 8081, path = "/.gtm/health", expect = [200],
-  interval = 1, timeout = 0.5, rise = 1, fall = 2 }
+  check = {
+    type     = "http"
+    port     = 8081
+    path     = "/.gtm/health"
+    expect   = [200]
+    interval = 1
+    timeout  = 0.5
+    rise     = 1
+    fall     = 2
+  }
 }
 
 resource "gtm_steered_name" "www" {
@@ -112,9 +120,12 @@ resource "gtm_steered_name" "www" {
   pool = gtm_pool.web.name
   ttl  = 30
   filters = [
-    { type = "geo", default = ["us-east"],
-      countries = { GB = [var.gb], JP = ["ap-northeast"], BR = ["sa-east"] },
-    continents = { EU = ["eu-west"], NA = ["us-east"], SA = ["sa-east"], AS = ["ap-northeast"] } },
+    {
+      type       = "geo"
+      countries  = { GB = [var.gb], JP = ["ap-northeast"], BR = ["sa-east"] }
+      continents = { EU = ["eu-west"], NA = ["us-east"], SA = ["sa-east"], AS = ["ap-northeast"] }
+      default    = ["us-east"]
+    },
   ]
   fallback = { addresses = ["127.0.9.1"] }
 }

@@ -15,9 +15,14 @@ locals {
     var.dns.probe ? ["--probe"] : [],
   ))
   api_command = var.api == null ? null : join(" ", concat(
-    ["${var.install_dir}/bin/gtm api", "--listen ${var.api.listen}",
-    "--postgres ${local.escape.store}", "--namespace ${var.control.namespace}",
-    "--state-dir /var/lib/gtm/api-${var.name}", "--secret-key-file ${var.api.secret_key_file}"],
+    [
+      "${var.install_dir}/bin/gtm api",
+      "--listen ${var.api.listen}",
+      "--postgres ${local.escape.store}",
+      "--namespace ${var.control.namespace}",
+      "--state-dir /var/lib/gtm/api-${var.name}",
+      "--secret-key-file ${var.api.secret_key_file}",
+    ],
     local.escape.redis == null ? [] : ["--redis ${local.escape.redis}"],
     var.api.tls_cert == null ? [] : ["--tls-cert ${var.api.tls_cert}", "--tls-key ${var.api.tls_key}"],
   ))
