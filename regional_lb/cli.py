@@ -31,6 +31,10 @@ def register(hooks: Any) -> None:
     serve.add_argument("--admin-token-file", type=Path, metavar="FILE",
                        help="with --control: the admin API's bearer token, read from FILE "
                        "(or from GTM_LB_ADMIN_TOKEN); the shared document holds no secret")
+    serve.add_argument("--check", action="store_true",
+                       help="compile the configuration and exit, binding nothing: --config "
+                       "FILE, or with --control the region file last followed in "
+                       "--state-dir; exit 0, or 2 with the error and its path")
     hooks.follow_options(serve)
     serve.set_defaults(handler=lambda args: cmd_lb_serve(args, hooks.section_follow))
     demo = lb_commands.add_parser("demo-backend", help="tiny HTTP backends for trying it out")
@@ -97,12 +101,36 @@ def cmd_lb_serve(args: argparse.Namespace,
             if value is not None:
                 raise ConfigError("is for --control (a file holds its [lb] table whole)",
                                   "command line", flag)
-        return lb_serve(args.config, args.workers)
+        return check(args) if args.check else lb_serve(args.config, args.workers)
     if args.region is None:
         raise ConfigError("--control needs --region (the table lb.REGION to serve)",
                           "command line", "--region")
+    if args.check:
+        return check(args)
     return serve_followed(section_follow(args, "lb"), args.region, args.workers,
                           admin_token(args.admin_token_file))
+
+
+def check(args: argparse.Namespace) -> int:
+    """`gtm lb serve --check`: the configuration compiled as serving would compile it,
+    with this host's files checked; nothing bound, started or written. An error
+    (a GtmError) ends the command with its path, through gtm's one error boundary."""
+    from gtm.errors import ConfigError
+    from regional_lb.config import load_config
+    from regional_lb.follow import RegionFile
+
+    if args.config is not None:
+        config, source = load_config(args.config), str(args.config)
+    else:
+        if args.state_dir is None:
+            raise ConfigError("--check --control reads the region file the balancer "
+                              "followed: give its --state-dir", "command line", "--state-dir")
+        region_file = RegionFile(args.state_dir, args.region,
+                                 admin_token(args.admin_token_file))
+        config, source = region_file.load(), str(region_file.path)
+    print(f"{source}: ok (region {config.region}: {len(config.listeners)} listeners, "
+          f"{len(config.pools)} pools)")
+    return 0
 
 
 def admin_token(path: Path | None) -> str | None:

@@ -17,6 +17,12 @@ the balancer's working directory.
 No secret is kept in the document, which every viewer token can read: a table with
 ``admin_token`` is refused; the balancer takes its admin token from its own host
 (``gtm lb serve --control ... --admin-token-file FILE``).
+
+A region's table may be stored before it has a listener (its pools first: a listener
+names a pool, so a tool that writes one entry at a time, such as the Terraform
+provider, cannot write them the other way round). Such a table is compiled whole
+except for the listeners, and a balancer that follows it refuses it ("needs at least
+one [[lb.listeners]]") and keeps serving the table it had, or waits for a complete one.
 """
 
 from __future__ import annotations
@@ -58,8 +64,25 @@ def validate_lb(value: Any, source: str, path: str) -> dict[str, LbConfig]:
                 "it): give the balancer its token on its host (gtm lb serve --control ... "
                 "--admin-token-file FILE)", source, f"{region_path(region, path)}.{SECRET}")
     with files_elsewhere():  # the balancer's files: checked on its host, not here
-        return {region: region_config(region, table, source, path)
+        return {region: region_config(region, without_listeners_yet(table), source, path)
                 for region, table in value.items()}
+
+
+# Stands in for the listeners of a table still being assembled (see the module's text):
+# a tcp listener takes any pool and adds no check of its own to the pools'.
+_NO_LISTENER_YET = {"name": "(no listener yet)", "bind": "127.0.0.1:1", "mode": "tcp"}
+
+
+def without_listeners_yet(table: Any) -> Any:
+    """A table with pools but no listener, with a stand-in listener so that everything
+    else in it is compiled; any other table as it is."""
+    if not isinstance(table, dict) or table.get("listeners", []) != []:
+        return table
+    pools = table.get("pools")
+    first = pools[0] if isinstance(pools, list) and pools else None
+    if not isinstance(first, dict) or not isinstance(first.get("name"), str):
+        return table  # no pool: refused for that, as before
+    return {**table, "listeners": [{**_NO_LISTENER_YET, "pool": first["name"]}]}
 
 
 def region_config(region: str, table: Any, source: str, section: str = SECTION) -> LbConfig:

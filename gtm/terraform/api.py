@@ -27,11 +27,14 @@ LONGEST_PAUSE = 0.5
 class ProviderError(Exception):
     """A failure told to the user as one diagnostic: a summary, a detail, an attribute."""
 
-    def __init__(self, summary: str, detail: str = "", attribute: str | None = None):
+    def __init__(self, summary: str, detail: str = "", attribute: str | None = None,
+                 field: str | None = None, reason: str = ""):
         super().__init__(summary)
         self.summary = summary
         self.detail = detail
         self.attribute = attribute
+        self.field = field  # the JSON path in the document a refusal names, if any
+        self.reason = reason  # the API's own words, without the path
 
 
 class NoChange(Exception):
@@ -67,6 +70,7 @@ class Api:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.client = Client(settings.api, settings.token, settings.ca)
+        self.versions: dict[int, Document] = {}  # documents of past versions never change
 
     def call(self, method: str, path: str, body: Any = None,
              if_match: int | None = None) -> Any:
@@ -97,7 +101,8 @@ class Api:
                 "(certificates and tokens need admin).")
         where = f" (field {field})" if field else ""
         return ProviderError(f"the gtm control API refused {method} {path} "
-                             f"(HTTP {exc.status})", f"{message}{where}")
+                             f"(HTTP {exc.status})", f"{message}{where}", field=field,
+                             reason=message)
 
     def status(self, method: str, path: str) -> tuple[int, Any]:
         """A call whose 404 is an answer (the thing is gone), not an error."""

@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 State = dict[str, Any]
 
+# The document's sections (gtm.config.document.ZONES, gtm.config.steering.STEERING and
+# STATE), named here rather than imported: Terraform starts the provider several times
+# per command, mostly for its schemas, and those modules load the whole DNS core. The
+# product's own parsers are imported where a value is checked.
+ZONES = "zones"
+STEERING = "steering"
+STATE = "state"
+
 
 def report(diagnostics: Diagnostics, error: ProviderError) -> None:
     path = [error.attribute] if error.attribute else None
@@ -71,7 +79,10 @@ class GtmResource(Resource):
         return Schema(attributes=cls.attributes, description=cls.description)
 
     def upgrade(self, ctx: UpgradeContext, version: int, old: State) -> State | None:
-        return old  # one schema version so far: the state is already current
+        # One schema version so far, which grows: an attribute added since the state was
+        # written (gtm_steered_name.simulated_answers) starts null, as Terraform requires
+        # every attribute of the schema; one no longer in it is dropped.
+        return {a.name: old.get(a.name) for a in self.attributes}
 
     @classmethod
     def decoded(cls, config: Config) -> State:
@@ -134,6 +145,11 @@ class EntryResource(GtmResource):
     def remove(self, document: Document, state: State) -> None:
         raise NotImplementedError
 
+    def replace(self, document: Document, current: State, planned: State) -> None:
+        """The entry ``current`` names, made ``planned`` (an update)."""
+        self.remove(document, current)
+        self.put(document, planned)
+
     def from_import_id(self, text: str) -> State:
         raise NotImplementedError
 
@@ -191,8 +207,7 @@ class EntryResource(GtmResource):
                                     "Terraform", "Run `terraform apply` again to create it.")
             if self.unchanged(document, planned):
                 raise NoChange
-            self.remove(document, current)
-            self.put(document, planned)
+            self.replace(document, current, planned)
 
         self.api.edit(change, self.message(entry_id, "updated"))
         return self._after_write(planned)

@@ -57,8 +57,9 @@ class ConfigData(GtmDataSource):
 class AnswerData(GtmDataSource):
     kind = "answer"
     description = ("What the live configuration answers a client for a steered name, "
-                   "from the same code as `gtm explain`: the addresses, the regions in the "
-                   "order the filter chain left them, and the ECS scope.")
+                   "from the same code as `gtm explain` (a node's health merged in, as it "
+                   "merges it): the addresses, the regions in the order the filter chain "
+                   "left them, and the ECS scope.")
     attributes: ClassVar[list[Attribute]] = [
         Attribute("name", types.String(), required=True, description="An absolute name"),
         Attribute("client_subnet", types.String(), optional=True,
@@ -75,13 +76,15 @@ class AnswerData(GtmDataSource):
 
     def read(self, ctx: ReadDataContext, config: dict[str, Any]) -> dict[str, Any] | None:
         from gtm.terraform.answers import answer
+        from gtm.terraform.simulation import health_now
 
         def work() -> dict[str, Any]:
-            version, document = self.provider.connection().document()
+            api = self.provider.connection()
+            version, document = api.document()
             qtype = config.get("qtype") or "A"
             try:
                 found = answer(document, f"version {version}", config["name"],
-                               config.get("client_subnet"), qtype)
+                               config.get("client_subnet"), qtype, health_now(api))
             except ConfigError as exc:
                 raise ConfigError(f"gtm_answer {config['name']}: {exc}") from None
             return {**config, "qtype": config.get("qtype"), "version": version,

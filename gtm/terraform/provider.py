@@ -18,10 +18,12 @@ from tf.runner import run_provider
 from tf.schema import Attribute, Schema
 from tf.utils import Diagnostics, read_dynamic_value, to_dynamic_value
 
+from gtm.terraform import private
 from gtm.terraform.api import Api, ProviderError, Settings
 from gtm.terraform.base import report
 from gtm.terraform.data import AnswerData, ConfigData
 from gtm.terraform.install import SOURCE
+from gtm.terraform.lb import LbListenerResource, LbPoolResource
 from gtm.terraform.schema import WriteOnly
 from gtm.terraform.secrets import CertificateResource, TokenResource
 from gtm.terraform.steering import (
@@ -107,7 +109,8 @@ class GtmProvider(Provider):
 
     def get_resources(self) -> list[type[Resource]]:
         return [ZoneResource, RegionResource, PoolResource, SteeredNameResource,
-                RegionStateResource, CertificateResource, TokenResource]
+                RegionStateResource, CertificateResource, TokenResource, LbPoolResource,
+                LbListenerResource]
 
 
 def write_only_names(servicer: ProviderServicer, type_name: str) -> list[str]:
@@ -131,11 +134,37 @@ class GtmServicer(ProviderServicer):
     - write-only attributes: Terraform sends them in the config only; they are passed
       on in the proposed and planned states so that resources see them;
     - a resource's ``plan`` runs for creates too (tf 1.2.0 calls it for updates only),
-      so computed values (a key's fingerprint) are planned the same way both times.
+      so computed values (a key's fingerprint) are planned the same way both times;
+    - private state (gtm.terraform.private) goes to the resource and back, which tf
+      drops.
     """
+
+    def ReadResource(self, request: pb.ReadResource.Request,
+                     context: grpc.ServicerContext) -> pb.ReadResource.Response:
+        with private.exchange(request.private) as current:
+            response = super().ReadResource(request, context)
+        response.private = current.outgoing if current.outgoing is not None \
+            else request.private
+        return response
+
+    def ImportResourceState(self, request: pb.ImportResourceState.Request,
+                            context: grpc.ServicerContext) -> pb.ImportResourceState.Response:
+        with private.exchange(b"") as current:
+            response = super().ImportResourceState(request, context)
+        for imported in response.imported_resources:
+            imported.private = current.outgoing or b""
+        return response
 
     def PlanResourceChange(self, request: pb.PlanResourceChange.Request,
                            context: grpc.ServicerContext) -> pb.PlanResourceChange.Response:
+        with private.exchange(request.prior_private) as current:
+            response = self.plan_change(request, context)
+        response.planned_private = current.outgoing if current.outgoing is not None \
+            else request.prior_private
+        return response
+
+    def plan_change(self, request: pb.PlanResourceChange.Request,
+                    context: grpc.ServicerContext) -> pb.PlanResourceChange.Response:
         names = write_only_names(self, request.type_name)
         if names:
             request.proposed_new_state.CopyFrom(
@@ -166,7 +195,11 @@ class GtmServicer(ProviderServicer):
         if names and read_dynamic_value(request.planned_state) is not None:
             request.planned_state.CopyFrom(
                 with_config_values(request.planned_state, request.config, names))
-        return super().ApplyResourceChange(request, context)
+        with private.exchange(request.planned_private) as current:
+            response = super().ApplyResourceChange(request, context)
+        response.private = current.outgoing if current.outgoing is not None \
+            else request.planned_private
+        return response
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,16 +10,34 @@ from typing import Any, ClassVar
 import dns.exception
 import dns.name
 from tf import types
-from tf.iface import Config, PlanContext
+from tf.iface import (
+    Config,
+    CreateContext,
+    ImportContext,
+    PlanContext,
+    ReadContext,
+    UpdateContext,
+)
 from tf.schema import Attribute
+from tf.types import Unknown
 from tf.utils import Diagnostics
 
-from gtm.config.steering import STATE, STEERING
 from gtm.errors import ConfigError
-from gtm.steering.definitions import parse_steering
+from gtm.terraform import private
 from gtm.terraform.api import Document, ProviderError
-from gtm.terraform.base import EntryResource, State, prune, split_id, table, without_nulls
+from gtm.terraform.base import (
+    STATE,
+    STEERING,
+    EntryResource,
+    State,
+    guarded,
+    prune,
+    split_id,
+    table,
+    without_nulls,
+)
 from gtm.terraform.schema import Nested, Num, ZoneName, has_unknown
+from gtm.terraform.simulation import Basis, document_at, health_now
 from gtm.terraform.values import cidr, ip, keyed, number, with_defaults, zone_name
 from gtm.terraform.zone import zone_key
 
@@ -57,6 +75,8 @@ def attribute_of(where: str, entry: str) -> tuple[str, int | None]:
 def check_steering(diags: Diagnostics, zone: str, steering: dict[str, Any], entry: str,
                    attributes: set[str]) -> None:
     """Parse ``steering`` as the control plane will; an error names the attribute."""
+    from gtm.steering.definitions import parse_steering
+
     try:
         origin = dns.name.from_text(zone_name(zone))
         parse_steering(steering, origin, "plan")
@@ -364,12 +384,13 @@ class SteeredNameResource(RegionResource):
                description='null: "open"; `{ pool = "backup" }` or `{ addresses = [...] }`'),
         Nested("filters", "list", FILTER_FIELDS, optional=True,
                description="The ordered filter chain"),
-        # Hook (issue 14, later work): a computed `simulated_answers` map (vantage point
-        # label -> region and addresses), computed in `plan` from the planned document
-        # with gtm.config.document.compile_document and the DNS engine, as `gtm explain`
-        # does (gtm/health/explain.py), for the provider's `vantage_points`.
+        Attribute("simulated_answers", types.Map(types.String()), computed=True,
+                  description="vantage point label -> \"REGIONS ADDRESSES\" a client there "
+                  "gets, computed at plan from the planned configuration and current "
+                  "health (gtm.terraform.simulation)"),
     ]
     part = "names"
+    computed_only = ("id", "simulated_answers")
 
     def origin(self, state: State) -> dns.name.Name:
         return dns.name.from_text(zone_name(state["zone"]))
@@ -461,8 +482,88 @@ class SteeredNameResource(RegionResource):
                         "names": {config["name"]: body}},
                        f"names.{config['name']}", {a.name for a in self.attributes})
 
+    # ---- simulated answers (gtm.terraform.simulation says when and from what) ----
+
+    def answers_from(self, document: Document, source: str, state: State,
+                     health: dict[str, Any] | None) -> dict[str, str]:
+        from gtm.terraform.answers import compiled, simulate
+
+        vantage_points = self.provider.vantage_points
+        if not vantage_points:
+            return {}
+        zones = compiled(document, source, health)
+        return simulate(zones, self.absolute(state, state["name"]).to_text(), vantage_points)
+
+    def with_answers_now(self, state: State,
+                         live: tuple[int, Document] | None = None) -> State:
+        """``state`` with the answers of the live document (``live``, else read now) and
+        health (refresh, import, create); what they were computed from becomes the basis."""
+        version, document = live or self.api.document()
+        health = health_now(self.api) if self.provider.vantage_points else None
+        try:
+            state["simulated_answers"] = self.answers_from(document, f"version {version}",
+                                                           state, health)
+        except ConfigError:
+            state["simulated_answers"] = {}  # the name is not in the live document
+        private.keep(Basis(version, health).private())
+        return state
+
+    def planned_answers(self, current: State | None, planned: State) -> Any:
+        if not self.provider.vantage_points:
+            return {}
+        if current is None or current.get("simulated_answers") is None:
+            return Unknown
+        if all(self.same(a.name, current.get(a.name), planned.get(a.name), planned)
+               for a in self.attributes if a.name not in self.computed_only):
+            return current["simulated_answers"]
+        basis = Basis.of(private.incoming())
+        config = {k: v for k, v in planned.items() if k not in self.computed_only}
+        if basis is None or has_unknown(config):
+            return Unknown
+        try:
+            document = document_at(self.api, basis.version)
+            if document is None:
+                return Unknown
+            self.replace(document, current, planned)
+            return self.answers_from(document, f"version {basis.version} with this plan",
+                                     planned, basis.health)
+        except (ConfigError, ProviderError):
+            return Unknown  # the apply says why, if it fails at all
+
     def plan(self, ctx: PlanContext, current: State | None, planned: State) -> State:
+        planned["simulated_answers"] = self.planned_answers(current, planned)
         return planned
+
+    def read(self, ctx: ReadContext, current: State) -> State | None:
+        def work() -> State | None:
+            live = self.api.document()
+            fresh = self.state_of(live[1], current)
+            if fresh is None:
+                return None
+            return self.keep_spelling(current, self.with_answers_now(fresh, live))
+
+        return guarded(ctx.diagnostics, work)
+
+    def import_(self, ctx: ImportContext, id: str) -> State | None:
+        state = super().import_(ctx, id)
+        return None if state is None else guarded(ctx.diagnostics,
+                                                   lambda: self.with_answers_now(state))
+
+    def create(self, ctx: CreateContext, planned: State) -> State | None:
+        state = super().create(ctx, planned)
+        return None if state is None else guarded(ctx.diagnostics,
+                                                  lambda: self.with_answers_now(state))
+
+    def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
+        state = super().update(ctx, current, planned)
+        if state is None:
+            return None
+        if planned.get("simulated_answers") is Unknown:
+            return guarded(ctx.diagnostics, lambda: self.with_answers_now(state))
+        # As planned: Terraform refuses a result that differs from a known plan. The
+        # next refresh computes them again from the live document.
+        state["simulated_answers"] = planned.get("simulated_answers")
+        return state
 
 
 # ---- gtm_region_state ----

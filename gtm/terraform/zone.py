@@ -12,10 +12,9 @@ from tf.schema import Attribute
 from tf.types import Unknown
 from tf.utils import Diagnostics
 
-from gtm.config.document import ZONES, compile_zone_text
 from gtm.errors import ConfigError
 from gtm.terraform.api import Document, ProviderError
-from gtm.terraform.base import EntryResource, State, prune, table
+from gtm.terraform.base import ZONES, EntryResource, State, prune, table
 from gtm.terraform.schema import Nested, Num, ZoneName, has_unknown
 from gtm.terraform.values import same_zone_text, zone_name, zone_records
 
@@ -149,6 +148,8 @@ class ZoneResource(EntryResource):
             return
         attribute = "text" if config.get("text") is not None else "records"
         try:
+            from gtm.config.document import compile_zone_text
+
             compile_zone_text(zone_name(config["name"]), self.text_of(config), "plan")
         except ConfigError as exc:
             diags.add_error(f"invalid {attribute} of zone {config['name']}: {exc.reason}",

@@ -157,3 +157,28 @@ def test_a_followed_balancer_adds_its_own_admin_token() -> None:
     table = {**LB_TABLE, "admin": "127.0.0.1:9900"}
     assert compile_table("eu", table, 3).admin_token is None  # the admin API refuses all
     assert compile_table("eu", table, 3, "host-token").admin_token == "host-token"
+
+
+def test_a_table_with_pools_and_no_listener_yet_is_stored_and_its_balancer_waits() -> None:
+    """Pool first, then the listener that names it (one entry per write, as Terraform
+    makes them): the API takes the table and checks its pools; the region's balancer
+    refuses it until a listener arrives, keeping what it serves."""
+    from regional_lb.follow import compile_table
+
+    pools_only = {"pools": LB_TABLE["pools"]}
+    compiled = compile_document({**example_document(), "lb": {"eu": pools_only}}, "api")
+    assert "eu" in compiled.sections["lb"]
+    assert compiled.document["lb"] == {"eu": pools_only}  # the stand-in is not stored
+    with pytest.raises(ConfigError) as caught:
+        compile_table("eu", pools_only, 4)
+    assert (caught.value.where, caught.value.reason) == (
+        "lb.eu.listeners", "needs at least one [[lb.listeners]]")
+    # Its pools are still checked whole, with their paths.
+    bad = {"pools": [{"name": "web", "backends": ["127.0.0.1:9001"], "retries": 99}]}
+    with pytest.raises(ConfigError) as refused:
+        compile_document({**example_document(), "lb": {"eu": bad}}, "api")
+    assert refused.value.where == "lb.eu.pools[0].retries"
+    for empty in ({}, {"pools": []}, {"listeners": []}):
+        with pytest.raises(ConfigError) as nothing:
+            compile_document({**example_document(), "lb": {"eu": empty}}, "api")
+        assert nothing.value.where == "lb.eu.pools"

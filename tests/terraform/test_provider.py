@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,26 @@ resource "gtm_region_state" "us" {
   reason = "managed by terraform"
 }
 
+# A region's balancers: a table made here, pool first (the listener names it).
+resource "gtm_lb_pool" "web" {
+  region    = "eu-west"
+  name      = "web"
+  backends  = [{ address = "[FD00::1:65]:9001", weight = 2 }, { address = "127.0.1.101:9001" }]
+  algorithm = "least_request"
+  check     = { type = "http", path = "/healthz", interval = 1 }
+}
+
+resource "gtm_lb_listener" "web" {
+  region = "eu-west"
+  name   = "web-8081"
+  bind   = "127.0.1.1:8081"
+  pool   = gtm_lb_pool.web.name
+  routes = [
+    { pool = gtm_lb_pool.web.name, path_prefix = "/api/", limits = { rate = 5, burst = 10 } },
+    { pool = gtm_lb_pool.web.name, header = "X-Canary: 1" },
+  ]
+}
+
 data "gtm_answer" "gb" {
   name          = "www.gslb.example.test."
   client_subnet = "81.2.69.0/24"
@@ -104,7 +126,7 @@ def test_apply_plan_change_drift_import_destroy(
     tf("init", "-no-color")
 
     applied = tf("apply", "-auto-approve", "-no-color")
-    assert "Apply complete! Resources: 6 added" in applied.out, applied.text
+    assert "Apply complete! Resources: 8 added" in applied.out, applied.text
     answers = outputs(tf)
     assert answers["gb"] == ["eu-west"] and answers["gb_addresses"] == ["127.0.1.1"]
     assert answers["gb_scope"] > 0
@@ -116,6 +138,12 @@ def test_apply_plan_change_drift_import_destroy(
     assert {item["author"].split("#")[0] for item in history} == {"terraform"}
     assert any(item["message"] == "terraform: gtm_pool gslb.example.test./web created"
                for item in history)
+    # Backends in the document in one order whatever the set's, spelled as written;
+    # routes in the configuration's order.
+    table = document["lb"]["eu-west"]
+    assert table["pools"][0]["backends"] == ["127.0.1.101:9001",
+                                             {"address": "[FD00::1:65]:9001", "weight": 2}]
+    assert [r.get("path_prefix") for r in table["listeners"][0]["routes"]] == ["/api/", None]
 
     quiet = tf("plan", "-detailed-exitcode", "-no-color")
     assert quiet.code == 0, quiet.text
@@ -137,19 +165,21 @@ def test_apply_plan_change_drift_import_destroy(
         doc["steering"][ZONE]["names"]["www"]["ttl"] = 300
         doc["state"][ZONE]["regions"]["us-east"] = {"health": "down", "headroom": None,
                                                     "reason": "gtm steer"}
+        doc["lb"]["eu-west"]["pools"][0]["backends"].append("127.0.1.102:9001")
 
     plane.edit(move)
     drift = tf("plan", "-detailed-exitcode", "-no-color")
     assert drift.code == 2, drift.text
     assert "300 -> 30" in drift.out and '"down" -> "up"' in drift.out, drift.out
-    assert "2 to change" in drift.out
+    assert '- address = "127.0.1.102:9001" -> null' in drift.out, drift.out
+    assert "3 to change" in drift.out
 
-    # Import every resource type into an empty state: the plan shows no changes.
+    # Import every resource type into an empty state: the plan shows no changes. Import
+    # blocks: one plan imports them all (`terraform import`, one at a time, is the same
+    # ImportResourceState and ReadResource; the token test below uses it).
     tf("apply", "-auto-approve", "-no-color")
     imported = make_terraform(cli_config, tmp_path / "imported", terraform_token)
-    imported.write(config(plane.url, us_weight=7))
-    imported("init", "-no-color")
-    for address, entry in [
+    imports = "".join(f'import {{\n  to = {address}\n  id = "{entry}"\n}}\n' for address, entry in [
         # IDs spelled as the configuration spells the zone (no final dot here)
         ("gtm_zone.gslb", "gslb.example.test"),
         ("gtm_region.eu", "gslb.example.test/eu-west"),
@@ -157,10 +187,14 @@ def test_apply_plan_change_drift_import_destroy(
         ("gtm_pool.web", "gslb.example.test/web"),
         ("gtm_steered_name.www", "gslb.example.test/www"),
         ("gtm_region_state.us", "gslb.example.test/region/us-east"),
-    ]:
-        imported("import", "-no-color", address, entry)
-    after_import = imported("plan", "-detailed-exitcode", "-no-color")
-    assert after_import.code == 0, after_import.text
+        ("gtm_lb_pool.web", "eu-west/web"),
+        ("gtm_lb_listener.web", "eu-west/web-8081"),
+    ])
+    imported.write(config(plane.url, us_weight=7) + imports)
+    imported("init", "-no-color")
+    after_import = imported("plan", "-no-color")
+    assert "Plan: 8 to import, 0 to add, 0 to change, 0 to destroy." in after_import.out, \
+        after_import.text
 
     # Destroy: the configuration is as before, apart from the version number.
     tf("destroy", "-auto-approve", "-no-color")
@@ -206,6 +240,18 @@ resource "gtm_region" "bad" {
   latitude = 91
   longitude = 0
 }
+resource "gtm_lb_pool" "bad" {
+  region   = "eu-west"
+  name     = "bad"
+  backends = [{ address = "127.0.1.101" }]
+}
+resource "gtm_lb_listener" "bad" {
+  region = "eu-west"
+  name   = "bad"
+  bind   = "127.0.1.1:8443"
+  mode   = "tcp"
+  h2c    = true
+}
 ''')
     tf("init", "-no-color")
     version = plane.document()[0]
@@ -214,6 +260,11 @@ resource "gtm_region" "bad" {
     assert "invalid endpoints" in bad.err and "300.1.1.1" in bad.err, bad.err
     assert "invalid latitude: must be from -90 to 90" in bad.err, bad.err
     assert 'resource "gtm_pool" "bad"' in bad.err and "Traceback" not in bad.text
+    # lb entries: checked by the balancer's own compiler, the error on the attribute
+    assert 'invalid backends: needs a port ("HOST:PORT")' in bad.err, bad.err
+    assert "at lb.eu-west.pools[0].backends[0].address" in bad.err
+    assert "invalid h2c: is for plain http listeners" in bad.err
+    assert re.search(r'with gtm_lb_listener\.bad,\n.*\n.*h2c    = true', bad.err), bad.err
     assert plane.document()[0] == version  # nothing was written
 
     tf.write(provider_block("http://127.0.0.1:9") + 'data "gtm_config" "c" {}\n')
@@ -228,10 +279,62 @@ resource "gtm_region" "bad" {
     assert "Traceback" not in refused.text
 
 
+def certificate_pair(directory: Path, name: str) -> tuple[str, str]:
+    """A real self-signed certificate for www.example.test and its key, written as
+    NAME.pem and NAME.key (PEM); returns (chain, key)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.example.test")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=30))
+                   .add_extension(x509.SubjectAlternativeName(
+                       [x509.DNSName("www.example.test")]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    chain = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    (directory / f"{name}.pem").write_text(chain)
+    (directory / f"{name}.key").write_text(key_pem)
+    return chain, key_pem
+
+
+TOKEN_AND_CERTIFICATE = '''
+resource "gtm_token" "ci" {
+  name = "pipeline"
+  role = "viewer"
+}
+resource "gtm_certificate" "www" {
+  name  = "www"
+  chain = file("${path.module}/%(pair)s.pem")
+  key   = file("${path.module}/%(pair)s.key")
+}
+resource "gtm_lb_pool" "p" {
+  region   = "claims"
+  name     = "p"
+  backends = [{ address = "127.0.0.1:9001" }]
+}
+data "gtm_config" "live" {
+  depends_on = [gtm_token.ci]
+}
+output "author" { value = data.gtm_config.live.author }
+'''
+
+
 def test_existing_entry_is_refused_with_import_hint_and_tokens_and_config_data(
         plane: Plane, terraform_token: str, cli_config: tuple[str, Path],
         tmp_path: Path) -> None:
     tf = make_terraform(cli_config, tmp_path / "claims", terraform_token)
+    _chain, key = certificate_pair(tf.workdir, "one")
     text = "".join(f"    {line}\n" for line in ZONE_TEXT.splitlines())
     tf.write(provider_block(plane.url) + f'''
 resource "gtm_zone" "taken" {{
@@ -239,35 +342,41 @@ resource "gtm_zone" "taken" {{
   text = <<-EOT
 {text}  EOT
 }}
-resource "gtm_token" "ci" {{
-  name = "pipeline"
-  role = "viewer"
+# Fine at plan (a pool by that name may be made meanwhile); refused at commit, with its
+# JSON path, which the error turns into the attribute.
+resource "gtm_lb_listener" "l" {{
+  region = "claims"
+  name   = "l"
+  bind   = "127.0.0.1:8081"
+  pool   = gtm_lb_pool.p.name
+  routes = [{{ pool = "nope", path_prefix = "/x/" }}]
 }}
-data "gtm_config" "live" {{
-  depends_on = [gtm_token.ci]
-}}
-output "author" {{ value = data.gtm_config.live.author }}
-''')
+''' + TOKEN_AND_CERTIFICATE % {"pair": "one"})
     tf("init", "-no-color")
     claimed = tf("apply", "-auto-approve", "-no-color", check=False)
     assert claimed.code == 1
     assert "gtm_zone example.test. already exists" in claimed.err, claimed.err
     assert "terraform import gtm_zone.<name> example.test." in claimed.err
+    assert "invalid routes: names no pool (p)" in claimed.err, claimed.err
+    assert "at\nlb.claims.listeners[0].routes[0].pool" in claimed.err or \
+        "at lb.claims.listeners[0].routes[0].pool" in claimed.err, claimed.err
     # the token was made; its secret works once read from state
     state = json.loads(tf("show", "-json").out)
-    token = next(r for r in state["values"]["root_module"]["resources"]
-                 if r["type"] == "gtm_token")["values"]
+    resources = {r["type"]: r["values"] for r in state["values"]["root_module"]["resources"]}
+    token = resources["gtm_token"]
     assert plane.call("GET", "/v1/config", token=token["secret"])["version"] >= 1
-    tf.write(provider_block(plane.url) + '''
-resource "gtm_token" "ci" {
-  name = "pipeline"
-  role = "viewer"
-}
-data "gtm_config" "live" {
-  depends_on = [gtm_token.ci]
-}
-output "author" { value = data.gtm_config.live.author }
-''')
+    # The certificate: the key went to the control plane (sealed) and only its
+    # fingerprint is in state; the leaf's fingerprint is the control plane's.
+    certificate = resources["gtm_certificate"]
+    assert certificate.get("key") is None
+    assert certificate["key_fingerprint"] == hashlib.sha256(key.encode()).hexdigest()
+    stored = plane.call("GET", "/v1/certificates/www")
+    assert certificate["fingerprint"] == stored["fingerprint_sha256"]
+    assert certificate["names"] == ["www.example.test"]
+    assert "PRIVATE KEY" not in (tf.workdir / "terraform.tfstate").read_text()
+    assert "PRIVATE KEY" not in claimed.text
+
+    tf.write(provider_block(plane.url) + TOKEN_AND_CERTIFICATE % {"pair": "one"})
     quiet = tf("plan", "-detailed-exitcode", "-no-color")
     assert quiet.code == 0, quiet.text
     imported = make_terraform(cli_config, tmp_path / "token-import", terraform_token)
@@ -280,6 +389,20 @@ resource "gtm_token" "ci" {
     imported("init", "-no-color")
     imported("import", "-no-color", "gtm_token.ci", token["id"])
     assert imported("plan", "-detailed-exitcode", "-no-color").code == 0
+
+    # A new pair: the plan shows the key's fingerprint change, never the key.
+    _chain, new_key = certificate_pair(tf.workdir, "two")
+    tf.write(provider_block(plane.url) + TOKEN_AND_CERTIFICATE % {"pair": "two"})
+    rotated = tf("apply", "-auto-approve", "-no-color")
+    assert "1 changed" in rotated.out, rotated.text
+    assert f'key_fingerprint = "{certificate["key_fingerprint"]}" -> ' \
+        f'"{hashlib.sha256(new_key.encode()).hexdigest()}"' in rotated.out, rotated.out
+    assert "PRIVATE KEY" not in rotated.text
+    assert plane.call("GET", "/v1/certificates/www")["fingerprint_sha256"] != \
+        certificate["fingerprint"]
+
     tf("destroy", "-auto-approve", "-no-color")
     live = plane.call("GET", "/v1/tokens")["items"]
     assert not any(t["id"] == token["id"] and not t.get("revoked_at") for t in live)
+    assert plane.call("GET", "/v1/certificates")["items"] == []
+    assert "lb" not in plane.document()[1]
