@@ -12,7 +12,7 @@ Kinds of override:
 - ``state``: endpoints' admin state in the document's ``state`` section (force-down);
 - ``ttl``: steered names' TTLs in the ``steering`` section (the ramp-down);
 - ``balancer``: backends drained or removed through a region balancer's admin API;
-- ``lab``: a network fault of `gtm lab`, undone by `gtm drill restore-override`.
+- ``lab``: a network fault of `gtm lab`, undone by a child `python -m gtm.drill.restore`.
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ def check_override(raw: Any) -> dict[str, Any]:
         if expires_at > time.time() + MAX_EXPIRY:
             raise table.fail("expires_at", f"must be within {MAX_EXPIRY:g} s from now")
         keys = {"state": ("zone", "endpoints"), "ttl": ("zone", "names"),
-                "balancer": ("config", "action", "backends"), "lab": ("fault", "args")}[kind]
+                "balancer": ("config", "action", "backends"),
+                "lab": ("fault", "args", "lab")}[kind]
         table.only(("kind", "expires_at", "description", *keys))
         for key in keys:
             table.value(key)
@@ -171,6 +172,14 @@ def check_override(raw: Any) -> dict[str, Any]:
                 reader.text("address", empty=False)
                 reader.text("state", empty=False)
                 reader.integer("weight", low=0, high=1_000_000)
+        if kind == "lab":
+            table.text("fault", empty=False)
+            table.child("args")
+            lab = table.child("lab", ("state_dir", "pid", "start"))
+            if not Path(lab.text("state_dir", empty=False)).is_absolute():
+                raise lab.fail("state_dir", "must be an absolute path")
+            lab.integer("pid", low=1)
+            lab.integer("start", low=0)
         if kind in ("state", "ttl"):
             table.text("zone", empty=False)
             items = table.child(keys[1])
@@ -192,9 +201,14 @@ class DrillService:
         self.store = config.store
         self.api_url = api_url      # for scheduled runs' runner
         self.dns = dns              # the DNS listeners scheduled runs observe (gtm up)
-        self.lock = asyncio.Lock()  # one change of a drill's record at a time
+        # One change of a drill's record at a time; drills apart do not wait on each
+        # other (a restore may take a child process and a lab's answer).
+        self.locks: dict[str, asyncio.Lock] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.children: set[asyncio.subprocess.Process] = set()
+
+    def lock(self, drill_id: str) -> asyncio.Lock:
+        return self.locks.setdefault(drill_id, asyncio.Lock())
 
     # ---- records ----
 
@@ -219,7 +233,7 @@ class DrillService:
                      report: dict[str, Any] | None, who: str) -> DrillRecord:
         if status not in FINAL:
             raise RequestError(400, f"must be one of {', '.join(FINAL)}", "status")
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status in ("aborted", "abandoned") and status != record.status:
                 # An operator's abort (or the expiry) decided first: the runner's report
@@ -238,7 +252,7 @@ class DrillService:
     async def add_override(self, drill_id: str, raw: Any, who: str) -> dict[str, Any]:
         """Record the override (with its expiry) first, then apply the document kinds."""
         override = check_override(raw)
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status != "running" or record.abort_requested:
                 raise RequestError(409, f"drill {drill_id} is {record.status}"
@@ -260,7 +274,7 @@ class DrillService:
     async def restore_all(self, drill_id: str, who: str, why: str,
                           only_expired: bool = False) -> int:
         """Restore a drill's overrides (newest first); how many were restored."""
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             now = time.time()
             done = 0
@@ -314,9 +328,9 @@ class DrillService:
     @staticmethod
     async def _undo_lab(override: dict[str, Any]) -> None:
         """A lab fault is undone by the lab's own code, which the control plane does not
-        import: a child `gtm drill restore-override` does it."""
+        import: a child `python -m gtm.drill.restore` does it."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gtm.cli", "drill", "restore-override", json.dumps(override),
+            sys.executable, "-m", "gtm.drill.restore", json.dumps(override),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, err = await process.communicate()
         if process.returncode != 0:
@@ -324,7 +338,7 @@ class DrillService:
 
     async def request_abort(self, drill_id: str, who: str, reason: str) -> DrillRecord:
         """Flag the drill for its runner and restore everything it set, now."""
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status != "running":
                 raise RequestError(409, f"drill {drill_id} is {record.status}, not running",
@@ -344,7 +358,7 @@ class DrillService:
         results = []
         for record in records:
             if record.status == "running":
-                async with self.lock:
+                async with self.lock(record.id):
                     current = await self.get(record.id)
                     await self.store.put_drill(replace(
                         current, status="aborted", abort_requested=who,
@@ -379,7 +393,12 @@ class DrillService:
 
     async def expire_once(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        for record in await self.store.drills(500, active=True):
+        active = await self.store.drills(500, active=True)
+        ids = {record.id for record in active}
+        for drill_id in [d for d, lock in self.locks.items() if d not in ids
+                         and not lock.locked()]:
+            del self.locks[drill_id]  # drills that ended: their locks go with them
+        for record in active:
             if any(not o.get("restored_at") and o["expires_at"] <= now
                    for o in record.overrides):
                 await self.restore_all(record.id, "control-plane", "expired", only_expired=True)
@@ -388,7 +407,7 @@ class DrillService:
                 await self._abandon(record.id)
 
     async def _abandon(self, drill_id: str) -> None:
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status != "running":
                 return
