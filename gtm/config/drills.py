@@ -346,7 +346,7 @@ class Scheduled:
 
     name: str
     plan: str
-    weekly: tuple[tuple[tuple[int, ...], int], ...]  # (days, minute of day)
+    weekly: tuple[tuple[tuple[int, ...], int], ...]  # (days, second of the day, UTC)
     blocked_dates: tuple[dt.date, ...] = ()
     window: float = 3600.0  # a run not started this long after its time is skipped
     force: bool = False
@@ -370,7 +370,7 @@ def parse_section(raw: Any, source: str, where: str = DRILLS) -> dict[str, Any]:
 def parse_scheduled(name: str, raw: Any, source: str, where: str) -> Scheduled:
     table = Reader(raw, source, f"{where}.{name}",
                    ("plan", "weekly", "blocked_dates", "window", "force"))
-    weekly = tuple((_days(reader), _minutes(reader, "at"))
+    weekly = tuple((_days(reader), _time_of_day(reader, "at"))
                    for reader in table.tables("weekly", ("days", "at")))
     if not weekly:
         raise table.fail("weekly", "must list at least one {days, at}")
@@ -382,17 +382,54 @@ def parse_scheduled(name: str, raw: Any, source: str, where: str) -> Scheduled:
     )
 
 
+def _time_of_day(table: Reader, key: str) -> int:
+    """``HH:MM`` or ``HH:MM:SS`` (UTC): seconds after midnight."""
+    text = table.text(key)
+    parts = text.split(":")
+    if not (len(parts) in (2, 3) and all(len(p) == 2 and p.isascii() and p.isdigit()
+                                          for p in parts)):
+        raise table.fail(key, "must be a time HH:MM or HH:MM:SS (UTC)")
+    hours, minutes, seconds = (int(p) for p in (*parts, "00")[:3])
+    if hours > 23 or minutes > 59 or seconds > 59:
+        raise table.fail(key, "must be a time from 00:00 to 23:59:59 (UTC)")
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def latest_slot(entry: Scheduled, now: dt.datetime) -> dt.datetime | None:
+    """The latest scheduled time (UTC) at or before ``now`` within the entry's window,
+    blocked or not; None when there is none."""
+    for days_back in range(0, 2 + int(entry.window // 86400)):
+        day = (now - dt.timedelta(days=days_back)).date()
+        slots = sorted((second for days, second in entry.weekly if day.weekday() in days),
+                       reverse=True)
+        for second in slots:
+            at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=second)
+            if at <= now:
+                return at if (now - at).total_seconds() <= entry.window else None
+    return None
+
+
+def slot_blocked(entry: Scheduled, slot: dt.datetime) -> str | None:
+    """Why a slot must not run (a blocked date), or None."""
+    if slot.date() in entry.blocked_dates:
+        return f"blocked date {slot.date().isoformat()}"
+    return None
+
+
 def due_slot(entry: Scheduled, now: dt.datetime) -> dt.datetime | None:
     """The scheduled time (UTC) a run is due for at ``now``: the latest slot at or before
     now, within the entry's window, and not on a blocked date. None: nothing is due."""
-    for days_back in (0, 1):
-        day = (now - dt.timedelta(days=days_back)).date()
-        slots = sorted((minute for days, minute in entry.weekly if day.weekday() in days),
-                       reverse=True)
-        for minute in slots:
-            at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(minutes=minute)
-            if at <= now:
-                if (now - at).total_seconds() > entry.window or day in entry.blocked_dates:
-                    return None
+    slot = latest_slot(entry, now)
+    return None if slot is None or slot_blocked(entry, slot) else slot
+
+
+def next_slot(entry: Scheduled, now: dt.datetime) -> dt.datetime:
+    """The first scheduled time (UTC) after ``now`` (blocked or not)."""
+    for days_ahead in range(0, 8):
+        day = (now + dt.timedelta(days=days_ahead)).date()
+        for second in sorted(second for days, second in entry.weekly
+                             if day.weekday() in days):
+            at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=second)
+            if at > now:
                 return at
-    return None
+    raise AssertionError("a weekly schedule has a slot within eight days")

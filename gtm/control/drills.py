@@ -32,7 +32,14 @@ from typing import Any
 import aiohttp
 
 from gtm import log
-from gtm.config.drills import DRILLS, Scheduled, due_slot, parse_scheduled
+from gtm.config.drills import (
+    DRILLS,
+    Scheduled,
+    latest_slot,
+    next_slot,
+    parse_scheduled,
+    slot_blocked,
+)
 from gtm.config_reader import Reader
 from gtm.control.service import ConfigService, Document
 from gtm.control.store import AuditEntry, DrillRecord, hash_secret, new_token
@@ -44,7 +51,8 @@ FINAL = ("succeeded", "failed", "aborted", "refused", "abandoned")
 MAX_OVERRIDES = 64           # per drill: each is a thing the control plane must undo
 MAX_EXPIRY = 2 * 86400.0     # no override may be set to live longer than this
 TICK = 0.5                   # seconds between looks at expiries
-SCHEDULE_TICK = 15.0
+SCHEDULE_TICK = 1.0          # seconds between looks at the schedule (the head only,
+                             # unless it changed), or less until the next slot
 ATTEMPTS = 8                 # document writes retried when another write lands first
 
 
@@ -206,6 +214,8 @@ class DrillService:
         self.locks: dict[str, asyncio.Lock] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.children: set[asyncio.subprocess.Process] = set()
+        self.schedule: tuple[int, dict[str, Scheduled]] = (-1, {})  # version, entries
+        self.slots_seen: set[tuple[str, float]] = set()  # (schedule, slot) started/skipped
 
     def lock(self, drill_id: str) -> asyncio.Lock:
         return self.locks.setdefault(drill_id, asyncio.Lock())
@@ -272,11 +282,12 @@ class DrillService:
         return override
 
     async def restore_all(self, drill_id: str, who: str, why: str,
-                          only_expired: bool = False) -> int:
-        """Restore a drill's overrides (newest first); how many were restored."""
+                          only_expired: bool = False, now: float | None = None) -> int:
+        """Restore a drill's overrides (newest first; ``only_expired``: those expired at
+        ``now``); how many were restored."""
         async with self.lock(drill_id):
             record = await self.get(drill_id)
-            now = time.time()
+            now = time.time() if now is None else now
             done = 0
             overrides = [dict(o) for o in record.overrides]
             for override in reversed(overrides):
@@ -401,7 +412,8 @@ class DrillService:
         for record in active:
             if any(not o.get("restored_at") and o["expires_at"] <= now
                    for o in record.overrides):
-                await self.restore_all(record.id, "control-plane", "expired", only_expired=True)
+                await self.restore_all(record.id, "control-plane", "expired",
+                                       only_expired=True, now=now)
             if record.status == "running" and record.overrides and \
                     all(o["expires_at"] <= now for o in record.overrides):
                 await self._abandon(record.id)
@@ -420,23 +432,55 @@ class DrillService:
 
     async def _schedule_loop(self) -> None:
         while True:
+            now = dt.datetime.now(dt.UTC)
             try:
-                await self.schedule_once(dt.datetime.now(dt.UTC))
+                await self.schedule_once(now)
             except Exception:
                 log.control.exception("drill schedule check failed")
-            await asyncio.sleep(SCHEDULE_TICK)
+            await asyncio.sleep(self._until_next_look(now))
+
+    def _until_next_look(self, now: dt.datetime) -> float:
+        """A tick, or less when a slot comes sooner: a run starts at its time."""
+        wait = SCHEDULE_TICK
+        for entry in self.schedule[1].values():
+            wait = min(wait, (next_slot(entry, now) - now).total_seconds())
+        return max(0.05, wait)
+
+    async def _entries(self) -> dict[str, Scheduled]:
+        """The schedule of the live version (parsed again only when the head moved)."""
+        head = await self.store.head()
+        if head != self.schedule[0]:
+            section = (await self.config.document_at(head)).get(DRILLS, {}) if head else {}
+            entries = {name: parse_scheduled(name, raw, f"version {head}",
+                                             f"{DRILLS}.schedule")
+                       for name, raw in (section.get("schedule") or {}).items()}
+            self.schedule = (head, entries)
+        return self.schedule[1]
 
     async def schedule_once(self, now: dt.datetime) -> list[str]:
-        """Start the practice runs that are due; the names of those started."""
-        head = await self.store.head()
-        section = (await self.config.document_at(head)).get(DRILLS, {}) if head else {}
+        """Start the practice runs that are due; the names of those started. A slot on a
+        blocked date is skipped, audited once (``drill.skipped``)."""
         started = []
-        for name, raw in (section.get("schedule") or {}).items():
-            entry = parse_scheduled(name, raw, f"version {head}", f"{DRILLS}.schedule")
-            slot = due_slot(entry, now)
-            if slot is None or await self._ran_since(entry, slot.timestamp()):
+        for name, entry in (await self._entries()).items():
+            slot = latest_slot(entry, now)
+            if slot is None or (name, slot.timestamp()) in self.slots_seen:
                 continue
-            await self._start_scheduled(entry)
+            blocked = slot_blocked(entry, slot)
+            if blocked is not None:
+                self.slots_seen.add((name, slot.timestamp()))
+                log.control.info("scheduled drill %s at %s skipped: %s", name,
+                                 slot.isoformat(), blocked)
+                await self.store.add_audit(AuditEntry(
+                    "control-plane", "drill.skipped", f"schedule {name}", "blocked",
+                    {"plan": entry.plan, "slot": slot.isoformat(), "reason": blocked}))
+                continue
+            if await self._ran_since(entry, slot.timestamp()):
+                self.slots_seen.add((name, slot.timestamp()))
+                continue
+            # Marked before the child starts: it records its drill a moment later, and
+            # the next look must not start the slot again meanwhile.
+            self.slots_seen.add((name, slot.timestamp()))
+            await self._start_scheduled(entry, slot)
             started.append(name)
         return started
 
@@ -444,11 +488,14 @@ class DrillService:
         return any(r.name == entry.plan and r.created_at >= since
                    for r in await self.store.drills(200))
 
-    async def _start_scheduled(self, entry: Scheduled) -> None:
+    async def _start_scheduled(self, entry: Scheduled, slot: dt.datetime) -> None:
         """A practice run in a child `gtm drill run`, with a token of its own (revoked
         when it ends) passed in its environment, never on its command line."""
         record, secret = new_token(f"drill-schedule-{entry.name}", "editor", "control-plane")
         await self.store.add_token(record, hash_secret(secret))
+        await self.store.add_audit(AuditEntry(
+            "control-plane", "drill.scheduled", f"schedule {entry.name}", "started",
+            {"plan": entry.plan, "slot": slot.isoformat(), "token": record.id}))
         command = [sys.executable, "-m", "gtm.cli", "drill", "run", "--stored", entry.plan,
                    "--scheduled", entry.name, "--api", self.api_url]
         for address in self.dns:
@@ -464,7 +511,9 @@ class DrillService:
         task.add_done_callback(lambda _t: None)
 
     async def _reap(self, child: asyncio.subprocess.Process, token_id: str) -> None:
-        await child.wait()
+        code = await child.wait()
+        log.control.info("scheduled drill run (PID %s) ended with exit code %s", child.pid,
+                         code)
         self.children.discard(child)
         await self.store.revoke_token(token_id)
 

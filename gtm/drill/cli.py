@@ -85,7 +85,7 @@ def add_commands(commands: Any, client_options: ClientOptions) -> None:
         "schedule", help="recurring practice runs, started by the control-plane process"))
     schedule.add_argument("name")
     schedule.add_argument("--plan", help="the stored plan to run")
-    schedule.add_argument("--weekly", action="append", metavar="DAYS@HH:MM",
+    schedule.add_argument("--weekly", action="append", metavar="DAYS@HH:MM[:SS]",
                           help="e.g. tue,thu@10:00 (UTC; repeatable)")
     schedule.add_argument("--blocked-date", action="append", default=[], metavar="YYYY-MM-DD")
     schedule.add_argument("--window", type=float, default=3600.0,
