@@ -395,3 +395,9 @@ def test_schedule_starts_a_run_at_its_slot_and_a_blocked_date_prevents_it(up: Up
     finally:
         for name in ("weekly-practice", "weekly-blocked"):
             gtm(up, "drill", "schedule", name, "--remove")
+
+
+def test_gtm_up_says_how_to_drill_it(up: Up) -> None:
+    log = up.server.log()  # the example plans, with this gtm up's API and DNS listener
+    assert f"eu-west-force-down.toml --api {up.api} --dns 127.0.0.1:{up.dns_port}" in log
+    assert "gtm lab up, then gtm drill run" in log and "lab-cut-link.toml --lab" in log
