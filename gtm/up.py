@@ -113,6 +113,7 @@ async def _main(settings: UpSettings) -> None:
         stoppers.append(("the zone directory watcher", await _watch(sync, dns.watch_interval)))
         _announce(settings, sockets.udp, embedded)
         announce_metrics(embedded.plane.url, listener, urls)
+        announce_drills(embedded.plane.url, dns.listen)
         received = await wait_for_stop(on_reload=lambda: sync.run_once(force=True))
         log.cli.info("%s received: shutting down", received)
     finally:
@@ -367,6 +368,13 @@ def balancer_metrics_urls(handle: Any) -> list[str]:
     if handle.metrics_server is not None:
         urls.append(f"{handle.metrics_server.url} (region {config.region}, no token)")
     return urls
+
+
+def announce_drills(api_url: str, listen: Any) -> None:
+    from gtm.drill.hints import up_hints
+
+    for line in up_hints(api_url, str(listen[0]) if listen else "127.0.0.1:6053"):
+        log.cli.info("%s", line)
 
 
 def announce_metrics(api_url: str, listener: str | None, others: list[str]) -> None:

@@ -33,6 +33,10 @@ FAULTS = LOCAL_FAULTS + LAB_FAULTS
 # Faults set by an operator's action (answers move when the control plane says so);
 # the others are noticed by health checks first.
 OPERATOR_FAULTS = ("drain", "force_down")
+# What a fault should do to the target region's answers: ``move`` away and back, or
+# ``stay`` (a GTM node stopped: the other nodes answer as before).
+EXPECT = ("move", "stay")
+STAYING_FAULTS = ("stop_node",)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_DURATION = 3600.0  # a drill's fault: at most an hour
 MAX_VANTAGE = 32
@@ -44,10 +48,13 @@ PLAN_KEYS = ("name", "description", "zone", "target", "fault", "observe", "ramp"
 
 @dataclass(frozen=True)
 class Vantage:
-    """A client population: resolves with this ECS subnet (a resolver in that country)."""
+    """A client population: resolves with this ECS subnet (a resolver in that country),
+    or from inside one of the lab's client namespaces (``lab``: its own address is the
+    resolver's, as the authoritative servers see it), or both."""
 
     name: str
-    subnet: str
+    subnet: str | None
+    lab: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class Fault:
     latency_ms: float = 0.0
     loss: float = 0.0                # 0..1
     node: str | None = None          # stop_node
+    expect: str = "move"             # what answers should do: "move" or "stay"
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ def parse_plan(raw: Any, source: str, where: str = "") -> Plan:
         zone=zone,
         region=target.text("region", empty=False),
         fault=_fault(top.child("fault", ("type", "duration", "balancer", "pool", "nodes",
-                                         "latency_ms", "loss", "node"))),
+                                         "latency_ms", "loss", "node", "expect"))),
         observe=_observe(top.child("observe", ("names", "vantage", "dns", "interval", "port",
                                                "path", "timeout"))),
         ramp=_ramp(top.optional_child("ramp", ("ttl", "steps", "step_wait"))),
@@ -175,9 +183,12 @@ def _fault(table: Reader) -> Fault:
         latency_ms=table.number("latency_ms", 0.0, low=0, high=60000, what="milliseconds"),
         loss=table.number("loss", 0.0, low=0, high=1, what="a share"),
         node=table.text("node", None, empty=False),
+        expect=table.choice("expect", EXPECT,
+                            "stay" if kind in STAYING_FAULTS else "move"),
     )
-    needs = {"drain": "balancer", "stop_backends": "balancer", "partition": "nodes",
-             "latency": "latency_ms", "loss": "loss", "stop_node": "node"}
+    # stop_backends without a balancer file: the lab stops the region's backends.
+    needs = {"drain": "balancer", "partition": "nodes", "latency": "latency_ms",
+             "loss": "loss", "stop_node": "node"}
     key = needs.get(kind)
     if key is not None and not table.value(key, None):
         raise table.fail(key, f"is required for a {kind} fault")
@@ -189,7 +200,7 @@ def _observe(table: Reader) -> Observe:
     if not names or len(names) > MAX_NAMES:
         raise table.fail("names", f"must list 1 to {MAX_NAMES} names to observe")
     vantage = tuple(_vantage(reader) for reader in table.tables("vantage",
-                                                                 ("name", "subnet")))
+                                                                 ("name", "subnet", "lab")))
     if not vantage or len(vantage) > MAX_VANTAGE:
         raise table.fail("vantage", f"must list 1 to {MAX_VANTAGE} vantage points")
     if len({v.name for v in vantage}) != len(vantage):
@@ -218,8 +229,14 @@ def _domain(place: Place, value: Any) -> str:
 
 def _vantage(table: Reader) -> Vantage:
     name = _name(table, "name")
+    lab = _name(table, "lab") if "lab" in table else None
+    if "subnet" not in table:
+        if lab is None:
+            raise table.fail("subnet", "is required (an ECS subnet), unless lab names one "
+                             "of the lab's vantage points")
+        return Vantage(name, None, lab)
     network = table.at("subnet").network(table.value("subnet"))
-    return Vantage(name, str(network))
+    return Vantage(name, str(network), lab)
 
 
 def _ramp(table: Reader | None) -> Ramp | None:
@@ -329,7 +346,7 @@ class Scheduled:
 
     name: str
     plan: str
-    weekly: tuple[tuple[tuple[int, ...], int], ...]  # (days, minute of day)
+    weekly: tuple[tuple[tuple[int, ...], int], ...]  # (days, second of the day, UTC)
     blocked_dates: tuple[dt.date, ...] = ()
     window: float = 3600.0  # a run not started this long after its time is skipped
     force: bool = False
@@ -353,7 +370,7 @@ def parse_section(raw: Any, source: str, where: str = DRILLS) -> dict[str, Any]:
 def parse_scheduled(name: str, raw: Any, source: str, where: str) -> Scheduled:
     table = Reader(raw, source, f"{where}.{name}",
                    ("plan", "weekly", "blocked_dates", "window", "force"))
-    weekly = tuple((_days(reader), _minutes(reader, "at"))
+    weekly = tuple((_days(reader), _time_of_day(reader, "at"))
                    for reader in table.tables("weekly", ("days", "at")))
     if not weekly:
         raise table.fail("weekly", "must list at least one {days, at}")
@@ -365,17 +382,54 @@ def parse_scheduled(name: str, raw: Any, source: str, where: str) -> Scheduled:
     )
 
 
+def _time_of_day(table: Reader, key: str) -> int:
+    """``HH:MM`` or ``HH:MM:SS`` (UTC): seconds after midnight."""
+    text = table.text(key)
+    parts = text.split(":")
+    if not (len(parts) in (2, 3) and all(len(p) == 2 and p.isascii() and p.isdigit()
+                                          for p in parts)):
+        raise table.fail(key, "must be a time HH:MM or HH:MM:SS (UTC)")
+    hours, minutes, seconds = (int(p) for p in (*parts, "00")[:3])
+    if hours > 23 or minutes > 59 or seconds > 59:
+        raise table.fail(key, "must be a time from 00:00 to 23:59:59 (UTC)")
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def latest_slot(entry: Scheduled, now: dt.datetime) -> dt.datetime | None:
+    """The latest scheduled time (UTC) at or before ``now`` within the entry's window,
+    blocked or not; None when there is none."""
+    for days_back in range(0, 2 + int(entry.window // 86400)):
+        day = (now - dt.timedelta(days=days_back)).date()
+        slots = sorted((second for days, second in entry.weekly if day.weekday() in days),
+                       reverse=True)
+        for second in slots:
+            at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=second)
+            if at <= now:
+                return at if (now - at).total_seconds() <= entry.window else None
+    return None
+
+
+def slot_blocked(entry: Scheduled, slot: dt.datetime) -> str | None:
+    """Why a slot must not run (a blocked date), or None."""
+    if slot.date() in entry.blocked_dates:
+        return f"blocked date {slot.date().isoformat()}"
+    return None
+
+
 def due_slot(entry: Scheduled, now: dt.datetime) -> dt.datetime | None:
     """The scheduled time (UTC) a run is due for at ``now``: the latest slot at or before
     now, within the entry's window, and not on a blocked date. None: nothing is due."""
-    for days_back in (0, 1):
-        day = (now - dt.timedelta(days=days_back)).date()
-        slots = sorted((minute for days, minute in entry.weekly if day.weekday() in days),
-                       reverse=True)
-        for minute in slots:
-            at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(minutes=minute)
-            if at <= now:
-                if (now - at).total_seconds() > entry.window or day in entry.blocked_dates:
-                    return None
+    slot = latest_slot(entry, now)
+    return None if slot is None or slot_blocked(entry, slot) else slot
+
+
+def next_slot(entry: Scheduled, now: dt.datetime) -> dt.datetime:
+    """The first scheduled time (UTC) after ``now`` (blocked or not)."""
+    for days_ahead in range(0, 8):
+        day = (now + dt.timedelta(days=days_ahead)).date()
+        for second in sorted(second for days, second in entry.weekly
+                             if day.weekday() in days):
+            at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=second)
+            if at > now:
                 return at
-    return None
+    raise AssertionError("a weekly schedule has a slot within eight days")

@@ -12,7 +12,7 @@ Kinds of override:
 - ``state``: endpoints' admin state in the document's ``state`` section (force-down);
 - ``ttl``: steered names' TTLs in the ``steering`` section (the ramp-down);
 - ``balancer``: backends drained or removed through a region balancer's admin API;
-- ``lab``: a network fault of `gtm lab`, undone by `gtm drill restore-override`.
+- ``lab``: a network fault of `gtm lab`, undone by a child `python -m gtm.drill.restore`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ from typing import Any
 import aiohttp
 
 from gtm import log
-from gtm.config.drills import DRILLS, Scheduled, due_slot, parse_scheduled
+from gtm.config.drills import (
+    DRILLS,
+    Scheduled,
+    latest_slot,
+    next_slot,
+    parse_scheduled,
+    slot_blocked,
+)
 from gtm.config_reader import Reader
 from gtm.control.service import ConfigService, Document
 from gtm.control.store import AuditEntry, DrillRecord, hash_secret, new_token
@@ -44,7 +51,8 @@ FINAL = ("succeeded", "failed", "aborted", "refused", "abandoned")
 MAX_OVERRIDES = 64           # per drill: each is a thing the control plane must undo
 MAX_EXPIRY = 2 * 86400.0     # no override may be set to live longer than this
 TICK = 0.5                   # seconds between looks at expiries
-SCHEDULE_TICK = 15.0
+SCHEDULE_TICK = 1.0          # seconds between looks at the schedule (the head only,
+                             # unless it changed), or less until the next slot
 ATTEMPTS = 8                 # document writes retried when another write lands first
 
 
@@ -157,7 +165,8 @@ def check_override(raw: Any) -> dict[str, Any]:
         if expires_at > time.time() + MAX_EXPIRY:
             raise table.fail("expires_at", f"must be within {MAX_EXPIRY:g} s from now")
         keys = {"state": ("zone", "endpoints"), "ttl": ("zone", "names"),
-                "balancer": ("config", "action", "backends"), "lab": ("fault", "args")}[kind]
+                "balancer": ("config", "action", "backends"),
+                "lab": ("fault", "args", "lab")}[kind]
         table.only(("kind", "expires_at", "description", *keys))
         for key in keys:
             table.value(key)
@@ -171,6 +180,14 @@ def check_override(raw: Any) -> dict[str, Any]:
                 reader.text("address", empty=False)
                 reader.text("state", empty=False)
                 reader.integer("weight", low=0, high=1_000_000)
+        if kind == "lab":
+            table.text("fault", empty=False)
+            table.child("args")
+            lab = table.child("lab", ("state_dir", "pid", "start"))
+            if not Path(lab.text("state_dir", empty=False)).is_absolute():
+                raise lab.fail("state_dir", "must be an absolute path")
+            lab.integer("pid", low=1)
+            lab.integer("start", low=0)
         if kind in ("state", "ttl"):
             table.text("zone", empty=False)
             items = table.child(keys[1])
@@ -192,9 +209,16 @@ class DrillService:
         self.store = config.store
         self.api_url = api_url      # for scheduled runs' runner
         self.dns = dns              # the DNS listeners scheduled runs observe (gtm up)
-        self.lock = asyncio.Lock()  # one change of a drill's record at a time
+        # One change of a drill's record at a time; drills apart do not wait on each
+        # other (a restore may take a child process and a lab's answer).
+        self.locks: dict[str, asyncio.Lock] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.children: set[asyncio.subprocess.Process] = set()
+        self.schedule: tuple[int, dict[str, Scheduled]] = (-1, {})  # version, entries
+        self.slots_seen: set[tuple[str, float]] = set()  # (schedule, slot) started/skipped
+
+    def lock(self, drill_id: str) -> asyncio.Lock:
+        return self.locks.setdefault(drill_id, asyncio.Lock())
 
     # ---- records ----
 
@@ -219,7 +243,7 @@ class DrillService:
                      report: dict[str, Any] | None, who: str) -> DrillRecord:
         if status not in FINAL:
             raise RequestError(400, f"must be one of {', '.join(FINAL)}", "status")
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status in ("aborted", "abandoned") and status != record.status:
                 # An operator's abort (or the expiry) decided first: the runner's report
@@ -238,7 +262,7 @@ class DrillService:
     async def add_override(self, drill_id: str, raw: Any, who: str) -> dict[str, Any]:
         """Record the override (with its expiry) first, then apply the document kinds."""
         override = check_override(raw)
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status != "running" or record.abort_requested:
                 raise RequestError(409, f"drill {drill_id} is {record.status}"
@@ -258,11 +282,12 @@ class DrillService:
         return override
 
     async def restore_all(self, drill_id: str, who: str, why: str,
-                          only_expired: bool = False) -> int:
-        """Restore a drill's overrides (newest first); how many were restored."""
-        async with self.lock:
+                          only_expired: bool = False, now: float | None = None) -> int:
+        """Restore a drill's overrides (newest first; ``only_expired``: those expired at
+        ``now``); how many were restored."""
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
-            now = time.time()
+            now = time.time() if now is None else now
             done = 0
             overrides = [dict(o) for o in record.overrides]
             for override in reversed(overrides):
@@ -314,9 +339,9 @@ class DrillService:
     @staticmethod
     async def _undo_lab(override: dict[str, Any]) -> None:
         """A lab fault is undone by the lab's own code, which the control plane does not
-        import: a child `gtm drill restore-override` does it."""
+        import: a child `python -m gtm.drill.restore` does it."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gtm.cli", "drill", "restore-override", json.dumps(override),
+            sys.executable, "-m", "gtm.drill.restore", json.dumps(override),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, err = await process.communicate()
         if process.returncode != 0:
@@ -324,7 +349,7 @@ class DrillService:
 
     async def request_abort(self, drill_id: str, who: str, reason: str) -> DrillRecord:
         """Flag the drill for its runner and restore everything it set, now."""
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status != "running":
                 raise RequestError(409, f"drill {drill_id} is {record.status}, not running",
@@ -344,7 +369,7 @@ class DrillService:
         results = []
         for record in records:
             if record.status == "running":
-                async with self.lock:
+                async with self.lock(record.id):
                     current = await self.get(record.id)
                     await self.store.put_drill(replace(
                         current, status="aborted", abort_requested=who,
@@ -379,16 +404,22 @@ class DrillService:
 
     async def expire_once(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        for record in await self.store.drills(500, active=True):
+        active = await self.store.drills(500, active=True)
+        ids = {record.id for record in active}
+        for drill_id in [d for d, lock in self.locks.items() if d not in ids
+                         and not lock.locked()]:
+            del self.locks[drill_id]  # drills that ended: their locks go with them
+        for record in active:
             if any(not o.get("restored_at") and o["expires_at"] <= now
                    for o in record.overrides):
-                await self.restore_all(record.id, "control-plane", "expired", only_expired=True)
+                await self.restore_all(record.id, "control-plane", "expired",
+                                       only_expired=True, now=now)
             if record.status == "running" and record.overrides and \
                     all(o["expires_at"] <= now for o in record.overrides):
                 await self._abandon(record.id)
 
     async def _abandon(self, drill_id: str) -> None:
-        async with self.lock:
+        async with self.lock(drill_id):
             record = await self.get(drill_id)
             if record.status != "running":
                 return
@@ -401,23 +432,55 @@ class DrillService:
 
     async def _schedule_loop(self) -> None:
         while True:
+            now = dt.datetime.now(dt.UTC)
             try:
-                await self.schedule_once(dt.datetime.now(dt.UTC))
+                await self.schedule_once(now)
             except Exception:
                 log.control.exception("drill schedule check failed")
-            await asyncio.sleep(SCHEDULE_TICK)
+            await asyncio.sleep(self._until_next_look(now))
+
+    def _until_next_look(self, now: dt.datetime) -> float:
+        """A tick, or less when a slot comes sooner: a run starts at its time."""
+        wait = SCHEDULE_TICK
+        for entry in self.schedule[1].values():
+            wait = min(wait, (next_slot(entry, now) - now).total_seconds())
+        return max(0.05, wait)
+
+    async def _entries(self) -> dict[str, Scheduled]:
+        """The schedule of the live version (parsed again only when the head moved)."""
+        head = await self.store.head()
+        if head != self.schedule[0]:
+            section = (await self.config.document_at(head)).get(DRILLS, {}) if head else {}
+            entries = {name: parse_scheduled(name, raw, f"version {head}",
+                                             f"{DRILLS}.schedule")
+                       for name, raw in (section.get("schedule") or {}).items()}
+            self.schedule = (head, entries)
+        return self.schedule[1]
 
     async def schedule_once(self, now: dt.datetime) -> list[str]:
-        """Start the practice runs that are due; the names of those started."""
-        head = await self.store.head()
-        section = (await self.config.document_at(head)).get(DRILLS, {}) if head else {}
+        """Start the practice runs that are due; the names of those started. A slot on a
+        blocked date is skipped, audited once (``drill.skipped``)."""
         started = []
-        for name, raw in (section.get("schedule") or {}).items():
-            entry = parse_scheduled(name, raw, f"version {head}", f"{DRILLS}.schedule")
-            slot = due_slot(entry, now)
-            if slot is None or await self._ran_since(entry, slot.timestamp()):
+        for name, entry in (await self._entries()).items():
+            slot = latest_slot(entry, now)
+            if slot is None or (name, slot.timestamp()) in self.slots_seen:
                 continue
-            await self._start_scheduled(entry)
+            blocked = slot_blocked(entry, slot)
+            if blocked is not None:
+                self.slots_seen.add((name, slot.timestamp()))
+                log.control.info("scheduled drill %s at %s skipped: %s", name,
+                                 slot.isoformat(), blocked)
+                await self.store.add_audit(AuditEntry(
+                    "control-plane", "drill.skipped", f"schedule {name}", "blocked",
+                    {"plan": entry.plan, "slot": slot.isoformat(), "reason": blocked}))
+                continue
+            if await self._ran_since(entry, slot.timestamp()):
+                self.slots_seen.add((name, slot.timestamp()))
+                continue
+            # Marked before the child starts: it records its drill a moment later, and
+            # the next look must not start the slot again meanwhile.
+            self.slots_seen.add((name, slot.timestamp()))
+            await self._start_scheduled(entry, slot)
             started.append(name)
         return started
 
@@ -425,11 +488,14 @@ class DrillService:
         return any(r.name == entry.plan and r.created_at >= since
                    for r in await self.store.drills(200))
 
-    async def _start_scheduled(self, entry: Scheduled) -> None:
+    async def _start_scheduled(self, entry: Scheduled, slot: dt.datetime) -> None:
         """A practice run in a child `gtm drill run`, with a token of its own (revoked
         when it ends) passed in its environment, never on its command line."""
         record, secret = new_token(f"drill-schedule-{entry.name}", "editor", "control-plane")
         await self.store.add_token(record, hash_secret(secret))
+        await self.store.add_audit(AuditEntry(
+            "control-plane", "drill.scheduled", f"schedule {entry.name}", "started",
+            {"plan": entry.plan, "slot": slot.isoformat(), "token": record.id}))
         command = [sys.executable, "-m", "gtm.cli", "drill", "run", "--stored", entry.plan,
                    "--scheduled", entry.name, "--api", self.api_url]
         for address in self.dns:
@@ -445,7 +511,9 @@ class DrillService:
         task.add_done_callback(lambda _t: None)
 
     async def _reap(self, child: asyncio.subprocess.Process, token_id: str) -> None:
-        await child.wait()
+        code = await child.wait()
+        log.control.info("scheduled drill run (PID %s) ended with exit code %s", child.pid,
+                         code)
         self.children.discard(child)
         await self.store.revoke_token(token_id)
 

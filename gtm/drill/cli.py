@@ -2,6 +2,7 @@
 
     gtm drill check PLAN                       validate a plan (errors name the key path)
     gtm drill run PLAN [--dns H:P] [--force --reason TEXT] [--json] [--html FILE]
+    gtm drill run PLAN --lab [STATE_DIR]       in the network lab (`gtm lab up`, root)
     gtm drill run --stored NAME                a plan kept in the control plane
     gtm drill report ID [--json] [--html FILE]
     gtm drill list | abort ID | recover [ID]
@@ -18,13 +19,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gtm.config.drills import DRILLS, parse_plan, parse_scheduled
 from gtm.config_reader import Listen, parse_listen, read_json_file
 from gtm.control.client import Client
 from gtm.errors import ConfigError
 from gtm.toml_input import read_toml
+
+if TYPE_CHECKING:
+    from gtm.lab.faults import LabControl
 
 REFUSED_EXIT = 3
 OUTCOME_EXIT = {"succeeded": 0, "failed": 1, "aborted": 1, "abandoned": 1, "refused": 3}
@@ -45,23 +49,30 @@ def add_commands(commands: Any, client_options: ClientOptions) -> None:
     run.add_argument("--force", action="store_true",
                      help="start although safety rules refuse (needs --reason; audited)")
     run.add_argument("--reason", default="", help="why --force is used")
+    _lab_option(run, "drill in the network lab (`gtm lab up`; its state directory, "
+                "default /run/gtmlab): its control API and token, its DNS nodes, vantage "
+                "points observing from inside its client namespaces, and its faults (root)")
     run.add_argument("--scheduled", help=argparse.SUPPRESS)
     _output_options(run)
     run.set_defaults(handler=cmd_run)
     report = client_options(sub.add_parser("report", help="a drill's report"))
     report.add_argument("id")
     _output_options(report)
+    _lab_option(report)
     report.set_defaults(handler=cmd_report)
     listing = client_options(sub.add_parser("list", help="drills, newest first"))
     listing.add_argument("--active", action="store_true")
+    _lab_option(listing)
     listing.set_defaults(handler=cmd_list)
     abort = client_options(sub.add_parser("abort", help="abort a running drill (restores now)"))
     abort.add_argument("id")
     abort.add_argument("--reason", default="operator abort")
+    _lab_option(abort)
     abort.set_defaults(handler=cmd_abort)
     recover = client_options(sub.add_parser(
         "recover", help="restore every override of active drills now (or of one)"))
     recover.add_argument("id", nargs="?")
+    _lab_option(recover)
     recover.set_defaults(handler=cmd_recover)
     plans = sub.add_parser("plans", help="plans kept in the control plane")
     plans_sub = plans.add_subparsers(dest="plans_command", required=True)
@@ -74,7 +85,7 @@ def add_commands(commands: Any, client_options: ClientOptions) -> None:
         "schedule", help="recurring practice runs, started by the control-plane process"))
     schedule.add_argument("name")
     schedule.add_argument("--plan", help="the stored plan to run")
-    schedule.add_argument("--weekly", action="append", metavar="DAYS@HH:MM",
+    schedule.add_argument("--weekly", action="append", metavar="DAYS@HH:MM[:SS]",
                           help="e.g. tue,thu@10:00 (UTC; repeatable)")
     schedule.add_argument("--blocked-date", action="append", default=[], metavar="YYYY-MM-DD")
     schedule.add_argument("--window", type=float, default=3600.0,
@@ -92,9 +103,27 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
                         help="write the report as a self-contained HTML page")
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _lab_option(parser: argparse.ArgumentParser,
+                help_text: str = "the network lab's control plane (`gtm lab up`; its state "
+                "directory, default /run/gtmlab), instead of --api and --token") -> None:
+    parser.add_argument("--lab", nargs="?", const="", default=None, metavar="STATE_DIR",
+                        help=help_text)
+
+
+def _lab(args: argparse.Namespace) -> LabControl | None:
+    if getattr(args, "lab", None) is None:
+        return None
+    from gtm.lab.faults import LabControl
+
+    return LabControl.connect(Path(args.lab) if args.lab else None)
+
+
+def _client(args: argparse.Namespace, lab: LabControl | None = None) -> Client:
     from gtm.control import cli as control_cli
 
+    lab = lab or _lab(args)
+    if lab is not None:  # its API, relayed to this host's 127.0.0.1, and its token
+        return Client(lab.description.api_url, lab.description.token)
     return control_cli.client(args)
 
 
@@ -129,14 +158,15 @@ def _load_for_run(args: argparse.Namespace, api: Client) -> tuple[dict[str, Any]
 def cmd_run(args: argparse.Namespace) -> int:
     from gtm.drill.runner import DrillRefused, Runner, RunOptions
 
-    api = _client(args)
+    lab = _lab(args)
+    api = _client(args, lab)
     raw, source, plan_dir = _load_for_run(args, api)
     plan = parse_plan(raw, source)
     dns: tuple[Listen, ...] = tuple(parse_listen(text, 53) for text in args.dns or ())
     if args.force and not args.reason:
         raise ConfigError("--force needs --reason (it is audited)", "command line", "--reason")
     options = RunOptions(dns, args.force, args.reason, plan_dir, args.scheduled,
-                         say=lambda line: print(line, file=sys.stderr, flush=True))
+                         say=lambda line: print(line, file=sys.stderr, flush=True), lab=lab)
     try:
         report = asyncio.run(Runner(plan, raw, api, options).run())
     except DrillRefused as exc:
@@ -267,7 +297,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_restore_override(args: argparse.Namespace) -> int:
-    from gtm.drill.faults import restore_lab_override
+    from gtm.drill.restore import restore_lab_override
 
-    restore_lab_override(json.loads(args.override))
+    print(restore_lab_override(json.loads(args.override)))
     return 0

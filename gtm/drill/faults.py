@@ -9,24 +9,24 @@ recover`), so there is one way back.
 Faults of a plain `gtm up`: ``drain`` and ``stop_backends`` (the region balancer's
 admin API: drain, or remove, every backend), ``force_down`` (the endpoints' admin state
 in the control plane's ``state`` section). The lab's faults (``cut_link``,
-``partition``, ``latency``, ``loss``, ``stop_node``) are thin adapters over
-``gtm.lab.faults``, imported only when such a fault is used.
+``partition``, ``latency``, ``loss``, ``stop_node``, and ``stop_backends`` without a
+balancer file: the region's backend processes stopped) go through the lab's own
+contract, ``gtm.lab.faults.LabControl.inject`` / ``undo``; the control plane undoes
+them at expiry with a child `python -m gtm.drill.restore` (gtm.drill.restore).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from gtm.config.drills import Plan
+from gtm.config.drills import LAB_FAULTS, Plan
 from gtm.control.client import Client
 from gtm.control.drills import BalancerAdmin, balancer_access
 from gtm.errors import GtmError
-
-LAB_MODULE = "gtm.lab.faults"
+from gtm.lab.faults import LabControl
 
 
 class Fault(Protocol):
@@ -144,67 +144,56 @@ class BalancerFault:
 
 
 class LabFault:
-    """A fault of the network lab (`gtm lab up`). Contract with ``gtm.lab.faults``: the
-    named function injects (``cut_link(region)``, ``partition(region, nodes)``,
-    ``set_latency(region, ms)``, ``set_loss(region, share)``, ``stop_node(node)``) and
-    ``restore(fault, **args)`` undoes one (also what the control plane's child runs
-    at expiry)."""
+    """A fault of the network lab (`gtm lab up`), through its contract: the override is
+    recorded with the lab's identity first, then ``LabControl.inject``; the way back
+    is the control plane's restore (the one the expiry and `gtm drill recover` take),
+    which runs ``LabControl.undo`` in a child `python -m gtm.drill.restore`."""
 
-    CALLS = {"cut_link": "cut_link", "partition": "partition", "latency": "set_latency",
-             "loss": "set_loss", "stop_node": "stop_node"}
-
-    def __init__(self, ctx: DrillContext):
+    def __init__(self, ctx: DrillContext, lab: LabControl):
         self.ctx = ctx
-        fault = ctx.plan.fault
+        self.lab = lab
+        fault, region = ctx.plan.fault, ctx.plan.region
         self.kind = fault.type
         calls: dict[str, dict[str, Any]] = {
-            "cut_link": {"region": ctx.plan.region},
-            "partition": {"region": ctx.plan.region, "nodes": list(fault.nodes)},
-            "latency": {"region": ctx.plan.region, "ms": fault.latency_ms},
-            "loss": {"region": ctx.plan.region, "share": fault.loss},
+            "cut_link": {"region": region},
+            "partition": {"region": region, "from_nodes": list(fault.nodes)},
+            "latency": {"region": region, "ms": fault.latency_ms},
+            "loss": {"region": region, "share": fault.loss,
+                     "previous": lab.refresh().loss.get(region, 0.0)},
+            "stop_backends": {"region": region},
             "stop_node": {"node": fault.node},
         }
         self.args = calls[self.kind]
 
     def describe(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.args.items())
+        args = ", ".join(f"{k}={v}" for k, v in self.args.items() if k != "previous")
         return f"lab fault {self.kind} ({args})"
 
     async def inject(self) -> None:
-        lab = lab_faults()
         await self.ctx.record_override({"kind": "lab", "fault": self.kind, "args": self.args,
+                                        "lab": self.lab.identity(),
                                         "description": self.describe()})
-        await asyncio.to_thread(getattr(lab, self.CALLS[self.kind]), **self.args)
+        await asyncio.to_thread(self.lab.inject, self.kind, self.args)
 
     async def restore(self) -> None:
-        await asyncio.to_thread(lab_faults().restore, self.kind, **self.args)
         await self.ctx.restore_all("end of fault")
 
 
-def lab_faults() -> Any:
-    """``gtm.lab.faults``, or a clear error when the lab is not there."""
-    try:
-        module = importlib.import_module(LAB_MODULE)
-    except ImportError as exc:
-        raise GtmError(f"this fault needs `gtm lab up` (the network lab): {LAB_MODULE} "
-                       f"cannot be imported ({exc})") from None
-    running = getattr(module, "lab_running", None)
-    if callable(running) and not running():
-        raise GtmError("this fault needs `gtm lab up`: no lab is running")
-    return module
+def needs_lab(plan: Plan) -> bool:
+    return plan.fault.type in LAB_FAULTS or (plan.fault.type == "stop_backends"
+                                             and plan.fault.balancer is None)
 
 
-def restore_lab_override(override: dict[str, Any]) -> None:
-    """What `gtm drill restore-override` runs for the control plane (a lab fault)."""
-    lab_faults().restore(override["fault"], **override["args"])
-
-
-def make_fault(ctx: DrillContext) -> Fault:
+def make_fault(ctx: DrillContext, lab: LabControl | None = None) -> Fault:
     kind = ctx.plan.fault.type
+    if needs_lab(ctx.plan):
+        if lab is None:
+            what = "stop_backends without fault.balancer" if kind == "stop_backends" else kind
+            raise GtmError(f"a {what} fault needs the network lab: run `gtm lab up`, then "
+                           "`gtm drill run PLAN --lab`")
+        return LabFault(ctx, lab)
     if kind == "force_down":
         return ForceDown(ctx)
     if kind == "drain":
         return BalancerFault(ctx, "drain")
-    if kind == "stop_backends":
-        return BalancerFault(ctx, "remove")
-    return LabFault(ctx)
+    return BalancerFault(ctx, "remove")

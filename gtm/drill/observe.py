@@ -5,16 +5,21 @@ through a stub that caches answers for their TTL as real resolvers do (and sends
 ECS subnet, so the authoritative servers steer it as that country's clients), then
 sends an HTTP request to the address it got, on a fixed cadence. Every observation is
 kept with its time: which region answered, the TTL left, the HTTP outcome, latency.
+
+In the network lab a vantage point observes from inside its client namespace: its
+sockets are opened there (``Opener``), so its queries and requests leave from its own
+address, along its own paths, as that resolver's and its clients' would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
-import dns.asyncquery
 import dns.edns
 import dns.exception
 import dns.message
@@ -24,6 +29,26 @@ from gtm.config.drills import Vantage
 from gtm.config_reader import Listen
 
 MAX_OBSERVATIONS = 200_000  # per drill: a cap on what a long drill holds in memory
+MAX_DNS_REPLY = 65535
+
+
+class Opener(Protocol):
+    """Where a vantage point's sockets are made (gtm.lab.faults.NamespaceSockets)."""
+
+    async def open(self, family: int, kind: int) -> socket.socket: ...
+
+
+class HostSockets:
+    """Sockets of this host's own network (a vantage point that is an ECS subnet)."""
+
+    async def open(self, family: int, kind: int) -> socket.socket:
+        sock = socket.socket(family, kind)
+        sock.setblocking(False)
+        return sock
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 @dataclass(frozen=True)
@@ -45,13 +70,19 @@ class Observation:
 
 
 class CachingStub:
-    """A stub resolver with a cache that honours TTLs (dnspython, UDP, ECS)."""
+    """A stub resolver with a cache that honours TTLs (UDP, ECS when given). Like a
+    real resolver it keeps asking the server that last answered, and tries the next
+    one when that one times out."""
 
-    def __init__(self, servers: tuple[Listen, ...], subnet: str, timeout: float = 1.0):
-        address, _, prefix = subnet.partition("/")
-        self.servers = servers
-        self.ecs = dns.edns.ECSOption(address, int(prefix or 32))
+    def __init__(self, servers: tuple[Listen, ...], subnet: str | None, timeout: float = 1.0,
+                 opener: Opener | None = None):
+        self.servers = list(servers)
+        self.options: list[dns.edns.Option] = []
+        if subnet is not None:
+            address, _, prefix = subnet.partition("/")
+            self.options.append(dns.edns.ECSOption(address, int(prefix or 32)))
         self.timeout = timeout
+        self.opener = opener or HostSockets()
         self.cache: dict[str, tuple[float, list[str]]] = {}  # name -> (expires, addresses)
 
     async def resolve(self, name: str) -> tuple[list[str], int, bool]:
@@ -60,18 +91,34 @@ class CachingStub:
         cached = self.cache.get(name)
         if cached is not None and cached[0] > now:
             return cached[1], int(cached[0] - now), True
-        query = dns.message.make_query(name, "A", use_edns=0, options=[self.ecs])
-        for server in self.servers:
+        query = dns.message.make_query(name, "A", use_edns=0, options=self.options)
+        for server in list(self.servers):
             try:
-                response = await dns.asyncquery.udp(query, server.host, timeout=self.timeout,
-                                                    port=server.port)
-            except (dns.exception.DNSException, OSError):
+                response = await self._ask(query, server)
+            except (dns.exception.DNSException, OSError, TimeoutError, ValueError):
                 continue
+            if server is not self.servers[0]:  # prefer the one that answered from now on
+                self.servers.remove(server)
+                self.servers.insert(0, server)
             addresses, ttl = _a_records(response)
             if ttl > 0:
                 self.cache[name] = (time.monotonic() + ttl, addresses)
             return addresses, ttl, False
         return [], 0, False
+
+    async def _ask(self, query: dns.message.Message, server: Listen) -> dns.message.Message:
+        loop = asyncio.get_running_loop()
+        sock = await self.opener.open(_family(server.host), socket.SOCK_DGRAM)
+        try:
+            sock.connect((server.host, server.port))  # a connected UDP socket: no I/O yet
+            async with asyncio.timeout(self.timeout):
+                await loop.sock_sendall(sock, query.to_wire())
+                while True:  # a stray datagram (a late answer) is skipped
+                    reply = dns.message.from_wire(await loop.sock_recv(sock, MAX_DNS_REPLY))
+                    if query.is_response(reply):
+                        return reply
+        finally:
+            sock.close()
 
 
 def _a_records(response: dns.message.Message) -> tuple[list[str], int]:
@@ -81,15 +128,18 @@ def _a_records(response: dns.message.Message) -> tuple[list[str], int]:
     return [], 0
 
 
-async def http_get(address: str, port: int, host: str, path: str, timeout: float
-                   ) -> tuple[int | None, float, str]:
+async def http_get(address: str, port: int, host: str, path: str, timeout: float,
+                   opener: Opener | None = None) -> tuple[int | None, float, str]:
     """(status, milliseconds, error): one request on a new connection, as a client that
     has just resolved the name makes it."""
     start = time.monotonic()
     writer = None
+    sock = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(address, port)
+            sock = await (opener or HostSockets()).open(_family(address), socket.SOCK_STREAM)
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+            reader, writer = await asyncio.open_connection(sock=sock)
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gtm-drill\r\n"
                          "Connection: close\r\n\r\n".encode())
             line = await reader.readline()
@@ -105,6 +155,8 @@ async def http_get(address: str, port: int, host: str, path: str, timeout: float
     finally:
         if writer is not None:
             writer.close()
+        elif sock is not None:
+            sock.close()
 
 
 class VantagePoint:
@@ -112,10 +164,11 @@ class VantagePoint:
 
     def __init__(self, vantage: Vantage, names: tuple[str, ...], servers: tuple[Listen, ...],
                  regions: Mapping[str, str], port: int, path: str, interval: float,
-                 timeout: float, sink: list[Observation]):
+                 timeout: float, sink: list[Observation], opener: Opener | None = None):
         self.vantage = vantage
         self.names = names
-        self.stub = CachingStub(servers, vantage.subnet, timeout)
+        self.opener = opener
+        self.stub = CachingStub(servers, vantage.subnet, timeout, opener)
         self.regions = regions
         self.port = port
         self.path = path
@@ -142,7 +195,7 @@ class VantagePoint:
         else:
             address = addresses[0]
             status, latency, error = await http_get(address, self.port, name.rstrip("."),
-                                                    self.path, self.timeout)
+                                                    self.path, self.timeout, self.opener)
             ok = status is not None and 200 <= status < 400
             if status is not None and not ok:
                 error = f"HTTP {status}"

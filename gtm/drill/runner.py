@@ -18,13 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from gtm.config.drills import Plan
-from gtm.config_reader import Listen
+from gtm.config_reader import Listen, parse_listen
 from gtm.control.client import Client
 from gtm.drill import report as rep
-from gtm.drill.faults import DrillContext, Fault, make_fault, zone_endpoints, zone_state
-from gtm.drill.observe import Observation, VantagePoint
+from gtm.drill.faults import (
+    DrillContext,
+    Fault,
+    make_fault,
+    needs_lab,
+    zone_endpoints,
+    zone_state,
+)
+from gtm.drill.observe import Observation, Opener, VantagePoint
 from gtm.drill.safety import Facts, Refusal, RegionFacts, check
 from gtm.errors import GtmError
+from gtm.lab.faults import LabControl, NamespaceSockets
 
 POLL = 0.1            # seconds between looks at the abort conditions
 STATUS_POLL = 0.5     # seconds between looks at the drill's record (operator abort)
@@ -53,6 +61,7 @@ class RunOptions:
     plan_dir: Path = Path(".")
     scheduled: str | None = None
     say: Callable[[str], None] = lambda _line: None
+    lab: LabControl | None = None    # drilling in the network lab (`gtm lab up`)
 
 
 @dataclass
@@ -124,27 +133,47 @@ class Runner:
 
     async def run(self) -> dict[str, Any]:
         plan = self.plan
+        servers = self.options.dns or plan.observe.dns or self._lab_servers()
+        if not servers:
+            raise GtmError("no DNS server to observe through: set observe.dns in the plan "
+                           "or give --dns HOST:PORT")
+        if needs_lab(plan) and self.options.lab is None:
+            make_fault(DrillContext(plan, self.api, "", {}, 0.0))  # raises, saying why
         live = await self.call("GET", "/v1/config")
         document = live["document"]
         nodes = (await self.call("GET", "/v1/nodes"))["items"]
         refusals = check(plan, gather_facts(document, nodes, plan, dt.datetime.now(dt.UTC)))
-        await self._open_record(refusals)
-        servers = self.options.dns or plan.observe.dns
-        if not servers:
-            raise GtmError("no DNS server to observe through: set observe.dns in the plan "
-                           "or give --dns HOST:PORT")
+        openers = self._openers()
+        try:
+            await self._open_record(refusals)
+            return await self._run_opened(document, servers, openers)
+        finally:
+            for opener in openers.values():
+                if isinstance(opener, NamespaceSockets):
+                    opener.close()
+
+    async def _run_opened(self, document: dict[str, Any], servers: tuple[Listen, ...],
+                          openers: dict[str, Opener]) -> dict[str, Any]:
+        plan = self.plan
         ctx = DrillContext(plan, self.api, self.drill_id, document,
                            time.time() + plan.planned_seconds + plan.restore.expiry_grace,
                            self.options.plan_dir)
-        fault = make_fault(ctx)
         regions = region_of_addresses(document, plan.zone)
         points = [VantagePoint(v, plan.observe.names, servers, regions, plan.observe.port,
                                plan.observe.path, plan.observe.interval, plan.observe.timeout,
-                               self.observations) for v in plan.observe.vantage]
+                               self.observations, openers.get(v.name))
+                  for v in plan.observe.vantage]
+        fault = make_fault(ctx, self.options.lab)
         tasks = [asyncio.create_task(p.run()) for p in points]
         outcome, reason = "succeeded", ""
         try:
             outcome, reason = await self._drive(ctx, fault, document)
+        except Exception as exc:  # the record says why, rather than "running" forever
+            with contextlib.suppress(Exception):
+                await self.call("PUT", f"/v1/drills/{self.drill_id}/result", {
+                    "status": "failed", "reason": f"the runner stopped: {exc}",
+                    "report": self.report(fault.describe(), "failed", str(exc))})
+            raise
         finally:
             if self.timeline.restored is None:  # an error or a cancel: restore anyway
                 with contextlib.suppress(Exception):
@@ -158,6 +187,35 @@ class Runner:
         await self.call("PUT", f"/v1/drills/{self.drill_id}/result",
                         {"status": outcome, "reason": report["reason"], "report": report})
         return report
+
+    def _lab_servers(self) -> tuple[Listen, ...]:
+        """In the lab, the DNS nodes it runs, as its resolvers see them."""
+        lab = self.options.lab
+        if lab is None:
+            return ()
+        return tuple(parse_listen(f"{node.address}:{node.port}", 53)
+                     for node in lab.description.nodes.values())
+
+    def _openers(self) -> dict[str, Opener]:
+        """Where each vantage point observes from: inside its client namespace in the
+        lab (``lab = NAME``); in the lab's core (which reaches every host) when it is
+        only an ECS subnet; on this host without a lab."""
+        lab = self.options.lab
+        openers: dict[str, Opener] = {}
+        missing = [v.lab for v in self.plan.observe.vantage if v.lab is not None and
+                   (lab is None or v.lab not in lab.description.vantages)]
+        if missing:
+            where = ("the lab has " + (", ".join(lab.description.vantages) or "none"))\
+                if lab is not None else "run with --lab, beside `gtm lab up`"
+            raise GtmError(f"vantage point(s) {', '.join(str(m) for m in missing)} of the "
+                           f"lab are not there ({where})")
+        if lab is None:
+            return openers
+        for vantage in self.plan.observe.vantage:
+            opener = lab.sockets(vantage.lab)
+            if opener is not None:
+                openers[vantage.name] = opener
+        return openers
 
     async def _open_record(self, refusals: list[Refusal]) -> None:
         plan, detail = self.plan, {"scheduled": self.options.scheduled}
@@ -280,7 +338,8 @@ class Runner:
             p95 = rep.percentile(latencies, 0.95)
             if p95 is not None and len(latencies) >= abort.min_samples and p95 > abort.p95_ms:
                 return f"p95 latency {p95:.0f} ms over the bound {abort.p95_ms:g} ms"
-        if abort.move_deadline is not None and now - injected > abort.move_deadline:
+        if abort.move_deadline is not None and now - injected > abort.move_deadline \
+                and self.plan.fault.expect == "move":
             times = rep.milestones([o.public() for o in self.observations], self.plan.region,
                                    injected, None)
             if times["affected"] and times["first_moved"] is None:
@@ -304,7 +363,7 @@ class Runner:
         times = rep.milestones(observations, self.plan.region, self.timeline.injected,
                                self.timeline.restored)
         if outcome == "succeeded":
-            outcome, reason = judge(times)
+            outcome, reason = judge(times, self.plan.fault.expect)
         injected = times["fault_injected"]
 
         def since(key: str, origin: float | None) -> float | None:
@@ -331,15 +390,37 @@ class Runner:
             "vantage": vantage,
             "runs": {v: rep.region_runs(obs) for v, obs in by_vantage.items()},
             "events": self.timeline.events, "overridden": self.overridden,
+            "expect": self.plan.fault.expect, "observed_from": self._observed_from(),
             "observations": observations,
         }
 
+    def _observed_from(self) -> dict[str, str]:
+        """Per vantage point, where its queries and requests came from."""
+        lab, where = self.options.lab, {}
+        for v in self.plan.observe.vantage:
+            ecs = f" with ECS {v.subnet}" if v.subnet else ""
+            if lab is not None and v.lab is not None:
+                found = lab.description.vantages[v.lab]
+                where[v.name] = f"lab client {v.lab} ({found.address}, " \
+                    f"{found.namespace or 'this host'}){ecs}"
+            elif lab is not None and lab.description.core is not None:
+                where[v.name] = f"the lab's core namespace{ecs}"
+            else:
+                where[v.name] = f"this host{ecs}"
+        return where
 
-def judge(times: dict[str, Any]) -> tuple[str, str]:
+
+def judge(times: dict[str, Any], expect: str = "move") -> tuple[str, str]:
     """A drill that ran to its end succeeded when every affected vantage point moved
-    away and came back; else it failed, saying which part did not happen."""
+    away and came back (``expect`` "move"), or was never moved away (``stay``: a GTM
+    node stopped); else it failed, saying which part did not happen."""
     if not times["affected"]:
         return "failed", "no vantage point was answered by the target region before the fault"
+    if expect == "stay":
+        moved = [v for v, p in times["per_vantage"].items() if p["moved"] is not None]
+        if moved:
+            return "failed", f"answers moved for {', '.join(moved)} (expected to stay)"
+        return "succeeded", ""
     if times["all_moved"] is None:
         stuck = [v for v, p in times["per_vantage"].items() if p["moved"] is None]
         return "failed", f"answers did not move for {', '.join(stuck)}"

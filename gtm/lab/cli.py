@@ -136,7 +136,8 @@ def _faults_text(lab: Lab) -> str:
     parts += [f"{name} partitioned from {', '.join(nodes)}"
               for name, nodes in faults.get("partitions", {}).items()]
     parts += [f"{role} stopped" for role in faults.get("stopped", [])]
-    parts += [f"{name} loses {share:.0%} of UDP" for name, share in lab.loss.items() if share]
+    parts += [f"{name} loses {share:.0%} of its packets"
+              for name, share in lab.loss.items() if share]
     return "; ".join(parts) or "none"
 
 

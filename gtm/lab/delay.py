@@ -4,8 +4,10 @@ The core namespace routes every packet into or out of a region through the regio
 TUN device; the delay line reads each one, holds it for half the path's round-trip
 latency and writes it back, when the kernel routes it on. Working on packets rather
 than connections, it delays TCP handshakes and UDP datagrams alike, keeps the
-clients' addresses, and drops a configured share of UDP datagrams (TCP is delayed
-only: a dropped segment would cost a retransmission timeout, not a lost answer).
+clients' addresses, and drops a configured share of the packets, TCP and UDP alike, as
+a lossy path does: a lost UDP datagram is a lost DNS answer or probe, a lost TCP
+segment a retransmission (a lost SYN: a connection a second late or timed out), which
+is what health checks and clients see on such a path.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 MAX_PACKET = 65535
 MAX_IN_FLIGHT = 20000  # packets held at once; beyond it the path drops (a full queue)
-UDP = 17
 
 
 def open_tun(name: str) -> int:
@@ -39,7 +40,7 @@ def open_tun(name: str) -> int:
 @dataclass
 class PathSettings:
     """What a region's path does: per peer address the round-trip milliseconds (from
-    distance), an override for all peers when set, and the UDP loss share."""
+    distance), an override for all peers when set, and the share of packets lost."""
 
     defaults: dict[bytes, float]
     base_ms: float
@@ -101,7 +102,7 @@ class DelayLine:
             self._loop.call_soon(self._write, packet)  # not IPv4: passed on undelayed
             return
         settings = self.settings
-        if settings.loss > 0 and packet[9] == UDP and self._random.random() < settings.loss:
+        if settings.loss > 0 and self._random.random() < settings.loss:
             self.counters.dropped_loss += 1
             return
         if self.counters.in_flight >= MAX_IN_FLIGHT:

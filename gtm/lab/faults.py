@@ -7,22 +7,39 @@
 
 Each call asks the `gtm lab up` process over its Unix socket and returns once the
 fault is in force (a LabError says why not; an Unsupported one, the loopback lab).
+
+Drills use one contract on top (``FAULTS``): ``inject(kind, args)`` and
+``undo(kind, args)`` for a fault kind with its arguments, ``identity()`` recorded
+with the override, and ``restore_override(lab, kind, args)``, which the control
+plane's child `python -m gtm.drill.restore` runs when the override expires.
+``sockets(vantage)`` opens sockets inside a vantage point's namespace, for observers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from gtm.lab.plan import DEFAULT_PREFIX
 from gtm.lab.state import Lab, default_state_dir
-from gtm.lab.system import LabError, Unsupported, in_netns
+from gtm.lab.system import NETNS_DIR, LabError, ProcessId, Unsupported, in_netns, setns
 
 TIMEOUT = 30.0
+# The faults a drill injects into the lab: the arguments each takes, and what it is.
+FAULTS: Mapping[str, tuple[tuple[str, ...], str]] = {
+    "cut_link": (("region",), "the region's link cut (its veth down)"),
+    "partition": (("region", "from_nodes"), "the region partitioned from DNS nodes (nft)"),
+    "latency": (("region", "ms"), "a round trip on every path into the region"),
+    "loss": (("region", "share", "previous"), "a share of the packets on its path lost"),
+    "stop_backends": (("region",), "the region's demo backends stopped"),
+    "stop_node": (("node",), "a GTM DNS node stopped"),
+}
 
 
 class LabControl:
@@ -63,7 +80,7 @@ class LabControl:
         self.request("set_latency", region=region, ms=ms)
 
     def set_loss(self, region: str, share: float) -> None:
-        """Drop this share (0 to 1) of the UDP datagrams crossing ``region``'s path."""
+        """Drop this share (0 to 1) of the packets (TCP and UDP) on ``region``'s path."""
         self.request("set_loss", region=region, share=share)
 
     def cut_link(self, region: str) -> None:
@@ -98,6 +115,47 @@ class LabControl:
         result: dict[str, dict[str, int]] = self.request("counters")
         return result
 
+    # Faults as drills name them: one way in, one way back.
+    def inject(self, kind: str, args: Mapping[str, Any]) -> None:
+        a = _arguments(kind, args)
+        if kind == "cut_link":
+            self.cut_link(a["region"])
+        elif kind == "partition":
+            self.partition(a["region"], a["from_nodes"])
+        elif kind == "latency":
+            self.set_latency(a["region"], a["ms"])
+        elif kind == "loss":
+            self.set_loss(a["region"], a["share"])
+        elif kind == "stop_backends":
+            self.stop_backends(a["region"])
+        else:
+            self.stop_node(a["node"])
+
+    def undo(self, kind: str, args: Mapping[str, Any]) -> None:
+        """Undo what ``inject`` did; safe to repeat. Loss goes back to the share it had
+        before, and only while the path still has the share the drill set."""
+        a = _arguments(kind, args)
+        if kind == "cut_link":
+            self.restore_link(a["region"])
+        elif kind == "partition":
+            self.heal(a["region"])
+        elif kind == "latency":
+            self.set_latency(a["region"], None)
+        elif kind == "loss":
+            if self.refresh().loss.get(a["region"]) == a["share"]:
+                self.set_loss(a["region"], a["previous"])
+        elif kind == "stop_backends":
+            self.start_backends(a["region"])
+        else:
+            self.start_node(a["node"])
+
+    def identity(self) -> dict[str, Any]:
+        """Which lab this is, for an override: its state directory and its `gtm lab up`
+        process (a lab built again in the same directory is another lab)."""
+        supervisor = self.description.supervisor
+        return {"state_dir": str(Path(self.description.state_dir).resolve()),
+                "pid": supervisor.pid, "start": supervisor.start}
+
     # Observing from a vantage point.
     def command(self, vantage: str, argv: Sequence[str]) -> list[str]:
         """``argv`` as run inside a vantage point's namespace (for subprocess)."""
@@ -111,3 +169,68 @@ class LabControl:
                ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(vantage, argv), capture_output=True, text=True,
                               timeout=timeout, check=False)
+
+    def sockets(self, vantage: str | None) -> NamespaceSockets | None:
+        """Sockets inside a vantage point's namespace (None: the core's, which reaches
+        every host of the lab); None for a loopback lab, whose hosts are this host."""
+        if vantage is None:
+            namespace = self.description.core
+        else:
+            found = self.description.vantages.get(vantage)
+            if found is None:
+                raise LabError(f"no vantage point {vantage!r} in the lab (it has "
+                               f"{', '.join(self.description.vantages) or 'none'})")
+            namespace = found.namespace
+        return None if namespace is None else NamespaceSockets(namespace)
+
+
+class NamespaceSockets:
+    """Opens sockets inside a network namespace for a process that stays outside it.
+
+    A socket belongs to the namespace its creating thread was in, for its whole life,
+    so one thread moved into the namespace (setns, root) creates them and the caller's
+    event loop uses them: every packet leaves from the namespace's own address along
+    its routes (through the lab's delay lines), with no child process to leave behind
+    if the caller is killed."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{namespace}",
+                                          initializer=setns,
+                                          initargs=(str(NETNS_DIR / namespace),))
+
+    async def open(self, family: int, kind: int) -> socket.socket:
+        sock = await asyncio.get_running_loop().run_in_executor(
+            self._thread, socket.socket, family, kind)
+        sock.setblocking(False)
+        return sock
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False)
+
+
+def _arguments(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    if kind not in FAULTS:
+        raise LabError(f"no lab fault {kind!r} (one of {', '.join(FAULTS)})")
+    wanted = FAULTS[kind][0]
+    missing = [name for name in wanted if name not in args]
+    unknown = [name for name in args if name not in wanted]
+    if missing or unknown:
+        raise LabError(f"the lab fault {kind} takes {', '.join(wanted)}"
+                       + (f"; missing {', '.join(missing)}" if missing else "")
+                       + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+    return dict(args)
+
+
+def restore_override(lab: Mapping[str, Any], kind: str, args: Mapping[str, Any]) -> str:
+    """Undo a drill's lab fault recorded with ``identity()`` (the control plane's child
+    `python -m gtm.drill.restore` runs this at expiry). A lab that is gone took its
+    faults with it: nothing to undo, said so."""
+    state_dir = Path(str(lab["state_dir"]))
+    description = Lab.load_or_none(state_dir)
+    recorded = ProcessId(int(lab["pid"]), int(lab["start"]))
+    if description is None or description.supervisor.id != recorded or not recorded.alive():
+        return (f"the lab of {state_dir} that held this fault is gone (its namespaces "
+                "and faults with it): nothing to undo")
+    LabControl(description).undo(kind, args)
+    return f"lab fault {kind} undone in {state_dir}"

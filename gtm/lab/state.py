@@ -90,6 +90,7 @@ class Lab:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # region: peer
     loss: dict[str, float] = field(default_factory=dict)
     cannot: list[str] = field(default_factory=list)  # what this lab cannot do, and why
+    core: str | None = None     # the core namespace (reaches every host of the lab)
 
     @property
     def control_socket(self) -> Path:

@@ -605,6 +605,7 @@ class Supervisor:
             latency_ms=latency,
             loss={name: line.settings.loss for name, line in self.lines.items()},
             cannot=list(LOOPBACK_CANNOT) if plan.loopback else [],
+            core=plan.core,
         )
 
     def _save(self) -> None:

@@ -350,3 +350,54 @@ def test_bad_plans_are_refused_with_key_paths(up: Up, tmp_path: Path) -> None:
 
 
 
+
+
+def test_schedule_starts_a_run_at_its_slot_and_a_blocked_date_prevents_it(up: Up) -> None:
+    # Two practice runs at the same slot, a few seconds from now (the control-plane
+    # process wakes at a slot's time); the second's date is blocked.
+    plans = {name: plan(name, {"type": "force_down", "duration": 1},
+                        restore={"expiry_grace": 5, "settle": 10})
+             for name in ("practice", "practice-blocked")}
+    up.put_section("drills", {"plans": plans})  # observed through gtm up's DNS listener
+    slot = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).replace(microsecond=0)
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[slot.weekday()]
+    for name, extra in (("weekly-practice", ()),
+                        ("weekly-blocked", ("--blocked-date", slot.date().isoformat()))):
+        plan_name = "practice" if name == "weekly-practice" else "practice-blocked"
+        result = gtm(up, "drill", "schedule", name, "--plan", plan_name, "--weekly",
+                     f"{day}@{slot:%H:%M:%S}", *extra)
+        assert result.returncode == 0, result.stderr
+    try:
+        def finished() -> dict[str, Any] | None:
+            items = up.call("GET", "/v1/drills?limit=50")["items"]
+            done = [d for d in items if d["name"] == "practice" and d["status"] != "running"]
+            return done[0] if done else None
+
+        record = wait_until(finished, 60, "the scheduled practice run to end")
+        assert record["status"] == "succeeded", record["reason"]
+        assert record["created_at"] >= slot.timestamp()  # not before its time
+        assert record["created_by"].startswith("drill-schedule-weekly-practice")
+        started = [e for e in audit(up, "drill.start") if e["target"] == f"drill {record['id']}"]
+        assert started[0]["detail"]["scheduled"] == "weekly-practice"
+        launched = [e for e in audit(up, "drill.scheduled")
+                    if e["target"] == "schedule weekly-practice"]
+        assert len(launched) == 1 and launched[0]["detail"]["slot"] == slot.isoformat()
+        skipped = wait_until(lambda: [e for e in audit(up, "drill.skipped")
+                                      if e["target"] == "schedule weekly-blocked"] or None,
+                             10, "the blocked slot's audit row")
+        assert skipped[0]["detail"]["reason"] == f"blocked date {slot.date().isoformat()}"
+        names = {d["name"] for d in up.call("GET", "/v1/drills?limit=100")["items"]}
+        assert "practice-blocked" not in names
+        # The run's own token is revoked once it ended.
+        wait_until(lambda: not [t for t in up.call("GET", "/v1/tokens")["items"]
+                                if t["name"].startswith("drill-schedule-")
+                                and not t.get("revoked_at")] or None, 10, "the token revoked")
+    finally:
+        for name in ("weekly-practice", "weekly-blocked"):
+            gtm(up, "drill", "schedule", name, "--remove")
+
+
+def test_gtm_up_says_how_to_drill_it(up: Up) -> None:
+    log = up.server.log()  # the example plans, with this gtm up's API and DNS listener
+    assert f"eu-west-force-down.toml --api {up.api} --dns 127.0.0.1:{up.dns_port}" in log
+    assert "gtm lab up, then gtm drill run" in log and "lab-cut-link.toml --lab" in log
