@@ -15,7 +15,8 @@ from tests.integration.servers import ServerFactory, free_port, gtm_command
 from tests.integration.test_up_failover import EU, REGIONS, wait_for
 from tests.lb.h2client import require
 
-pytestmark = pytest.mark.integration
+# The example regions bind fixed addresses: one xdist worker runs all such tests.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("example_regions")]
 
 REPO = Path(__file__).resolve().parents[2]
 

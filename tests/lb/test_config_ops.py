@@ -202,6 +202,8 @@ def test_region_report_published_to_redis(env: Env, tmp_path: Path) -> None:
         server.wait(5)
 
 
+# The example regions bind fixed addresses: one xdist worker runs every test that does.
+@pytest.mark.xdist_group("example_regions")
 def test_example_regions_serve_in_one_loop(env: Env) -> None:
     """What `gtm up` runs: the four example regions in one event loop, demo backends too."""
     from gtm.errors import ServeError
