@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from gtm.control.cli import client
-from gtm.control.sealing import create_key
 from gtm.errors import ConfigError
 
 
@@ -60,6 +59,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from gtm.control.sealing import create_key  # cryptography: only this command
+
     key = create_key(args.file)
     print(f"secret key {key.id} written to {args.file} (mode 0600); give every control-plane "
           "node and every balancer serving its certificates the same file", file=sys.stderr)

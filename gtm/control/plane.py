@@ -23,6 +23,7 @@ from gtm.control.api_tls import ApiTls
 from gtm.control.auth import FAILURE_BURST, FAILURES_PER_SECOND
 from gtm.control.certificates import CertificateService
 from gtm.control.certificates_api import CERTIFICATES
+from gtm.control.client import ADMIN_TOKEN_FILE
 from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
 from gtm.control.ratelimit import TokenBuckets
@@ -32,8 +33,6 @@ from gtm.control.service import ConfigService
 from gtm.control.store import Store, hash_secret, new_token, validate_namespace
 from gtm.control.stores import DEFAULT_SQLITE_NAME, describe, store_from_url
 from gtm.errors import StoreUnavailable
-
-ADMIN_TOKEN_FILE = "admin.token"
 
 
 @dataclass(frozen=True)
