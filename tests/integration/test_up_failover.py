@@ -23,9 +23,9 @@ from tests.integration.servers import (
     wait_until,
 )
 
-# The example regions bind fixed addresses (127.0.N.1:8080, :9900, demo backends :9001):
-# under pytest-xdist every test that binds or probes them runs on one worker, in turn.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("example_regions")]
+# The example regions bind fixed addresses (127.0.N.1:8080, :9900, demo backends :9001)
+# or the example zone probes them: one test at a time on this machine holds them.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("example_regions")]
 
 REPO = Path(__file__).resolve().parents[2]
 REGIONS = ("eu-west", "us-east", "ap-northeast", "sa-east")
