@@ -101,6 +101,8 @@ def assert_names_file_line_reason(output: str, path: Path, line: int, reason: st
     assert re.search(pattern, output), f"expected {pattern!r} in:\n{output}"
 
 
+# Without --region, `gtm up` runs the example regions on their fixed addresses.
+@pytest.mark.usefixtures("example_regions")
 def test_up_serves_the_example_zones_on_the_given_port(
     gtm_server: ServerFactory, tmp_path: Path
 ) -> None:
