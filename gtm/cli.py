@@ -15,15 +15,19 @@ try:  # Ctrl-C while the commands load ends quietly
     from gtm.config.settings import (
         DnsSettings,
         Listen,
+        RrlSettings,
         default_workers,
         load_dns_settings,
         parse_listen,
         validate,
     )
-    from gtm.control import certs_cli, health_cli
+    from gtm.control import certs_cli, events_cli, health_cli, scale_cli, tsig_cli
     from gtm.control import cli as control_cli
+    from gtm.drill import cli as drill_cli
     from gtm.errors import ConfigError, GtmError
+    from gtm.lab import cli as lab_cli
     from gtm.steering.state import SteeringState
+    from gtm.terraform import install as terraform_install
 except KeyboardInterrupt:
     raise SystemExit(130) from None
 
@@ -90,17 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--region", action="append", type=Path, metavar="FILE",
                     help="a regional balancer config (repeatable; default: examples/lb's four)")
     up.add_argument("--no-regions", action="store_true", help="run no regional balancers")
+    up.add_argument("--metrics", metavar="ADDR:PORT",
+                    help="also serve Prometheus /metrics here, no token (the API's needs one)")
     control_cli.add_tls_options(up, "--api-tls")
     health_cli.add_probe_options(up, serve=False)
     up.set_defaults(handler=cmd_up)
 
     serve = commands.add_parser("serve", help="run a DNS node alone")
     _dns_options(serve)
+    serve.add_argument("--metrics", metavar="ADDR:PORT",
+                       help="serve Prometheus /metrics here, no token (every worker added up)")
     control_cli.add_follow_options(serve)
     health_cli.add_probe_options(serve, serve=True)
     serve.set_defaults(handler=cmd_serve)
     control_cli.add_commands(commands)
     health_cli.add_commands(commands, control_cli.client_options)
+    events_cli.add_commands(commands, control_cli.client_options)
+    scale_cli.add_commands(commands, control_cli.client_options)
 
     explain = commands.add_parser("explain", help="why a steered name answers what it does")
     explain.add_argument("name")
@@ -145,10 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="apply without asking (required when stdin is not a terminal)")
     take.set_defaults(handler=cmd_zones_apply)
     _geo_commands(commands)
+    terraform_install.register(commands)
+    lab_cli.add_commands(commands)
+    drill_cli.add_commands(commands, control_cli.client_options)
     hooks = CliHooks(commands)
     for register in _command_plugins():
         register(hooks)
     certs_cli.add_commands(hooks.certs(), control_cli.client_options)
+    tsig_cli.add_commands(commands, control_cli.client_options)
     return parser
 
 
@@ -166,12 +180,16 @@ def _command_plugins() -> list[Callable[[CliHooks], None]]:
 
 class CliHooks:
     """What a plugin's `register(hooks)` may add to: top-level commands, the `certs`
-    group (made when first asked for), and the control-plane options and listing."""
+    group (made when first asked for), the control-plane options and listing, and
+    following the control plane (`gtm serve --control`'s options, and a follower of one
+    section entry built from them)."""
 
     def __init__(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]):
         self.commands = commands
         self.client_options = control_cli.client_options
         self.list_control_certificates = certs_cli.list_control
+        self.follow_options = control_cli.add_follow_options
+        self.section_follow = control_cli.section_follow
         self._certs: argparse._SubParsersAction[argparse.ArgumentParser] | None = None
 
     def certs(self) -> argparse._SubParsersAction[argparse.ArgumentParser]:
@@ -200,6 +218,19 @@ def _dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nsid", help="name server identifier returned for NSID (RFC 5001)")
     parser.add_argument("--edns-size", type=int, help="advertised EDNS UDP size (1232)")
     parser.add_argument("--geoip", type=Path, help="mmdb geo database (default: geodata/)")
+    _rrl_options(parser)
+
+
+def _rrl_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("response rate limiting and cookies")
+    group.add_argument("--rrl", type=float, metavar="RATE", help="limit UDP responses to RATE "
+                       "a second per client prefix, response class and name (see README)")
+    group.add_argument("--rrl-slip", type=int, metavar="N",
+                       help="send every Nth limited response truncated (2; 0: drop all)")
+    group.add_argument("--rrl-log-only", action="store_true",
+                       help="count and log what would be limited, limit nothing")
+    group.add_argument("--no-cookies", action="store_true",
+                       help="ignore DNS cookies (RFC 7873) instead of answering them")
 
 
 def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
@@ -218,7 +249,27 @@ def dns_settings(args: argparse.Namespace, workers: int) -> DnsSettings:
         changes["edns_udp_size"] = args.edns_size
     if args.geoip is not None:
         changes["geoip_database"] = args.geoip
+    if args.no_cookies:
+        changes["cookies"] = False
+    rrl = _rrl_changes(args, settings.rrl)
+    if rrl != settings.rrl:
+        changes["rrl"] = rrl
     return validate(replace(settings, **changes), "command line")  # type: ignore[arg-type]
+
+
+def _rrl_changes(args: argparse.Namespace, rrl: RrlSettings) -> RrlSettings:
+    if args.rrl is not None:
+        if args.rrl < 0.1:
+            raise ConfigError("must be at least 0.1 (responses a second)", "command line",
+                              "--rrl")
+        rrl = replace(rrl, enabled=True, responses_per_second=args.rrl)
+    if args.rrl_slip is not None:
+        if not 0 <= args.rrl_slip <= 100:
+            raise ConfigError("must be 0 to 100", "command line", "--rrl-slip")
+        rrl = replace(rrl, slip=args.rrl_slip)
+    if args.rrl_log_only:
+        rrl = replace(rrl, log_only=True)
+    return rrl
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -231,7 +282,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Only worker 0 probes; the others can hear its observations only through Redis.
         raise ConfigError("--probe with several workers needs --redis (or use --workers 1)",
                           "command line", "--probe")
-    return node.serve(settings, follow, health)
+    metrics = parse_listen(args.metrics, default_port=9153) if args.metrics else None
+    return node.serve(settings, follow, health, metrics)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -251,6 +303,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         redis=args.redis,
         health=health_cli.health_settings(args, not args.no_probe),
         regions=() if args.no_regions else tuple(args.region or EXAMPLE_REGIONS),
+        metrics=parse_listen(args.metrics, default_port=9153) if args.metrics else None,
     ))
 
 

@@ -22,6 +22,8 @@ import ipaddress
 import json
 import re
 from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar, overload
@@ -327,12 +329,35 @@ def config_dir(reader: Reader) -> Path:
     return config_file.parent if config_file.is_file() else Path.cwd()
 
 
+# False while a table is checked for the shared configuration document (at the control
+# API, on DNS nodes): the files it names are on the machine that will serve it, not here.
+_LOCAL_FILES: ContextVar[bool] = ContextVar("local_files", default=True)
+
+
+@contextmanager
+def files_elsewhere() -> Iterator[None]:
+    """Check tables without looking for the files they name (they are another host's)."""
+    token = _LOCAL_FILES.set(False)
+    try:
+        yield
+    finally:
+        _LOCAL_FILES.reset(token)
+
+
+def files_here() -> bool:
+    """Whether the files a table names are this machine's, so they can be checked."""
+    return _LOCAL_FILES.get()
+
+
 def existing_path(reader: Reader, key: str, directory: bool = False) -> Path | None:
-    """A path relative to the config file's directory, which must exist (absent: None)."""
+    """A path relative to the config file's directory, which must exist (absent: None;
+    not looked for under :func:`files_elsewhere`)."""
     text = reader.text(key, None)
     if text is None:
         return None
     path = (config_dir(reader) / text).resolve()
+    if not files_here():
+        return path
     if directory and not path.is_dir():
         raise reader.fail(key, f"{path} is not a directory")
     if not directory and not path.is_file():

@@ -16,9 +16,9 @@ __all__ = ["BalancerHandle", "start_balancer"]
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded when first asked for: every `gtm` command imports this package (for
-    # regional_lb.cli, its subcommands) and most never run a balancer, whose modules
-    # take a tenth of a second to import.
+    """The running parts load on first use: gtm loads regional_lb.sections (the `lb`
+    section's validator) in every process that compiles a document, DNS nodes included,
+    and must not pay for the proxy's imports there."""
     if name in __all__:
         from regional_lb import node
 

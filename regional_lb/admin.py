@@ -16,6 +16,13 @@ parameters are checked in full before anything is changed.
     POST   /reload                              re-read the config file
     GET    /report                              the region report
     GET    /metrics                             Prometheus text
+    GET    /scale, /scale/history; PUT /scale/{pool}; POST /scale/{pool}/pause|resume
+                                                auto-scaling (regional_lb.autoscale.admin)
+
+Every applied change (not a refused one) is also an event (lb.backend.add, .remove,
+.change, .drain, lb.reload) when the balancer was given somewhere to publish
+(``start_balancer(events=...)``: gtm up lends gtm.control.events.publish, `gtm lb serve
+--control` the follower's event log); this package never imports the control plane.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from gtm.config_reader import Reader
 from gtm.errors import ConfigError, NotFound, RequestError, ServeError
 from gtm.http_errors import error_boundary, error_response
 from gtm.json_input import read_json
+from gtm.metrics_export import metrics_response
 from regional_lb import overrides as ov
+from regional_lb.autoscale.admin import scale_routes
 from regional_lb.balancing import BackendState
 from regional_lb.config import BACKEND_KEYS, backend_address, backend_values
 from regional_lb.health import health_view
@@ -153,6 +162,7 @@ class AdminServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/acme", self.acme)
         app.router.add_post("/acme/{name}/renew", self.acme_renew)
+        app.add_routes(scale_routes(self.handle))  # auto-scaling: regional_lb.autoscale.admin
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         tls = self.handle.worker.tls.listeners.get(ADMIN_TLS)  # rotates like the listeners'
@@ -233,6 +243,22 @@ class AdminServer:
                 if self.supervised:
                     os.kill(os.getppid(), signal.SIGHUP)
 
+    def _tell(self, kind: str, pool: str | None, detail: dict[str, Any]) -> None:
+        """An applied change as an event (lb.backend.add, .remove, .change, .drain,
+        lb.reload), when the balancer was given somewhere to publish; never raises."""
+        publish = self.handle.events
+        if publish is None:
+            return
+        region = self.handle.snapshot.config.region
+        address = detail.get("address")
+        subject = f"backend {region}/{pool}/{address}" if pool is not None \
+            else f"balancer {region}"
+        try:
+            publish(kind, subject, {"region": region, "pool": pool, **detail},
+                    f"lb-admin:{region}")
+        except Exception:  # the change is made; a lost event must not turn it into a 500
+            log.lb.exception("event %s about %s not published", kind, subject)
+
     async def add(self, request: web.Request) -> web.Response:
         query(request, ())
         pool = self._pool(request)
@@ -243,12 +269,14 @@ class AdminServer:
             key = str(backend_address(reader, networks))
             values = backend_values(reader)
         await self._apply(lambda o: ov.add(o, self.handle.base, pool, key, values))
+        self._tell("lb.backend.add", pool, {"address": key, "settings": values})
         return web.json_response({"added": key}, status=201)
 
     async def remove(self, request: web.Request) -> web.Response:
         query(request, ())
         pool, key = self._pool(request), self._backend(request).key
         await self._apply(lambda o: ov.remove(o, self.handle.base, pool, key))
+        self._tell("lb.backend.remove", pool, {"address": key})
         return web.json_response({"removed": key})
 
     async def patch(self, request: web.Request) -> web.Response:
@@ -258,6 +286,7 @@ class AdminServer:
         with request_fields():
             values = backend_values(Reader(body, ADMIN, "", ("weight", "state")))
         await self._apply(lambda o: ov.change(o, pool, key, values))
+        self._tell("lb.backend.change", pool, {"address": key, "changes": values})
         return web.json_response(backend_view(self._backend(request)))
 
     async def drain(self, request: web.Request) -> web.Response:
@@ -265,6 +294,7 @@ class AdminServer:
         pool, address = self._pool(request), self._backend(request).key
         started = time.time()
         await self._apply(lambda o: ov.change(o, pool, address, {"state": "drain"}))
+        self._tell("lb.backend.drain", pool, {"address": address, "wait": wait})
         backend = self._backend(request)
         loop = asyncio.get_running_loop()
         end = loop.time() + wait
@@ -287,6 +317,7 @@ class AdminServer:
         query(request, ())
         async with self.changing:  # re-reads the runtime file: not under a change's feet
             snapshot = await self.handle.reload()
+        self._tell("lb.reload", None, {"config_version": snapshot.version})
         if self.supervised:
             os.kill(os.getppid(), signal.SIGHUP)
         return web.json_response({"config_version": snapshot.version})
@@ -309,9 +340,5 @@ class AdminServer:
         return web.json_response(self.handle.reporter.build())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        from prometheus_client import generate_latest
-
-        from gtm import metrics
-
-        return web.Response(body=generate_latest(metrics.REGISTRY),
-                            content_type="text/plain", charset="utf-8")
+        # Every worker of this balancer added up (gtm.metrics_export), not worker 0 alone.
+        return await metrics_response(self.handle.metrics_text)

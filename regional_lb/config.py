@@ -17,6 +17,8 @@ Every key, with its default::
     admin = "127.0.0.1:9900"   # admin API (absent: none); needs admin_token
     admin_token = "..."        # Authorization: Bearer <token> (visible ASCII, no spaces)
     admin_tls = { certificates = "certs/" }  # HTTPS for the admin API (keys as a listener's tls)
+    metrics = "127.0.0.1:9901" # Prometheus /metrics, no token (absent: only the admin API's);
+                               # every worker added up; bind it where only Prometheus reaches
     region = "local"           # the name in region reports
     capacity = 0               # in-flight requests the region takes; 0: sum of max_connections
     redis_url = "redis://..."  # publish region reports there too (absent: in-process only)
@@ -185,6 +187,12 @@ Every key, with its default::
                                # (0: none, 503 at once); beyond it 503 at once
     queue_timeout = 5.0        # seconds one waits, then 503; highest class first, FIFO within
                                # a class; a client that closes leaves the queue
+    [lb.pools.autoscale]       # auto-scaling of this pool: min, max, metric and target (or
+                               # steps), windows, rates, warm-up, predictive, actuator; every
+                               # key in regional_lb.config_autoscale (README, Auto-scaling)
+
+    [lb.autoscale]             # the region's scaler: store, interval, lease, notify,
+                               # outbound_networks, history_days, state_dir (same module)
 
 Control-plane certificates (``control = true``) are the ones ``gtm certs upload`` (or
 ``PUT /v1/certificates/NAME``) stored: each poll reads what changed, opens the sealed
@@ -218,6 +226,14 @@ from regional_lb.config_acme import (
     AcmeSettings,
     acme_names,
     parse_acme,
+)
+from regional_lb.config_autoscale import (
+    POLICY_KEYS,
+    SETTINGS_KEYS,
+    ScalePolicy,
+    ScaleSettings,
+    parse_policy,
+    parse_settings,
 )
 from regional_lb.config_http2 import Http2Settings, http2_settings
 from regional_lb.config_limits import (
@@ -314,6 +330,7 @@ class PoolSpec:
     panic_below: float = 0.5         # fewer healthy than this share: balance over all
     queue_size: int = 0              # requests waiting for a backend slot; 0: 503 at once
     queue_timeout: float = 5.0       # seconds a request waits in the queue, then 503
+    autoscale: ScalePolicy | None = None  # regional_lb.config_autoscale
 
 
 @dataclass(frozen=True)
@@ -355,6 +372,7 @@ class LbConfig:
     admin: Listen | None = None
     admin_token: str | None = None
     admin_tls: TlsSpec | None = None  # HTTPS for the admin API
+    metrics: Listen | None = None    # a /metrics listener without the admin token
     region: str = "local"
     capacity: int = 0                # in-flight requests the region takes; 0 = from backends
     redis_url: str | None = None
@@ -367,6 +385,7 @@ class LbConfig:
     acme: AcmeSettings | None = None
     http2: Http2Settings = field(default_factory=Http2Settings)
     priority_classes: tuple[str, ...] = DEFAULT_CLASSES  # queue classes, highest first
+    autoscale: ScaleSettings = field(default_factory=ScaleSettings)  # [lb.autoscale]
     source: str = "config"
 
     def pool(self, name: str) -> PoolSpec:
@@ -378,15 +397,18 @@ def load_config(path: Path) -> LbConfig:
 
 
 _TOP = ("listeners", "pools", "timeouts", "limits", "workers", "access_log", "admin",
-        "admin_token", "admin_tls", "region", "capacity", "redis_url", "redis_namespace",
+        "admin_token", "admin_tls", "metrics", "region", "capacity", "redis_url", "redis_namespace",
         "report_interval", "demo_backends", "tls", "acme", "via", "allowed_backend_networks",
-        "http2", "priority_classes")
+        "http2", "priority_classes", "autoscale")
 
 
 def build_config(raw: Any, source: str) -> LbConfig:
     top = Reader(raw if raw is not None else {}, source, "lb", _TOP)
     allowed = _allowed_backend_networks(top)
-    pools = tuple(_pool(reader, allowed) for reader in top.tables("pools", _POOL_KEYS))
+    scaling = parse_settings(top.optional_child("autoscale", SETTINGS_KEYS),
+                             DEFAULT_ALLOWED_BACKEND_NETWORKS)
+    pools = tuple(_pool(reader, allowed, scaling.outbound_networks)
+                  for reader in top.tables("pools", _POOL_KEYS))
     if not pools:
         raise top.fail("pools", "needs at least one [[lb.pools]]")
     names = [p.name for p in pools]
@@ -411,6 +433,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         admin=top.optional_address("admin"),
         admin_token=_admin_token(top),
         admin_tls=admin_tls(top),
+        metrics=top.optional_address("metrics"),
         region=top.text("region", "local"),
         capacity=top.integer("capacity", 0, low=0, high=10**9),
         redis_url=top.text("redis_url", None),
@@ -423,6 +446,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
         acme=parse_acme(acme_table, listeners) if acme_table is not None else None,
         http2=http2_settings(top.child("http2", tuple(Http2Settings.__dataclass_fields__))),
         priority_classes=classes,
+        autoscale=scaling,
         source=source,
     ))
 
@@ -484,10 +508,11 @@ def _limits(reader: Reader) -> Limits:
 _POOL_KEYS = ("name", "backends", "algorithm", "hash_key", "slow_start", "max_connections",
               "max_idle", "retries", "retry_budget", "proxy_protocol", "tls", "tls_ca",
               "tls_server_name", "tls_verify", "check", "outlier", "panic_below", "queue_size",
-              "queue_timeout")
+              "queue_timeout", "autoscale")
 
 
-def _pool(reader: Reader, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
+def _pool(reader: Reader, allowed: tuple[IpNetwork, ...],
+          outbound: tuple[IpNetwork, ...] = DEFAULT_ALLOWED_BACKEND_NETWORKS) -> PoolSpec:
     name = reader.text("name", "")
     if not name:
         raise reader.fail("name", "is required")
@@ -522,6 +547,8 @@ def _pool(reader: Reader, allowed: tuple[IpNetwork, ...]) -> PoolSpec:
         panic_below=parse_panic_below(reader),
         queue_size=queue_size,
         queue_timeout=queue_timeout,
+        autoscale=parse_policy(reader.child("autoscale", POLICY_KEYS), outbound)
+        if "autoscale" in reader else None,
     )
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gtm.config_reader import Reader, config_dir, existing_path
-from gtm.control.sealing import key_file
-from gtm.control.store import validate_namespace
+from gtm.config_reader import Reader, config_dir, existing_path, files_here
 from gtm.errors import CertificateError, ConfigError
+from gtm.sealing import key_file
+from gtm.store_access import validate_namespace
 from regional_lb.tls import tickets
 from regional_lb.tls.contexts import CLIENT_AUTH, VERSIONS, TlsPolicy
 from regional_lb.tls.control import ControlSource
@@ -67,7 +67,7 @@ def tls_settings(reader: Reader) -> TlsSettings:
 
 def _ticket_key_file(reader: Reader, key: str) -> Path | None:
     path = existing_path(reader, key)
-    if path is not None:
+    if path is not None and files_here():
         try:
             tickets.read_key_file(path)
         except CertificateError as exc:
@@ -166,7 +166,7 @@ def listener_tls(reader: Reader, mode: str, managed: frozenset[str] = frozenset(
     default = reader.text("default", None)
     # A pair ACME manages may not exist yet: a placeholder is written before serving. With
     # control = true the default may be a control-plane certificate, known only at start.
-    if default is not None and certificates is not None and not control \
+    if default is not None and certificates is not None and not control and files_here() \
             and default not in managed and not any(
             (certificates / (default + suffix)).is_file() for suffix in (".crt", ".pem")):
         raise reader.fail("default", f"names no pair in {certificates} ({default}.crt + "

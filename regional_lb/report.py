@@ -9,7 +9,14 @@ Contract (one JSON object, every ``report_interval`` seconds)::
                                  # max_connections of available backends)
      "in_flight": int, "headroom": float,   # 1 - in_flight / capacity, 0..1
      "requests_per_s": float, "p95_ms": float | null, "error_rate": float,  # last interval
-     "backends_up": int, "backends_total": int}
+     "backends_up": int, "backends_total": int,
+     "scaling": {"growth": int, "pools_at_max": [pool, ...]}}  # auto-scaled pools only
+
+With auto-scaled pools, ``capacity`` also counts what the pools may still grow into
+(``max`` minus their serving backends, times the pool's max_connections) while their
+scaler runs and is not paused: a region that can add backends is not full, one whose
+pools are at ``max`` reports only what it has, so its headroom falls with its load and
+the capacity filter spills new clients to the next region.
 
 Published in-process (``REPORTS[region]``, and to ``SUBSCRIBERS``) and, when ``redis_url``
 is set, to Redis: ``SET <ns>:lb:region:<region>:<worker>`` (expires after 3 intervals) and
@@ -23,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +74,9 @@ class RegionReporter:
         self.task: asyncio.Task[None] | None = None
         self.redis: Any = None
         self._last: tuple[float, int, int, list[int]] | None = None
+        # Auto-scaling (regional_lb.autoscale): the in-flight requests the region's pools
+        # may still grow into, and which pools are at max. None: no scaler.
+        self.growth: Callable[[], tuple[int, list[str]]] | None = None
 
     async def start(self) -> None:
         url = self.worker.snapshot.config.redis_url
@@ -129,6 +140,9 @@ class RegionReporter:
         in_flight = sum(b.active for b in backends)
         capacity = config.capacity // self.workers if config.capacity else \
             sum(b.max_connections for b in up)
+        growth, at_max = self.growth() if self.growth is not None else (0, [])
+        if not config.capacity:  # a pool below max can still take more: not full yet
+            capacity += growth // self.workers
         now = time.monotonic()
         requests = sum(b.requests for b in backends)
         errors = sum(b.responses[5] for b in backends)
@@ -141,6 +155,9 @@ class RegionReporter:
             done = requests - last_requests
             rate = done / elapsed
             error_rate = (errors - last_errors) / done if done > 0 else 0.0
+            # A pool that had no backend had no buckets: count from zero then.
+            if len(last_buckets) != len(buckets):
+                last_buckets = [0] * len(buckets)
             delta = [a - b for a, b in zip(buckets, last_buckets, strict=True)]
             p95 = percentile(delta, 0.95)
         self._last = (now, requests, errors, buckets)
@@ -155,6 +172,8 @@ class RegionReporter:
             "error_rate": round(error_rate, 6),
             "backends_up": len(up), "backends_total": len(backends),
             "backends": [_backend_line(b) for b in backends],
+            **({"scaling": {"growth": growth, "pools_at_max": at_max}}
+               if self.growth is not None else {}),
         }
 
 

@@ -8,7 +8,7 @@ import ipaddress
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -28,7 +28,14 @@ from regional_lb.l7.upstream import UpstreamProtocol
 from regional_lb.pool_queue import RESULTS
 from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
 from regional_lb.sockets import bind_listener, listener_key
-from regional_lb.tls.listener import ADMIN_TLS, ListenerTls, TlsRegistry, TlsSpec, stop_task
+from regional_lb.tls.listener import (
+    ADMIN_TLS,
+    ListenerTls,
+    TlsPlan,
+    TlsRegistry,
+    TlsSpec,
+    stop_task,
+)
 
 
 def _tls_specs(config: LbConfig) -> list[tuple[str, TlsSpec | None]]:
@@ -76,7 +83,7 @@ class Worker:
         # Everything a request reads, in one object (regional_lb.snapshot).
         self.snapshot: Snapshot
         tls = self.tls.prepare(_tls_specs(config), self.tls.ticket_keys(config.tls.ticket_key_file))
-        self._swap(compile_snapshot(config, None, tls=tls))
+        self._swap(compile_snapshot(config, None, tls=tls.listeners), tls)
         self.tls_watcher: asyncio.Task[None] | None = None
         self.connections: set[Any] = set()
         self.crowd = 0  # the most connections seen since memory was last given back
@@ -182,8 +189,8 @@ class Worker:
             # swaps wait for this lock) and changes nothing live, so a compile that
             # raises leaves the running snapshot as it was.
             snapshot = await self.loop.run_in_executor(None, self._compile, config, previous,
-                                                       tls)
-            self._swap(snapshot)
+                                                       tls.listeners)
+            self._swap(snapshot, tls)
             self.stats.reloads += 1
             await self._sync_listeners()
             await self.tls.rescan()  # a reload also picks up changed certificates
@@ -195,12 +202,14 @@ class Worker:
 
     @staticmethod
     def _compile(config: LbConfig, previous: Snapshot,
-                 tls: dict[str, ListenerTls]) -> Snapshot:
+                 tls: Mapping[str, ListenerTls]) -> Snapshot:
         return compile_snapshot(config, previous, tls=tls)
 
-    def _swap(self, snapshot: Snapshot) -> None:
-        """The config's settings into the runtime records, and the snapshot in: one
-        synchronous step (no await), so no request sees one without the other."""
+    def _swap(self, snapshot: Snapshot, tls: TlsPlan) -> None:
+        """The config's settings into the runtime records, its TLS state (stores, ticket
+        keys) into the registry, and the snapshot in: one synchronous step (no await), so
+        no request sees one without the others, and a failed compile changed none."""
+        self.tls.commit(tls)
         snapshot.go_live(self.loop.time())
         self.snapshot = snapshot
 

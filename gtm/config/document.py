@@ -9,14 +9,16 @@ serve. Errors are ConfigErrors whose ``where`` is a JSON path into the document
 find the offending field without knowing how the document is split up.
 
 Sections other than ``zones`` belong to other parts of the system (steering, the
-load balancer); they plug their validators in with :func:`register_section`.
+load balancer); they plug their validators in with :func:`register_section`, or, from a
+package gtm does not import, through the ``gtm.sections`` entry points
+(gtm.config.sections): regional_lb compiles ``lb`` that way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -27,6 +29,10 @@ import dns.name
 import dns.rdatatype
 
 from gtm.config.challenges import CHALLENGES, check_challenges, records_by_zone
+from gtm.config.cookies import DNS_COOKIES, check_dns_cookies
+from gtm.config.drills import DRILLS
+from gtm.config.drills import parse_section as check_drills
+from gtm.config.sections import SectionValidator, discovered_validators, valid_section_name
 from gtm.config.steering import (
     STATE,
     STEERING,
@@ -34,16 +40,21 @@ from gtm.config.steering import (
     check_zone_table,
     sections_from_zone_dir,
 )
+from gtm.config.tsig import (
+    TRANSFERS,
+    TSIG,
+    UPDATES,
+    check_references,
+    check_transfers,
+    check_tsig,
+    check_updates,
+)
 from gtm.dns.answer import ZoneSet
 from gtm.dns.zone import Zone, compile_zone
 from gtm.dns.zonefile import Record, read_master_text
 from gtm.errors import ConfigError, ZoneError
 
 ZONES = "zones"
-
-# validator(value, source, path) -> the compiled section, or raise ConfigError whose
-# ``where`` starts with ``path``.
-SectionValidator = Callable[[Any, str, str], Any]
 
 
 def accept_object(value: Any, source: str, path: str) -> Any:
@@ -56,8 +67,16 @@ def accept_object(value: Any, source: str, path: str) -> Any:
 _SECTIONS: dict[str, SectionValidator] = {
     "steering": check_zone_table,
     "state": check_zone_table,
+    # Compiled by regional_lb (its `gtm.sections` entry point) when it is installed;
+    # without it, any object is kept as it is.
     "lb": accept_object,
     CHALLENGES: check_challenges,
+    DNS_COOKIES: check_dns_cookies,
+    DRILLS: check_drills,
+    TSIG: check_tsig,
+    TRANSFERS: check_transfers,
+    UPDATES: check_updates,
+    **discovered_validators(),
 }
 
 
@@ -67,7 +86,7 @@ def register_section(name: str, validator: SectionValidator) -> None:
     Registering a name again replaces its validator: the steering and load balancer
     packages replace the permissive defaults with their own.
     """
-    if name == ZONES or not name.isidentifier():
+    if not valid_section_name(name):
         raise ValueError(f"cannot register a section named {name!r}")
     _SECTIONS[name] = validator
 
@@ -100,6 +119,7 @@ def compile_document(doc: Any, source: str) -> CompiledConfig:
         for name, validator in sorted(_SECTIONS.items())
         if name in doc
     }
+    check_references(sections, doc.get(ZONES, {}), source)
     zones, warnings = _compile_zones(doc.get(ZONES, {}), source,
                                      sections.get(CHALLENGES, {}))
     zones = attach_all(zones, sections.get(STEERING, {}), sections.get(STATE, {}), source)

@@ -11,14 +11,40 @@ from pathlib import Path
 from typing import Any
 
 from gtm import config_reader
-from gtm.config_reader import Listen, Reader
+from gtm.config_reader import IpNetwork, Listen, Reader
 from gtm.errors import ConfigError
 from gtm.toml_input import read_toml
 
-__all__ = ["DEFAULT_DNS_PORT", "DnsSettings", "Listen", "load_dns_settings", "parse_listen",
-           "validate"]  # Listen is re-exported: most users of an address read settings too
+# Listen is re-exported: most users of an address read settings too.
+__all__ = ["DEFAULT_DNS_PORT", "DnsSettings", "Listen", "RrlSettings", "load_dns_settings",
+           "parse_listen", "validate"]
 
 DEFAULT_DNS_PORT = 6053  # unprivileged, and clear of mDNS on 5353
+
+
+@dataclass(frozen=True)
+class RrlSettings:
+    """Response rate limiting (``[dns.rrl]``): see gtm.dns.rrl and the README."""
+
+    enabled: bool = False
+    # Responses per second per (client prefix, response class, name), for the whole node:
+    # each of N workers limits at rate / N (they share nothing; SO_REUSEPORT spreads a
+    # flood over them). The bucket holds one second of responses (the burst).
+    responses_per_second: float = 20.0
+    # Every Nth limited response goes out truncated (TC=1, so a real client retries over
+    # TCP); 0: drop every limited response, 1: truncate every one.
+    slip: int = 2
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    # Networks never limited (monitoring, your own resolvers).
+    whitelist: tuple[IpNetwork, ...] = ()
+    # Count and log what would be limited; limit nothing.
+    log_only: bool = False
+    # Buckets kept (per worker); the oldest goes first when full.
+    table_size: int = 100_000
+
+
+RRL_KEYS = tuple(f.name for f in fields(RrlSettings))
 
 
 @dataclass(frozen=True)
@@ -38,6 +64,9 @@ class DnsSettings:
     udp_batch: bool = True
     # An mmdb file (GeoLite2, DB-IP, or the NRO country file); None: the one shipped.
     geoip_database: Path | None = None
+    # DNS cookies (RFC 7873, server cookies as RFC 9018).
+    cookies: bool = True
+    rrl: RrlSettings = RrlSettings()
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_DNS_PORT) -> Listen:
@@ -74,13 +103,31 @@ def _values(table: Reader, base: Path) -> dict[str, Any]:
             values[key] = base / text  # an absolute path stays one
         elif key in ("tcp_idle_timeout", "watch_interval"):
             values[key] = table.number(key)
-        elif key == "udp_batch":
+        elif key in ("udp_batch", "cookies"):
             values[key] = table.flag(key, True)
+        elif key == "rrl":
+            values[key] = _rrl(table.child(key, RRL_KEYS))
         elif key == "nsid":
             values[key] = table.text(key)
         else:
             values[key] = table.integer(key)
     return values
+
+
+def _rrl(table: Reader) -> RrlSettings:
+    defaults = RrlSettings()
+    return RrlSettings(
+        enabled=table.flag("enabled", defaults.enabled),
+        responses_per_second=table.number("responses_per_second",
+                                          defaults.responses_per_second, low=0.1),
+        slip=table.integer("slip", defaults.slip, low=0, high=100),
+        ipv4_prefix=table.integer("ipv4_prefix", defaults.ipv4_prefix, low=8, high=32),
+        ipv6_prefix=table.integer("ipv6_prefix", defaults.ipv6_prefix, low=16, high=128),
+        whitelist=table.networks("whitelist") if "whitelist" in table else (),
+        log_only=table.flag("log_only", defaults.log_only),
+        table_size=table.integer("table_size", defaults.table_size, low=1000,
+                                 high=10_000_000),
+    )
 
 
 def validate(settings: DnsSettings, source: str | None = None) -> DnsSettings:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from gtm.config.document import ZONES, known_sections
+from gtm.control.api_metrics import count_requests
+from gtm.control.api_metrics import routes as metrics_routes
 from gtm.control.auth import Authenticator, actor, bearer_secret, principal, requires
 from gtm.control.diff import diff_documents
 from gtm.control.http import (
@@ -36,14 +37,14 @@ from gtm.control.http import (
     whole_number,
 )
 from gtm.control.idempotency import Idempotency, idempotency_key, replay_completer
-from gtm.control.liveness import GONE, Liveness
+from gtm.control.liveness import Liveness
+from gtm.control.nodes_view import LIVENESS, is_gone, node_items
 from gtm.control.openapi import openapi_document
 from gtm.control.ratelimit import TokenBuckets
 from gtm.control.routes_shared import SERVICE, caller_of, proposal_response, respond, service_of
 from gtm.control.service import ConfigService, Document
 from gtm.control.store import (
     AuditEntry,
-    NodeStatus,
     Outcome,
     Receipt,
     TokenRecord,
@@ -55,7 +56,6 @@ from gtm.errors import ConfigError, NotFound, RequestError
 
 MAX_BODY = 32 * 1024 * 1024  # a large deployment's zones, with room to spare
 AUTH = web.AppKey("auth", Authenticator)
-LIVENESS = web.AppKey("liveness", Liveness)
 
 
 def build_app(service: ConfigService, liveness: Liveness | None = None,
@@ -63,7 +63,7 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     auth = Authenticator(service, failed_logins)
     # The inner error boundary makes the handlers' refusals answers before the
     # idempotency layer sees them, so they are kept for a retry like any answer.
-    middlewares = [error_boundary, auth.middleware, plain_path_parameters,
+    middlewares = [count_requests, error_boundary, auth.middleware, plain_path_parameters,
                    Idempotency(service.store).middleware, error_boundary]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SERVICE] = service
@@ -93,8 +93,16 @@ def build_app(service: ConfigService, liveness: Liveness | None = None,
     ]
     from gtm.control.certificates_api import routes as certificate_routes
     from gtm.control.challenges_api import routes as challenge_routes
+    from gtm.control.drills_api import add_drills
+    from gtm.control.events_api import routes as event_routes
+    from gtm.control.scale_api import routes as scale_routes
+    from gtm.control.status_api import routes as status_routes
+    from gtm.control.tsig_api import routes as tsig_routes
 
-    app.add_routes([*routes, *challenge_routes(), *certificate_routes()])
+    app.add_routes([*routes, *challenge_routes(), *certificate_routes(), *event_routes(app),
+                    *status_routes(app, auth), *metrics_routes(app[LIVENESS]),
+                    *tsig_routes(), *scale_routes()])
+    add_drills(app, service)
     return app
 
 
@@ -279,22 +287,10 @@ async def post_rollback(request: web.Request) -> web.Response:
 async def list_nodes(request: web.Request) -> web.Response:
     """Every node's latest report; gone nodes (silent for long) only with ``?all=true``."""
     everything = query_flag(request, "all")
-    liveness = request.app[LIVENESS]
     service = service_of(request)
     head = await service.store.head()
-    latest: dict[str, NodeStatus] = {s.node_id: s for s in await service.store.nodes()}
-    if service.fanout is not None:
-        for status in await service.fanout.nodes():
-            known = latest.get(status.node_id)
-            if known is None or status.last_contact > known.last_contact:
-                latest[status.node_id] = status
-    now = time.time()
-    items = [
-        {**s.public(), "state": liveness.state(s, now), "lag_versions": max(head - s.version, 0),
-         "seconds_since_contact": round(max(now - s.last_contact, 0.0), 3)}
-        for s in sorted(latest.values(), key=lambda s: s.node_id)
-    ]
-    shown = items if everything else [item for item in items if item["state"] != GONE]
+    items = await node_items(service, request.app[LIVENESS], head)
+    shown = items if everything else [item for item in items if not is_gone(item)]
     return web.json_response({"version": head, "items": shown,
                               "gone_hidden": len(items) - len(shown)})
 
@@ -348,6 +344,8 @@ async def post_token(request: web.Request) -> web.Response:
         lambda r: AuditEntry(who, "token.create", r.id, "ok", {"name": name, "role": role}),
         key, lambda _r: answer)
     await service_of(request).store.add_token(record, hash_secret(secret), receipt)
+    service_of(request).events.publish("token.create", f"token {record.id}",
+                                       {"name": name, "role": role}, who)
     return web.json_response({**record.public(), "token": secret}, status=201)
 
 
@@ -361,4 +359,5 @@ async def delete_token(request: web.Request) -> web.Response:
         idempotency_key(request), lambda _id: answer)
     if not await service_of(request).store.revoke_token(token_id, receipt):
         raise NotFound(f"no live token {token_id!r}")
+    service_of(request).events.publish("token.revoke", f"token {token_id}", {}, who)
     return respond(answer)

@@ -16,7 +16,7 @@ limit is there to protect the audit log and the store, not the tokens.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -34,6 +34,9 @@ FAILURES_PER_SECOND = 0.5
 
 PRINCIPAL = web.RequestKey("principal", TokenRecord)
 F = TypeVar("F", bound=Callable[..., Any])
+# The status page's cookie session (gtm.control.status_api): the token of a request that
+# carries no Authorization header, or None.
+SessionLookup = Callable[[web.Request], Awaitable[TokenRecord | None]]
 
 
 def requires(role: str) -> Callable[[F], F]:
@@ -46,10 +49,19 @@ def requires(role: str) -> Callable[[F], F]:
     return mark
 
 
+def session_ok(handler: F) -> F:
+    """Mark a read-only (GET) handler that the status page's cookie session may call too.
+    Only GETs: a cookie is sent by the browser on its own, so it must never authorise a
+    change (CSRF); SameSite=Strict keeps it off other sites' requests besides."""
+    handler.session_ok = True  # type: ignore[attr-defined]
+    return handler
+
+
 class Authenticator:
     def __init__(self, service: ConfigService, failures: TokenBuckets | None = None):
         self.service = service
         self.failures = failures or TokenBuckets(FAILURE_BURST, FAILURES_PER_SECOND)
+        self.session_principal: SessionLookup | None = None
 
     async def token_for(self, secret: str) -> TokenRecord | None:
         record = await self.service.store.token_by_hash(hash_secret(secret))
@@ -62,6 +74,12 @@ class Authenticator:
         if needed is None:  # public: /openapi.json, /v1/health, unknown routes (404)
             return await handler(request)
         header = request.headers.get("Authorization", "")
+        if not header and request.method == "GET" and self.session_principal is not None \
+                and getattr(route_handler, "session_ok", False):
+            session_token = await self.session_principal(request)
+            if session_token is not None and role_allows(session_token.role, needed):
+                request[PRINCIPAL] = session_token
+                return await handler(request)
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return await self._failed(request, "missing bearer token")
@@ -75,6 +93,18 @@ class Authenticator:
             )
         request[PRINCIPAL] = token
         return await handler(request)
+
+    async def refuse_login(self, request: web.Request, reason: str) -> float:
+        """A failed login of the status page, limited and audited like a failed bearer
+        token: 0, or the seconds the client must wait (it has failed too often)."""
+        wait = self.failures.take(client_of(request.remote))
+        kind = "limited" if wait else "unauthenticated"
+        metrics.config_auth_refusals.labels(kind).inc()
+        await self.service.refusals.add(AuditEntry(
+            "anonymous", "auth.refused", f"{request.method} {request.path}", "refused",
+            {"reason": reason, "status": 429 if wait else 401, "remote": request.remote or ""},
+        ), client_of(request.remote), "too many failures" if wait else reason)
+        return wait
 
     async def _failed(self, request: web.Request, reason: str) -> web.StreamResponse:
         """A failed authentication: 401, or 429 once the client has failed too often."""

@@ -2,7 +2,7 @@
 
 An upload is checked exactly as the balancer checks a pair (:mod:`gtm.tlscerts`, then
 OpenSSL), so what the API accepts a balancer can serve. The private key is sealed
-(:mod:`gtm.control.sealing`) before it reaches the store; the chain is kept in the clear
+(:mod:`gtm.sealing`) before it reaches the store; the chain is kept in the clear
 and only its certificates (a key pasted into it is refused, never stored). Every
 change, and every refused upload, is audited with names, expiry and fingerprint, never
 key material. This is the one path certificates take into the store (API, CLI, and
@@ -19,10 +19,10 @@ from typing import Any
 from cryptography import x509
 
 from gtm import log
-from gtm.control.sealing import SecretKey
 from gtm.control.service import ConfigService
 from gtm.control.store import CertificateRecord, NewCertificate, Store
 from gtm.errors import CertificateError, NotFound, SealingError
+from gtm.sealing import SecretKey
 from gtm.tlscerts import NAME, CheckedPair, check_pair, describe_key, openssl_check
 
 MAX_CHAIN_BYTES = 1024 * 1024   # a leaf and its intermediates, with room to spare
@@ -68,8 +68,9 @@ class CertificateService:
             key_nonce=sealed.nonce, key_id=sealed.key_id, names=checked.names,
             not_after=checked.not_after.timestamp(), fingerprint=checked.fingerprint,
             updated_by=actor))
-        await self.config.audit(actor, "certificate.put", name, "ok", {
-            **audit_detail(record), "replaced": previous is not None})
+        detail = {**audit_detail(record), "replaced": previous is not None}
+        await self.config.audit(actor, "certificate.put", name, "ok", detail)
+        self.config.events.publish("certificate.put", f"certificate {name}", detail, actor)
         log.control.info("certificate %s stored (revision %d): %s, not after %s, sha256 %s",
                          name, record.revision, ", ".join(record.names[:4]),
                          f"{checked.not_after:%Y-%m-%d}", record.fingerprint[:16])
@@ -81,6 +82,8 @@ class CertificateService:
         if tombstone is None:
             raise NotFound(f"no certificate {name!r}")
         await self.config.audit(actor, "certificate.delete", name, "ok", audit_detail(tombstone))
+        self.config.events.publish("certificate.delete", f"certificate {name}",
+                                   audit_detail(tombstone), actor)
         log.control.info("certificate %s deleted (revision %d)", name, tombstone.revision)
         return tombstone
 
@@ -132,6 +135,24 @@ def audit_detail(record: CertificateRecord) -> dict[str, Any]:
     return {"names": list(record.names), "not_after": _iso(record.not_after),
             "fingerprint_sha256": record.fingerprint, "revision": record.revision,
             "key_id": record.key_id}
+
+
+def expiry_events(records: list[CertificateRecord], now: float, within: float,
+                  seen: set[tuple[str, str, str]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Events for live certificates expired or expiring within ``within`` seconds (pure but
+    for ``seen``, which keeps each (name, fingerprint, kind) to one event per process)."""
+    out = []
+    for record in records:
+        if record.deleted or record.not_after - now > within:
+            continue
+        kind = "certificate.expired" if record.not_after <= now else "certificate.expiring"
+        key = (record.name, record.fingerprint, kind)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((kind, f"certificate {record.name}", {
+            **audit_detail(record), "days_left": round((record.not_after - now) / 86400, 1)}))
+    return out
 
 
 def describe(record: CertificateRecord) -> dict[str, Any]:

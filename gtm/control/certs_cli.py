@@ -59,7 +59,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from gtm.control.sealing import create_key  # cryptography: only this command
+    from gtm.sealing import create_key  # cryptography: only this command
 
     key = create_key(args.file)
     print(f"secret key {key.id} written to {args.file} (mode 0600); give every control-plane "

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from gtm.wording import plural
 # are imported by the commands that use them.
 if TYPE_CHECKING:
     from gtm.control.follower import FollowerSettings
+    from gtm.control.sectionfollow import SectionFollow
 
 DEFAULT_API = "http://127.0.0.1:8080"
 DEFAULT_STATE = Path("var/control")
@@ -46,6 +48,9 @@ def add_follow_options(serve: argparse.ArgumentParser) -> None:
                        help="seconds between checks of the store (2)")
     group.add_argument("--no-store-notify", action="store_true",
                        help="ignore PostgreSQL NOTIFY (to measure Redis or reconcile alone)")
+    group.add_argument("--secret-key-file", type=Path, default=None, metavar="FILE",
+                       help="a copy of the control plane's secret key: opens the deployment's "
+                       "DNS cookie secrets (default: $GTM_SECRET_KEY_FILE)")
 
 
 def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
@@ -62,7 +67,17 @@ def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
     return FollowerSettings(node_id=node_id, state_dir=args.state_dir, store_url=args.control,
                             redis_url=args.redis, namespace=args.namespace,
                             reconcile_interval=args.reconcile_interval,
-                            store_notify=not args.no_store_notify)
+                            store_notify=not args.no_store_notify,
+                            secret_key_file=args.secret_key_file)
+
+
+def section_follow(args: argparse.Namespace, kind: str) -> SectionFollow | None:
+    """The same options, for a node of another kind that follows one section entry
+    (`gtm lb serve --control`: kind lb)."""
+    from gtm.control.sectionfollow import SectionFollow
+
+    settings = follower_settings(args)
+    return None if settings is None else SectionFollow(replace(settings, kind=kind))
 
 
 def add_commands(commands: Any) -> None:

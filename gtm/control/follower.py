@@ -36,10 +36,11 @@ from gtm import log, metrics, redis_client
 from gtm.config.document import CompiledConfig, compile_document
 from gtm.control import fanout
 from gtm.control.snapshot import read_snapshot, write_snapshot
-from gtm.control.store import NodeStatus, Store, validate_namespace
+from gtm.control.store import NodeStatus, Store
 from gtm.control.stores import store_from_url
 from gtm.errors import ConfigError, StoreUnavailable
 from gtm.process import cancel_and_wait
+from gtm.store_access import validate_namespace
 
 ApplyCallback = Callable[[int, CompiledConfig], Awaitable[None]]
 
@@ -58,6 +59,9 @@ class FollowerSettings:
     # Hear of versions from the store itself (PostgreSQL NOTIFY). Off only to measure
     # the other paths alone (bench/propagation.py).
     store_notify: bool = True
+    # A copy of the control plane's secret key (DNS nodes open the cookie secrets with
+    # it); None: $GTM_SECRET_KEY_FILE, if set.
+    secret_key_file: Path | None = None
 
 
 class ConfigFollower:
@@ -90,6 +94,8 @@ class ConfigFollower:
         self.redis_subscribed = False
         # More to report (e.g. {"health": ...} from gtm.health), merged into the info.
         self.status_extra: Callable[[], dict[str, Any]] | None = None
+        # What stops with the follower (a DNS node's transfers and notices), first.
+        self.closers: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self) -> None:
         if not await self._serve_snapshot():
@@ -100,6 +106,11 @@ class ConfigFollower:
             self._tasks.append(asyncio.create_task(self._listen_redis(), name="config-redis"))
 
     async def stop(self) -> None:
+        for close in self.closers:
+            try:
+                await close()
+            except Exception:  # stopping goes on whatever one part does
+                log.follower.exception("stopping a part of the node failed")
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._redis is not None:
@@ -210,6 +221,7 @@ class ConfigFollower:
             write_snapshot(self.settings.state_dir, version, document)
             return compiled
 
+        started = time.perf_counter()
         try:
             compiled = await asyncio.get_running_loop().run_in_executor(None, build)
         except (ConfigError, OSError) as exc:
@@ -220,6 +232,8 @@ class ConfigFollower:
                                version, self.version, exc)
             return
         await self._apply(version, compiled, "store")
+        # Compile, snapshot to disk and swap: what a new version costs this node.
+        metrics.dns_reload_seconds.labels("control").observe(time.perf_counter() - started)
 
     async def _apply(self, version: int, compiled: CompiledConfig, origin: str) -> None:
         try:

@@ -123,6 +123,9 @@ def _paths() -> Json:
     return {
         "/openapi.json": {"get": _op("This document", None, _json({"type": "object"}))},
         "/v1/health": {"get": _op("Liveness", None, _json({"type": "object"}))},
+        "/metrics": {"get": _op("Prometheus metrics (text exposition format)", "viewer", {
+            "description": "The metrics",
+            "content": {"text/plain": {"schema": {"type": "string"}}}})},
         "/v1/config": {
             "get": _op("The live document and its version (ETag)", "viewer",
                        _json(_ref("Config"))),
@@ -185,10 +188,33 @@ def _paths() -> Json:
             "delete": _op("Delete a certificate (balancers stop serving it)", "admin",
                           _json({"type": "object"}), params=_CERTIFICATE_NAME),
         },
+        **_scale_paths(),
+        "/v1/tsig": {
+            "get": _op("TSIG keys (names and algorithms, never secrets)", "admin",
+                       _json({"type": "object"})),
+            "post": _op("Make a TSIG key; its secret is returned once", "admin",
+                        _json({"type": "object"}, "Created"), created=True,
+                        body={"type": "object", "required": ["name"], "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 253},
+                            "algorithm": {"enum": ["hmac-sha256", "hmac-sha512"]}}}),
+        },
+        "/v1/tsig/{name}": {"delete": _op(
+            "Delete a TSIG key no transfer rule or grant names", "admin",
+            _json({"type": "object"}),
+            params=[{"name": "name", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": _PLAIN}}])},
         "/v1/tokens/{id}": {"delete": _op(
             "Revoke a token", "admin", _json({"type": "object"}),
             params=[{"name": "id", "in": "path", "required": True,
                      "schema": {"type": "string", "pattern": _PLAIN}}])},
+        "/v1/events": {"get": _op(
+            "The event stream, oldest first in cursor pages; ?wait= holds the request until "
+            "an event arrives (long poll)", "viewer", _json(_ref("EventPage")),
+            params=_EVENT_PARAMS)},
+        "/v1/status": {"get": _op(
+            "What the status page shows: regions (place, state, headroom, rate), the DNS "
+            "split, nodes, recent events, certificates close to expiry", "viewer",
+            _json({"type": "object"}))},
         "/v1/acme/challenges/{name}": {
             "put": _challenge_op("Publish ACME DNS-01 values at a name (kept with any there)",
                                  body={"type": "object", "required": ["values"], "properties": {
@@ -201,6 +227,89 @@ def _paths() -> Json:
     }
 
 
+def _scale_paths() -> Json:
+    """Auto-scaling (gtm.control.scale_api): status and events, operator bounds, pause."""
+    target = [{"name": name, "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": _PLAIN, "maxLength": 200}}
+              for name in ("region", "pool")]
+    region = [{"name": "region", "in": "query", "schema": {"type": "string"}}]
+    changed = _json({"type": "object", "properties": {
+        "region": {"type": "string"}, "pool": {"type": "string"},
+        "settings": {"type": "object"}}})
+    bound = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1000}, {"type": "null"}]}
+    return {
+        "/v1/scale": {"get": _op("Auto-scaling status of every region (or ?region=)",
+                                 "viewer", _json({"type": "object"}), params=region)},
+        "/v1/scale/history": {"get": _op(
+            "Scaling events, newest first", "viewer", _json({"type": "object"}),
+            params=[*region, {"name": "limit", "in": "query",
+                              "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+        "/v1/scale/{region}/{pool}": {"put": _no_store(_op(
+            "Operator bounds of an auto-scaled pool (null: back to the policy's)", "editor",
+            changed, params=target, body={"type": "object", "minProperties": 1,
+                                          "additionalProperties": False, "properties": {
+                                              "min": bound, "max": bound}}))},
+        "/v1/scale/{region}/{pool}/pause": {"post": _no_store(_op(
+            "Pause a pool's scaling decisions", "editor", changed, params=target))},
+        "/v1/scale/{region}/{pool}/resume": {"post": _no_store(_op(
+            "Resume a pool's scaling decisions", "editor", changed, params=target))},
+    }
+
+
+def _no_store(op: Json) -> Json:
+    """409: this control plane has no scale store (PostgreSQL without Redis)."""
+    op["responses"]["409"] = _ERROR
+    return op
+
+
+_EVENT_PARAMS: list[Json] = [
+    {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+     "description": "next_cursor of the previous page: the events stored after it"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                "maximum": 500}},
+    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+     "description": "the newest N events instead of a page after a cursor"},
+    {"name": "type", "in": "query", "style": "form", "explode": True,
+     "schema": {"type": "array", "maxItems": 20, "items": {
+         "type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}(\\.[a-z0-9_]{1,32}){0,3}$"}},
+     "description": "only these types (repeatable)"},
+    {"name": "since", "in": "query", "schema": {"type": "number", "minimum": 0,
+                                                "maximum": 1e11},
+     "description": "only events from this Unix time on"},
+    {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25},
+     "description": "seconds to hold the request while there is no event (long poll)"},
+]
+
+
+def _html(description: str) -> Json:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _status_page_paths() -> Json:
+    """The status page (HTML, its assets, login and logout): public routes, they take no
+    bearer token. POSTs must come from the page itself (Origin): 403 otherwise."""
+    see_page = {"description": "To the page (GET /status)",
+                "headers": {"Location": {"schema": {"type": "string"}}}}
+    login = {"summary": "Log in with a token (form); a session cookie is set", "security": [],
+             "requestBody": {"required": True, "content": {
+                 "application/x-www-form-urlencoded": {"schema": {
+                     "type": "object", "properties": {"token": {"type": "string"}}}}}},
+             "responses": {"303": see_page, "400": _ERROR, "401": _html("Login refused"),
+                           "403": _ERROR, "413": _ERROR, "415": _ERROR,
+                           "429": _html("Too many failed logins from this address")}}
+    return {
+        "/status": {"get": {"summary": "The status page, or its login form", "security": [],
+                            "responses": {"200": _html("The page or the login form")}}},
+        "/status/status.js": {"get": {"summary": "The page's script", "security": [],
+                                      "responses": {"200": {"description": "JavaScript"}}}},
+        "/status/status.css": {"get": {"summary": "The page's style", "security": [],
+                                       "responses": {"200": {"description": "CSS"}}}},
+        "/status/login": {"post": login},
+        "/status/logout": {"post": {"summary": "End the session", "security": [],
+                                    "responses": {"303": see_page, "403": _ERROR}}},
+    }
+
+
 def _challenge_op(summary: str, body: Json | None = None,
                   params: list[Json] | None = None) -> Json:
     """Applied at the head version (retried when another write lands first): no If-Match."""
@@ -210,6 +319,58 @@ def _challenge_op(summary: str, body: Json | None = None,
                             "404": {"$ref": "#/components/responses/Error"},
                             "422": {"$ref": "#/components/responses/Error"}})
     return op
+
+
+_ID = [{"name": "id", "in": "path", "required": True,
+        "schema": {"type": "string", "pattern": _PLAIN}}]
+
+
+def _drill_op(summary: str, role: str, *, body: Json | None = None,
+              params: list[Json] | None = None, created: bool = False) -> Json:
+    """The drill routes (gtm.control.drills_api): not versions, so no If-Match."""
+    op = _op(summary, role, _json({"type": "object"}), body=body, params=params,
+             created=created)
+    if role != "viewer":
+        op["responses"].update({"409": _ERROR, "413": _ERROR})
+    return op
+
+
+def _drill_paths() -> Json:
+    anything = {"type": "object"}
+    return {
+        "/v1/drills": {
+            "get": _drill_op("Drills, newest first (without reports)", "viewer", params=[
+                {"name": "active", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500}}]),
+            "post": _drill_op("Open a drill's record (running, or refused by safety)",
+                              "editor", created=True, body={
+                                  "type": "object", "required": ["plan"], "properties": {
+                                      "plan": anything, "status": {"type": "string"},
+                                      "reason": {"type": "string"}, "detail": anything}}),
+        },
+        "/v1/drills/{id}": {"get": _drill_op("One drill with its report", "viewer",
+                                             params=_ID)},
+        "/v1/drills/{id}/overrides": {
+            "post": _drill_op("Record an override with its expiry (then applied)", "editor",
+                              params=_ID, body=anything, created=True)},
+        "/v1/drills/{id}/restore": {
+            "post": _drill_op("Restore what the drill set, now", "editor", params=_ID,
+                              body={"type": "object", "properties": {
+                                  "reason": {"type": "string"}}})},
+        "/v1/drills/{id}/abort": {
+            "post": _drill_op("Abort: flag the runner and restore now", "editor", params=_ID,
+                              body={"type": "object", "properties": {
+                                  "reason": {"type": "string"}}})},
+        "/v1/drills/{id}/recover": {
+            "post": _drill_op("Restore the drill's overrides now (id `active`: every active "
+                              "drill's)", "editor", params=_ID)},
+        "/v1/drills/{id}/result": {
+            "put": _drill_op("The drill's outcome and report", "editor", params=_ID, body={
+                "type": "object", "required": ["status", "report"], "properties": {
+                    "status": {"type": "string"}, "reason": {"type": "string"},
+                    "report": anything}})},
+    }
 
 
 def _schemas() -> Json:
@@ -247,6 +408,14 @@ def _schemas() -> Json:
             "key_id": {"type": "string", "description": "the secret key that sealed it"},
             "updated_at": {"type": "string"}, "updated_by": {"type": "string"},
             "replaced": {"type": "boolean", "description": "PUT only"}}},
+        "Event": {"type": "object", "required": ["id", "time", "type", "subject", "detail",
+                                                 "actor"], "properties": {
+            "id": {"type": "string"}, "time": {"type": "number"}, "type": {"type": "string"},
+            "subject": {"type": "string"}, "detail": {"type": "object"},
+            "actor": {"type": "string"}}},
+        "EventPage": {"type": "object", "properties": {
+            "items": {"type": "array", "items": _ref("Event")},
+            "next_cursor": {"type": "string", "description": "where to go on from (digits)"}}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "status": {"type": "integer"}, "message": {"type": "string"},
             "field": {"type": ["string", "null"],
@@ -279,7 +448,8 @@ def openapi_document() -> Json:
             "duplicate keys, no NaN or Infinity, no NUL or lone surrogate in any string "
             "(400 naming what and where).")},
         "security": [{"bearer": []}],
-        "paths": _with_common_conventions(_paths()),
+        "paths": {**_with_common_conventions({**_paths(), **_drill_paths()}),
+                  **_status_page_paths()},
         "components": {
             "schemas": _schemas(),
             "responses": {"Error": _json(_ref("Error"), "An error naming the field at fault")},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,26 @@ from typing import Any
 from aiohttp import web
 
 from gtm import log
+from gtm.control import events
 from gtm.control.api import build_app
 from gtm.control.api_tls import ApiTls
 from gtm.control.auth import FAILURE_BURST, FAILURES_PER_SECOND
-from gtm.control.certificates import CertificateService
+from gtm.control.certificates import CertificateService, expiry_events
 from gtm.control.certificates_api import CERTIFICATES
 from gtm.control.client import ADMIN_TOKEN_FILE
+from gtm.control.drills_api import DRILL_SERVICE
 from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
 from gtm.control.ratelimit import TokenBuckets
 from gtm.control.refusals import DEFAULT_WINDOW
-from gtm.control.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
+from gtm.control.scale_api import SCALE, mirror_events, scale_store_for
 from gtm.control.service import ConfigService
-from gtm.control.store import Store, hash_secret, new_token, validate_namespace
+from gtm.control.status_api import status_source
+from gtm.control.store import Store, hash_secret, new_token
 from gtm.control.stores import DEFAULT_SQLITE_NAME, describe, store_from_url
 from gtm.errors import StoreUnavailable
+from gtm.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
+from gtm.store_access import validate_namespace
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class ControlSettings:
     # Stored as version 1 when the store has no version yet (the embedded default
     # starts from the example zones).
     seed_document: dict[str, Any] | None = None
-    # Seals certificates' private keys (gtm.control.sealing). None: $GTM_SECRET_KEY_FILE,
+    # Seals certificates' private keys (gtm.sealing). None: $GTM_SECRET_KEY_FILE,
     # else state_dir/secret.key.
     secret_key_file: Path | None = None
     # Make a fresh key when there is none (the embedded default). Off for a control plane
@@ -70,6 +76,12 @@ class ControlSettings:
     # Failed authentications a client may make at once, then per second (then 429).
     auth_failure_burst: int = FAILURE_BURST
     auth_failures_per_second: float = FAILURES_PER_SECOND
+    # Certificates this close to expiry are events (certificate.expiring) and shown on the
+    # status page; checked at start and then every expiry_check_interval seconds.
+    certificate_warning_days: float = 30.0
+    expiry_check_interval: float = 3600.0
+    # The DNS listeners scheduled drills observe ("HOST:PORT"; gtm up passes its own).
+    drill_dns: tuple[str, ...] = ()
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite://{(self.state_dir / DEFAULT_SQLITE_NAME).resolve()}"
@@ -93,25 +105,73 @@ class ControlPlane:
         self.tls = tls
         self._refusal_counts = asyncio.create_task(service.refusals.run(),
                                                    name="audit-refusal-counts")
+        # Drills' overrides are restored at their expiry by this process, runner or not.
+        self.drills = runner.app[DRILL_SERVICE]
+        self.drills.api_url, self.drills.dns = url, settings.drill_dns
+        self.drills.start()
+        self._expiry_watch = asyncio.create_task(self._watch_expiry(), name="cert-expiry")
+        # publish() of drills, scaling and the like in this process reaches this plane.
+        self._previous_events = events.install(service.events)
+        self._scale_mirror = start_scale_mirror(runner.app, service)
+
+    async def _watch_expiry(self) -> None:
+        """certificate.expiring / .expired events, once per certificate and kind."""
+        seen: set[tuple[str, str, str]] = set()
+        within = self.settings.certificate_warning_days * 86400
+        while True:
+            try:
+                records = await self.store.certificates(0)
+                for kind, subject, detail in expiry_events(records, time.time(), within, seen):
+                    self.service.events.publish(kind, subject, detail, "gtm")
+            except StoreUnavailable:
+                pass  # the next round sees them
+            except Exception:  # the watch must outlive any one bad round
+                log.control.exception("certificate expiry check failed")
+            await asyncio.sleep(self.settings.expiry_check_interval)
 
     @property
     def admin_token_path(self) -> Path:
         return self.settings.state_dir / ADMIN_TOKEN_FILE
 
     async def stop(self) -> None:
+        await self.drills.stop()
         if self.tls is not None:
             await self.tls.stop()
+        await stop_scale_mirror(self.runner.app, self._scale_mirror)
         await self.runner.cleanup()
-        self._refusal_counts.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._refusal_counts
+        for task in (self._refusal_counts, self._expiry_watch):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
             await self.service.refusals.flush(everything=True)  # the counts of open windows
         except Exception:  # stopping must go on: the store and Redis are still to close
             log.control.exception("could not write the counts of refused requests")
+        if events.installed() is self.service.events:
+            events.install(self._previous_events)
+        await self.service.events.close()  # the last events, within a bounded time
         if self.service.fanout is not None:
             await self.service.fanout.close()
         await self.store.close()
+
+
+def start_scale_mirror(app: web.Application, service: ConfigService
+                       ) -> asyncio.Task[None] | None:
+    """The scalers' events into the audit log (gtm.control.scale_api)."""
+    store = app.get(SCALE)
+    if store is None:
+        return None
+    return asyncio.create_task(mirror_events(store, service), name="scale-audit-mirror")
+
+
+async def stop_scale_mirror(app: web.Application, task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    store = app.get(SCALE)
+    if store is not None:
+        await store.close()
 
 
 async def start_control_plane(settings: ControlSettings) -> ControlPlane:
@@ -123,7 +183,10 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
                            timeout=settings.store_timeout)
     fanout = RedisFanout(settings.redis_url, namespace, settings.redis_timeout) \
         if settings.redis_url else None
-    service = ConfigService(store, fanout, settings.audit_window)
+    event_log = events.EventLog(store, settings.redis_url, namespace,
+                                redis_timeout=settings.redis_timeout,
+                                store_timeout=settings.store_timeout)
+    service = ConfigService(store, fanout, settings.audit_window, event_log)
     certificates = certificate_service(settings, service)  # before anything is opened
     try:
         await store.open()
@@ -133,6 +196,10 @@ async def start_control_plane(settings: ControlSettings) -> ControlPlane:
     app = build_app(service, settings.liveness, TokenBuckets(
         settings.auth_failure_burst, settings.auth_failures_per_second))
     app[CERTIFICATES] = certificates
+    status_source(app).warning_days = settings.certificate_warning_days
+    scale = scale_store_for(settings.resolved_store_url(), settings.redis_url, namespace)
+    if scale is not None:
+        app[SCALE] = scale
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port,

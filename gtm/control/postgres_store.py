@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -26,9 +26,14 @@ import asyncpg
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    DRILL_COLUMNS,
+    EVENT_COLUMNS,
+    EVENTS_KEPT,
     IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    DrillRecord,
+    Event,
     IdempotencyKey,
     KeptOutcome,
     KeyAlreadyUsed,
@@ -39,13 +44,18 @@ from gtm.control.store import (
     Outcome,
     Receipt,
     Store,
+    StoredEvent,
     TokenRecord,
     VersionRecord,
     certificate_from_row,
+    drill_active,
+    drill_from_row,
+    drill_values,
     dump,
-    validate_namespace,
+    event_from_row,
 )
 from gtm.errors import StoreUnavailable, VersionConflict
+from gtm.store_access import validate_namespace
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -71,7 +81,7 @@ MIGRATIONS = (
         node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version BIGINT NOT NULL,
         last_contact DOUBLE PRECISION NOT NULL, info TEXT NOT NULL);
     """,
-    # Certificates: the chain in the clear, the private key sealed (gtm.control.sealing).
+    # Certificates: the chain in the clear, the private key sealed (gtm.sealing).
     # A deletion keeps the row as a tombstone under a new revision, so pollers see it.
     """
     CREATE TABLE certificates (
@@ -88,6 +98,22 @@ MIGRATIONS = (
         outcome TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (scope, key));
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
+    """,
+    # The event stream's copy in the store (gtm.control.events): seq is the API's cursor.
+    """
+    CREATE TABLE events (
+        seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+        type TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, actor TEXT NOT NULL);
+    CREATE INDEX events_type ON events (type, seq);
+    """,
+    # Failover drills (gtm.control.drills): plan, overrides with expiries, report.
+    """
+    CREATE TABLE drills (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+        created_by TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, plan TEXT NOT NULL, overrides TEXT NOT NULL,
+        abort_requested TEXT NOT NULL, report TEXT, active BOOLEAN NOT NULL);
+    CREATE INDEX drills_active ON drills (active);
     """,
 )
 
@@ -394,6 +420,73 @@ class PostgresStore(Store):
                 f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE revision > $1 "
                 "ORDER BY revision", since_revision)
             return [certificate_from_row(row) for row in found]
+
+        return await self._run(rows)
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        async def add(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO events (id, at, type, subject, detail, actor) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    [(e.id, e.time, e.type, e.subject, dump(e.detail), e.actor)
+                     for e in events])
+                await conn.execute("DELETE FROM events WHERE seq <= "
+                                   "(SELECT MAX(seq) FROM events) - $1", EVENTS_KEPT)
+
+        await self._run(add)
+
+    async def events(self, after: int, limit: int, types: tuple[str, ...] = (),
+                     since: float = 0.0) -> list[StoredEvent]:
+        async def read(conn: asyncpg.Connection) -> list[StoredEvent]:
+            rows = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND at >= $2 "
+                "AND (cardinality($3::text[]) = 0 OR type = ANY($3::text[])) "
+                "ORDER BY seq LIMIT $4", after, since, list(types), limit)
+            return [event_from_row(row) for row in rows]
+
+        return await self._run(read)
+
+    async def last_events(self, limit: int, types: tuple[str, ...] = ()) -> list[StoredEvent]:
+        async def read(conn: asyncpg.Connection) -> list[StoredEvent]:
+            rows = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events "
+                "WHERE cardinality($1::text[]) = 0 OR type = ANY($1::text[]) "
+                "ORDER BY seq DESC LIMIT $2", list(types), limit)
+            return [event_from_row(row) for row in reversed(rows)]
+
+        return await self._run(read)
+
+    async def put_drill(self, record: DrillRecord, audit: AuditEntry | None = None) -> None:
+        async def put(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO drills ({DRILL_COLUMNS}, active) VALUES ($1, $2, $3, $4, $5, "
+                    "$6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET "
+                    "status = excluded.status, reason = excluded.reason, "
+                    "updated_at = excluded.updated_at, overrides = excluded.overrides, "
+                    "abort_requested = excluded.abort_requested, report = excluded.report, "
+                    "active = excluded.active",
+                    *drill_values(record), drill_active(record))
+                if audit is not None:
+                    await _insert_audit(conn, audit)
+
+        await self._run(put)
+
+    async def drill(self, drill_id: str) -> DrillRecord | None:
+        async def get(conn: asyncpg.Connection) -> DrillRecord | None:
+            row = await conn.fetchrow(f"SELECT {DRILL_COLUMNS} FROM drills WHERE id = $1",
+                                      drill_id)
+            return drill_from_row(row) if row else None
+
+        return await self._run(get)
+
+    async def drills(self, limit: int, active: bool = False) -> list[DrillRecord]:
+        async def rows(conn: asyncpg.Connection) -> list[DrillRecord]:
+            found = await conn.fetch(
+                f"SELECT {DRILL_COLUMNS} FROM drills WHERE active OR NOT $1 "
+                "ORDER BY created_at DESC LIMIT $2", active, limit)
+            return [drill_from_row(row, with_report=False) for row in found]
 
         return await self._run(rows)
 

@@ -18,8 +18,10 @@ from typing import Any
 from gtm import log, metrics
 from gtm.config.document import CompiledConfig, canonical_json, compile_document, digest
 from gtm.control.diff import diff_documents
+from gtm.control.events import EventLog
 from gtm.control.fanout import RedisFanout
 from gtm.control.refusals import DEFAULT_WINDOW, RefusalLog
+from gtm.control.state_events import state_changes
 from gtm.control.store import (
     AuditEntry,
     IdempotencyKey,
@@ -64,9 +66,11 @@ class Proposal:
 
 class ConfigService:
     def __init__(self, store: Store, fanout: RedisFanout | None = None,
-                 refusal_window: float = DEFAULT_WINDOW):
+                 refusal_window: float = DEFAULT_WINDOW, events: EventLog | None = None):
         self.store = store
         self.fanout = fanout
+        # The event stream (gtm.control.events); without one, events go nowhere.
+        self.events = events or EventLog(None, None)
         self.refusals = RefusalLog(self._write_audit, refusal_window)
 
     async def document_at(self, number: int) -> Document:
@@ -86,7 +90,8 @@ class ConfigService:
         try:
             compiled = await compile_off_loop(document, "document")
             await self._check_base(base)
-            changes = diff_documents(await self.document_at(base), document)
+            before = await self.document_at(base)
+            changes = diff_documents(before, document)
             if dry_run:
                 return Proposal(base, changes, None, compiled.warnings)
             receipt = self._receipt(author, action, message, changes, base, caller,
@@ -109,7 +114,19 @@ class ConfigService:
         log.audit.info("%s %s version %d: ok", author, action, record.number)
         if self.fanout is not None:
             self.fanout.announce_soon(record.number)
+        self._publish_version(record, before, document, base)
         return Proposal(base, changes, record, compiled.warnings)
+
+    def _publish_version(self, record: VersionRecord, before: Document, after: Document,
+                         base: int) -> None:
+        """The new version's event, then one per hand-set state it changed (gtm steer)."""
+        self.events.publish("config.version", f"version {record.number}", {
+            "version": record.number, "base": base, "message": record.message,
+            "changes": len(record.diff), "rollback_of": record.rollback_of,
+            "paths": [c["path"] for c in record.diff[:20]]}, record.author)
+        for kind, subject, detail in state_changes(before, after):
+            self.events.publish(kind, subject, {**detail, "version": record.number},
+                                record.author)
 
     @staticmethod
     def _receipt(author: str, action: str, message: str, changes: list[dict[str, Any]],

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,9 +22,14 @@ from typing import Any, TypeVar
 from gtm import log
 from gtm.control.store import (
     CERTIFICATE_COLUMNS,
+    DRILL_COLUMNS,
+    EVENT_COLUMNS,
+    EVENTS_KEPT,
     IDEMPOTENCY_TTL,
     AuditEntry,
     CertificateRecord,
+    DrillRecord,
+    Event,
     IdempotencyKey,
     KeptOutcome,
     KeyAlreadyUsed,
@@ -35,10 +40,15 @@ from gtm.control.store import (
     Outcome,
     Receipt,
     Store,
+    StoredEvent,
     TokenRecord,
     VersionRecord,
     certificate_from_row,
+    drill_active,
+    drill_from_row,
+    drill_values,
     dump,
+    event_from_row,
 )
 from gtm.errors import StoreUnavailable, VersionConflict
 
@@ -63,7 +73,7 @@ MIGRATIONS = (
         node_id TEXT PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL,
         last_contact REAL NOT NULL, info TEXT NOT NULL);
     """,
-    # Certificates: the chain in the clear, the private key sealed (gtm.control.sealing).
+    # Certificates: the chain in the clear, the private key sealed (gtm.sealing).
     # A deletion keeps the row as a tombstone under a new revision, so pollers see it.
     """
     CREATE TABLE certificates (
@@ -78,6 +88,22 @@ MIGRATIONS = (
         scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
         outcome TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (scope, key));
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
+    """,
+    # The event stream's copy in the store (gtm.control.events): seq is the API's cursor.
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at REAL NOT NULL,
+        type TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL, actor TEXT NOT NULL);
+    CREATE INDEX events_type ON events (type, seq);
+    """,
+    # Failover drills (gtm.control.drills): plan, overrides with expiries, report.
+    """
+    CREATE TABLE drills (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
+        created_by TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+        updated_at REAL NOT NULL, plan TEXT NOT NULL, overrides TEXT NOT NULL,
+        abort_requested TEXT NOT NULL, report TEXT, active INTEGER NOT NULL);
+    CREATE INDEX drills_active ON drills (active);
     """,
 )
 
@@ -176,6 +202,33 @@ class SqliteStore(Store):
         record = await self._run(commit)
         self._announce(record.number)
         return record
+
+    async def put_drill(self, record: DrillRecord, audit: AuditEntry | None = None) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT OR REPLACE INTO drills ({DRILL_COLUMNS}, active) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (*drill_values(record), int(drill_active(record))))
+            if audit is not None:
+                _insert_audit(conn, audit)
+
+        await self._run(lambda conn: _in_write(conn, lambda: put(conn)))
+
+    async def drill(self, drill_id: str) -> DrillRecord | None:
+        def get(conn: sqlite3.Connection) -> DrillRecord | None:
+            row = conn.execute(f"SELECT {DRILL_COLUMNS} FROM drills WHERE id = ?",
+                               (drill_id,)).fetchone()
+            return drill_from_row(row) if row else None
+
+        return await self._run(get)
+
+    async def drills(self, limit: int, active: bool = False) -> list[DrillRecord]:
+        def rows(conn: sqlite3.Connection) -> list[DrillRecord]:
+            found = conn.execute(
+                f"SELECT {DRILL_COLUMNS} FROM drills WHERE active >= ? "
+                "ORDER BY created_at DESC LIMIT ?", (int(active), limit)).fetchall()
+            return [drill_from_row(row, with_report=False) for row in found]
+
+        return await self._run(rows)
 
     def _announce(self, number: int) -> None:
         for listener in list(self._listeners):
@@ -323,6 +376,39 @@ class SqliteStore(Store):
             return [certificate_from_row(row) for row in found]
 
         return await self._run(rows)
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO events (id, at, type, subject, detail, actor) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(e.id, e.time, e.type, e.subject, dump(e.detail), e.actor) for e in events])
+            conn.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?",
+                         (EVENTS_KEPT,))
+
+        await self._run(lambda conn: _in_write(conn, lambda: add(conn)))
+
+    async def events(self, after: int, limit: int, types: tuple[str, ...] = (),
+                     since: float = 0.0) -> list[StoredEvent]:
+        of_types = f" AND type IN ({', '.join('?' * len(types))})" if types else ""
+
+        def read(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND at >= ?{of_types} "
+                "ORDER BY seq LIMIT ?", (after, since, *types, limit)).fetchall()
+            return [event_from_row(row) for row in rows]
+
+        return await self._run(read)
+
+    async def last_events(self, limit: int, types: tuple[str, ...] = ()) -> list[StoredEvent]:
+        of_types = f" WHERE type IN ({', '.join('?' * len(types))})" if types else ""
+
+        def read(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events{of_types} "
+                                "ORDER BY seq DESC LIMIT ?", (*types, limit)).fetchall()
+            return [event_from_row(row) for row in reversed(rows)]
+
+        return await self._run(read)
 
 
 TOKEN_COLUMNS = "id, name, role, created_at, created_by, revoked_at"

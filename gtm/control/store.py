@@ -18,11 +18,12 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from gtm.errors import ConfigError, RequestError
+from gtm.store_access import CertificateRecord
 
 ROLES = ("viewer", "editor", "admin")  # each role can do everything the previous can
 TOKEN_PREFIX = "gtm_"
@@ -30,6 +31,7 @@ TOKEN_PREFIX = "gtm_"
 Listener = Callable[[int], None]
 R = TypeVar("R")
 IDEMPOTENCY_TTL = 24 * 3600.0  # how long the answer to an Idempotency-Key is kept
+EVENTS_KEPT = 100_000  # the store keeps the newest events; older ones are dropped
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,31 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class Event:
+    """One event of the event stream (gtm.control.events): the shape every reader sees,
+    from the API, from the store and from the Redis stream alike."""
+
+    id: str                 # time-ordered and unique: readers of both sinks can deduplicate
+    time: float             # Unix seconds
+    type: str               # health.flip, config.version, steer.region, certificate.put ...
+    subject: str            # what it is about: "region eu-west", "version 12"
+    detail: dict[str, Any]
+    actor: str              # who or what caused it: a token's name#id, health:<observer>
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "time": self.time, "type": self.type, "subject": self.subject,
+                "detail": self.detail, "actor": self.actor}
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event with its place in the store: ``cursor`` grows with every event stored."""
+
+    cursor: int
+    event: Event
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     node_id: str
     kind: str
@@ -142,50 +169,11 @@ class NewCertificate:
     chain: str                 # PEM certificates, public
     sealed_key: bytes = field(repr=False)
     key_nonce: bytes = field(repr=False)
-    key_id: str                # which secret key sealed it (gtm.control.sealing)
+    key_id: str                # which secret key sealed it (gtm.sealing)
     names: tuple[str, ...]     # DNS names the leaf serves
     not_after: float           # Unix time
     fingerprint: str           # SHA-256 of the leaf, hex
     updated_by: str
-
-
-@dataclass(frozen=True)
-class CertificateRecord:
-    """A stored certificate, or the tombstone of a deleted one (``deleted``, no chain, no
-    key), kept so that pollers reading ``certificates(since_revision)`` see the removal.
-
-    ``revision`` grows by one with every change to any certificate (a put or a delete)."""
-
-    name: str
-    revision: int
-    chain: str
-    sealed_key: bytes = field(repr=False)
-    key_nonce: bytes = field(repr=False)
-    key_id: str
-    names: tuple[str, ...]
-    not_after: float
-    fingerprint: str
-    updated_at: float
-    updated_by: str
-    deleted: bool = False
-
-    def tombstone(self, deleted_by: str) -> CertificateRecord:
-        """What stays of it once deleted: its metadata, never its chain or key."""
-        return replace(self, chain="", sealed_key=b"", key_nonce=b"", updated_at=time.time(),
-                       updated_by=deleted_by, deleted=True)
-
-    def public(self) -> dict[str, Any]:
-        """Metadata only: never the sealed key (nor its nonce)."""
-        return {
-            "name": self.name,
-            "revision": self.revision,
-            "names": list(self.names),
-            "not_after": self.not_after,
-            "fingerprint_sha256": self.fingerprint,
-            "key_id": self.key_id,
-            "updated_at": self.updated_at,
-            "updated_by": self.updated_by,
-        }
 
 
 @dataclass(frozen=True)
@@ -232,6 +220,61 @@ class Receipt(Generic[R]):
     audit: Callable[[R], AuditEntry]
     key: IdempotencyKey | None = None
     answer: Callable[[R], Outcome] | None = None
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    """A failover drill as the control plane keeps it (gtm.control.drills): its plan, who
+    started it, the admin overrides it set (each with its expiry, so the control plane
+    restores them if the drill's runner dies), and at the end its outcome and report."""
+
+    id: str
+    name: str
+    created_at: float
+    created_by: str
+    status: str                 # running, succeeded, failed, aborted, refused, abandoned
+    reason: str
+    updated_at: float
+    plan: dict[str, Any]
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] | None = None  # None in listings, to keep them small
+    abort_requested: str = ""   # who asked to abort ("" none)
+
+    def public(self, with_report: bool = False) -> dict[str, Any]:
+        body = {
+            "id": self.id, "name": self.name, "created_at": self.created_at,
+            "created_by": self.created_by, "status": self.status, "reason": self.reason,
+            "updated_at": self.updated_at, "plan": self.plan, "overrides": self.overrides,
+            "abort_requested": self.abort_requested,
+        }
+        if with_report:
+            body["report"] = self.report
+        return body
+
+
+DRILL_COLUMNS = ("id, name, created_at, created_by, status, reason, updated_at, plan, "
+                 "overrides, abort_requested, report")
+
+
+def drill_from_row(row: Any, with_report: bool = True) -> DrillRecord:
+    """A record from a row of DRILL_COLUMNS (SQLite tuple or asyncpg Record)."""
+    report = json.loads(row[10]) if with_report and row[10] else None
+    return DrillRecord(row[0], row[1], float(row[2]), row[3], row[4], row[5], float(row[6]),
+                       json.loads(row[7]), json.loads(row[8]), report, row[9])
+
+
+def drill_active(record: DrillRecord) -> bool:
+    """Still running, or holding an override not yet restored: the control plane's
+    expiry loop looks at these only."""
+    return record.status == "running" or any(not o.get("restored_at")
+                                             for o in record.overrides)
+
+
+def drill_values(record: DrillRecord) -> tuple[Any, ...]:
+    """A record as the values of DRILL_COLUMNS."""
+    return (record.id, record.name, record.created_at, record.created_by, record.status,
+            record.reason, record.updated_at, dump(record.plan), dump(record.overrides),
+            record.abort_requested, None if record.report is None else dump(record.report))
 
 
 class KeyAlreadyUsed(RequestError):
@@ -339,6 +382,33 @@ class Store(abc.ABC):
         Changes are numbered in commit order (writers are serialised), so a poller that
         remembers the highest revision it saw never misses one."""
 
+    @abc.abstractmethod
+    async def add_events(self, events: Sequence[Event]) -> None:
+        """Append events (one transaction); only the newest EVENTS_KEPT are kept."""
+
+    @abc.abstractmethod
+    async def events(self, after: int, limit: int, types: tuple[str, ...] = (),
+                     since: float = 0.0) -> list[StoredEvent]:
+        """Events stored after cursor ``after``, oldest first; of ``types`` only (all when
+        empty), and from Unix time ``since`` on."""
+
+    @abc.abstractmethod
+    async def last_events(self, limit: int, types: tuple[str, ...] = ()) -> list[StoredEvent]:
+        """The newest ``limit`` events (of ``types``), oldest first."""
+
+    @abc.abstractmethod
+    async def put_drill(self, record: DrillRecord, audit: AuditEntry | None = None) -> None:
+        """Store (or replace) a drill by id, with its audit row in the same transaction."""
+
+    @abc.abstractmethod
+    async def drill(self, drill_id: str) -> DrillRecord | None:
+        """One drill with its report."""
+
+    @abc.abstractmethod
+    async def drills(self, limit: int, active: bool = False) -> list[DrillRecord]:
+        """Drills newest first, without reports; ``active``: only those still running or
+        holding an override not yet restored."""
+
     async def latest(self) -> VersionRecord | None:
         number = await self.head()
         return await self.get(number) if number else None
@@ -375,6 +445,15 @@ def unstorable(text: str) -> bool:
     return _UNSTORABLE.search(text) is not None
 
 
+def event_from_row(row: Any) -> StoredEvent:
+    """A stored event from a row of EVENT_COLUMNS (SQLite tuple or asyncpg Record)."""
+    return StoredEvent(int(row[0]), Event(row[1], float(row[2]), row[3], row[4],
+                                          json.loads(row[5]), row[6]))
+
+
+EVENT_COLUMNS = "seq, id, at, type, subject, detail, actor"
+
+
 def hash_secret(secret: str) -> str:
     # Token secrets are 256 random bits, not passwords: a plain SHA-256 cannot be
     # brute-forced, and a fast hash keeps authentication off the critical path.
@@ -406,12 +485,3 @@ def dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def validate_namespace(namespace: str) -> str:
-    """Namespaces become a schema name, a NOTIFY channel and a Redis key prefix."""
-    if not namespace.isidentifier() or not namespace.isascii() or len(namespace) > 40:
-        raise ConfigError(
-            "a namespace is 1-40 ASCII letters, digits or '_' and starts with a letter",
-            "settings",
-            "namespace",
-        )
-    return namespace.lower()

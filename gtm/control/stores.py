@@ -6,6 +6,9 @@ from pathlib import Path
 
 from gtm.control.store import Store
 from gtm.errors import ConfigError
+from gtm.store_access import describe
+
+__all__ = ["describe", "store_from_url"]  # describe: where it always was, for gtm's own users
 
 DEFAULT_SQLITE_NAME = "gtm.db"
 
@@ -29,13 +32,3 @@ def store_from_url(url: str, namespace: str = "gtm", migrate: bool = True,
             raise ConfigError("sqlite:// needs a path (sqlite:///var/gtm/gtm.db)", url)
         return SqliteStore(Path(path))
     raise ConfigError("a store URL starts with postgresql:// or sqlite://", url)
-
-
-def describe(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        rest = f"{user}@{host}"
-    return f"{scheme}{sep}{rest}"

@@ -16,7 +16,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from gtm.dns.steered import SteerInput, record_type_for, steer
+from gtm.dns.steered import SteerInput, decision_kind, record_type_for, steer
 from gtm.dns.zone import (
     ADDRESS_TYPES,
     CNAME,
@@ -52,6 +52,8 @@ class Answer:
     scope_prefix: int = 0
     # Steered answers: every answer section the cache should rotate through.
     variants: tuple[tuple[dns.rrset.RRset, ...], ...] = ()
+    # Per variant: (steered name, region, decision kind), for the traffic-split metric.
+    tallies: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,17 @@ class _Lookup:
         records = steer(self.zone, steered, qname, rdtype, self.steer_input)
         if records.variants[0] is None:
             return self._negative(dns.rcode.NOERROR)
-        sections = tuple((*self.chain, rrset) for rrset in records.variants if rrset is not None)
+        kept = [(rrset, region) for rrset, region in zip(records.variants, records.regions,
+                                                          strict=True) if rrset is not None]
+        sections = tuple((*self.chain, rrset) for rrset, _region in kept)
+        name, kind = steered.name.to_text(), decision_kind(records.decision)
         return Answer(
             dns.rcode.NOERROR,
             authoritative=True,
             answer=sections[0],
             scope_prefix=records.scope,
             variants=sections,
+            tallies=tuple((name, region, kind) for _rrset, region in kept),
         )
 
     def _wildcard(

@@ -14,6 +14,7 @@ Queries of any other shape (several options, a TSIG, ...) take the full path.
 
 from __future__ import annotations
 
+from gtm.dns.stats import Tally
 from gtm.dns.wire import OPTION_ECS, TYPE_OPT
 
 _COUNTS_ONE_QUESTION_ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
@@ -80,15 +81,18 @@ class _Entry:
 
 
 class _Replies:
-    __slots__ = ("bodies", "turn")
+    __slots__ = ("bodies", "tallies", "turn")
 
-    def __init__(self, bodies: tuple[bytes, ...], turn: int):
+    def __init__(self, bodies: tuple[bytes, ...], turn: int, tallies: tuple[Tally, ...] | None):
         self.bodies = bodies
         self.turn = turn % len(bodies)
+        self.tallies = tallies  # the traffic split, as gtm.dns.engine.Rotation counts it
 
     def next(self) -> bytes:
         turn = self.turn
         self.turn = (turn + 1) % len(self.bodies)
+        if self.tallies is not None:
+            self.tallies[turn].count += 1
         return self.bodies[turn]
 
 
@@ -119,7 +123,8 @@ class LocationBuckets:
                 return data[:2] + replies.next() + data[start:]
         return None
 
-    def store(self, data: bytes, scope: int, replies: tuple[bytes, ...], turn: int) -> bool:
+    def store(self, data: bytes, scope: int, replies: tuple[bytes, ...], turn: int,
+              tallies: tuple[Tally, ...] | None = None) -> bool:
         """Keep replies (each without its 2-byte ID) for the bucket of this query.
 
         Returns False, storing nothing, when the query or the replies do not have the
@@ -135,6 +140,6 @@ class LocationBuckets:
             self.clear()
         bodies = tuple(reply[: len(reply) - len(tail)] for reply in replies)
         entry = self.entries.setdefault(data[2:start], _Entry())
-        entry.table(scope)[address >> (width - scope)] = _Replies(bodies, turn)
+        entry.table(scope)[address >> (width - scope)] = _Replies(bodies, turn, tallies)
         self.size += 1
         return True

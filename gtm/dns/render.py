@@ -44,14 +44,16 @@ def udp_limit(query: Query, server: ServerIdentity) -> int:
     return max(CLASSIC_UDP_LIMIT, min(query.edns.udp_size, server.edns_udp_size))
 
 
-def render(query: Query, result: Answer, server: ServerIdentity, limit: int) -> bytes:
+def render(query: Query, result: Answer, server: ServerIdentity, limit: int,
+           cookie: bytes | None = None) -> bytes:
+    """The reply; ``cookie``: the COOKIE option value (client and server cookie) to send."""
     rcode = result.rcode
     flags = FLAG_QR | (query.flags & (FLAG_RD | FLAG_CD)) | (rcode & 0xF)
     if result.authoritative:
         flags |= FLAG_AA
     out = dns.renderer.Renderer(query.id, flags, limit)
     out.add_question(query.qname, query.qtype, query.qclass)
-    opt = _opt_for(query, server, rcode, result.scope_prefix)
+    opt = _opt_for(query, server, rcode, result.scope_prefix, cookie)
     out.reserve(opt.size if opt else 0)
     if not _add_sections(out, result):
         out.flags |= FLAG_TC
@@ -62,12 +64,12 @@ def render(query: Query, result: Answer, server: ServerIdentity, limit: int) -> 
     return out.get_wire()
 
 
-def badvers(query: Query, server: ServerIdentity) -> bytes:
+def badvers(query: Query, server: ServerIdentity, cookie: bytes | None = None) -> bytes:
     """The answer to an EDNS version we do not speak (RFC 6891 section 6.1.3)."""
     flags = FLAG_QR | (query.flags & (FLAG_RD | FLAG_CD))
     out = dns.renderer.Renderer(query.id, flags, TCP_LIMIT)
     out.add_question(query.qname, query.qtype, query.qclass)
-    opt = _opt_for(query, server, BADVERS, 0)
+    opt = _opt_for(query, server, BADVERS, 0, cookie)
     assert opt is not None
     out.add_edns(0, opt.flags, server.edns_udp_size, opt.options)
     out.write_header()
@@ -108,7 +110,8 @@ class _Opt:
         return OPT_FIXED_LEN + sum(4 + len(option.to_wire() or b"") for option in self.options)
 
 
-def _opt_for(query: Query, server: ServerIdentity, rcode: int, scope: int) -> _Opt | None:
+def _opt_for(query: Query, server: ServerIdentity, rcode: int, scope: int,
+             cookie: bytes | None = None) -> _Opt | None:
     edns = query.edns
     if edns is None:
         return None
@@ -117,6 +120,8 @@ def _opt_for(query: Query, server: ServerIdentity, rcode: int, scope: int) -> _O
         options.append(_ecs_echo(edns.client_subnet, scope))
     if edns.nsid_requested and server.nsid is not None:
         options.append(dns.edns.GenericOption(dns.edns.OptionType.NSID, server.nsid))
+    if cookie is not None:
+        options.append(dns.edns.GenericOption(dns.edns.OptionType.COOKIE, cookie))
     flags = ((rcode >> 4) & 0xFF) << 24
     if edns.dnssec_ok:
         flags |= dns.flags.DO

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Callable
 
 from gtm import log
 from gtm.dns.engine import Engine
+from gtm.dns.operations import is_operation
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -24,8 +26,17 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = self.cache_hit(self.cache, data)
+        trusted = False  # a valid server cookie: never rate-limited
         if reply is None:
+            operations = self.engine.operations
+            if operations is not None and is_operation(data, False):
+                operations.datagram(data, addr, self.sendto)
+                return
             reply = self.engine.respond_uncached(data, False, addr[0])
+            trusted = self.engine.verified_cookie
+        limiter = self.engine.limiter
+        if reply is not None and limiter is not None and not trusted:
+            reply = limiter.limit_text(addr[0], reply, time.monotonic())
         if reply is not None:
             self.sendto(reply, addr)
 
@@ -48,6 +59,10 @@ class TcpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.peer: str | None = None
+        # A transfer or an update being answered: later messages wait in the buffer, so
+        # answers stay in order; a full send buffer pauses the transfer (drain).
+        self.operation: asyncio.Task[None] | None = None
+        self.writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -60,16 +75,28 @@ class TcpProtocol(asyncio.Protocol):
         self.connections.discard(self)
         if self.idle_timer is not None:
             self.idle_timer.cancel()
+        if self.operation is not None:
+            self.operation.cancel()
+        self._wake_writer()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         self._arm_idle_timer()
-        while len(self.buffer) >= 2:
+        self._answer_buffered()
+
+    def _answer_buffered(self) -> None:
+        while len(self.buffer) >= 2 and self.operation is None:
             (length,) = struct.unpack_from("!H", self.buffer)
             if len(self.buffer) < 2 + length:
                 break
             message = bytes(self.buffer[2 : 2 + length])
             del self.buffer[: 2 + length]
+            operations = self.engine.operations
+            if operations is not None and is_operation(message, True):
+                self.operation = asyncio.ensure_future(
+                    operations.stream(message, self.peer, self))
+                self.operation.add_done_callback(self._operation_done)
+                return
             reply = self.engine.respond(message, tcp=True, peer=self.peer)
             if reply is None:
                 # A packet that gets no reply over UDP ends a TCP conversation.
@@ -78,14 +105,41 @@ class TcpProtocol(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(struct.pack("!H", len(reply)) + reply)
 
+    def _operation_done(self, task: asyncio.Task[None]) -> None:
+        self.operation = None
+        if not task.cancelled() and task.exception() is not None:
+            log.dns.error("a transfer or update failed: %s", task.exception())
+            self.close()
+        elif self.transport is not None and not self.transport.is_closing():
+            self._answer_buffered()
+
+    def send(self, message: bytes) -> None:
+        """One message of an operation's answer (a transfer sends many)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(struct.pack("!H", len(message)) + message)
+            self._arm_idle_timer()
+
+    async def drain(self) -> None:
+        """Until the client has read enough of what was sent (or is gone)."""
+        if self.writable is not None:
+            await asyncio.shield(self.writable)
+
     def pause_writing(self) -> None:
         # A client that does not read its answers gets no more of them read for it.
         if self.transport is not None:
             self.transport.pause_reading()
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        self.writable = None
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -40,6 +40,19 @@ class SteeredRecords:
     variants: tuple[dns.rrset.RRset | None, ...]  # None: no record of this type (NODATA)
     scope: int
     decision: Decision
+    # Per variant: the region of its first record, the one most clients connect to
+    # ("none" for fixed fallback addresses); what the traffic-split metric counts.
+    regions: tuple[str, ...] = ()
+
+
+def decision_kind(decision: Decision) -> str:
+    """steered (healthy candidates), fallback (a fallback with something healthy, or
+    fixed addresses) or fail_open (handing out endpoints not known to be healthy)."""
+    if decision.fallback is None:
+        return "steered"
+    if decision.candidates and not any(c.healthy for c in decision.candidates):
+        return "fail_open"
+    return "fallback"
 
 
 def record_type_for(steered: SteeredName, zone: Zone, qtype: int) -> int | None:
@@ -65,6 +78,7 @@ def steer(
     scope = decision.scope
     if decision.fixed_addresses:
         chosen = [_fixed_rrset(qname, rdtype, steered.ttl, decision.fixed_addresses)]
+        regions = ["none"]
     else:
         picks = variants(steered, decision.candidates, client, inputs.seed)
         if steered.select == "sticky" and client is not None and decision.candidates:
@@ -77,11 +91,12 @@ def steer(
             if names not in built:
                 built[names] = _rrset(qname, rdtype, steered.ttl, pick)
         chosen = [built[tuple(c.endpoint.name for c in pick)] for pick in picks]
+        regions = [pick[0].endpoint.region if pick else "none" for pick in picks]
     if client is None or not client.from_ecs:
         scope = 0
     else:
         scope = min(scope, client.source_prefix)
-    return SteeredRecords(tuple(chosen), scope, decision)
+    return SteeredRecords(tuple(chosen), scope, decision, tuple(regions))
 
 
 def _serves(rdtype: int) -> Callable[[Endpoint], bool]:
@@ -124,4 +139,4 @@ def _fixed_rrset(
     )
 
 
-__all__ = ["SteerInput", "SteeredRecords", "record_type_for", "steer"]
+__all__ = ["SteerInput", "SteeredRecords", "decision_kind", "record_type_for", "steer"]

@@ -21,9 +21,11 @@ import ctypes.util
 import errno
 import socket
 import struct
+import time
 
 from gtm import log
 from gtm.dns.engine import Engine
+from gtm.dns.operations import is_operation
 
 BATCH = 64
 SLOT = 4096  # bytes per received datagram; a larger query is cut and gets FORMERR
@@ -150,8 +152,12 @@ class BatchedUdp:
         msgs, data, names = inbound.msgs_view, inbound.data_view, inbound.names_view
         out_msgs, out_data = outbound.msgs_view, outbound.data_view
         out_names, out_iovs = outbound.names_view, outbound.iovs_view
-        cache, cache_hit = self.engine.udp_cache, self.engine.cache_hit
-        buckets = self.engine.buckets_udp
+        engine = self.engine
+        cache, cache_hit = engine.udp_cache, engine.cache_hit
+        buckets = engine.buckets_udp
+        limiter = engine.limiter
+        now = time.monotonic() if limiter is not None else 0.0
+        v4 = self.family == socket.AF_INET
         unpack_len = _unpack_uint.unpack_from
         pack_size = _pack_size.pack_into
         pack_uint = _unpack_uint.pack_into
@@ -161,11 +167,19 @@ class BatchedUdp:
             start = i * SLOT
             query = data[start : start + length].tobytes()
             reply = cache_hit(cache, query)
+            trusted = False  # a valid server cookie: never rate-limited
             if reply is None:
                 # A steered answer for an ECS client needs no peer address: try it
                 # before decoding one.
-                reply = self.engine.bucket_hit(buckets, query) or self._slow(
-                    query, names[i * NAME : (i + 1) * NAME].tobytes())
+                reply = engine.bucket_hit(buckets, query)
+                if reply is None:
+                    reply = self._slow(query, names[i * NAME : (i + 1) * NAME].tobytes())
+                    trusted = engine.verified_cookie
+            if reply is not None and limiter is not None and not trusted:
+                # The address straight from the sockaddr: sin_addr, or sin6_addr.
+                name = i * NAME
+                packed = names[name + 4 : name + 8] if v4 else names[name + 8 : name + 24]
+                reply = limiter.limit(packed.tobytes(), reply, now)
             if reply is None:
                 continue
             size = len(reply)
@@ -179,8 +193,21 @@ class BatchedUdp:
         return replies
 
     def _slow(self, query: bytes, name: bytes) -> bytes | None:
+        operations = self.engine.operations
+        if operations is not None and is_operation(query, False):
+            address = _address(self.family, name)
+            if address is not None:
+                operations.datagram(query, address, self._send_one)
+            return None
         return self.engine.respond_uncached(query, False, _peer(self.family, name),
                                             buckets_checked=True)
+
+    def _send_one(self, reply: bytes, address: tuple[str, int]) -> None:
+        """An answer made later (an update): sent on its own."""
+        try:
+            self.sock.sendto(reply, address)
+        except OSError as exc:
+            log.dns.debug("sendto %s: %s", address[0], exc)
 
     def _send(self, count: int) -> None:
         assert LIBC is not None
@@ -200,6 +227,11 @@ class BatchedUdp:
 
 _unpack_uint = struct.Struct("=I")
 _pack_size = struct.Struct("=Q")
+
+
+def _address(family: int, name: bytes) -> tuple[str, int] | None:
+    peer = _peer(family, name)
+    return None if peer is None else (peer, int.from_bytes(name[2:4], "big"))
 
 
 def _peer(family: int, name: bytes) -> str | None:

@@ -24,6 +24,7 @@ OPCODE_QUERY = 0
 TYPE_OPT = 41
 OPTION_NSID = 3
 OPTION_ECS = 8
+OPTION_COOKIE = 10
 MAX_POINTER_HOPS = 64
 MAX_NAME_WIRE_LEN = 255
 MAX_LABEL_LEN = 63
@@ -72,6 +73,9 @@ class Edns:
     dnssec_ok: bool
     client_subnet: ClientSubnet | None
     nsid_requested: bool
+    # The COOKIE option's value as sent (RFC 7873), unchecked: the engine checks it when
+    # cookies are on, and a server without them ignores it.
+    cookie: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,7 @@ def _parse_opt(data: bytes, fixed: int, end: int) -> Edns:
     udp_size, _ext_rcode, version, zflags, _ = struct.unpack_from("!HBBHH", data, fixed + 2)
     subnet: ClientSubnet | None = None
     nsid = False
+    cookie: bytes | None = None
     position = fixed + 10
     while position < end:
         if position + 4 > end:
@@ -212,6 +217,10 @@ def _parse_opt(data: bytes, fixed: int, end: int) -> Edns:
             subnet = parse_client_subnet(value)
         elif code == OPTION_NSID:
             nsid = True
+        elif code == OPTION_COOKIE:
+            if cookie is not None:
+                raise FormErr("more than one COOKIE option")
+            cookie = value
         position += 4 + length
     return Edns(
         version=version,
@@ -219,6 +228,7 @@ def _parse_opt(data: bytes, fixed: int, end: int) -> Edns:
         dnssec_ok=bool(zflags & 0x8000),
         client_subnet=subnet,
         nsid_requested=nsid,
+        cookie=cookie,
     )
 
 

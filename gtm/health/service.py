@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gtm import log
+from gtm import log, metrics
 from gtm.dns.answer import ZoneSet
 from gtm.health import reports
 from gtm.health.bus import LocalHub, RedisBus
@@ -122,8 +122,11 @@ class HealthService:
             self._attach_reports()
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="health-sweep"))
         self.track(self.feed.base)
+        metrics.health_collector.sources.append(self.metrics_sample)
 
     async def stop(self) -> None:
+        if self.metrics_sample in metrics.health_collector.sources:
+            metrics.health_collector.sources.remove(self.metrics_sample)
         if self.hub is not None:
             self.hub.detach(self.hear)
         self._detach_reports()
@@ -289,12 +292,39 @@ class HealthService:
             "probing": self.settings.probe,
             "endpoints": {tid: self._endpoint_summary(tid, now) for tid in sorted(self.targets)},
             "regions": {r: {"healthy": f.healthy, "headroom": f.headroom, "time": f.time,
-                            "detail": f.detail, "backends": self._backends_of(r)}
+                            "detail": f.detail, "backends": self._backends_of(r),
+                            **self._traffic_of(r, now)}
                         for r, f in self.region_facts(now).items()},
             # What is handed out, with its cause: probes, region reports and hand-set
             # state together, as the answers see them (the rest above is the evidence).
             "served": served_states(self.feed.served, self.feed.base, self.feed.served_facts),
         }
+
+    def _traffic_of(self, region: str, now: float) -> dict[str, Any]:
+        """A region's request rate (its workers' fresh reports added up) and p95 (the worst
+        worker's), for the status page."""
+        fresh = [r for (name, _), r in self.reports.items() if name == region
+                 and now - float(r.get("time", 0)) <= self.settings.report_expiry]
+        p95s = [float(r["p95_ms"]) for r in fresh if r.get("p95_ms") is not None]
+        return {"requests_per_s": round(sum(float(r.get("requests_per_s") or 0)
+                                            for r in fresh), 3),
+                "p95_ms": max(p95s) if p95s else None}
+
+    def metrics_sample(self) -> metrics.HealthSample:
+        """This view for a scrape: agreed states, every fresh observation, region facts."""
+        now = time.time()
+        sample = metrics.HealthSample(self.view.quorum)
+        for tid, target in sorted(self.targets.items()):
+            agreed = self.view.agreed.get(tid)
+            fresh = self.view.fresh(tid, now)
+            sample.endpoints.append((target.zone, target.endpoint, target.region,
+                                     agreed is None or agreed.state == "up", len(fresh)))
+            for seen in fresh:
+                sample.observations.append((target.zone, target.endpoint, seen.observer,
+                                            seen.ok, seen.latency))
+        for region, fact in sorted(self.region_facts(now).items()):
+            sample.regions.append((region, fact.healthy, fact.headroom))
+        return sample
 
     def _backends_of(self, region: str) -> list[dict[str, Any]]:
         """The backends a region's balancer reported, from its lowest worker's report."""

@@ -40,7 +40,9 @@ class HealthMachine:
     def observe(self, result: ProbeResult) -> bool:
         """Count one probe result; True when it changed the state."""
         self.last = result
-        metrics.health_probes.labels(self.check.type, "ok" if result.ok else "fail").inc()
+        verdict = "ok" if result.ok else "fail"
+        metrics.health_probes.labels(self.check.type, verdict).inc()
+        metrics.health_probe_seconds.labels(self.check.type, verdict).observe(result.latency)
         if result.ok:
             self.failures = 0
             if self.state == "up":

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from gtm import log, metrics
 from gtm.config.settings import DnsSettings
 from gtm.dns import udp_batch
 from gtm.dns.answer import ZoneSet
+from gtm.dns.cookies import Cookies, new_secret
 from gtm.dns.engine import Engine
 from gtm.dns.loader import LoadResult, Signature, load_directory, signature
 from gtm.dns.render import ServerIdentity
+from gtm.dns.rrl import ResponseLimiter
 from gtm.dns.server import TcpProtocol, UdpProtocol
 from gtm.health.overlay import ServingFeed
 from gtm.process import cancel_and_wait
@@ -30,14 +33,22 @@ class DnsService:
         sockets: WorkerSockets,
         initial: LoadResult,
         locator: LocatorLike | None = None,
+        cookie_secret: bytes | None = None,
     ):
+        """``cookie_secret``: the node's until the control plane gives the deployment's
+        (one made here when None: then only this worker accepts its cookies)."""
         identity = ServerIdentity(
             edns_udp_size=settings.edns_udp_size,
             nsid=settings.nsid.encode() if settings.nsid else None,
         )
         self.settings = settings
         self.sockets = sockets
-        self.engine = Engine(initial.zones, identity, settings.cache_entries, locator)
+        cookies = Cookies([cookie_secret or new_secret()]) if settings.cookies else None
+        # Workers share nothing: each limits at its share of the node's rate (gtm.dns.rrl).
+        limiter = ResponseLimiter(settings.rrl, settings.workers) \
+            if settings.rrl.enabled else None
+        self.engine = Engine(initial.zones, identity, settings.cache_entries, locator,
+                             cookies, limiter)
         # Every change of what is served (reload, config version, health flip) goes
         # through the feed, so the health overlay survives config swaps.
         self.feed = ServingFeed(self.engine.swap)
@@ -61,6 +72,8 @@ class DnsService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         metrics.dns_collector.sources.append(self.engine.stats)
+        if self.engine.limiter is not None:
+            metrics.dns_collector.limiters.append(self.engine.limiter.stats)
         for sock in self.sockets.udp:
             if self.settings.udp_batch and udp_batch.available():
                 batched = udp_batch.BatchedUdp(sock, self.engine)
@@ -85,8 +98,10 @@ class DnsService:
         async with self.reload_lock:
             loop = asyncio.get_running_loop()
             previous = self.feed.base  # without the health overlay: that is merged anew
+            started = time.perf_counter()
             result = await loop.run_in_executor(None, load_directory, self.zones_dir, previous)
             self.serve_zones(result.zones)
+            metrics.dns_reload_seconds.labels("zonedir").observe(time.perf_counter() - started)
             self.loaded_signature = result.signature
             metrics.zone_reloads.labels("error" if result.errors else "ok").inc()
             for zone in result.zones.zones.values():
@@ -112,6 +127,9 @@ class DnsService:
         self.feed.close()
         if self.engine.stats in metrics.dns_collector.sources:
             metrics.dns_collector.sources.remove(self.engine.stats)
+        limiter = self.engine.limiter
+        if limiter is not None and limiter.stats in metrics.dns_collector.limiters:
+            metrics.dns_collector.limiters.remove(limiter.stats)
         await cancel_and_wait(self.watcher)
         for server in self.servers:
             server.close()

@@ -27,10 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gtm import log
-from gtm.control.sealing import Sealed, SecretKey, read_key
-from gtm.control.store import CertificateRecord, Store
-from gtm.control.stores import describe, store_from_url
 from gtm.errors import ConfigError, GtmError, SealingError
+from gtm.sealing import Sealed, SecretKey, read_key
+from gtm.store_access import (
+    CertificateReader,
+    CertificateRecord,
+    describe,
+    open_certificate_reader,
+)
 from gtm.tlscerts import check_pair
 from regional_lb.tls.certs import CertInfo, Signature
 from regional_lb.tls.contexts import TlsPolicy, server_context
@@ -94,7 +98,7 @@ class ControlFeed:
         self.problem: str | None = None  # why the last poll failed (logged once)
         self.rows: dict[str, CertificateRecord] = {}  # the latest row of every name
         self._key = _Key(None, "not read yet", None)
-        self._store: Store | None = None
+        self._store: CertificateReader | None = None
         self._lock: asyncio.Lock | None = None
         self._resync_at = 0.0
         self._read_store = False   # rows came from the store at least once
@@ -148,17 +152,17 @@ class ControlFeed:
         if store is not None:
             await store.close()
 
-    async def _open(self) -> Store:
+    async def _open(self) -> CertificateReader:
         if self._store is None:
             assert self.source.store_url is not None  # ControlSource.check() passed
-            store = store_from_url(self.source.store_url, self.source.namespace, migrate=False)
+            store = open_certificate_reader(self.source.store_url, self.source.namespace)
             await store.open()
             self._store = store
         return self._store
 
     async def _read_all(self) -> list[CertificateRecord]:
         assert self.source.store_url is not None
-        store = store_from_url(self.source.store_url, self.source.namespace, migrate=False)
+        store = open_certificate_reader(self.source.store_url, self.source.namespace)
         try:
             await store.open()
             return await store.certificates(0)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gtm.atomic import PRIVATE, write_atomic
-from gtm.control.store import CertificateRecord
 from gtm.errors import ConfigError
+from gtm.store_access import CertificateRecord
 
 VERSION = 1
 

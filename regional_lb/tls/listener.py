@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,16 @@ def client_identity(sslobj: ssl.SSLObject) -> bytes:
     return b"X-Client-Verify: SUCCESS\r\nX-Client-Cert-Subject: " + safe + b"\r\n"
 
 
+@dataclass(frozen=True)
+class TlsPlan:
+    """A config's TLS state, prepared and not yet live (TlsRegistry.commit)."""
+
+    stores: Mapping[StoreKey, CertStore]
+    listeners: Mapping[str, ListenerTls]   # what the snapshot's listeners hold
+    rekeyed: tuple[ListenerTls, ...]       # kept listeners, given the config's keys at commit
+    ticket_keys: bytes = field(repr=False)
+
+
 class TlsRegistry:
     """A worker's certificate stores (one per sources and default), the control-plane feeds
     they read (one per store URL), its TLS listeners, and its session ticket keys."""
@@ -171,10 +181,13 @@ class TlsRegistry:
         return tickets.read_key_file(key_file) if key_file is not None else self.own_keys
 
     def prepare(self, listeners: Iterable[tuple[str, TlsSpec | None]],
-                ticket_keys: bytes) -> dict[str, ListenerTls]:
-        """TLS state for a config's listeners; raises (changing nothing) when a store fails."""
+                ticket_keys: bytes) -> TlsPlan:
+        """TLS state for a config's listeners, not yet live: :meth:`commit` makes it so
+        when the snapshot it belongs to goes live. Raises when a store fails; either way
+        what serves is unchanged (a new feed or a store read ahead is kept for later)."""
         stores: dict[StoreKey, CertStore] = {}
         result: dict[str, ListenerTls] = {}
+        rekeyed: list[ListenerTls] = []
         for name, spec in listeners:
             if spec is None:
                 continue
@@ -186,17 +199,22 @@ class TlsRegistry:
             stores[key] = store
             held = self.listeners.get(name)
             if held is not None and held.spec == spec and held.store is store:
-                held.apply_ticket_keys(ticket_keys)  # the key file may have changed
+                rekeyed.append(held)  # the key file may have changed: applied at commit
                 result[name] = held
             else:
                 result[name] = ListenerTls(spec, store, self.counters.get(name) or TlsCounters(),
                                            ticket_keys)
-        self.stores, self.listeners = stores, result
+        return TlsPlan(stores, result, tuple(rekeyed), ticket_keys)
+
+    def commit(self, plan: TlsPlan) -> None:
+        """Make a prepared plan live (with its snapshot, in the same synchronous step)."""
+        for held in plan.rekeyed:
+            held.apply_ticket_keys(plan.ticket_keys)
+        self.stores, self.listeners = dict(plan.stores), dict(plan.listeners)
         self.preloaded.clear()
-        for name, tls in result.items():
+        for name, tls in plan.listeners.items():
             self.counters[name] = tls.counters
         self._retire_unused()
-        return result
 
     def _feed(self, listener: str, spec: TlsSpec) -> ControlFeed | None:
         if spec.control is None:

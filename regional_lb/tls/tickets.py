@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 
 from gtm import log
-from gtm.control.sealing import read_base64_file
 from gtm.errors import CertificateError
+from gtm.sealing import read_base64_file
 
 KEY_BYTES = 80
 _SET_TICKET_KEYS = 59           # SSL_CTRL_SET_TLSEXT_TICKET_KEYS

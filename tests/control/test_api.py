@@ -78,10 +78,11 @@ async def test_invalid_changes_name_the_field_and_store_nothing(
 async def test_rollback_dry_run_and_sections(settings: ControlSettings) -> None:
     async with running(settings) as (_plane, api):
         await api.call("PUT", "/v1/config", {"document": example_document()}, if_match=0)
-        await api.call("PUT", "/v1/config/sections/lb", {"value": {"pools": []}},
-                       if_match=1)
+        lb = {"eu": {"listeners": [{"bind": "127.0.0.1:8080"}],
+                     "pools": [{"name": "web", "backends": ["127.0.0.1:9001"]}]}}
+        await api.call("PUT", "/v1/config/sections/lb", {"value": lb}, if_match=1)
         status, body, _ = await api.call("GET", "/v1/config/sections/lb")
-        assert (status, body["value"]) == (200, {"pools": []})
+        assert (status, body["value"]) == (200, lb)
         status, body, _ = await api.call(
             "PUT", "/v1/config?dry_run=true", {"document": {}}, if_match=2)
         assert status == 200 and body["dry_run"] and len(body["diff"]) == 2

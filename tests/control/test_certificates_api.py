@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gtm.cli import main as gtm_main
 from gtm.control.plane import ControlPlane, ControlSettings
-from gtm.control.sealing import read_key
+from gtm.sealing import read_key
 from tests.control.conftest import POSTGRES_URL, running
 from tests.tls.pki import CA, new_key
 
@@ -175,8 +175,8 @@ async def test_swapped_rows_do_not_open(tmp_path: Path) -> None:
                                    pair(ca, [f"{name}.example.com"])))[0] == 201
         rows = {r.name: r for r in await plane.store.certificates(0)}
         key = read_key(settings.resolved_key_file())
-        from gtm.control.sealing import Sealed
         from gtm.errors import SealingError
+        from gtm.sealing import Sealed
 
         moved = Sealed(rows["a"].sealed_key, rows["a"].key_nonce, rows["a"].key_id)
         assert b"PRIVATE KEY" in key.unseal("a", moved)

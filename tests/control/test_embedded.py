@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gtm.config.settings import DnsSettings
 from gtm.control.embedded import start_embedded
 from gtm.dns.answer import ZoneSet
 from tests.control.apiclient import Api
@@ -16,6 +17,7 @@ REPO_ZONES = Path(__file__).resolve().parents[2] / "zones"
 class FakeEngine:
     def __init__(self) -> None:
         self.swapped: list[ZoneSet] = []
+        self.cookies = None  # a fake with cookies off: no secret is stored
 
     def swap(self, zones: ZoneSet) -> None:
         self.swapped.append(zones)
@@ -24,6 +26,7 @@ class FakeEngine:
 class FakeService:
     def __init__(self) -> None:
         self.engine = FakeEngine()
+        self.settings = DnsSettings(listen=())  # NOTIFY leaves from the kernel's choice
 
     def serve_zones(self, zones: ZoneSet) -> None:
         # DnsService.serve_zones merges health facts first; with none, it is a swap.

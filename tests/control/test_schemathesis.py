@@ -16,6 +16,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,8 @@ async def test_the_api_matches_its_openapi_document(settings: ControlSettings,
             "sys.exit(schemathesis())",
             "--config-file", str(config), "run", f"{api.base}/openapi.json",
             "--header", f"Authorization: Bearer {api.token}",
+            # The status page's forms take posts from its own origin only (403 otherwise).
+            "--header", f"Origin: {api.base}",
             "--checks", "all", "--exclude-checks", "positive_data_acceptance",
             "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--workers", "1",
             "--request-timeout", "10", "--no-color",
@@ -73,7 +76,17 @@ async def test_the_api_matches_its_openapi_document(settings: ControlSettings,
           f"({EXAMPLES} examples per operation and phase, seed {SEED})")
     assert (process.returncode, run["failures"], run["errors"]) == (0, [], []), text
     assert operations["tested"] == operations["total"] >= 25, text
-    assert run["warnings"]["missing_auth"] == [] and status == 200, text  # it ran as admin
+    # It ran as admin. The status page's login form is the one operation it cannot pass:
+    # it posts a token in the form, which no generator guesses (refused 401 by design).
+    assert _missing_auth(run) <= {"POST /status/login"} and status == 200, text
+
+
+def _missing_auth(run: dict[str, Any]) -> set[str]:
+    found = json.dumps(run["warnings"]["missing_auth"])
+    return {op for op in ("POST /status/login", "POST /status/logout", "GET /v1/status",
+                          "GET /v1/events") if op in found} | (
+        {"other"} if run["warnings"]["missing_auth"] and "/v1/" in found.replace(
+            "/v1/status", "").replace("/v1/events", "") else set())
 
 
 async def test_what_the_testers_found_is_documented_as_it_is(settings: ControlSettings) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gtm.control.sealing import (
+from gtm.errors import GtmError, SealingError
+from gtm.sealing import (
     KEY_BYTES,
     SecretKey,
     create_key,
@@ -18,7 +19,6 @@ from gtm.control.sealing import (
     key_file,
     read_key,
 )
-from gtm.errors import GtmError, SealingError
 
 PLAINTEXT = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"
 

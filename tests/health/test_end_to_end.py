@@ -130,3 +130,61 @@ def test_gtm_health_reads_the_summary_from_redis(
         assert "seen by node-x" in output
     finally:
         us.kill()
+
+
+def test_a_probing_node_following_the_control_plane_publishes_its_flips(
+        gtm_server: ServerFactory, tmp_path: Path, redis_namespace: str) -> None:
+    """`gtm serve --control ... --probe`, no `gtm up`: its flips reach the control plane's
+    event store and the Redis stream, as `gtm up`'s do."""
+    import asyncio
+
+    import redis
+
+    from gtm.config.document import document_from_zone_dir
+    from gtm.control.events import event_from_fields, stream_key
+    from gtm.control.plane import ControlSettings, start_control_plane
+    from gtm.control.stores import store_from_url
+    from tests.health.conftest import REDIS_URL
+
+    port = free_port("127.0.1.1")
+    settings = ControlSettings(port=0, state_dir=tmp_path / "control", namespace=redis_namespace,
+                               seed_document=document_from_zone_dir(
+                                   write_zones(tmp_path / "zones", port)))
+
+    async def seed() -> None:  # the store's first version, then the API goes
+        await (await start_control_plane(settings)).stop()
+
+    asyncio.run(seed())
+    store_url = settings.resolved_store_url()
+    us = EndpointProcess("127.0.2.1", port).start()  # eu has nothing: it goes down
+    try:
+        server = gtm_server(None, extra=[
+            "--control", store_url, "--state-dir", str(tmp_path / "node"),
+            "--namespace", redis_namespace, "--redis", REDIS_URL,
+            "--probe", "--observer-id", "node-x", "--coalesce", str(COALESCE)])
+        wait_answer(server, "127.0.2.1", 5)
+
+        async def stored_flips() -> list[dict[str, object]]:
+            store = store_from_url(store_url, redis_namespace)
+            await store.open()
+            try:
+                return [s.event.public() for s in await store.events(0, 100, ("health.flip",))]
+            finally:
+                await store.close()
+
+        deadline = time.monotonic() + 10
+        flips = asyncio.run(stored_flips())
+        while not flips and time.monotonic() < deadline:
+            time.sleep(0.1)
+            flips = asyncio.run(stored_flips())
+        assert flips, server.log()
+        assert flips[0]["subject"] == "endpoint hc.test/eu-1"
+        assert flips[0]["actor"] == "health:node-x"
+        assert flips[0]["detail"]["to"] == "down"  # type: ignore[index]
+        client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+        streamed = [event_from_fields(fields).public()
+                    for _, fields in client.xrange(stream_key(redis_namespace))]
+        client.close()
+        assert flips[0] in streamed
+    finally:
+        us.kill()

@@ -35,7 +35,7 @@ backends = ["127.0.0.1:9001", "127.0.0.1:9002"]
 
 @pytest.mark.parametrize(("change", "where", "reason"), [
     (('name = "app"', 'name = "app"\nfoo = 1'), "lb.pools[0].foo",
-     "unknown key 'foo' (expected one of algorithm, backends, check,"),
+     "unknown key 'foo' (expected one of algorithm, autoscale, backends, check,"),
     (('name = "app"', 'name = "app"\nalgorithm = "fastest"'), "lb.pools[0].algorithm",
      "must be one of"),
     (('"127.0.0.1:9002"', '"127.0.0.1"'), "lb.pools[0].backends[1].address", "needs a port"),

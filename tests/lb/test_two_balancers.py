@@ -135,3 +135,31 @@ def test_balancers_without_a_key_file_do_not_take_each_others_tickets(
     _, from_a, _ = visit(a, ctx, None)
     assert resumes(a, ctx, from_a)
     assert not resumes(b, ctx, from_a)
+
+
+def test_a_reload_whose_compile_fails_keeps_the_ticket_keys_in_use(
+        env: Env, balancers: Balancers, pki: Pki, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """New ticket keys go live with their snapshot: a reload that names a new key file
+    but fails to compile leaves the keys serving clients as they were."""
+    from regional_lb import worker as worker_module
+
+    pki.add("www", [HOST])
+    backend = env.recorder("app").address
+    raw = raw_config(pki, backend, key_file(tmp_path / "first.key"))
+    handle = balancers.start(raw, "a.toml")
+    ctx = client_context(pki.ca_file)
+    _, session, _ = visit(handle, ctx, None)
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected compile failure")
+
+    monkeypatch.setattr(worker_module, "compile_snapshot", failing)
+    with pytest.raises(RuntimeError):
+        balancers.reload(handle, raw_config(pki, backend, key_file(tmp_path / "second.key")),
+                         "a.toml")
+    monkeypatch.undo()
+    assert resumes(handle, ctx, session)  # the first keys still serve
+    balancers.reload(handle, raw_config(pki, backend, key_file(tmp_path / "second.key")),
+                     "a.toml")
+    assert not resumes(handle, ctx, session)  # now they are replaced

@@ -18,9 +18,9 @@ import pytest
 
 from gtm.control.client import Client
 from gtm.control.plane import ControlPlane, ControlSettings, start_control_plane
-from gtm.control.sealing import SecretKey, read_key
 from gtm.control.store import NewCertificate
 from gtm.errors import ConfigError
+from gtm.sealing import SecretKey, read_key
 from regional_lb.config import build_config, with_control_store
 from tests.control.conftest import POSTGRES_URL
 from tests.control.harness import TcpRelay

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gtm.control.sealing import read_key
+from gtm.sealing import read_key
 from tests.integration.conftest import gtm_server  # noqa: F401  (a fixture, used by name)
 from tests.integration.servers import ServerFactory, free_port, gtm_command, subprocess_env
 from tests.tls.conftest import Pki, client_context, served, tls_connect

@@ -104,7 +104,8 @@ def test_every_metric_of_the_registry_follows_the_conventions() -> None:
     names = {family.name for family in found}
     # The collectors' families are linted too, not only the declared objects.
     assert {"gtm_dns_responses", "gtm_lb_backend_requests", "gtm_lb_queue_wait_seconds",
-            "gtm_zone_reloads"} <= names
+            "gtm_zone_reloads", "gtm_dns_steered_answers", "gtm_dns_answer_seconds",
+            "gtm_health_endpoint_up", "gtm_api_requests"} <= names
     assert problems(metrics.REGISTRY, declared_labels(vars(metrics).values())) == []
 
 
