@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gtm import __version__, log
 
-try:  # Ctrl-C while the commands load (half a second: aiohttp, cryptography) ends quietly
+try:  # Ctrl-C while the commands load ends quietly
     from gtm.config.settings import (
         DnsSettings,
         Listen,

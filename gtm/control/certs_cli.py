@@ -18,7 +18,6 @@ from urllib.parse import urlparse
 
 from gtm.control.cli import client
 from gtm.errors import ConfigError
-from gtm.sealing import create_key
 
 
 def add_commands(certs: Any, client_options: Any) -> None:
@@ -60,6 +59,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from gtm.sealing import create_key  # cryptography: only this command
+
     key = create_key(args.file)
     print(f"secret key {key.id} written to {args.file} (mode 0600); give every control-plane "
           "node and every balancer serving its certificates the same file", file=sys.stderr)

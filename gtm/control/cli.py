@@ -16,17 +16,20 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gtm.config_reader import read_json_file
-from gtm.control.client import Client
-from gtm.control.diff import render
-from gtm.control.follower import FollowerSettings
+from gtm.control.client import ADMIN_TOKEN_FILE, Client
 from gtm.control.liveness import DEFAULT_GONE_AFTER, Liveness
-from gtm.control.plane import ADMIN_TOKEN_FILE, ControlSettings
-from gtm.control.sectionfollow import SectionFollow
 from gtm.errors import ConfigError
 from gtm.wording import plural
+
+# Every `gtm` command imports this module to build its parser: the API server, the
+# follower and the diff renderer (aiohttp, the document compiler: a third of a second)
+# are imported by the commands that use them.
+if TYPE_CHECKING:
+    from gtm.control.follower import FollowerSettings
+    from gtm.control.sectionfollow import SectionFollow
 
 DEFAULT_API = "http://127.0.0.1:8080"
 DEFAULT_STATE = Path("var/control")
@@ -51,6 +54,8 @@ def add_follow_options(serve: argparse.ArgumentParser) -> None:
 
 
 def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
+    from gtm.control.follower import FollowerSettings
+
     if args.control is None:
         return None
     if args.state_dir is None:
@@ -69,6 +74,8 @@ def follower_settings(args: argparse.Namespace) -> FollowerSettings | None:
 def section_follow(args: argparse.Namespace, kind: str) -> SectionFollow | None:
     """The same options, for a node of another kind that follows one section entry
     (`gtm lb serve --control`: kind lb)."""
+    from gtm.control.sectionfollow import SectionFollow
+
     settings = follower_settings(args)
     return None if settings is None else SectionFollow(replace(settings, kind=kind))
 
@@ -184,7 +191,7 @@ def _env_path(name: str) -> Path | None:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from gtm.config.settings import parse_listen
-    from gtm.control.plane import start_control_plane
+    from gtm.control.plane import ControlSettings, start_control_plane
     from gtm.process import run_async, wait_for_stop
 
     listen = parse_listen(args.listen, default_port=8080)
@@ -233,6 +240,8 @@ def read_document(path: Path) -> dict[str, Any]:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from gtm.control.diff import render
+
     require_confirmation_or_yes(args)
     api = client(args)
     document = read_document(args.file)
@@ -270,6 +279,8 @@ def confirm(question: str) -> bool:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from gtm.control.diff import render
+
     api = client(args)
     if args.file is not None:
         base = int(api.get("/v1/config")["version"])
@@ -305,6 +316,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from gtm.control.diff import render
+
     api = client(args)
     base = int(api.get("/v1/config")["version"])
     reply = api.call("POST", f"/v1/versions/{args.number}/rollback",

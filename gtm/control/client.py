@@ -21,6 +21,9 @@ from typing import Any
 from gtm.errors import GtmError
 
 TIMEOUT = 30.0
+# The file in the control plane's state directory that holds the admin token it made
+# (gtm.control.plane writes it; the CLI reads var/control/admin.token by default).
+ADMIN_TOKEN_FILE = "admin.token"
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gtm.errors import ConfigError
-from gtm.health.service import HealthSettings
-from gtm.health.summary import render_summary
+
+if TYPE_CHECKING:  # imported by the commands that run: every `gtm` parser loads this module
+    from gtm.health.service import HealthSettings
 
 
 def add_probe_options(parser: argparse.ArgumentParser, serve: bool) -> None:
@@ -36,6 +37,8 @@ def add_probe_options(parser: argparse.ArgumentParser, serve: bool) -> None:
 
 
 def health_settings(args: argparse.Namespace, probe: bool) -> HealthSettings | None:
+    from gtm.health.service import HealthSettings
+
     if not probe:
         return None
     if args.quorum < 1:
@@ -82,6 +85,8 @@ def summaries_from_redis(url: str, namespace: str) -> list[dict[str, Any]]:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    from gtm.health.summary import render_summary
+
     summaries = (summaries_from_redis(args.redis, args.namespace) if args.redis
                  else summaries_from_api(args))
     if not summaries:

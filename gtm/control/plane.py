@@ -25,6 +25,7 @@ from gtm.control.api_tls import ApiTls
 from gtm.control.auth import FAILURE_BURST, FAILURES_PER_SECOND
 from gtm.control.certificates import CertificateService, expiry_events
 from gtm.control.certificates_api import CERTIFICATES
+from gtm.control.client import ADMIN_TOKEN_FILE
 from gtm.control.drills_api import DRILL_SERVICE
 from gtm.control.fanout import RedisFanout
 from gtm.control.liveness import Liveness
@@ -38,8 +39,6 @@ from gtm.control.stores import DEFAULT_SQLITE_NAME, describe, store_from_url
 from gtm.errors import StoreUnavailable
 from gtm.sealing import SECRET_KEY_FILE, ensure_key, key_file, read_key
 from gtm.store_access import validate_namespace
-
-ADMIN_TOKEN_FILE = "admin.token"
 
 
 @dataclass(frozen=True)

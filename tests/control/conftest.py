@@ -2,7 +2,8 @@
 
 Server URLs come from GTM_TEST_POSTGRES_URL and GTM_TEST_REDIS_URL (this machine's
 defaults otherwise). Each test gets its own PostgreSQL schema and Redis key prefix,
-``gtm_test_<run>_<n>``, removed when it ends, so runs never collide. A server that
+``gtm_test_<run>_<worker>_<n>``, removed when it ends, so runs (and the parallel
+workers of one run, pytest-xdist) never collide. A server that
 cannot be reached skips its tests loudly, except under CI=true, where it fails them:
 CI must never pass by skipping the real thing.
 
@@ -36,7 +37,9 @@ POSTGRES_URL = os.environ.get(
     "GTM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("GTM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-RUN_ID = secrets.token_hex(3)
+# One id per run and worker (PYTEST_XDIST_WORKER: gw0, gw1, ...), so the namespaces of
+# parallel workers can never be the same even if their random parts were.
+RUN_ID = f"{secrets.token_hex(3)}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 _COUNTER = itertools.count(1)
 
 EXAMPLE_ZONE = """$TTL 60

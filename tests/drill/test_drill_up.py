@@ -25,6 +25,7 @@ import pytest
 
 from tests.integration.servers import (
     GtmServer,
+    example_regions_held,
     free_port,
     gtm_command,
     start_gtm,
@@ -95,6 +96,11 @@ class Up:
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    with example_regions_held():  # their addresses are fixed: one holder on this machine
+        yield from _up(tmp_path_factory)
+
+
+def _up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     root = tmp_path_factory.mktemp("drill")
     regions: list[str] = []
     for name in REGIONS:

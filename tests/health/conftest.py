@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 REDIS_URL = os.environ.get("GTM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-RUN_ID = secrets.token_hex(3)
+# One id per run and worker (PYTEST_XDIST_WORKER), as in tests/control/conftest.py.
+RUN_ID = f"{secrets.token_hex(3)}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 _COUNTER = itertools.count(1)
 
 

@@ -11,6 +11,7 @@ from tests.integration.servers import (
     GtmServer,
     ServerFactory,
     copy_example_zones,
+    example_regions_held,
     ipv6_loopback_available,
 )
 
@@ -66,3 +67,10 @@ def shared_server(
         yield factory(zones, listen=hosts, extra=["--nsid", "gtm-test"])
     finally:
         factory.stop_all()
+
+
+@pytest.fixture
+def example_regions() -> Iterator[None]:
+    """Held for a test that runs the example regions or probes their addresses."""
+    with example_regions_held():
+        yield

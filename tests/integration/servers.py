@@ -9,6 +9,7 @@ tests read to check what it logged. Every process is stopped by its PID.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -18,8 +19,9 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -396,6 +398,24 @@ def _bindable(host: str, port: int, kind: int) -> bool:
         except OSError:
             return False
     return True
+
+
+# The example regions (examples/lb/*.toml) bind fixed addresses: 127.0.N.1:8080 and :8443,
+# admin 127.0.N.1:9900, demo backends 127.0.N.10x:9001; the example zone probes :8080.
+EXAMPLE_REGIONS_LOCK = Path(tempfile.gettempdir()) / "gtm-tests-example-regions.lock"
+
+
+@contextlib.contextmanager
+def example_regions_held() -> Iterator[None]:
+    """The example regions' addresses for the caller alone, while it runs them or probes
+    them: a lock of this machine, so the test processes of one run (pytest-xdist
+    workers) and of other runs take turns. The kernel drops it when a process dies."""
+    with EXAMPLE_REGIONS_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ipv6_loopback_available() -> bool:

@@ -25,7 +25,9 @@ from tests.integration.servers import (
 )
 from tests.integration.test_up_health_view import gtm
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+# gtm up probes the example endpoints, which the example regions of other tests serve.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90),
+              pytest.mark.usefixtures("example_regions")]
 
 CHROMIUM = "/usr/bin/chromium"
 HOST = "127.0.78.1"  # this test's own loopback address for its balancer

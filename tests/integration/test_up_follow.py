@@ -16,7 +16,9 @@ import pytest
 
 from tests.integration.servers import ServerFactory, free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+# gtm up without --region runs the example regions: their addresses are fixed, one holder.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90),
+              pytest.mark.usefixtures("example_regions")]
 
 REPO = Path(__file__).resolve().parents[2]
 EU_LISTENER = "http://127.0.1.1:8080/"

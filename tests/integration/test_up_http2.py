@@ -15,7 +15,9 @@ from tests.integration.servers import ServerFactory, free_port, gtm_command
 from tests.integration.test_up_failover import EU, REGIONS, wait_for
 from tests.lb.h2client import require
 
-pytestmark = pytest.mark.integration
+# The example regions bind fixed addresses (127.0.N.1:8080, :9900, demo backends :9001)
+# or the example zone probes them: one test at a time on this machine holds them.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("example_regions")]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ from gtm import metrics
 from gtm.errors import ConfigError
 from gtm.health.reports import REPORTS
 from regional_lb.config import build_config, load_config
+from tests.integration.servers import example_regions_held
 from tests.lb.conftest import Env, connect, exchange, read_response, status_of
 from tests.lb.process import free_port
 
@@ -204,6 +205,11 @@ def test_region_report_published_to_redis(env: Env, tmp_path: Path) -> None:
 
 def test_example_regions_serve_in_one_loop(env: Env) -> None:
     """What `gtm up` runs: the four example regions in one event loop, demo backends too."""
+    with example_regions_held():  # their addresses are fixed: one test at a time
+        _example_regions_serve_in_one_loop(env)
+
+
+def _example_regions_serve_in_one_loop(env: Env) -> None:
     from gtm.errors import ServeError
     from regional_lb.node import start_regions
 

@@ -33,6 +33,7 @@ from tests.integration.servers import (
     GtmServer,
     ServerFactory,
     copy_example_zones,
+    example_regions_held,
     free_port,
     wait_until,
 )
@@ -95,6 +96,13 @@ def wait_for_answers(lab: Lab, expected: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory,
         cli_config: tuple[str, Path]) -> Iterator[Lab]:
+    # gtm up without --region runs the example regions: their addresses are fixed.
+    with example_regions_held():
+        yield from _lab(tmp_path_factory, cli_config)
+
+
+def _lab(tmp_path_factory: pytest.TempPathFactory,
+         cli_config: tuple[str, Path]) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("example")
     factory = ServerFactory(root)
     try:
