@@ -13,7 +13,12 @@ from regional_lb.config import LbConfig, ListenerSpec
 def listener_key(spec: ListenerSpec) -> str:
     """Same key, same server across a reload; a TLS change makes a new one (new context)."""
     if spec.tls is not None:
-        return f"{spec.mode}:{spec.bind}:tls:{spec.tls.key}"
+        return f"{address_key(spec)}:tls:{spec.tls.key}"
+    return address_key(spec)
+
+
+def address_key(spec: ListenerSpec) -> str:
+    """Where and how a listener accepts: servers with the same one can share a socket."""
     return f"{spec.mode}:{spec.bind}"
 
 

@@ -27,7 +27,7 @@ from regional_lb.l7.proxy import ClientProtocol
 from regional_lb.l7.upstream import UpstreamProtocol
 from regional_lb.pool_queue import RESULTS
 from regional_lb.snapshot import Listener, Snapshot, compile_snapshot
-from regional_lb.sockets import bind_listener, listener_key
+from regional_lb.sockets import address_key, bind_listener, listener_key
 from regional_lb.tls.listener import (
     ADMIN_TLS,
     ListenerTls,
@@ -216,23 +216,35 @@ class Worker:
     async def _sync_listeners(self) -> None:
         wanted: dict[str, ListenerSpec] = {
             listener_key(spec): spec for spec in self.snapshot.config.listeners}
-        # New servers first, old ones after: a listener whose TLS settings changed gets a
-        # new server on the same address (SO_REUSEPORT), so it never stops accepting.
+        retiring = [key for key in self.servers if key not in wanted]
+        # New servers first, old ones after. A listener whose TLS settings changed gets a
+        # new server on the old one's socket (a duplicate of it: the same accept queue),
+        # so it never stops accepting and nothing queued on the old server is reset when
+        # that closes; a new address gets a socket of its own.
         for key, spec in wanted.items():
             self.names[key] = spec.name
             if key not in self.servers:
-                sock = self.sockets.pop(key, None) or bind_listener(spec.bind, spec.backlog)
+                sock = self.sockets.pop(key, None) or self._same_address(retiring, spec) \
+                    or bind_listener(spec.bind, spec.backlog)
                 self.servers[key] = await self._serve(key, spec, sock)
-        retiring = [key for key in self.servers if key not in wanted]
         if retiring:
-            # One loop turn first, so connections already queued on the old sockets are
-            # accepted rather than reset when those close.
+            # One loop turn first, so connections already queued on a socket that goes
+            # away (a listener removed) are accepted rather than reset when it closes.
             await asyncio.sleep(0)
         for key in retiring:
             self.servers.pop(key).close()
             self.names.pop(key, None)
         for spec in wanted.values():
             log.lb.debug("listener %s on %s (%s)", spec.name, spec.bind, spec.mode)
+
+    def _same_address(self, retiring: list[str], spec: ListenerSpec) -> socket.socket | None:
+        """A duplicate of the socket of a retiring server on ``spec``'s address and mode."""
+        wanted = address_key(spec)
+        for key in retiring:
+            if key == wanted or key.startswith(wanted + ":tls:"):
+                for sock in self.servers[key].sockets:
+                    return socket.fromfd(sock.fileno(), sock.family, sock.type)
+        return None
 
     async def _serve(self, key: str, spec: ListenerSpec,
                      sock: socket.socket) -> asyncio.base_events.Server:
