@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 up: $(VENV)/.installed
 	$(BIN)/gtm up
 
+# Two phases: everything else on two workers, then the tests that need something of the
+# machine to themselves (marker `serial`: fixed addresses, network namespaces) one by one.
 test: $(VENV)/.installed lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not serial"
+	$(BIN)/pytest -n 0 -m serial
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -33,7 +33,7 @@ from tests.integration.servers import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[2]
 REGIONS = ("eu-west", "us-east", "ap-northeast", "sa-east")

@@ -102,6 +102,7 @@ def assert_names_file_line_reason(output: str, path: Path, line: int, reason: st
 
 
 # Without --region, `gtm up` runs the example regions on their fixed addresses.
+@pytest.mark.serial
 @pytest.mark.usefixtures("example_regions")
 def test_up_serves_the_example_zones_on_the_given_port(
     gtm_server: ServerFactory, tmp_path: Path

@@ -26,7 +26,7 @@ from tests.integration.servers import (
 from tests.integration.test_up_health_view import gtm
 
 # gtm up probes the example endpoints, which the example regions of other tests serve.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90),
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(90),
               pytest.mark.usefixtures("example_regions")]
 
 CHROMIUM = "/usr/bin/chromium"

@@ -17,7 +17,7 @@ import pytest
 from tests.integration.servers import ServerFactory, free_port
 
 # gtm up without --region runs the example regions: their addresses are fixed, one holder.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90),
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(90),
               pytest.mark.usefixtures("example_regions")]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ from tests.lb.h2client import require
 
 # The example regions bind fixed addresses (127.0.N.1:8080, :9900, demo backends :9001)
 # or the example zone probes them: one test at a time on this machine holds them.
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("example_regions")]
+pytestmark = [pytest.mark.integration, pytest.mark.serial,
+              pytest.mark.usefixtures("example_regions")]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -203,6 +203,7 @@ def test_region_report_published_to_redis(env: Env, tmp_path: Path) -> None:
         server.wait(5)
 
 
+@pytest.mark.serial
 def test_example_regions_serve_in_one_loop(env: Env) -> None:
     """What `gtm up` runs: the four example regions in one event loop, demo backends too."""
     with example_regions_held():  # their addresses are fixed: one test at a time

@@ -39,7 +39,7 @@ from tests.integration.servers import (
 )
 from tests.terraform.conftest import Terraform, make_terraform
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(150)]
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
