@@ -46,6 +46,7 @@ class TcpRelay:
         self.lock = threading.Lock()
         self.closed = False
         self._swallow: bytes | None = None
+        self._after: bytes | None = None
         self.swallowed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -70,8 +71,11 @@ class TcpRelay:
     def thaw(self) -> None:
         self.is_frozen = False
 
-    def swallow_reply_to(self, pattern: bytes) -> None:
+    def swallow_reply_to(self, pattern: bytes, after: bytes | None = None) -> None:
+        """``after``: only on a connection that has sent it first (a statement of the
+        write meant, where other writers, such as the event log, commit too)."""
         self.swallowed.clear()
+        self._after = after
         self._swallow = pattern
 
     def close(self) -> None:
@@ -101,7 +105,7 @@ class TcpRelay:
             upstream.settimeout(None)
             with self.lock:
                 self.open.update((client, upstream))
-            link = {"swallowing": False}
+            link = {"swallowing": False, "armed": False}
             threading.Thread(target=self._pump, args=(client, upstream, link, True),
                              daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, link, False),
@@ -113,7 +117,11 @@ class TcpRelay:
             while data := source.recv(65536):
                 while self.is_frozen and not self.closed:
                     time.sleep(0.02)
-                if to_target and self._swallow is not None and self._swallow in data:
+                after = self._after
+                if to_target and after is not None and after in data:
+                    link["armed"] = True
+                if to_target and self._swallow is not None and self._swallow in data \
+                        and (after is None or link.get("armed")):
                     self._swallow = None
                     link["swallowing"] = True
                 elif not to_target and link["swallowing"]:

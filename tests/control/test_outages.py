@@ -278,7 +278,9 @@ async def test_a_commit_whose_connection_drops_after_commit_keeps_its_audit_and_
         assert (await put(api, 0, "192.0.2.1"))[0] == 201
         document = {"document": example_document("192.0.2.2", serial=2), "message": "two"}
         # PostgreSQL commits version 2; the answer to COMMIT never gets back to the API.
-        relay.swallow_reply_to(b"COMMIT")
+        # (That COMMIT: on the connection that sent the document; the event log's
+        # writer commits on its own.)
+        relay.swallow_reply_to(b"COMMIT", after=b"192.0.2.2")
         status, body, _ = await api.call("PUT", "/v1/config", document, if_match=1,
                                          headers={"Idempotency-Key": "change-2"})
         assert relay.swallowed.is_set() and status == 503, body
