@@ -238,7 +238,7 @@ class Scaler:
         actuator = self.actuators.get(pool)
         if actuator is None or actuator.spec != policy.actuator:
             settings = self.config.autoscale
-            actuator = make_actuator(policy.actuator, settings.state_dir,
+            actuator = make_actuator(policy.actuator, settings.directory,
                                      settings.outbound_networks)
             self.actuators[pool] = actuator
         return actuator

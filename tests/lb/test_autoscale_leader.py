@@ -1,6 +1,7 @@
-"""One decision maker per region: the lease with fencing tokens (Redis and SQLite
-alike), leader failover between two `gtm lb serve` processes, and predictive scaling
-from a stored week of history."""
+"""One decision maker per region: the lease with fencing tokens (Redis, PostgreSQL and
+SQLite alike), leader failover between two `gtm lb serve` processes (through Redis, and
+through a PostgreSQL control plane's store without Redis), and predictive scaling from
+a stored week of history."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gtm.scalestore import Fenced, RedisScaleStore, ScaleStore, SqliteScaleStore
+from gtm.scalestore import (
+    Fenced,
+    PostgresScaleStore,
+    RedisScaleStore,
+    ScaleStore,
+    SqliteScaleStore,
+)
 from regional_lb.autoscale.actuators import ProcessActuator
 from regional_lb.config_autoscale import ActuatorSpec
+from tests.control.conftest import POSTGRES_URL, _reachable, _require
 from tests.lb.conftest import Env
 from tests.lb.process import LbProcess, free_port
 from tests.lb.test_autoscale import (
@@ -34,17 +43,39 @@ from tests.lb.test_autoscale_policy import week_with_a_daily_peak
 pytestmark = pytest.mark.integration
 
 
-def open_store(kind: str, url: str, tmp_path: Path) -> ScaleStore:
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A namespace of this test alone: its PostgreSQL schema is dropped afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    if _reachable(POSTGRES_URL, 5432):
+        from gtm.control.postgres_store import PostgresStore
+
+        asyncio.run(PostgresStore(POSTGRES_URL, name).drop_schema())
+
+
+def store_url(kind: str, request: pytest.FixtureRequest) -> str:
+    """The server's URL (PostgreSQL: skipped loudly when unreachable, failed under CI)."""
+    if kind == "postgres":
+        _require(POSTGRES_URL, 5432, "PostgreSQL")
+        return POSTGRES_URL
+    return str(request.getfixturevalue("redis_url"))
+
+
+def open_store(kind: str, request: pytest.FixtureRequest, schema: str,
+               tmp_path: Path) -> ScaleStore:
     if kind == "redis":
-        return RedisScaleStore(url, f"t{uuid.uuid4().hex[:10]}")
+        return RedisScaleStore(store_url(kind, request), f"t{uuid.uuid4().hex[:10]}")
+    if kind == "postgres":
+        return PostgresScaleStore(store_url(kind, request), schema)
     return SqliteScaleStore(tmp_path / "scale.db")
 
 
-@pytest.mark.parametrize("kind", ["redis", "sqlite"])
-def test_a_stale_leaders_write_is_refused(kind: str, redis_url: str,  # noqa: F811
-                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["redis", "postgres", "sqlite"])
+def test_a_stale_leaders_write_is_refused(kind: str, request: pytest.FixtureRequest,
+                                          schema: str, tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = open_store(kind, redis_url, tmp_path)
+        store = open_store(kind, request, schema, tmp_path)
         try:
             first = await store.acquire("r", "a", 0.3)
             assert first is not None
@@ -106,16 +137,18 @@ timeout = 20
     return path
 
 
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
 def test_leader_failover_takes_over_without_a_double_action(
-        redis_url: str, tmp_path: Path, env: Env) -> None:  # noqa: F811
-    namespace = f"t{uuid.uuid4().hex[:10]}"
+        kind: str, request: pytest.FixtureRequest, schema: str, tmp_path: Path,
+        env: Env) -> None:
+    url, namespace = store_url(kind, request), schema
     ports = free_range(6)
     state = tmp_path / "scale"
     listen = {"a": free_port(), "b": free_port()}
-    procs = {name: LbProcess(region_file(tmp_path / f"{name}.toml", port, redis_url,
+    procs = {name: LbProcess(region_file(tmp_path / f"{name}.toml", port, url,
                                          namespace, name, ports, state))
              for name, port in listen.items()}
-    view = Scaling(env.loop, redis_url, namespace, "fo")
+    view = Scaling(env.loop, url, namespace, "fo")
     try:
         for name, proc in procs.items():
             proc.wait_serving(("127.0.0.1", listen[name]))
@@ -144,8 +177,8 @@ def test_leader_failover_takes_over_without_a_double_action(
 
 
 def predictive_config(redis: str, namespace: str, ports: tuple[int, int], mode: str,
-                      backend: str) -> dict[str, Any]:
-    config = scaled_config(redis, namespace, ports, min=1, max=5,
+                      backend: str, state: Path) -> dict[str, Any]:
+    config = scaled_config(redis, namespace, ports, state, min=1, max=5,
                            metric="requests_per_backend", target=10.0,
                            predictive={"mode": mode, "buffer": 900})
     config["pools"][0]["backends"] = [backend]
@@ -157,11 +190,12 @@ def seed_history(view: Scaling) -> None:
     view.loop.run(view.store.add_history(view.region, "app", history))
 
 
-def test_forecast_only_reports_and_acts_on_nothing(redis_url: str, env: Env) -> None:  # noqa: F811
+def test_forecast_only_reports_and_acts_on_nothing(redis_url: str, env: Env,  # noqa: F811
+                                                   tmp_path: Path) -> None:
     namespace = f"t{uuid.uuid4().hex[:10]}"
     backend = env.recorder("static")
     config = predictive_config(redis_url, namespace, free_range(6), "forecast_only",
-                               backend.address)
+                               backend.address, tmp_path)
     view = Scaling(env.loop, redis_url, namespace, config["region"])
     try:
         seed_history(view)
@@ -181,12 +215,12 @@ def test_forecast_only_reports_and_acts_on_nothing(redis_url: str, env: Env) -> 
 
 
 def test_forecast_and_scale_adds_capacity_before_the_peak(redis_url: str, env: Env,  # noqa: F811
-                                                          ) -> None:
+                                                          tmp_path: Path) -> None:
     namespace = f"t{uuid.uuid4().hex[:10]}"
     backend = env.recorder("static")
     ports = free_range(6)
     config = predictive_config(redis_url, namespace, ports, "forecast_and_scale",
-                               backend.address)
+                               backend.address, tmp_path)
     view = Scaling(env.loop, redis_url, namespace, config["region"])
     try:
         seed_history(view)
@@ -200,4 +234,4 @@ def test_forecast_and_scale_adds_capacity_before_the_peak(redis_url: str, env: E
     finally:
         view.close()
         spec = ActuatorSpec("process", ("x",), host="127.0.0.1", ports=ports)
-        ProcessActuator(spec, None).stop_all_sync()
+        ProcessActuator(spec, tmp_path).stop_all_sync()
