@@ -101,16 +101,20 @@ def test_a_stale_leaders_write_is_refused(kind: str, request: pytest.FixtureRequ
     asyncio.run(scenario())
 
 
-def region_file(path: Path, port: int, redis: str, namespace: str, member: str,
-                ports: tuple[int, int], state: Path) -> Path:
+def region_file(path: Path, port: int, store: str, namespace: str, member: str,
+                ports: tuple[int, int], state: Path, control_plane: bool = False,
+                size: int = 2, start_delay: float = 0.0) -> Path:
+    """Two balancers of region "fo". ``control_plane``: the store is named as the control
+    plane's (``[lb.tls] control_store``), not the scaler's own: it is chosen all the same."""
+    where = (f'[lb.tls]\ncontrol_store = "{store}"\ncontrol_namespace = "{namespace}"\n'
+             "[lb.autoscale]") if control_plane else \
+        f'[lb.autoscale]\nstore = "{store}"\nnamespace = "{namespace}"'
     path.write_text(f"""
 [lb]
 region = "fo"
 [lb.timeouts]
 shutdown_grace = 0.0
-[lb.autoscale]
-store = "{redis}"
-namespace = "{namespace}"
+{where}
 member = "{member}"
 interval = 0.2
 lease = 1.5
@@ -122,8 +126,8 @@ name = "app"
 backends = []
 retries = 0
 [lb.pools.autoscale]
-min = 2
-max = 2
+min = {size}
+max = {size}
 metric = "in_flight_per_backend"
 target = 5
 warmup = 0
@@ -131,7 +135,8 @@ warmup = 0
 type = "process"
 host = "127.0.0.1"
 ports = "{ports[0]}-{ports[1]}"
-command = ["{sys.executable}", "{BACKEND}", "--listen", "{{address}}"]
+command = ["{sys.executable}", "{BACKEND}", "--listen", "{{address}}",
+           "--start-delay", "{start_delay}"]
 timeout = 20
 """)
     return path
@@ -145,8 +150,8 @@ def test_leader_failover_takes_over_without_a_double_action(
     ports = free_range(6)
     state = tmp_path / "scale"
     listen = {"a": free_port(), "b": free_port()}
-    procs = {name: LbProcess(region_file(tmp_path / f"{name}.toml", port, url,
-                                         namespace, name, ports, state))
+    procs = {name: LbProcess(region_file(tmp_path / f"{name}.toml", port, url, namespace,
+                                         name, ports, state, kind == "postgres"))
              for name, port in listen.items()}
     view = Scaling(env.loop, url, namespace, "fo")
     try:
@@ -168,12 +173,82 @@ def test_leader_failover_takes_over_without_a_double_action(
         assert count(events, "scale_out") == 1, events
         assert view.pool()["current"] == 2
         assert get_ok(("127.0.0.1", listen[other]))
+        if kind == "postgres":  # the control plane on that store, without Redis, sees it
+            assert_control_plane_sees(env, url, namespace, other, tmp_path)
     finally:
         view.close()
         for proc in procs.values():
             proc.stop()
         spec = ActuatorSpec("process", ("x",), host="127.0.0.1", ports=ports)
         ProcessActuator(spec, state).stop_all_sync()
+
+
+def pid_files(state: Path) -> dict[str, int]:
+    """The process actuator's pid files: backend address -> pid."""
+    return {path.stem.replace("_", ":"): int(path.read_text().split()[0])
+            for path in (state / "processes").glob("*.pid")}
+
+
+def test_a_leader_killed_in_the_middle_of_an_add_leaves_no_orphan(
+        redis_url: str, schema: str, tmp_path: Path, env: Env) -> None:  # noqa: F811
+    """The leader records its intent, starts a backend that is slow to come up, and is
+    SIGKILLed before it can record it. The next leader replays the intent: the actuator
+    answers the backend already started, which is recorded; no second one is started."""
+    ports = free_range(6)
+    state = tmp_path / "scale"
+    listen = {"a": free_port(), "b": free_port()}
+    procs = {name: LbProcess(region_file(tmp_path / f"{name}.toml", port, redis_url, schema,
+                                         name, ports, state, size=1, start_delay=2.0))
+             for name, port in listen.items()}
+    view = Scaling(env.loop, redis_url, schema, "fo")
+    try:
+        # The actuator has started the backend (its pid file): the leader waits for it.
+        started = wait_for(lambda: pid_files(state), timeout=20, what="a backend started")
+        assert count(view.events(), "scale_out.begin") == 1
+        leader = env.loop.run(view.store.leader("fo"))[0].split("/")[0]
+        procs[leader].signal(signal.SIGKILL)
+        procs[leader].proc.wait(10)
+        assert count(view.events(), "scale_out") == 0  # it died before the outcome
+        other = "b" if leader == "a" else "a"
+        wait_for(lambda: view.pool().get("current") == 1 and
+                 view.status()["leader"].startswith(other + "/"), timeout=20,
+                 what="the orphan recorded by the new leader")
+        wait_for(lambda: get_ok(("127.0.0.1", listen[other])), what="serving")
+        taken_over = view.status()["at"]
+        wait_for(lambda: view.status()["at"] > taken_over + 1.0, what="decisions")
+        # One backend was ever started, and it is the one recorded and served.
+        assert pid_files(state) == started
+        layer = env.loop.run(view.store.layer("fo"))
+        assert list(layer["app"]) == list(started)
+        events = view.events()
+        assert count(events, "scale_out.begin") == 1
+        outcome = next(e for e in events if e["type"] == "scale_out")
+        assert outcome["replayed"] is True and outcome["added"] == list(started)
+        assert outcome["intent"] == next(e for e in events
+                                         if e["type"] == "scale_out.begin")["intent"]
+    finally:
+        view.close()
+        for proc in procs.values():
+            proc.stop()
+        spec = ActuatorSpec("process", ("x",), host="127.0.0.1", ports=ports)
+        ProcessActuator(spec, state).stop_all_sync()
+
+
+def assert_control_plane_sees(env: Env, url: str, namespace: str, leader: str,
+                              tmp_path: Path) -> None:
+    from gtm.control.plane import ControlSettings, start_control_plane
+    from tests.lb.test_autoscale_api import api_get
+
+    plane = env.loop.run(start_control_plane(ControlSettings(
+        port=0, state_dir=tmp_path / "control", store_url=url, namespace=namespace)))
+    try:
+        status = api_get(plane, "/v1/scale?region=fo")["regions"]["fo"]
+        assert status["leader"].startswith(leader + "/")
+        assert status["pools"]["app"]["current"] == 2
+        events = api_get(plane, "/v1/scale/history?region=fo")["events"]
+        assert count(events, "scale_out") == 1
+    finally:
+        env.loop.run(plane.stop())
 
 
 def predictive_config(redis: str, namespace: str, ports: tuple[int, int], mode: str,
