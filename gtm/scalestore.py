@@ -587,22 +587,30 @@ class PostgresScaleStore(ScaleStore):
             return self._pool
         async with self._lock:
             if self._pool is None:
-                conn = await asyncpg.connect(self.url, timeout=PG_CONNECT_TIMEOUT)
-                try:
-                    async with conn.transaction():
-                        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                                           self.schema)
-                        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                        await conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
-                        await conn.execute(_PG_SCHEMA)
-                finally:
-                    await conn.close()
+                await self._make_tables()
                 self._pool = await asyncpg.create_pool(
                     self.url, min_size=0, max_size=2, timeout=PG_CONNECT_TIMEOUT,
                     command_timeout=PG_COMMAND_TIMEOUT,
                     server_settings={"search_path": self.schema,
                                      "statement_timeout": str(int(PG_COMMAND_TIMEOUT * 1000))})
             return self._pool
+
+    async def _make_tables(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url, timeout=PG_CONNECT_TIMEOUT)
+        try:
+            # Made already (by whichever process opened the store first): no DDL, so a
+            # balancer's role then needs no CREATE right.
+            if await conn.fetchval("SELECT to_regclass($1)", f'"{self.schema}".scale_history'):
+                return
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
+                await conn.execute(_PG_SCHEMA)
+        finally:
+            await conn.close()
 
     async def _run(self, work: Callable[[Any], Any]) -> Any:
         """``work(conn)`` in one transaction."""
