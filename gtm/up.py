@@ -298,7 +298,7 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
 
     def load(path: Path) -> LbConfig:  # at start and on every reload
         config = with_control_store(by_path[path].load(), store_url, key_path)
-        return with_scale_store(config, scale_url, state_dir=by_path[path].path.parent)
+        return with_scale_store(config, scale_url, directory=by_path[path].path.parent)
 
     # Admin API changes (drain, weight, backends, reload) become events of this process.
     handles = await start_regions([file.path for file in regions.files], loader=load,

@@ -406,8 +406,7 @@ def build_config(raw: Any, source: str) -> LbConfig:
     top = Reader(raw if raw is not None else {}, source, "lb", _TOP)
     allowed = _allowed_backend_networks(top)
     scaling = parse_settings(top.optional_child("autoscale", SETTINGS_KEYS),
-                             DEFAULT_ALLOWED_BACKEND_NETWORKS,
-                             Path(source).parent.resolve() if Path(source).is_file() else None)
+                             DEFAULT_ALLOWED_BACKEND_NETWORKS)
     pools = tuple(_pool(reader, allowed, scaling.outbound_networks)
                   for reader in top.tables("pools", _POOL_KEYS))
     if not pools:

@@ -336,20 +336,13 @@ class ScaleSettings:
     # files (default: the config file's directory; a followed table: the region file's).
     state_dir: Path | None = None
 
-    @property
-    def directory(self) -> Path:
-        """Where this balancer keeps its scaling files (a config that is no file and
-        names none: the working directory, as for its other relative paths)."""
-        return self.state_dir or Path.cwd()
 
-
-def parse_settings(reader: Reader | None, outbound_default: tuple[Any, ...],
-                   default_dir: Path | None = None) -> ScaleSettings:
-    """``[lb.autoscale]`` (absent: the defaults); ``default_dir``: the config file's."""
+def parse_settings(reader: Reader | None, outbound_default: tuple[Any, ...]) -> ScaleSettings:
+    """``[lb.autoscale]`` (absent: the defaults)."""
     from gtm.config_reader import relative_path
 
     if reader is None:
-        return ScaleSettings(outbound_networks=outbound_default, state_dir=default_dir)
+        return ScaleSettings(outbound_networks=outbound_default)
     outbound = reader.networks("outbound_networks") if "outbound_networks" in reader \
         else outbound_default
     store = reader.text("store", None, empty=False)
@@ -375,5 +368,5 @@ def parse_settings(reader: Reader | None, outbound_default: tuple[Any, ...],
         interval=interval, lease=lease, notify=notify, outbound_networks=outbound,
         history_days=reader.number("history_days", 8.0, low=7, high=400),
         state_dir=relative_path(reader, "state_dir", "autoscale") if "state_dir" in reader
-        else default_dir,
+        else None,
     )

@@ -52,6 +52,7 @@ from regional_lb.autoscale.actuators import (
     with_retries,
 )
 from regional_lb.autoscale.decide import Decision, Memory, Observation, decide, remember_action
+from regional_lb.autoscale.files import state_dir
 from regional_lb.autoscale.forecast import backends_for, forecast
 from regional_lb.autoscale.layer import Layer
 from regional_lb.autoscale.metrics import Sampler
@@ -251,7 +252,7 @@ class Scaler:
         actuator = self.actuators.get(pool)
         if actuator is None or actuator.spec != policy.actuator:
             settings = self.config.autoscale
-            actuator = make_actuator(policy.actuator, settings.directory,
+            actuator = make_actuator(policy.actuator, state_dir(self.config),
                                      settings.outbound_networks)
             self.actuators[pool] = actuator
         return actuator

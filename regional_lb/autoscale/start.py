@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gtm.scalestore import open_scale_store
+from regional_lb.autoscale.files import state_dir
 from regional_lb.config import LbConfig
 
 
@@ -28,18 +29,18 @@ def scale_store_url(config: LbConfig) -> tuple[str, str]:
         return config.redis_url, settings.namespace
     if config.tls.control_store:
         return config.tls.control_store, config.tls.control_namespace
-    return f"sqlite://{settings.directory / (config.region + '.scale.db')}", settings.namespace
+    return f"sqlite://{state_dir(config) / (config.region + '.scale.db')}", settings.namespace
 
 
 def with_scale_store(config: LbConfig, url: str | None, namespace: str | None = None,
-                     state_dir: Path | None = None) -> LbConfig:
+                     directory: Path | None = None) -> LbConfig:
     """The store (``url``, in ``namespace``) of a config that names none and has no
     redis_url, and the state directory of one that has none."""
     settings = config.autoscale
     if url and not (settings.store or config.redis_url):
         settings = replace(settings, store=url, namespace=namespace or settings.namespace)
-    if state_dir is not None and settings.state_dir is None:
-        settings = replace(settings, state_dir=state_dir)
+    if directory is not None and settings.state_dir is None:
+        settings = replace(settings, state_dir=directory)
     return replace(config, autoscale=settings)
 
 
@@ -68,4 +69,4 @@ def stop_local_backends(handle: Any) -> None:
     for pool in config.pools:
         spec = pool.autoscale.actuator if pool.autoscale is not None else None
         if spec is not None and spec.type == "process":
-            ProcessActuator(spec, config.autoscale.directory).stop_all_sync()
+            ProcessActuator(spec, state_dir(config)).stop_all_sync()

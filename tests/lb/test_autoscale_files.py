@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from regional_lb.autoscale.actuators import ProcessActuator
+from regional_lb.autoscale.files import state_dir
 from regional_lb.autoscale.start import scale_store_url, with_scale_store
 from regional_lb.config import load_config
 from regional_lb.config_autoscale import ActuatorSpec
@@ -42,7 +43,7 @@ def config_file(tmp_path: Path, top: str = "") -> Path:
 def test_the_scale_store_is_found_where_the_balancer_lives(tmp_path: Path) -> None:
     config = load_config(config_file(tmp_path))
     assert scale_store_url(config) == (f"sqlite://{tmp_path / 'etc' / 'eu.scale.db'}", "gtm")
-    assert config.autoscale.directory == tmp_path / "etc"
+    assert state_dir(config) == tmp_path / "etc"
     # The control plane's store, when the balancer names one (PostgreSQL: several hosts).
     pg = "postgresql://scaler@db.example:5432/gtm"
     config = load_config(config_file(tmp_path, f'[lb.tls]\ncontrol_store = "{pg}"\n'
@@ -55,11 +56,12 @@ def test_the_scale_store_is_found_where_the_balancer_lives(tmp_path: Path) -> No
     config = load_config(config_file(tmp_path, '[lb.autoscale]\nstore = "postgresql://x/y"\n'
                                                'namespace = "ns"\nstate_dir = "var"'))
     assert scale_store_url(config) == ("postgresql://x/y", "ns")
-    assert config.autoscale.directory == tmp_path / "etc" / "var"
+    assert state_dir(config) == tmp_path / "etc" / "var"
     # A followed balancer (gtm lb serve --control, gtm up): its control plane's store,
     # files in its region file's directory.
     followed = with_scale_store(load_config(config_file(tmp_path)), pg, "prod", tmp_path / "st")
     assert scale_store_url(followed) == (pg, "prod")
+    assert state_dir(followed) == tmp_path / "st"
 
 
 def test_a_bad_store_url_is_refused_with_its_key(tmp_path: Path) -> None:
