@@ -4,14 +4,17 @@ pause), the leader's status and the pools' load history.
 
 Shared core: the balancer's scaler (regional_lb.autoscale) writes it, the control
 plane's API and CLI (gtm scale ...) read it and write operator settings, and neither
-imports the other. Two backends behave alike: Redis (``redis://``), and an SQLite file
-(``sqlite:///path``; `gtm up` uses its control plane's database file) for a setup
-without Redis, whose balancers share the file's host.
+imports the other. Three backends behave alike: Redis (``redis://``); PostgreSQL
+(``postgresql://``, tables ``scale_*`` in the control plane's schema) for a control
+plane on PostgreSQL without Redis, whose balancers may be on several hosts; and an
+SQLite file (``sqlite:///path``; `gtm up` uses its control plane's database file) for a
+setup without either, whose balancers share the file's host.
 
 **Fencing.** ``acquire`` gives the leader a token that grows with every new leader;
 every write of the scaler's decisions (``fenced``) names it and is refused with
 :class:`Fenced` once another leader has a newer one, in the same atomic step (a Lua
-script, an SQLite ``BEGIN IMMEDIATE`` transaction). A paused or partitioned old leader
+script, an SQLite ``BEGIN IMMEDIATE`` transaction, a PostgreSQL transaction that
+holds the lease row's lock). A paused or partitioned old leader
 therefore cannot change the pool after it lost the lease, even if it still believes it
 leads.
 """
@@ -139,9 +142,21 @@ def operator_changes(body: Any) -> Json:
 def open_scale_store(url: str, namespace: str = "gtm") -> ScaleStore:
     if url.startswith(("redis://", "rediss://")):
         return RedisScaleStore(url, namespace)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresScaleStore(url, namespace)
     if url.startswith("sqlite://"):
         return SqliteScaleStore(Path(url.removeprefix("sqlite://")))
-    raise GtmError(f"unknown scale store {url.split(':', 1)[0]!r} (redis:// or sqlite:///)")
+    raise GtmError(f"unknown scale store {url.split(':', 1)[0]!r} (redis://, "
+                   "postgresql:// or sqlite:///)")
+
+
+STORE_SCHEMES = ("redis://", "rediss://", "postgresql://", "postgres://", "sqlite://")
+
+
+def control_plane_scale_store(store_url: str | None, redis_url: str | None) -> str | None:
+    """Where a control plane and the balancers following it meet their scalers: its
+    Redis, else its own store (PostgreSQL, or the SQLite file of a one-host setup)."""
+    return redis_url or store_url
 
 
 # -- Redis ---------------------------------------------------------------------------------
@@ -510,3 +525,251 @@ def _merge(current: Json, changes: Json) -> Json:
         else:
             merged[key] = value
     return merged
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+# The control plane's schema, tables of their own. Made by whoever opens the store first
+# (a balancer may start before the control plane), under the control plane's migration
+# lock on the schema, so the two never race on CREATE.
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scale_lease (region TEXT PRIMARY KEY, member TEXT NOT NULL,
+    token BIGINT NOT NULL, expires DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS scale_layer (region TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scale_events (id BIGSERIAL PRIMARY KEY, region TEXT NOT NULL,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS scale_events_region ON scale_events (region, id);
+CREATE TABLE IF NOT EXISTS scale_facts (region TEXT NOT NULL, member TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (region, member));
+CREATE TABLE IF NOT EXISTS scale_settings (region TEXT NOT NULL, pool TEXT NOT NULL,
+    doc TEXT NOT NULL, PRIMARY KEY (region, pool));
+CREATE TABLE IF NOT EXISTS scale_status (region TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scale_cursor (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS scale_history (region TEXT NOT NULL, pool TEXT NOT NULL,
+    minute BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (region, pool, minute));
+"""
+# The database's clock decides leases: balancers on several hosts need not agree on time.
+_PG_NOW = "extract(epoch FROM clock_timestamp())::float8"
+# One statement: renew our own live lease (same token), or take a free or expired one
+# with the next token; a live lease of another member updates nothing (no row back).
+# The lease row is never deleted (a release expires it), so its token only grows.
+_PG_ACQUIRE = f"""
+INSERT INTO scale_lease AS l (region, member, token, expires)
+VALUES ($1, $2, 1, {_PG_NOW} + $3::float8)
+ON CONFLICT (region) DO UPDATE SET
+    token = CASE WHEN l.member = EXCLUDED.member AND l.expires > {_PG_NOW}
+                 THEN l.token ELSE l.token + 1 END,
+    member = EXCLUDED.member, expires = EXCLUDED.expires
+WHERE l.member = EXCLUDED.member OR l.expires <= {_PG_NOW}
+RETURNING token
+"""
+PG_CONNECT_TIMEOUT = 2.0
+PG_COMMAND_TIMEOUT = 5.0
+
+
+class PostgresScaleStore(ScaleStore):
+    """Connects lazily (a balancer starts while PostgreSQL is down and meets it later);
+    every failure to reach it is a StoreUnavailable, with short timeouts."""
+
+    def __init__(self, url: str, namespace: str = "gtm"):
+        from gtm.store_access import validate_namespace
+
+        self.url = url
+        self.schema = validate_namespace(namespace)
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> Any:
+        import asyncpg
+
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._pool is None:
+                await self._make_tables()
+                self._pool = await asyncpg.create_pool(
+                    self.url, min_size=0, max_size=2, timeout=PG_CONNECT_TIMEOUT,
+                    command_timeout=PG_COMMAND_TIMEOUT,
+                    server_settings={"search_path": self.schema,
+                                     "statement_timeout": str(int(PG_COMMAND_TIMEOUT * 1000))})
+            return self._pool
+
+    async def _make_tables(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url, timeout=PG_CONNECT_TIMEOUT)
+        try:
+            # Made already (by whichever process opened the store first): no DDL, so a
+            # balancer's role then needs no CREATE right.
+            if await conn.fetchval("SELECT to_regclass($1)", f'"{self.schema}".scale_history'):
+                return
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
+                await conn.execute(_PG_SCHEMA)
+        finally:
+            await conn.close()
+
+    async def _run(self, work: Callable[[Any], Any]) -> Any:
+        """``work(conn)`` in one transaction."""
+        import asyncpg
+
+        from gtm.errors import StoreUnavailable
+
+        try:
+            pool = await self._ready()
+            async with pool.acquire(timeout=PG_CONNECT_TIMEOUT) as conn, conn.transaction():
+                return await work(conn)
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError, asyncpg.QueryCanceledError,
+                asyncpg.exceptions.CannotConnectNowError) as exc:
+            raise StoreUnavailable("the scale store (PostgreSQL) is unreachable: "
+                                   f"{exc or type(exc).__name__}") from exc
+
+    async def acquire(self, region: str, member: str, ttl: float) -> int | None:
+        token = await self._run(lambda c: c.fetchval(_PG_ACQUIRE, region, member, ttl))
+        return int(token) if token is not None else None
+
+    async def release(self, region: str, member: str) -> None:
+        await self._run(lambda c: c.execute(
+            "UPDATE scale_lease SET expires = 0 WHERE region = $1 AND member = $2",
+            region, member))
+
+    async def leader(self, region: str) -> tuple[str, int] | None:
+        row = await self._run(lambda c: c.fetchrow(
+            f"SELECT member, token FROM scale_lease WHERE region = $1 AND expires > {_PG_NOW}",
+            region))
+        return (row[0], int(row[1])) if row else None
+
+    async def fenced(self, region: str, token: int, layer: Json | None = None,
+                     event: Json | None = None) -> int | None:
+        async def work(conn: Any) -> int | None:
+            # The conditional lock: only the newest token's holder gets the row, and holds
+            # it until commit, so no new leader is made while this write lands.
+            held = await conn.fetchval("SELECT token FROM scale_lease WHERE region = $1 "
+                                       "AND token = $2 FOR SHARE", region, token)
+            if held is None:
+                raise Fenced(f"fencing token {token} of region {region} is stale: another "
+                             "scaler leads now")
+            if layer is not None:
+                await conn.execute(
+                    "INSERT INTO scale_layer VALUES ($1, $2) ON CONFLICT (region) DO UPDATE "
+                    "SET doc = EXCLUDED.doc", region, json.dumps(layer))
+            if event is None:
+                return None
+            event_id = await conn.fetchval(
+                "INSERT INTO scale_events (region, doc) VALUES ($1, $2) RETURNING id", region,
+                json.dumps({"region": region, "at": time.time(), **event}))
+            await conn.execute(
+                "DELETE FROM scale_events WHERE region = $1 AND id <= (SELECT id FROM "
+                "scale_events WHERE region = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+                region, MAX_EVENTS)
+            return int(event_id)
+        result: int | None = await self._run(work)
+        return result
+
+    async def layer(self, region: str) -> Json:
+        text = await self._run(lambda c: c.fetchval(
+            "SELECT doc FROM scale_layer WHERE region = $1", region))
+        return json.loads(text) if text else {}
+
+    async def events(self, region: str, limit: int = 100) -> list[Json]:
+        rows = await self._run(lambda c: c.fetch(
+            "SELECT id, doc FROM scale_events WHERE region = $1 ORDER BY id DESC LIMIT $2",
+            region, limit))
+        return [{"id": row[0], **json.loads(row[1])} for row in rows]
+
+    async def put_facts(self, region: str, member: str, facts: Json) -> None:
+        await self._run(lambda c: c.execute(
+            "INSERT INTO scale_facts VALUES ($1, $2, $3, $4) ON CONFLICT (region, member) "
+            "DO UPDATE SET at = EXCLUDED.at, doc = EXCLUDED.doc",
+            region, member, time.time(), json.dumps(facts)))
+
+    async def facts(self, region: str, fresh: float) -> dict[str, Json]:
+        async def work(conn: Any) -> list[Any]:
+            now = time.time()
+            await conn.execute("DELETE FROM scale_facts WHERE at < $1", now - 3600)
+            rows: list[Any] = await conn.fetch(
+                "SELECT member, at, doc FROM scale_facts WHERE region = $1 AND at >= $2",
+                region, now - fresh)
+            return rows
+        return {row[0]: {**json.loads(row[2]), "at": row[1]} for row in await self._run(work)}
+
+    async def settings(self, region: str) -> dict[str, Json]:
+        rows = await self._run(lambda c: c.fetch(
+            "SELECT pool, doc FROM scale_settings WHERE region = $1", region))
+        return {row[0]: json.loads(row[1]) for row in rows}
+
+    async def set_settings(self, region: str, pool: str, changes: Json) -> Json:
+        async def work(conn: Any) -> Json:
+            await conn.execute("INSERT INTO scale_settings VALUES ($1, $2, '{}') "
+                               "ON CONFLICT DO NOTHING", region, pool)
+            text = await conn.fetchval("SELECT doc FROM scale_settings WHERE region = $1 AND "
+                                       "pool = $2 FOR UPDATE", region, pool)
+            merged = _merge(json.loads(text), changes)
+            await conn.execute("UPDATE scale_settings SET doc = $3 WHERE region = $1 AND "
+                               "pool = $2", region, pool, json.dumps(merged))
+            return merged
+        result: Json = await self._run(work)
+        return result
+
+    async def put_status(self, region: str, status: Json) -> None:
+        await self._run(lambda c: c.execute(
+            "INSERT INTO scale_status VALUES ($1, $2) ON CONFLICT (region) DO UPDATE "
+            "SET doc = EXCLUDED.doc", region, json.dumps(status)))
+
+    async def statuses(self) -> dict[str, Json]:
+        rows = await self._run(lambda c: c.fetch(
+            "SELECT region, doc FROM scale_status ORDER BY region"))
+        return {row[0]: json.loads(row[1]) for row in rows}
+
+    async def add_history(self, region: str, pool: str, points: dict[int, float]) -> None:
+        if points:
+            await self._run(lambda c: c.executemany(
+                "INSERT INTO scale_history VALUES ($1, $2, $3, $4) ON CONFLICT "
+                "(region, pool, minute) DO UPDATE SET value = EXCLUDED.value",
+                [(region, pool, m, float(v)) for m, v in points.items()]))
+
+    async def history(self, region: str, pool: str, since_minute: int) -> dict[int, float]:
+        rows = await self._run(lambda c: c.fetch(
+            "SELECT minute, value FROM scale_history WHERE region = $1 AND pool = $2 AND "
+            "minute >= $3", region, pool, since_minute))
+        return {int(row[0]): float(row[1]) for row in rows}
+
+    async def compact(self, region: str, pool: str, before_minute: int) -> int:
+        status = await self._run(lambda c: c.execute(
+            "DELETE FROM scale_history WHERE region = $1 AND pool = $2 AND minute < $3",
+            region, pool, before_minute))
+        return int(status.split()[-1])
+
+    async def advance_cursor(self, name: str, old: int, new: int) -> bool:
+        async def work(conn: Any) -> bool:
+            await conn.execute("INSERT INTO scale_cursor VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                               name)
+            status = await conn.execute("UPDATE scale_cursor SET value = $3 WHERE name = $1 "
+                                        "AND value = $2", name, old, new)
+            return bool(status == "UPDATE 1")
+        result: bool = await self._run(work)
+        return result
+
+    async def cursor(self, name: str) -> int:
+        value = await self._run(lambda c: c.fetchval(
+            "SELECT value FROM scale_cursor WHERE name = $1", name))
+        return int(value or 0)
+
+    async def regions(self) -> list[str]:
+        rows = await self._run(lambda c: c.fetch(
+            "SELECT region FROM scale_facts UNION SELECT region FROM scale_status UNION "
+            "SELECT region FROM scale_settings UNION SELECT region FROM scale_events "
+            "ORDER BY 1"))
+        return [row[0] for row in rows]
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 2)
+            except Exception:  # a server gone away: do not wait for it
+                pool.terminate()

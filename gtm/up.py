@@ -186,12 +186,9 @@ def _control_for_regions(settings: UpSettings) -> tuple[str, Path]:
 
 def _scale_store_for_regions(settings: UpSettings) -> str | None:
     """Where the balancers' scalers meet, as the control API reads it (/v1/scale): Redis
-    when given, else the control plane's SQLite file (None with PostgreSQL alone)."""
-    if settings.redis:
-        return settings.redis
-    if settings.postgres:
-        return None
-    return f"sqlite://{(settings.state_dir / 'control' / DEFAULT_SQLITE_NAME).resolve()}"
+    when given, else the control plane's store (PostgreSQL, or its SQLite file)."""
+    return settings.redis or settings.postgres or \
+        f"sqlite://{(settings.state_dir / 'control' / DEFAULT_SQLITE_NAME).resolve()}"
 
 
 @dataclass
@@ -302,7 +299,7 @@ async def _start_regions(paths: tuple[Path, ...], state_dir: Path, store_url: st
 
     def load(path: Path) -> LbConfig:  # at start and on every reload
         config = with_control_store(by_path[path].load(), store_url, key_path)
-        return with_scale_store(config, scale_url) if scale_url else config
+        return with_scale_store(config, scale_url, directory=by_path[path].path.parent)
 
     # Admin API changes (drain, weight, backends, reload) become events of this process.
     handles = await start_regions([file.path for file in regions.files], loader=load,

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gtm.config_reader import Reader, existing_path
+from gtm.scalestore import STORE_SCHEMES
 
 METRICS = ("in_flight_per_backend", "requests_per_backend", "p95_latency_ms", "error_rate",
            "prometheus", "backend_reported")
@@ -322,7 +323,8 @@ class Notify:
 class ScaleSettings:
     """``[lb.autoscale]``: the region's scaler, shared by its pools' policies."""
 
-    store: str | None = None   # redis://... | sqlite:///path (None: redis_url, or gtm up's)
+    store: str | None = None   # redis://... | postgresql://... | sqlite:///path (None: see
+                               # regional_lb.autoscale.start.scale_store_url)
     namespace: str = "gtm"
     member: str | None = None  # this balancer among the region's (None: host and pid)
     interval: float = 1.0      # seconds between decisions
@@ -330,7 +332,9 @@ class ScaleSettings:
     notify: Notify | None = None
     outbound_networks: tuple[Any, ...] = ()
     history_days: float = 8.0  # one-minute load points kept (at least 7 days for forecasts)
-    state_dir: Path | None = None  # the process actuator's pid files (default: a temp dir)
+    # The SQLite store of a balancer without another and the process actuator's pid
+    # files (default: the config file's directory; a followed table: the region file's).
+    state_dir: Path | None = None
 
 
 def parse_settings(reader: Reader | None, outbound_default: tuple[Any, ...]) -> ScaleSettings:
@@ -342,8 +346,9 @@ def parse_settings(reader: Reader | None, outbound_default: tuple[Any, ...]) -> 
     outbound = reader.networks("outbound_networks") if "outbound_networks" in reader \
         else outbound_default
     store = reader.text("store", None, empty=False)
-    if store is not None and not store.startswith(("redis://", "rediss://", "sqlite://")):
-        raise reader.fail("store", "must be a redis://, rediss:// or sqlite:/// URL")
+    if store is not None and not store.startswith(STORE_SCHEMES):
+        raise reader.fail("store", "must be a redis://, rediss://, postgresql:// or sqlite:/// "
+                          "URL")
     notify = None
     if "notify" in reader:
         table = reader.child("notify", ("url", "secret_file", "ca"))

@@ -60,6 +60,9 @@ class Follow(Protocol):
     @property
     def state_dir(self) -> Path: ...
 
+    @property
+    def scale_store(self) -> tuple[str, str] | None: ...
+
     async def start(self, section: str, key: str, apply: EntryApply,
                     current: Any = None) -> Following: ...
 

@@ -27,7 +27,7 @@ from regional_lb import overrides as ov
 from regional_lb.acme import AcmeManager
 from regional_lb.acme_store import ensure_placeholders
 from regional_lb.autoscale.layer import Layer, apply_layer
-from regional_lb.autoscale.start import start_scaler
+from regional_lb.autoscale.start import start_scaler, with_scale_store
 from regional_lb.client_limits import Limiter
 from regional_lb.client_tables import ClientTables
 from regional_lb.config import AcmeSettings, LbConfig, load_config
@@ -382,7 +382,13 @@ def serve_followed(follow: Follow, region: str, workers: int | None = None,
     follow.state_dir.mkdir(parents=True, exist_ok=True)
     # Its own loop, ended before the workers fork: they must not inherit its connections.
     run_async(lambda: first_config(follow, region_file))
-    return serve(region_file.path, workers, region_file.load, (follow, region_file))
+    scale_url, scale_namespace = follow.scale_store or (None, None)
+
+    def load(path: Path) -> LbConfig:
+        # Its scaler meets the region where the followed control plane reads it.
+        return with_scale_store(region_file.load(path), scale_url, scale_namespace,
+                                follow.state_dir)
+    return serve(region_file.path, workers, load, (follow, region_file))
 
 
 async def reload_beside_admin(handle: BalancerHandle) -> Snapshot:

@@ -10,9 +10,8 @@ share: no balancer is called.
 
 Operator changes are audited here; the scalers' own events reach the audit log and the
 event stream (gtm.control.events, types ``scale.*``) through :func:`mirror_events`.
-The store: the control plane's Redis when it has one, else its
-SQLite file; a PostgreSQL control plane without Redis has none: reads are empty
-(``"store": null``) and changes are refused (409).
+The store: the control plane's Redis when it has one, else its own store (PostgreSQL:
+tables ``scale_*`` in its schema; SQLite: its file).
 """
 
 from __future__ import annotations
@@ -28,7 +27,12 @@ from gtm.control.http import json_body, query_int
 from gtm.control.routes_shared import service_of
 from gtm.control.service import ConfigService
 from gtm.errors import ConfigError, NotFound, RequestError
-from gtm.scalestore import ScaleStore, open_scale_store, operator_changes
+from gtm.scalestore import (
+    ScaleStore,
+    control_plane_scale_store,
+    open_scale_store,
+    operator_changes,
+)
 
 SCALE = web.AppKey("scale", ScaleStore)
 MIRROR_INTERVAL = 2.0
@@ -45,19 +49,16 @@ def routes() -> list[web.RouteDef]:
 
 
 def scale_store_for(store_url: str, redis_url: str | None, namespace: str) -> ScaleStore | None:
-    if redis_url:
-        return open_scale_store(redis_url, namespace)
-    if store_url.startswith("sqlite://"):
-        return open_scale_store(store_url, namespace)
-    return None
+    url = control_plane_scale_store(store_url, redis_url)
+    return open_scale_store(url, namespace) if url else None
 
 
 def store_of(request: web.Request) -> ScaleStore:
-    """The scale store; a control plane without one (PostgreSQL, no Redis) refuses
-    changes with 409: nothing there could carry them to the balancers."""
+    """The scale store; a control plane without one (a store of an unknown kind)
+    refuses changes with 409: nothing there could carry them to the balancers."""
     store = request.app.get(SCALE)
     if store is None:
-        raise RequestError(409, "auto-scaling needs Redis (or the SQLite store) on this "
+        raise RequestError(409, "auto-scaling needs Redis, PostgreSQL or SQLite on this "
                            "control plane", "scale")
     return store
 

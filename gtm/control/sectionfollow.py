@@ -20,6 +20,7 @@ from gtm.config.document import CompiledConfig, canonical_json
 from gtm.control.events import EventLog
 from gtm.control.follower import ConfigFollower, FollowerSettings
 from gtm.control.store import Store
+from gtm.scalestore import control_plane_scale_store
 
 # apply(version, value): the entry's raw JSON value in a version where it changed.
 EntryApply = Callable[[int, Any], Awaitable[None]]
@@ -36,6 +37,13 @@ class SectionFollow:
     @property
     def state_dir(self) -> Path:
         return self.settings.state_dir
+
+    @property
+    def scale_store(self) -> tuple[str, str] | None:
+        """Where this control plane reads the regions' scalers (gtm.scalestore): the URL
+        and namespace a following balancer's scaler meets its region in."""
+        url = control_plane_scale_store(self.settings.store_url, self.settings.redis_url)
+        return None if url is None else (url, self.settings.namespace)
 
     async def start(self, section: str, key: str, apply: EntryApply,
                     current: Any = None) -> ConfigFollower:

@@ -15,7 +15,9 @@ at most 30 s); every call is audited by the scaler (an event) whatever its resul
   (:func:`verify`, REPLAY_WINDOW). A 2xx answers with the JSON above.
 * ``process``: built in; starts a local backend from a command template (``{host}``,
   ``{port}``, ``{address}``) on a free port of a range, waits until it accepts, and
-  stops it by its PID (kept in a pid file, so another leader on this host can stop it).
+  stops it by its PID (kept in a pid file with the action's idempotency key, so another
+  leader on this host can stop it, and an action replayed with the same key answers
+  the backends it started instead of starting more). A pid file goes with its process.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import signal
 import socket
 import ssl
 import sys
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,7 +56,7 @@ class Actuator(Protocol):
     async def call(self, request: dict[str, Any]) -> dict[str, list[str]]: ...
 
 
-def make_actuator(spec: ActuatorSpec, state_dir: Path | None,
+def make_actuator(spec: ActuatorSpec, state_dir: Path,
                   outbound: tuple[Any, ...]) -> Actuator:
     if spec.type == "exec":
         return ExecActuator(spec)
@@ -192,18 +194,22 @@ class WebhookActuator:
 class ProcessActuator:
     """Local backend processes, one per port of the range, stopped by PID."""
 
-    def __init__(self, spec: ActuatorSpec, state_dir: Path | None):
+    def __init__(self, spec: ActuatorSpec, state_dir: Path):
         self.spec = spec
-        # Default: the host's directory of scalers (regional_lb.autoscale.start.local_dir).
-        self.dir = (state_dir or Path(tempfile.gettempdir()) / f"gtm-autoscale-{os.getuid()}"
-                    ) / "processes"
+        self.dir = state_dir / "processes"
 
     def _pid_file(self, port: int) -> Path:
         return self.dir / f"{self.spec.host}_{port}.pid"
 
     async def call(self, request: dict[str, Any]) -> dict[str, list[str]]:
         if request["action"] == "add":
-            added = [await self._start(set(request["current"])) for _ in range(request["count"])]
+            key = str(request.get("idempotency_key") or "")
+            added = await self._started_for(key) if key else []
+            taken = set(request["current"]) | set(added)
+            for _ in range(request["count"] - len(added)):
+                address = await self._start(taken, key)
+                taken.add(address)
+                added.append(address)
             return {"added": added, "removed": []}
         removed = []
         for address in request["remove"]:
@@ -211,7 +217,28 @@ class ProcessActuator:
             removed.append(address)
         return {"added": [], "removed": removed}
 
-    async def _start(self, taken: set[str]) -> str:
+    async def _started_for(self, key: str) -> list[str]:
+        """The live backends an earlier call with this idempotency key started (a leader
+        that died in the middle of it), once they accept."""
+        found = []
+        for path in sorted(self.dir.glob(f"{self.spec.host}_*.pid")):
+            pid, owner = _read_pid_file(path)
+            if owner != key or pid is None:
+                continue
+            port = int(path.stem.rsplit("_", 1)[1])
+            address = f"{self.spec.host}:{port}"
+            if not _alive(pid):
+                path.unlink(missing_ok=True)
+                continue
+            try:
+                await _accepting(self.spec.host, port, partial(_gone, pid))
+            except BaseException:
+                await self._stop(address)
+                raise
+            found.append(address)
+        return found
+
+    async def _start(self, taken: set[str], key: str) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         first, last = self.spec.ports
         for port in range(first, last + 1):
@@ -225,9 +252,9 @@ class ProcessActuator:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-            self._pid_file(port).write_text(str(proc.pid))
+            self._pid_file(port).write_text(f"{proc.pid} {key}\n")
             try:
-                await _accepting(self.spec.host, port, proc)
+                await _accepting(self.spec.host, port, partial(_exited, proc))
             except BaseException:
                 await self._stop(address)
                 raise
@@ -237,9 +264,8 @@ class ProcessActuator:
     async def _stop(self, address: str) -> None:
         port = int(address.rsplit(":", 1)[1])
         path = self._pid_file(port)
-        try:
-            pid = int(path.read_text())
-        except (OSError, ValueError):
+        pid, _ = _read_pid_file(path)
+        if pid is None:
             return  # not one of ours (or already stopped): nothing to do
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
@@ -250,26 +276,46 @@ class ProcessActuator:
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        self._forget(path)
+
+    def _forget(self, path: Path) -> None:
+        """The pid file of a process that is gone, and the directory once empty."""
         path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: other backends still run
+            self.dir.rmdir()
 
     def running(self, address: str) -> bool | None:
-        """Whether the process of a backend this actuator started still runs; None: not
-        one of its range."""
+        """Whether the process of a backend this actuator started still runs (a pid file
+        whose process is gone is removed); None: not one of its range."""
         host, _, port = address.rpartition(":")
         first, last = self.spec.ports
         if host != self.spec.host or not port.isdigit() or not first <= int(port) <= last:
             return None
-        try:
-            return _alive(int(self._pid_file(int(port)).read_text()))
-        except (OSError, ValueError):
-            return False
+        path = self._pid_file(int(port))
+        pid, _ = _read_pid_file(path)
+        if pid is not None and _alive(pid):
+            return True
+        if pid is not None:
+            self._forget(path)
+        return False
 
     def stop_all_sync(self) -> None:
         """For tests and `gtm up`'s shutdown: every process this range started."""
         for path in self.dir.glob(f"{self.spec.host}_*.pid"):
-            with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-                os.killpg(int(path.read_text()), signal.SIGTERM)
-            path.unlink(missing_ok=True)
+            pid, _ = _read_pid_file(path)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGTERM)
+            self._forget(path)
+
+
+def _read_pid_file(path: Path) -> tuple[int | None, str]:
+    """``(pid, idempotency key)``; ``(None, "")`` when missing or unreadable."""
+    try:
+        fields = path.read_text().split()
+        return int(fields[0]), (fields[1] if len(fields) > 1 else "")
+    except (OSError, ValueError, IndexError):
+        return None, ""
 
 
 def _free(host: str, port: int) -> bool:
@@ -294,11 +340,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _accepting(host: str, port: int, proc: asyncio.subprocess.Process) -> None:
+def _exited(proc: asyncio.subprocess.Process) -> int | None:
+    return proc.returncode
+
+
+def _gone(pid: int) -> int | None:
+    return None if _alive(pid) else -1
+
+
+async def _accepting(host: str, port: int, exited: Any) -> None:
+    """Until the backend on ``port`` accepts; ``exited()`` is its exit code once it died
+    (None while it runs)."""
     while True:
-        if proc.returncode is not None:
-            raise ActuatorError(f"the backend process on port {port} exited with "
-                                f"{proc.returncode}")
+        code = exited()
+        if code is not None:
+            raise ActuatorError(f"the backend process on port {port} exited with {code}")
         try:
             _, writer = await asyncio.open_connection(host, port)
         except OSError:

@@ -11,6 +11,16 @@ Each tick (``[lb.autoscale] interval``) every balancer
    :func:`regional_lb.autoscale.decide.decide`, and acts through the actuator, each
    change a fenced write (a leader that lost the lease is refused before it acts).
 
+Every scale-out records its intent first: a fenced ``scale_out.begin`` event naming the
+action's idempotency key, closed by its outcome (``scale_out`` or ``failed``, the same
+key). A leader lost between the two (killed while the actuator starts backends, or
+refused when it records them) leaves the intent open; the next leader, before it
+decides anything for the pool, replays each open intent through the actuator with the
+same key, so the actuator answers the backends it already started (the process
+actuator knows them by key; exec and webhook receivers are told ``"replay": true``) and
+they are recorded instead of left running unseen. The policy then keeps or drains them
+like any backend.
+
 Scale-in is drain-aware: the chosen backends (fewest in flight, newest; protected ones
 never) are set to drain in the layer; once every balancer serves that layer and has
 nothing in flight to them (or ``deregistration_delay`` passed) the actuator removes
@@ -33,7 +43,7 @@ from typing import Any, Protocol
 from gtm import log, metrics
 from gtm.errors import GtmError
 from gtm.process import cancel_and_wait
-from gtm.scalestore import Fenced, ScaleStore
+from gtm.scalestore import MAX_EVENTS, Fenced, ScaleStore
 from regional_lb.autoscale.actuators import (
     Actuator,
     make_actuator,
@@ -42,6 +52,7 @@ from regional_lb.autoscale.actuators import (
     with_retries,
 )
 from regional_lb.autoscale.decide import Decision, Memory, Observation, decide, remember_action
+from regional_lb.autoscale.files import state_dir
 from regional_lb.autoscale.forecast import backends_for, forecast
 from regional_lb.autoscale.layer import Layer
 from regional_lb.autoscale.metrics import Sampler
@@ -86,6 +97,8 @@ class PoolRun:
     warm: int = 0
     actions: list[dict[str, Any]] = field(default_factory=list)
     actual: list[tuple[int, float]] = field(default_factory=list)  # recent history shown
+    reconciled: bool = False  # this term looked for intents its predecessors left open
+    intent: str | None = None  # the idempotency key of the scale-out under way
 
 
 class Scaler:
@@ -187,7 +200,8 @@ class Scaler:
         paused = bool(operator.get("paused"))
         if run.task is None or run.task.done():
             await self._forget_lost(name, policy, run, entries)
-            self._resume_drains(name, policy, run, entries)
+            if not await self._reconcile(name, policy, run):
+                self._resume_drains(name, policy, run, entries)
         busy = run.task is not None and not run.task.done()
         if not paused:
             decision = decide(policy, Observation(now, len(serving), len(warm), value, wanted),
@@ -238,7 +252,7 @@ class Scaler:
         actuator = self.actuators.get(pool)
         if actuator is None or actuator.spec != policy.actuator:
             settings = self.config.autoscale
-            actuator = make_actuator(policy.actuator, settings.state_dir,
+            actuator = make_actuator(policy.actuator, state_dir(self.config),
                                      settings.outbound_networks)
             self.actuators[pool] = actuator
         return actuator
@@ -268,8 +282,13 @@ class Scaler:
             log.scale.error("pool %s: scaling failed (next try in %.0f s): %s", pool,
                             run.backoff, exc)
             run.backoff = min(run.backoff * 2, BACKOFF_CAP)
+            failed: dict[str, Any] = {"type": "failed", "error": str(exc)[:500]}
+            if run.intent is not None:  # the outcome that closes the intent
+                failed["intent"] = run.intent
             with contextlib.suppress(Exception):
-                await self._event(pool, run, {"type": "failed", "error": str(exc)[:500]})
+                await self._event(pool, run, failed)
+        finally:
+            run.intent = None
 
     def _victims(self, pool: str, policy: ScalePolicy, serving: list[str],
                  count: int) -> list[str]:
@@ -290,17 +309,68 @@ class Scaler:
     async def _scale_out(self, pool: str, policy: ScalePolicy, run: PoolRun,
                          serving: list[str], count: int, decision: Decision) -> None:
         request = self._request(pool, "add", serving, decision, count=count)
+        intent = request["idempotency_key"]
+        # The intent, fenced, before the actuator starts anything (see the module's text).
         await self._event(pool, run, {"type": "scale_out.begin", "from": len(serving),
-                                      "to": decision.desired, "reason": decision.reason})
+                                      "to": decision.desired, "reason": decision.reason,
+                                      "intent": intent, "count": count,
+                                      "current": serving})
+        run.intent = intent
         answer = await self._call(pool, policy, request)
+        await self._record_added(pool, run, intent, answer["added"], len(serving),
+                                 decision.reason)
+
+    async def _record_added(self, pool: str, run: PoolRun, intent: str, added: list[str],
+                            before: int, reason: str, **extra: Any) -> None:
+        """The outcome of a scale-out: its backends in the layer, the intent closed."""
         layer = self._copy_layer()
         now = time.time()
-        for address in answer["added"]:
-            layer.setdefault(pool, {})[address] = {"state": "enabled", "added_at": now}
-        await self._event(pool, run, {"type": "scale_out", "from": len(serving),
-                                      "to": len(serving) + len(answer["added"]),
-                                      "added": answer["added"], "reason": decision.reason},
-                          layer)
+        entries = layer.setdefault(pool, {})
+        for address in added:
+            if entries.get(address, {}).get("state") != "enabled":
+                entries[address] = {"state": "enabled", "added_at": now}
+        await self._event(pool, run, {"type": "scale_out", "from": before,
+                                      "to": before + len(added), "added": added,
+                                      "reason": reason, "intent": intent, **extra}, layer)
+
+    async def _open_intents(self, pool: str) -> list[dict[str, Any]]:
+        """The pool's scale-outs begun and never closed, oldest first."""
+        events = await self.store.events(self.region, MAX_EVENTS)
+        closed = {e.get("intent") for e in events if e.get("type") != "scale_out.begin"}
+        return [e for e in reversed(events) if e.get("type") == "scale_out.begin"
+                and e.get("pool") == pool and e.get("intent") and e["intent"] not in closed]
+
+    async def _reconcile(self, pool: str, policy: ScalePolicy, run: PoolRun) -> bool:
+        """Once per term: replay the intents an earlier leader left open, in the pool's
+        task (nothing else acts on the pool meanwhile). Whether there were any."""
+        if run.reconciled:
+            return False
+        run.reconciled = True
+        intents = await self._open_intents(pool)
+        if not intents:
+            return False
+        log.scale.warning("pool %s: %d scale-out(s) of an earlier leader without an outcome: "
+                          "asking the actuator what they started", pool, len(intents))
+        run.task = asyncio.get_running_loop().create_task(
+            self._guarded(pool, run, self._replay(pool, policy, run, intents)))
+        return True
+
+    async def _replay(self, pool: str, policy: ScalePolicy, run: PoolRun,
+                      intents: list[dict[str, Any]]) -> None:
+        for begun in intents:
+            intent = str(begun["intent"])
+            run.intent = intent
+            current = [str(k) for k in begun.get("current", [])]
+            reason = f"replay of {intent} (its leader was lost before the outcome)"
+            request = {"region": self.region, "pool": pool, "action": "add",
+                       "current": current, "desired": begun.get("to", 0), "reason": reason,
+                       "idempotency_key": intent, "count": int(begun.get("count", 0)),
+                       "remove": [], "replay": True}
+            answer = await self._call(pool, policy, request)
+            await self._record_added(pool, run, intent, answer["added"],
+                                     len(self._serving(pool, self.layer.get(pool, {}))),
+                                     reason, replayed=True)
+            run.intent = None
 
     async def _scale_in(self, pool: str, policy: ScalePolicy, run: PoolRun,
                         serving: list[str], victims: list[str], decision: Decision) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gtm.scalestore import RedisScaleStore
+from gtm.scalestore import ScaleStore, open_scale_store
 from tests.control.conftest import REDIS_URL, _reachable
 from tests.lb.conftest import Env, LoopThread, connect, read_response
 from tests.lb.process import LoadLoop
@@ -67,11 +67,11 @@ class Scaling:
         self.loop.run(self.store.close())
 
 
-async def _open(url: str, namespace: str) -> RedisScaleStore:
-    return RedisScaleStore(url, namespace)
+async def _open(url: str, namespace: str) -> ScaleStore:
+    return open_scale_store(url, namespace)
 
 
-def scaled_config(redis_url: str, namespace: str, ports: tuple[int, int],
+def scaled_config(redis_url: str, namespace: str, ports: tuple[int, int], state: Path,
                   **policy: Any) -> dict[str, Any]:
     autoscale = {
         "min": 1, "max": 3, "metric": "in_flight_per_backend", "target": 2.0,
@@ -85,7 +85,7 @@ def scaled_config(redis_url: str, namespace: str, ports: tuple[int, int],
     }
     return {"region": f"r{namespace[-6:]}",
             "autoscale": {"store": redis_url, "namespace": namespace, "interval": 0.2,
-                          "lease": 2.0},
+                          "lease": 2.0, "state_dir": str(state)},
             "pools": [{"name": "app", "backends": [], "algorithm": "least_request",
                        "slow_start": 0.5, "retries": 0, "autoscale": autoscale}]}
 
@@ -107,11 +107,16 @@ def free_range(count: int) -> tuple[int, int]:
     raise AssertionError("no free run of ports")
 
 
+Scaled = tuple[Env, str, tuple[int, int], Path]
+
+
 @pytest.fixture
-def scaling(env: Env, redis_url: str) -> Iterator[tuple[Env, str, tuple[int, int]]]:
+def scaling(env: Env, redis_url: str, tmp_path: Path) -> Iterator[Scaled]:
+    """The balancer's harness, a Redis namespace, a port range for the actuator and the
+    state directory (the actuator's pid files: inside tmp_path, like everything)."""
     namespace = f"t{uuid.uuid4().hex[:10]}"
     ports = free_range(6)
-    yield env, namespace, ports
+    yield env, namespace, ports, tmp_path / "scale"
     # Whatever the test left running: the actuator's processes, by their pid files.
     if env.handle is not None and env.handle.scaler is not None:
         for actuator in env.handle.scaler.actuators.values():
@@ -130,9 +135,9 @@ def count(events: list[dict[str, Any]], kind: str) -> int:
 
 
 def test_load_ramp_scales_out_then_in_without_a_failed_request(
-        scaling: tuple[Env, str, tuple[int, int]], redis_url: str) -> None:
-    env, namespace, ports = scaling
-    address = env.balancer(**scaled_config(redis_url, namespace, ports))
+        scaling: Scaled, redis_url: str) -> None:
+    env, namespace, ports, state = scaling
+    address = env.balancer(**scaled_config(redis_url, namespace, ports, state))
     assert env.handle is not None
     view = Scaling(env.loop, redis_url, namespace, env.handle.snapshot.config.region)
     try:
@@ -183,10 +188,10 @@ def calls(tmp_path: Path) -> list[str]:
 
 
 def test_a_failing_actuator_retries_with_backoff_and_the_pool_keeps_serving(
-        scaling: tuple[Env, str, tuple[int, int]], redis_url: str, tmp_path: Path) -> None:
-    env, namespace, ports = scaling
+        scaling: Scaled, redis_url: str, tmp_path: Path) -> None:
+    env, namespace, ports, state = scaling
     backend = env.recorder("static")
-    config = scaled_config(redis_url, namespace, ports, min=2, actuator=exec_actuator(
+    config = scaled_config(redis_url, namespace, ports, state, min=2, actuator=exec_actuator(
         tmp_path, "print('boom', file=sys.stderr); sys.exit(3)", retries=2, timeout=5))
     config["pools"][0]["backends"] = [backend.address]
     address = env.balancer(**config)
@@ -210,10 +215,10 @@ def test_a_failing_actuator_retries_with_backoff_and_the_pool_keeps_serving(
 
 
 def test_a_slow_actuator_does_not_block_the_proxy(
-        scaling: tuple[Env, str, tuple[int, int]], redis_url: str, tmp_path: Path) -> None:
-    env, namespace, ports = scaling
+        scaling: Scaled, redis_url: str, tmp_path: Path) -> None:
+    env, namespace, ports, state = scaling
     backend = env.recorder("static")
-    config = scaled_config(redis_url, namespace, ports, min=2, actuator=exec_actuator(
+    config = scaled_config(redis_url, namespace, ports, state, min=2, actuator=exec_actuator(
         tmp_path, "time.sleep(60)", retries=0, timeout=120))
     config["pools"][0]["backends"] = [backend.address]
     address = env.balancer(**config)
@@ -230,12 +235,12 @@ def test_a_slow_actuator_does_not_block_the_proxy(
 
 
 def test_the_report_counts_room_to_grow_until_the_pool_is_at_max(
-        scaling: tuple[Env, str, tuple[int, int]], redis_url: str) -> None:
+        scaling: Scaled, redis_url: str) -> None:
     """GTM interplay: a region below max is not full; at max its headroom is what it has,
     and falls with load (the capacity filter spills from there: tests/health)."""
-    env, namespace, ports = scaling
+    env, namespace, ports, state = scaling
     backend = env.recorder("static")
-    config = scaled_config(redis_url, namespace, ports, min=1, max=3)
+    config = scaled_config(redis_url, namespace, ports, state, min=1, max=3)
     config["pools"][0]["backends"] = [backend.address]
     config["pools"][0]["max_connections"] = 4
     env.balancer(**config)
@@ -317,13 +322,13 @@ class Receiver:
 
 
 def test_webhook_actuator_and_notifications_are_signed_and_retried(
-        scaling: tuple[Env, str, tuple[int, int]], redis_url: str, tmp_path: Path) -> None:
+        scaling: Scaled, redis_url: str, tmp_path: Path) -> None:
     import ssl
 
     from regional_lb.autoscale.actuators import sign, verify
     from tests.tls.pki import CA
 
-    env, namespace, ports = scaling
+    env, namespace, ports, state = scaling
     static, added = env.recorder("static"), env.recorder("added")
     ca = CA()
     chain, key, _ = ca.issue(["127.0.0.1"])
@@ -335,7 +340,7 @@ def test_webhook_actuator_and_notifications_are_signed_and_retried(
     receiver = Receiver(secret, lambda request: {"added": [added.address], "removed": []})
     env.loop.run(receiver.start(context))
     base = f"https://127.0.0.1:{receiver.port}"
-    config = scaled_config(redis_url, namespace, ports, min=2, actuator={
+    config = scaled_config(redis_url, namespace, ports, state, min=2, actuator={
         "type": "webhook", "url": f"{base}/scale", "secret_file": str(tmp_path / "hook.key"),
         "ca": str(ca.write(tmp_path / "ca.pem")), "retries": 2, "timeout": 5})
     config["pools"][0]["backends"] = [static.address]

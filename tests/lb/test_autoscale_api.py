@@ -93,7 +93,8 @@ def test_scale_commands_and_apis(env: Env, tmp_path: Path) -> None:
     plane: ControlPlane = env.loop.run(start_control_plane(settings))
     try:
         store = f"sqlite://{(tmp_path / 'control' / 'gtm.db').resolve()}"
-        address = env.balancer(**{**table, "autoscale": {**table["autoscale"], "store": store},
+        address = env.balancer(**{**table, "autoscale": {**table["autoscale"], "store": store,
+                                                          "state_dir": str(tmp_path / "scale")},
                                   "admin": f"127.0.0.1:{admin_port}", "admin_token": TOKEN})
         wait_for(lambda: get_ok(address), what="the first backend serving")
 
@@ -150,4 +151,4 @@ def test_scale_commands_and_apis(env: Env, tmp_path: Path) -> None:
         env.handle = None
         env.loop.run(plane.stop())
         ProcessActuator(ActuatorSpec("process", ("x",), host="127.0.0.1", ports=ports),
-                        None).stop_all_sync()
+                        tmp_path / "scale").stop_all_sync()
