@@ -157,14 +157,14 @@ class Engine:
             return None
         except NotImp:
             self.stats.notimp += 1
-            return error_reply(data, dns.rcode.NOTIMP)
+            return error_reply(data, dns.rcode.NOTIMP, self.server.edns_udp_size)
         except FormErr:
             self.stats.formerr += 1
-            return error_reply(data, dns.rcode.FORMERR)
+            return error_reply(data, dns.rcode.FORMERR, self.server.edns_udp_size)
         except Exception:  # the error boundary: one bad packet never stops the server
             self.stats.servfail += 1
             log.dns.exception("internal error answering a query")
-            return error_reply(data, dns.rcode.SERVFAIL)
+            return error_reply(data, dns.rcode.SERVFAIL, self.server.edns_udp_size)
         self.stats.answered += 1
         if isinstance(reply, Rotation):
             first = reply.next()
@@ -186,7 +186,7 @@ class Engine:
         address = _packed(peer)
         if not valid_length(len(value)):
             self.stats.formerr += 1
-            return error_reply(data, dns.rcode.FORMERR)
+            return error_reply(data, dns.rcode.FORMERR, self.server.edns_udp_size)
         stripped = without_cookie(data, rdlength_at, start, end)
         if address is None:
             return self._answered_without_cookie(stripped, tcp, None)
@@ -235,7 +235,7 @@ class Engine:
             query = parse_query(data)
         except (Drop, NotImp, FormErr):
             self.stats.formerr += 1
-            return error_reply(data, dns.rcode.FORMERR)
+            return error_reply(data, dns.rcode.FORMERR, self.server.edns_udp_size)
         return render(query, Answer(BADCOOKIE), self.server, udp_limit(query, self.server),
                       cookie)
 
