@@ -279,7 +279,8 @@ class Engine:
     def _rendered(self, query: Query, result: Answer, limit: int,
                   cookie: bytes | None = None) -> bytes:
         reply = render(query, result, self.server, limit, cookie)
-        self.stats.count_answer(query.qtype, result.rcode, bool(reply[2] & TC))
+        # The rcode sent: render answers SERVFAIL for what no message can carry.
+        self.stats.count_answer(query.qtype, reply[3] & 0xF, bool(reply[2] & TC))
         return reply
 
 
