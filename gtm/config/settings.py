@@ -58,6 +58,10 @@ class DnsSettings:
     edns_udp_size: int = 1232
     nsid: str | None = None
     tcp_idle_timeout: float = 10.0
+    # A TCP message must arrive whole within this many seconds of its first byte.
+    tcp_message_timeout: float = 3.0
+    # TCP connections one client address may hold open per worker; 0: no cap.
+    tcp_connections_per_client: int = 16
     watch_interval: float = 1.0
     cache_entries: int = 100_000
     # recvmmsg/sendmmsg batches on Linux; false: the plain asyncio datagram protocol.
@@ -101,7 +105,7 @@ def _values(table: Reader, base: Path) -> dict[str, Any]:
             if not isinstance(text, str) or not text:
                 raise table.fail(key, "must be a path")
             values[key] = base / text  # an absolute path stays one
-        elif key in ("tcp_idle_timeout", "watch_interval"):
+        elif key in ("tcp_idle_timeout", "tcp_message_timeout", "watch_interval"):
             values[key] = table.number(key)
         elif key in ("udp_batch", "cookies"):
             values[key] = table.flag(key, True)
@@ -135,6 +139,9 @@ def validate(settings: DnsSettings, source: str | None = None) -> DnsSettings:
         (settings.workers >= 1, "workers", "must be at least 1"),
         (512 <= settings.edns_udp_size <= 65535, "edns_udp_size", "must be 512 to 65535"),
         (settings.tcp_idle_timeout > 0, "tcp_idle_timeout", "must be above 0"),
+        (settings.tcp_message_timeout > 0, "tcp_message_timeout", "must be above 0"),
+        (settings.tcp_connections_per_client >= 0, "tcp_connections_per_client",
+         "must be 0 (no cap) or more"),
         (settings.watch_interval >= 0, "watch_interval", "must be 0 (off) or more"),
         (settings.cache_entries >= 0, "cache_entries", "must be 0 or more"),
         (bool(settings.listen), "listen", "needs at least one address"),
