@@ -64,6 +64,8 @@ class DnsSettings:
     tcp_connections_per_client: int = 16
     watch_interval: float = 1.0
     cache_entries: int = 100_000
+    # Estimated memory per cache (each of a worker's six response caches).
+    cache_megabytes: float = 16.0
     # recvmmsg/sendmmsg batches on Linux; false: the plain asyncio datagram protocol.
     udp_batch: bool = True
     # An mmdb file (GeoLite2, DB-IP, or the NRO country file); None: the one shipped.
@@ -105,7 +107,8 @@ def _values(table: Reader, base: Path) -> dict[str, Any]:
             if not isinstance(text, str) or not text:
                 raise table.fail(key, "must be a path")
             values[key] = base / text  # an absolute path stays one
-        elif key in ("tcp_idle_timeout", "tcp_message_timeout", "watch_interval"):
+        elif key in ("tcp_idle_timeout", "tcp_message_timeout", "watch_interval",
+                     "cache_megabytes"):
             values[key] = table.number(key)
         elif key in ("udp_batch", "cookies"):
             values[key] = table.flag(key, True)
@@ -144,6 +147,7 @@ def validate(settings: DnsSettings, source: str | None = None) -> DnsSettings:
          "must be 0 (no cap) or more"),
         (settings.watch_interval >= 0, "watch_interval", "must be 0 (off) or more"),
         (settings.cache_entries >= 0, "cache_entries", "must be 0 or more"),
+        (settings.cache_megabytes >= 0, "cache_megabytes", "must be 0 or more"),
         (bool(settings.listen), "listen", "needs at least one address"),
         (settings.nsid is None or len(settings.nsid) <= 255, "nsid", "at most 255 characters"),
     ]

@@ -48,7 +48,7 @@ class DnsService:
         limiter = ResponseLimiter(settings.rrl, settings.workers) \
             if settings.rrl.enabled else None
         self.engine = Engine(initial.zones, identity, settings.cache_entries, locator,
-                             cookies, limiter)
+                             cookies, limiter, int(settings.cache_megabytes * 2**20))
         # Every change of what is served (reload, config version, health flip) goes
         # through the feed, so the health overlay survives config swaps.
         self.feed = ServingFeed(self.engine.swap)
