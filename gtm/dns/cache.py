@@ -23,7 +23,8 @@ V = TypeVar("V")
 STATIC_ENTRY_OVERHEAD = 192
 # A steered entry: the key tuple, the peer's text, the Rotation and its tuples.
 ROTATION_OVERHEAD = 384
-REPLY_OVERHEAD = 48  # each pre-rendered reply: a bytes object and its tuple slot
+# Each pre-rendered reply: a bytes object (33 + its length, rounded up) and a tuple slot.
+REPLY_OVERHEAD = 64
 DEFAULT_CACHE_BYTES = 16 << 20
 TRIM_TO = 7 / 8  # a trim leaves this share of each limit used
 

@@ -76,24 +76,29 @@ def test_the_estimate_covers_what_a_static_entry_really_takes() -> None:
 
 
 def test_location_buckets_are_trimmed_gradually_and_the_estimate_covers_them() -> None:
-    budget_bytes = 512 << 10
+    budget_bytes = 8 << 20
     buckets = LocationBuckets(10**6, budget_bytes)
     reply_head = b"\x81\x80" + bytes(60)
+
+    def replies_for(index: int, query: bytes) -> tuple[bytes, ...]:
+        """Rotations of 1 to 32 variants, as weighted answers make them."""
+        return tuple(reply_head + bytes((k,)) + query[-3:] for k in range(1 + index % 32))
     queries = [ecs_query(i) for i in range(8000)]
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         peak_used = 0
-        for query in queries[:2000]:  # below the budget: the estimate against reality
-            assert buckets.store(query, 24, (reply_head + query[-3:],), 0)
+        for index, query in enumerate(queries[:2000]):  # below the budget: the estimate
+            assert buckets.store(query, 24, replies_for(index, query), 0)  # against reality
         held = tracemalloc.get_traced_memory()[0] - before
         estimated = buckets.used
     finally:
         tracemalloc.stop()
+    assert buckets.size == 2000  # nothing trimmed yet
     assert held <= estimated, (held, estimated)
-    for query in queries[2000:]:
-        assert buckets.store(query, 24, (reply_head + query[-3:],), 0)
+    for index, query in enumerate(queries[2000:], 2000):
+        assert buckets.store(query, 24, replies_for(index, query), 0)
         peak_used = max(peak_used, buckets.used)
     assert peak_used <= budget_bytes
     assert buckets.lookup(queries[-1]) is not None  # the newest stay
