@@ -449,8 +449,9 @@ def _geo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     lookup.add_argument("ip")
     lookup.add_argument("--db", type=Path, help="mmdb file (default: the shipped one)")
     lookup.add_argument(
-        "--trust-private", action="store_true", help="use the file's records for private networks"
-    )
+        "--trust-private", action="store_true",
+        help="show the file's record for a private or other special-purpose address too "
+             "(steering never uses those)")
     lookup.set_defaults(handler=cmd_geo_lookup)
 
 

@@ -53,9 +53,9 @@ def open_locator(settings: DnsSettings) -> Locator | None:
     if settings.geoip_database is None and not path.exists():
         log.dns.warning("no geo database at %s: steering by location uses defaults", path)
         return None
-    # An operator's own database may map internal networks on purpose; the shipped
-    # registry data has stray records for private blocks, so there they mean nothing.
-    locator = Locator(path, trust_private=settings.geoip_database is not None)
+    # Special-purpose blocks (private, documentation, ...) are never located, whatever
+    # the file says: registry data holds stray records for them. `networks` rules steer them.
+    locator = Locator(path)
     log.dns.info("geo database %s", path)
     return locator
 

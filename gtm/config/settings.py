@@ -58,8 +58,14 @@ class DnsSettings:
     edns_udp_size: int = 1232
     nsid: str | None = None
     tcp_idle_timeout: float = 10.0
+    # A TCP message must arrive whole within this many seconds of its first byte.
+    tcp_message_timeout: float = 3.0
+    # TCP connections one client address may hold open per worker; 0: no cap.
+    tcp_connections_per_client: int = 16
     watch_interval: float = 1.0
     cache_entries: int = 100_000
+    # Estimated memory per cache (each of a worker's six response caches).
+    cache_megabytes: float = 16.0
     # recvmmsg/sendmmsg batches on Linux; false: the plain asyncio datagram protocol.
     udp_batch: bool = True
     # An mmdb file (GeoLite2, DB-IP, or the NRO country file); None: the one shipped.
@@ -101,7 +107,8 @@ def _values(table: Reader, base: Path) -> dict[str, Any]:
             if not isinstance(text, str) or not text:
                 raise table.fail(key, "must be a path")
             values[key] = base / text  # an absolute path stays one
-        elif key in ("tcp_idle_timeout", "watch_interval"):
+        elif key in ("tcp_idle_timeout", "tcp_message_timeout", "watch_interval",
+                     "cache_megabytes"):
             values[key] = table.number(key)
         elif key in ("udp_batch", "cookies"):
             values[key] = table.flag(key, True)
@@ -135,8 +142,12 @@ def validate(settings: DnsSettings, source: str | None = None) -> DnsSettings:
         (settings.workers >= 1, "workers", "must be at least 1"),
         (512 <= settings.edns_udp_size <= 65535, "edns_udp_size", "must be 512 to 65535"),
         (settings.tcp_idle_timeout > 0, "tcp_idle_timeout", "must be above 0"),
+        (settings.tcp_message_timeout > 0, "tcp_message_timeout", "must be above 0"),
+        (settings.tcp_connections_per_client >= 0, "tcp_connections_per_client",
+         "must be 0 (no cap) or more"),
         (settings.watch_interval >= 0, "watch_interval", "must be 0 (off) or more"),
         (settings.cache_entries >= 0, "cache_entries", "must be 0 or more"),
+        (settings.cache_megabytes >= 0, "cache_megabytes", "must be 0 or more"),
         (bool(settings.listen), "listen", "needs at least one address"),
         (settings.nsid is None or len(settings.nsid) <= 255, "nsid", "at most 255 characters"),
     ]

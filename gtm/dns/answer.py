@@ -36,7 +36,9 @@ CLASS_ANY = 255
 ADDITIONAL_TARGET_TYPES = (dns.rdatatype.MX, dns.rdatatype.NS, dns.rdatatype.SRV)
 ANY_PREFERENCE = (dns.rdatatype.A, dns.rdatatype.AAAA)
 REFUSED_TYPES = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
-NOTIMP_TYPES = (dns.rdatatype.MAILA, dns.rdatatype.MAILB)
+# Asked at a CNAME owner, these are about the owner itself, never its target: DNSSEC
+# records a CNAME owner may hold beside it (RFC 2181 section 10.1, RFC 4035 2.5).
+OWNER_ONLY_TYPES = (dns.rdatatype.RRSIG, dns.rdatatype.NSEC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +83,11 @@ def answer(
     zones: ZoneSet,
     steer_input: SteerInput | None = None,
 ) -> Answer:
-    """Answer one question from the zones, as an authoritative server that never recurses."""
-    if qtype == dns.rdatatype.OPT:
-        return Answer(dns.rcode.FORMERR)
-    if qtype in NOTIMP_TYPES:
-        return Answer(dns.rcode.NOTIMP)
+    """Answer one question from the zones, as an authoritative server that never recurses.
+
+    Meta and obsolete types (OPT, MAILA, MAILB, TSIG, MD, ...) are asked like any other:
+    no zone holds them, so the answer is NODATA, as Knot gives (BIND's NOTIMP for MAILA
+    and FORMERR for OPT rest on no RFC)."""
     key = name_key(qname)
     zone = zones.find(key)
     if zone is not None and qtype == DS and key == zone.key:
@@ -173,6 +175,10 @@ class _Lookup:
             return _renamed(rrset, qname) if synthesized else rrset
 
         if CNAME in node and self.qtype != CNAME:
+            if self.qtype == ANY:  # the CNAME alone, as Knot answers (RFC 8482 practice)
+                return self._positive([owned(node[CNAME])])
+            if self.qtype in OWNER_ONLY_TYPES:  # none stored: NODATA, the chain not followed
+                return self._negative(dns.rcode.NOERROR)
             return owned(node[CNAME])
         if self.qtype == ANY:
             chosen = _minimal_any(node)

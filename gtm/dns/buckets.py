@@ -14,12 +14,17 @@ Queries of any other shape (several options, a TSIG, ...) take the full path.
 
 from __future__ import annotations
 
+from gtm.dns.cache import DEFAULT_CACHE_BYTES, REPLY_OVERHEAD, TRIM_TO
 from gtm.dns.stats import Tally
 from gtm.dns.wire import OPTION_ECS, TYPE_OPT
 
 _COUNTS_ONE_QUESTION_ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _OPT_OWNER_AND_TYPE = b"\x00" + TYPE_OPT.to_bytes(2, "big")
 _ECS_CODE = OPTION_ECS.to_bytes(2, "big")
+# Estimated bytes beyond the replies' own: a bucket (its _Replies, the bodies' tuple,
+# the int key and the table slot), and a question's _Entry with its key.
+BUCKET_OVERHEAD = 256
+ENTRY_OVERHEAD = 512
 
 
 def ecs_shape(data: bytes) -> tuple[int, int, int] | None:
@@ -97,14 +102,24 @@ class _Replies:
 
 
 class LocationBuckets:
-    def __init__(self, limit: int):
+    """Per question, per ECS scope, per address bucket: the steered replies.
+
+    Bounded by buckets (``limit``) and by estimated bytes (``max_bytes``); when full,
+    the oldest buckets go a slice at a time (gtm.dns.cache.TRIM_TO): those of the
+    question first cached, in the order they were stored.
+    """
+
+    def __init__(self, limit: int, max_bytes: int = DEFAULT_CACHE_BYTES):
         self.limit = limit
+        self.max_bytes = max_bytes
         self.entries: dict[bytes, _Entry] = {}
-        self.size = 0
+        self.size = 0  # buckets held
+        self.used = 0  # estimated bytes held
 
     def clear(self) -> None:
         self.entries.clear()
         self.size = 0
+        self.used = 0
 
     def lookup(self, data: bytes) -> bytes | None:
         entries = self.entries
@@ -136,10 +151,52 @@ class LocationBuckets:
         tail = data[start:]
         if not all(reply.endswith(tail) for reply in replies):
             return False
-        if self.size >= self.limit:
-            self.clear()
         bodies = tuple(reply[: len(reply) - len(tail)] for reply in replies)
-        entry = self.entries.setdefault(data[2:start], _Entry())
-        entry.table(scope)[address >> (width - scope)] = _Replies(bodies, turn, tallies)
+        question = data[2:start]
+        size = _bucket_size(bodies)
+        entry_size = len(question) + ENTRY_OVERHEAD  # when the question is new
+        if size + entry_size > self.max_bytes:
+            return False
+        if self.size >= self.limit or self.used + size + entry_size > self.max_bytes:
+            self._trim(size + entry_size)
+        entry = self.entries.get(question)
+        if entry is None:
+            entry = self.entries[question] = _Entry()
+            size += entry_size
+        table = entry.table(scope)
+        bucket = address >> (width - scope)
+        old = table.get(bucket)
+        if old is not None:
+            self.size -= 1
+            self.used -= _bucket_size(old.bodies)
+        table[bucket] = _Replies(bodies, turn, tallies)
         self.size += 1
+        self.used += size
         return True
+
+    def _trim(self, room: int) -> None:
+        """Drop the oldest buckets until at TRIM_TO of both limits, room bytes to spare."""
+        keep_size = int(self.limit * TRIM_TO)
+        keep_bytes = int(self.max_bytes * TRIM_TO) - room
+        for question in list(self.entries):
+            if self.size <= keep_size and self.used <= keep_bytes:
+                return
+            entry = self.entries[question]
+            for _scope, table in entry.by_scope:
+                victims = []
+                for bucket, replies in table.items():
+                    if self.size <= keep_size and self.used <= keep_bytes:
+                        break
+                    victims.append(bucket)
+                    self.size -= 1
+                    self.used -= _bucket_size(replies.bodies)
+                for bucket in victims:
+                    del table[bucket]
+            entry.by_scope = [(scope, table) for scope, table in entry.by_scope if table]
+            if not entry.by_scope:
+                del self.entries[question]
+                self.used -= len(question) + ENTRY_OVERHEAD
+
+
+def _bucket_size(bodies: tuple[bytes, ...]) -> int:
+    return BUCKET_OVERHEAD + sum(len(body) + REPLY_OVERHEAD for body in bodies)

@@ -14,11 +14,11 @@ import random
 import socket
 import time
 from dataclasses import replace
-from typing import TypeVar
 
 import dns.rcode
 
 from gtm import log
+from gtm.dns import cache as caches
 from gtm.dns.answer import Answer, ZoneSet, answer
 from gtm.dns.buckets import LocationBuckets
 from gtm.dns.cookies import (
@@ -49,7 +49,7 @@ from gtm.steering.chain import Client, LocatorLike
 NO_CONFIG_YET = Answer(dns.rcode.SERVFAIL)
 BADVERS = 16
 TC = 0x02  # in the flags' first byte
-__all__ = ["Engine", "Rotation", "Stats", "client_of"]  # Stats: its home was here
+__all__ = ["Engine", "Rotation", "Stats", "client_of", "rotation_size"]  # Stats: its home was here
 
 
 class Engine:
@@ -61,7 +61,9 @@ class Engine:
         locator: LocatorLike | None = None,
         cookies: Cookies | None = None,
         limiter: ResponseLimiter | None = None,
+        cache_bytes: int = caches.DEFAULT_CACHE_BYTES,
     ):
+        """``cache_entries`` and ``cache_bytes`` (estimated) bound each cache."""
         self.server = server
         self.cookies = cookies
         # UDP response rate limiting; the transports call it (never for TCP).
@@ -79,8 +81,13 @@ class Engine:
         self.steered_udp: dict[tuple[bytes, str | None], Rotation] = {}
         self.steered_tcp: dict[tuple[bytes, str | None], Rotation] = {}
         # Steered answers to ECS queries: per client location bucket (buckets.py).
-        self.buckets_udp = LocationBuckets(cache_entries)
-        self.buckets_tcp = LocationBuckets(cache_entries)
+        self.buckets_udp = LocationBuckets(cache_entries, cache_bytes)
+        self.buckets_tcp = LocationBuckets(cache_entries, cache_bytes)
+        # The limits of each dict cache and what it holds, by estimate (gtm.dns.cache).
+        self.udp_budget = caches.Budget(cache_entries, cache_bytes)
+        self.tcp_budget = caches.Budget(cache_entries, cache_bytes)
+        self.steered_udp_budget = caches.Budget(cache_entries, cache_bytes)
+        self.steered_tcp_budget = caches.Budget(cache_entries, cache_bytes)
         # A node following the control plane that has nothing to serve yet (no snapshot,
         # no store): SERVFAIL sends resolvers to another server and they retry, where
         # REFUSED would tell them the names are not ours at all.
@@ -95,9 +102,12 @@ class Engine:
         loop between two packets, so no packet sees new zones with old answers.
         """
         self.zones = zones
-        for cache in (self.udp_cache, self.tcp_cache, self.steered_udp, self.steered_tcp,
-                      self.buckets_udp, self.buckets_tcp):
-            cache.clear()
+        caches.clear(self.udp_cache, self.udp_budget)
+        caches.clear(self.tcp_cache, self.tcp_budget)
+        caches.clear(self.steered_udp, self.steered_udp_budget)
+        caches.clear(self.steered_tcp, self.steered_tcp_budget)
+        self.buckets_udp.clear()
+        self.buckets_tcp.clear()
 
     def cache_hit(self, cache: dict[bytes, bytes], data: bytes) -> bytes | None:
         """The fast path of every transport: the cached response to ``data`` (its ID put
@@ -157,23 +167,25 @@ class Engine:
             return None
         except NotImp:
             self.stats.notimp += 1
-            return error_reply(data, dns.rcode.NOTIMP)
+            return error_reply(data, dns.rcode.NOTIMP, self.server.edns_udp_size)
         except FormErr:
             self.stats.formerr += 1
-            return error_reply(data, dns.rcode.FORMERR)
+            return error_reply(data, dns.rcode.FORMERR, self.server.edns_udp_size)
         except Exception:  # the error boundary: one bad packet never stops the server
             self.stats.servfail += 1
             log.dns.exception("internal error answering a query")
-            return error_reply(data, dns.rcode.SERVFAIL)
+            return error_reply(data, dns.rcode.SERVFAIL, self.server.edns_udp_size)
         self.stats.answered += 1
         if isinstance(reply, Rotation):
             first = reply.next()
             stored = reply.ecs_scope is not None and buckets.store(
                 data, reply.ecs_scope, reply.replies, reply.turn, reply.tallies)
             if not stored:
-                _bounded_put(steered, (data[2:], peer), reply, self.cache_entries)
+                budget = self.steered_tcp_budget if tcp else self.steered_udp_budget
+                caches.put(steered, (data[2:], peer), reply, budget, rotation_size)
             return data[:2] + first
-        _bounded_put(cache, data[2:], reply[2:], self.cache_entries)
+        caches.put(cache, data[2:], reply[2:], self.tcp_budget if tcp else self.udp_budget,
+                   caches.static_size)
         return reply
 
     def _with_cookie(self, data: bytes, found: tuple[int, int, int], tcp: bool,
@@ -186,7 +198,7 @@ class Engine:
         address = _packed(peer)
         if not valid_length(len(value)):
             self.stats.formerr += 1
-            return error_reply(data, dns.rcode.FORMERR)
+            return error_reply(data, dns.rcode.FORMERR, self.server.edns_udp_size)
         stripped = without_cookie(data, rdlength_at, start, end)
         if address is None:
             return self._answered_without_cookie(stripped, tcp, None)
@@ -235,7 +247,7 @@ class Engine:
             query = parse_query(data)
         except (Drop, NotImp, FormErr):
             self.stats.formerr += 1
-            return error_reply(data, dns.rcode.FORMERR)
+            return error_reply(data, dns.rcode.FORMERR, self.server.edns_udp_size)
         return render(query, Answer(BADCOOKIE), self.server, udp_limit(query, self.server),
                       cookie)
 
@@ -279,7 +291,8 @@ class Engine:
     def _rendered(self, query: Query, result: Answer, limit: int,
                   cookie: bytes | None = None) -> bytes:
         reply = render(query, result, self.server, limit, cookie)
-        self.stats.count_answer(query.qtype, result.rcode, bool(reply[2] & TC))
+        # The rcode sent: render answers SERVFAIL for what no message can carry.
+        self.stats.count_answer(query.qtype, reply[3] & 0xF, bool(reply[2] & TC))
         return reply
 
 
@@ -332,14 +345,8 @@ def _packed(peer: str) -> bytes | None:
         return None
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def _bounded_put(cache: dict[K, V], key: K, value: V, limit: int) -> None:
-    # Clearing when full is crude but O(1) amortised and keeps memory bounded
-    # whatever a flood of distinct questions does.
-    if len(cache) >= limit:
-        cache.clear()
-    if limit > 0:
-        cache[key] = value
+def rotation_size(key: tuple[bytes, str | None], rotation: Rotation) -> int:
+    """A steered entry's estimated bytes: its key (packet and peer text) and replies."""
+    packet, peer = key
+    return (len(packet) + (len(peer) if peer is not None else 0) + caches.ROTATION_OVERHEAD
+            + sum(len(reply) + caches.REPLY_OVERHEAD for reply in rotation.replies))

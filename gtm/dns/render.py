@@ -56,6 +56,10 @@ def render(query: Query, result: Answer, server: ServerIdentity, limit: int,
     opt = _opt_for(query, server, rcode, result.scope_prefix, cookie)
     out.reserve(opt.size if opt else 0)
     if not _add_sections(out, result):
+        if limit >= TCP_LIMIT:
+            # TC sends a client to TCP; over TCP it is a dead end. Zones with an RRset
+            # this big are refused when compiled, so only a huge steered answer gets here.
+            return render(query, Answer(dns.rcode.SERVFAIL), server, limit, cookie)
         out.flags |= FLAG_TC
     out.release_reserved()
     if opt is not None:

@@ -49,15 +49,30 @@ def _not_connected(data: bytes, addr: object) -> None:
 
 
 class TcpProtocol(asyncio.Protocol):
-    """DNS over TCP (RFC 7766): length-prefixed messages, pipelined, answered in order."""
+    """DNS over TCP (RFC 7766): length-prefixed messages, pipelined, answered in order.
 
-    def __init__(self, engine: Engine, idle_timeout: float, connections: set[TcpProtocol]):
+    Two clocks bound what a client can make the server hold: the idle timeout (no
+    bytes at all) and the message deadline, which starts with a message's first byte
+    and ends the connection unless the whole message is in by then, so a client
+    trickling one byte every few seconds is closed as Knot closes it. ``per_client``
+    counts this worker's connections by client address; beyond ``max_per_client``
+    (0: no cap) a new one is closed at once.
+    """
+
+    def __init__(self, engine: Engine, idle_timeout: float, connections: set[TcpProtocol],
+                 message_timeout: float = 3.0, per_client: dict[str, int] | None = None,
+                 max_per_client: int = 0):
         self.engine = engine
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
         self.connections = connections
+        self.per_client = per_client if per_client is not None else {}
+        self.max_per_client = max_per_client
+        self.counted: str | None = None  # the address whose place in per_client it holds
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.message_timer: asyncio.TimerHandle | None = None
         self.peer: str | None = None
         # A transfer or an update being answered: later messages wait in the buffer, so
         # answers stay in order; a full send buffer pauses the transfer (drain).
@@ -69,12 +84,29 @@ class TcpProtocol(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         self.peer = peername[0] if peername else None
         self.connections.add(self)
+        if self.peer is not None and self.max_per_client:
+            held = self.per_client.get(self.peer, 0)
+            if held >= self.max_per_client:
+                log.dns.debug("TCP client %s is at its %d connections: closing a new one",
+                              self.peer, self.max_per_client)
+                self.close()
+                return
+            self.per_client[self.peer] = held + 1
+            self.counted = self.peer
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        peer, self.counted = self.counted, None
+        if peer is not None:
+            held = self.per_client.get(peer, 1) - 1
+            if held > 0:
+                self.per_client[peer] = held
+            else:
+                del self.per_client[peer]
+        for timer in (self.idle_timer, self.message_timer):
+            if timer is not None:
+                timer.cancel()
         if self.operation is not None:
             self.operation.cancel()
         self._wake_writer()
@@ -91,12 +123,13 @@ class TcpProtocol(asyncio.Protocol):
                 break
             message = bytes(self.buffer[2 : 2 + length])
             del self.buffer[: 2 + length]
+            self._message_done()
             operations = self.engine.operations
             if operations is not None and is_operation(message, True):
                 self.operation = asyncio.ensure_future(
                     operations.stream(message, self.peer, self))
                 self.operation.add_done_callback(self._operation_done)
-                return
+                break
             reply = self.engine.respond(message, tcp=True, peer=self.peer)
             if reply is None:
                 # A packet that gets no reply over UDP ends a TCP conversation.
@@ -104,6 +137,30 @@ class TcpProtocol(asyncio.Protocol):
                 return
             assert self.transport is not None
             self.transport.write(struct.pack("!H", len(reply)) + reply)
+        self._watch_partial_message()
+
+    def _watch_partial_message(self) -> None:
+        """Start the message deadline when the buffer begins with an incomplete message
+        (a whole one waiting behind a transfer is ours to answer, not late)."""
+        buffer = self.buffer
+        partial = bool(buffer) and (len(buffer) < 2
+                                    or len(buffer) < 2 + struct.unpack_from("!H", buffer)[0])
+        if partial and self.message_timer is None:
+            self.message_timer = asyncio.get_running_loop().call_later(
+                self.message_timeout, self._message_late)
+        elif not partial:
+            self._message_done()
+
+    def _message_done(self) -> None:
+        if self.message_timer is not None:
+            self.message_timer.cancel()
+            self.message_timer = None
+
+    def _message_late(self) -> None:
+        self.message_timer = None
+        log.dns.debug("TCP client %s did not finish a message within %s s: closing",
+                      self.peer, self.message_timeout)
+        self.close()
 
     def _operation_done(self, task: asyncio.Task[None]) -> None:
         self.operation = None

@@ -34,6 +34,7 @@ FLAG_AA = 0x0400
 FLAG_TC = 0x0200
 FLAG_RD = 0x0100
 FLAG_CD = 0x0010
+DO_BIT = 0x8000  # in the OPT record's TTL field
 
 
 class Drop(DnsWireError):
@@ -262,11 +263,57 @@ def client_subnet_option(subnet: ClientSubnet, scope_prefix: int) -> bytes:
     return struct.pack("!HH", OPTION_ECS, len(payload)) + payload
 
 
-def error_reply(data: bytes, rcode: int) -> bytes:
-    """A bare reply (no sections) for a query that could not be answered normally.
+def error_reply(data: bytes, rcode: int, udp_size: int = 1232) -> bytes:
+    """The reply to a query that could not be answered normally: no answer, but the
+    question when it parses (a client matches replies to questions) and an OPT record
+    when the query had one (RFC 6891 section 7: a FORMERR about the OPT record itself
+    must carry one, so the client tells a format error from a server without EDNS).
 
-    Only the header is trusted: ID, opcode and RD are copied, QR is set.
+    From the header, ID, opcode and RD are copied and QR is set. Only a query of one
+    question (or none) is searched for its OPT: that bounds the work a hostile packet
+    can ask of the error path.
     """
-    qid, flags = struct.unpack_from("!HH", data)
+    qid, flags, qdcount = struct.unpack_from("!HHH", data)
     reply_flags = FLAG_QR | (flags & 0x7800) | (flags & FLAG_RD) | (rcode & 0xF)
-    return struct.pack("!6H", qid, reply_flags, 0, 0, 0, 0)
+    question, records_at = _salvage_question(data, qdcount)
+    opt_ttl = _salvage_opt_ttl(data, records_at) if records_at is not None else None
+    opt = b""
+    if opt_ttl is not None:
+        # Version 0, the DO bit as asked (RFC 3225), no options: the query's may be
+        # what was wrong with it.
+        opt = b"\x00" + struct.pack("!HHIH", TYPE_OPT, udp_size, opt_ttl & DO_BIT, 0)
+    counts = (1 if question else 0, 0, 0, 1 if opt else 0)
+    return struct.pack("!6H", qid, reply_flags, *counts) + question + opt
+
+
+def _salvage_question(data: bytes, qdcount: int) -> tuple[bytes, int | None]:
+    """(the question rewritten without compression, or b"", where the records start or
+    None when that is unknown) for a query of at most one question."""
+    if qdcount == 0:
+        return b"", HEADER_LEN
+    if qdcount != 1:
+        return b"", None
+    try:
+        labels, end = read_name(data, HEADER_LEN)
+    except FormErr:
+        return b"", None
+    if end + 4 > len(data):
+        return b"", None
+    name = b"".join(bytes((len(label),)) + label for label in labels)
+    return name + data[end : end + 4], end + 4
+
+
+def _salvage_opt_ttl(data: bytes, offset: int) -> int | None:
+    """The TTL field (extended rcode, version, flags) of the query's OPT record, or None
+    when it has none or the records before it do not parse."""
+    ancount, nscount, arcount = struct.unpack_from("!HHH", data, 6)
+    try:
+        offset = skip_records(data, offset, ancount + nscount)
+        for _ in range(arcount):
+            fixed, end = _record_bounds(data, offset)
+            if struct.unpack_from("!H", data, fixed)[0] == TYPE_OPT:
+                return int(struct.unpack_from("!I", data, fixed + 4)[0])
+            offset = end
+    except FormErr:
+        return None
+    return None

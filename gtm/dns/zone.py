@@ -6,6 +6,7 @@ makes lookups case-insensitive and cheaper to hash than dnspython Names.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -30,7 +31,15 @@ A = dns.rdatatype.A
 AAAA = dns.rdatatype.AAAA
 DS = dns.rdatatype.DS
 ADDRESS_TYPES = (A, AAAA)
+TXT = dns.rdatatype.TXT
+SPF = dns.rdatatype.SPF
+FIXED_RDATA_LEN = {A: 4, AAAA: 16}
 EMPTY_NODE: Node = MappingProxyType({})
+# The most an RRset may take on the wire and still fit a DNS message (65,535 octets)
+# with the header (12), the longest question (259) and an OPT record with every option
+# we send (ECS 24, cookie 44, NSID 259, the record 11): anything larger could be served
+# over no transport at all.
+MAX_RRSET_WIRE = 65535 - 12 - 259 - 11 - 24 - 44 - 259
 
 
 def name_key(name: dns.name.Name) -> NameKey:
@@ -112,6 +121,7 @@ def compile_zone(origin: dns.name.Name, records: Iterable[Record], source: str) 
     glue_names = frozenset(name_key(ns.target) for n in grouped.values() for ns in n.get(NS, ()))
     for key, rrsets in grouped.items():
         _check_node(key, rrsets, first_line, origin_key, cuts, glue_names)
+        _check_sizes(key, rrsets, first_line)
     existing = _existing_names(grouped, origin_key)
     nodes = {k: MappingProxyType(dict(v)) for k, v in grouped.items()}
     zone = Zone(origin, source, MappingProxyType(nodes), existing, cuts, tuple(warnings))
@@ -202,6 +212,41 @@ def _check_node(
         stray = [t for t in rrsets if t not in (NS, DS, *glue_types)]
         if stray:
             fail(stray[0], f"{name} is a delegation point; it may hold only NS, DS and glue")
+
+
+def _check_sizes(key: NameKey, rrsets: Mapping[int, dns.rrset.RRset],
+                 first_line: Mapping[tuple[NameKey, int], Record]) -> None:
+    for rdtype, rrset in rrsets.items():
+        # A cheap upper bound first; only an RRset that might be too big is rendered.
+        if _size_bound(rrset) <= MAX_RRSET_WIRE:
+            continue
+        size = _wire_size(rrset)
+        if size > MAX_RRSET_WIRE:
+            record = first_line[(key, rdtype)]
+            kind = dns.rdatatype.to_text(rrset.rdtype)
+            raise ZoneError(
+                f"the {kind} RRset at {rrset.name} takes {size:,} octets on the wire, more "
+                f"than a DNS message can carry ({MAX_RRSET_WIRE:,} with header, question "
+                f"and EDNS): split it over several names", record.source, record.line)
+
+
+def _size_bound(rrset: dns.rrset.RRset) -> int:
+    """At least the RRset's wire size: each record's owner, fixed fields and data, no
+    name compressed."""
+    per_record = len(rrset.name.to_wire() or b"") + 10
+    rdtype = rrset.rdtype
+    if rdtype in FIXED_RDATA_LEN:
+        return len(rrset) * (per_record + FIXED_RDATA_LEN[rdtype])
+    if rdtype in (TXT, SPF):
+        return sum(per_record + sum(len(s) + 1 for s in rd.strings) for rd in rrset)
+    return sum(per_record + len(rd.to_wire()) for rd in rrset)
+
+
+def _wire_size(rrset: dns.rrset.RRset) -> int:
+    """The RRset's size as a reply carries it: owner names compressed after the first."""
+    out = io.BytesIO()
+    rrset.to_wire(out, compress={})
+    return out.tell()
 
 
 def _enclosing_cut(key: NameKey, cuts: frozenset[NameKey]) -> NameKey | None:

@@ -42,15 +42,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_DATABASE = Path(__file__).resolve().parents[2] / "geodata" / "geo-whois-asn-country.mmdb"
 
-# Special-purpose blocks (RFC 6890 and successors) that can never say where a client
-# is. Registry data sometimes holds records for them anyway (the NRO file maps
-# 192.168.0.0/16 to AU), so by default they are answered as unknown, with the block's
-# own length as prefix_len: every address in it gets the same (empty) answer.
+# Special-purpose blocks (RFC 6890 and its successors: 6598, 7723, 8215, 9602, 9637)
+# that can never say where a client is. Registry data holds records for some anyway
+# (the NRO file maps 192.168.0.0/16 to AU and 2001:db8::/32 to JP), and an operator's
+# own database may too, so they are always answered as unknown, whatever the database
+# says, with the block's own length as prefix_len: every address in it gets the same
+# (empty) answer. Operators steer such clients with `networks` rules.
 _SPECIAL_PURPOSE = (
     "0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 127.0.0.0/8 169.254.0.0/16 172.16.0.0/12 "
-    "192.0.0.0/24 192.0.2.0/24 192.168.0.0/16 198.18.0.0/15 198.51.100.0/24 "
-    "203.0.113.0/24 224.0.0.0/4 240.0.0.0/4 "
-    "::/128 ::1/128 100::/64 2001:db8::/32 fc00::/7 fe80::/10 ff00::/8"
+    "192.0.0.0/24 192.0.2.0/24 192.88.99.0/24 192.168.0.0/16 198.18.0.0/15 "
+    "198.51.100.0/24 203.0.113.0/24 224.0.0.0/4 240.0.0.0/4 "
+    "::/128 ::1/128 64:ff9b::/96 64:ff9b:1::/48 100::/64 2001::/23 2001:db8::/32 "
+    "3fff::/20 5f00::/16 fc00::/7 fe80::/10 ff00::/8"
 )
 
 
@@ -112,8 +115,9 @@ _COUNTRY_FACTS = {
 class Locator:
     """Answers `locate(ip)` from one mmdb file, memory-mapped through the C reader.
 
-    trust_private: use the database's records for private and other special-purpose
-    addresses too, for operators whose own database maps internal networks to regions.
+    trust_private: use the database's records for special-purpose addresses too; only
+    `gtm geo lookup --trust-private` does, to show what a file holds. Steering never
+    does (gtm.node opens its locator without it).
     """
 
     def __init__(self, path: str | Path = DEFAULT_DATABASE, *, trust_private: bool = False):

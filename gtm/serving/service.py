@@ -48,13 +48,14 @@ class DnsService:
         limiter = ResponseLimiter(settings.rrl, settings.workers) \
             if settings.rrl.enabled else None
         self.engine = Engine(initial.zones, identity, settings.cache_entries, locator,
-                             cookies, limiter)
+                             cookies, limiter, int(settings.cache_megabytes * 2**20))
         # Every change of what is served (reload, config version, health flip) goes
         # through the feed, so the health overlay survives config swaps.
         self.feed = ServingFeed(self.engine.swap)
         self.feed.base = initial.zones
         self.loaded_signature: Signature = initial.signature
         self.connections: set[TcpProtocol] = set()
+        self.tcp_per_client: dict[str, int] = {}  # open TCP connections by client address
         self.transports: list[asyncio.BaseTransport] = []
         self.batched: list[udp_batch.BatchedUdp] = []
         self.servers: list[asyncio.base_events.Server] = []
@@ -86,7 +87,9 @@ class DnsService:
             self.transports.append(transport)
         for sock in self.sockets.tcp:
             server = await loop.create_server(
-                lambda: TcpProtocol(self.engine, self.settings.tcp_idle_timeout, self.connections),
+                lambda: TcpProtocol(self.engine, self.settings.tcp_idle_timeout, self.connections,
+                                    self.settings.tcp_message_timeout, self.tcp_per_client,
+                                    self.settings.tcp_connections_per_client),
                 sock=sock, backlog=listen_backlog(),
             )
             self.servers.append(server)

@@ -7,6 +7,7 @@ worker starts, so a port of 0 resolves once and every worker shares the result.
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass
 
@@ -100,5 +101,9 @@ def _bind_one(address: Listen, kind: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
-        raise ServeError(f"cannot listen on {address} ({proto}): {exc.strerror}") from exc
+        hint = ""
+        if exc.errno == errno.EACCES and 0 < address.port < 1024:
+            hint = ("; a port below 1024 needs CAP_NET_BIND_SERVICE (the units in "
+                    "deploy/systemd/ give it to an unprivileged user) or root")
+        raise ServeError(f"cannot listen on {address} ({proto}): {exc.strerror}{hint}") from exc
     return sock

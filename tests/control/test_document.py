@@ -49,6 +49,9 @@ INVALID: list[tuple[Any, str, str]] = [
      'zones["example.test."]:6', ""),
     ({"zones": {"example.test.": EXAMPLE_ZONE, "EXAMPLE.test.": EXAMPLE_ZONE}},
      'zones["EXAMPLE.test."]', "same zone"),
+    ({"zones": {"example.test.": EXAMPLE_ZONE + "".join(
+        f"big TXT {'x' * 200} {i}\n" for i in range(400))}},
+     'zones["example.test."]:6', "the TXT RRset at big.example.test. takes"),
     ({"steering": []}, "steering", "must be an object"),
     ({"lb": "yes"}, "lb", "must be an object"),
 ]

@@ -109,6 +109,15 @@ def gets_reply(packet: bytes) -> bool:
     return len(packet) >= 12 and not packet[2] & 0x80
 
 
+def rcode_of(reply: bytes) -> int:
+    """The rcode (extended by EDNS); an UPDATE's echoed zone section is not what dnspython
+    expects of one, so for other opcodes it is read from the header."""
+    flags = struct.unpack_from("!H", reply, 2)[0]
+    if (flags >> 11) & 0xF:
+        return int(flags & 0xF)
+    return int(dns.message.from_wire(reply).rcode())
+
+
 def check_reply(packet: bytes, reply: bytes) -> None:
     """A reply to a bad packet: our ID, QR set, the same opcode, never SERVFAIL."""
     assert reply[:2] == packet[:2]
@@ -157,7 +166,7 @@ def test_malformed_query_over_udp(
             assert first[:2] == struct.pack("!H", SENTINEL_ID), f"{name} got a reply"
             return
         check_reply(packet, first)
-        assert dns.message.from_wire(first).rcode() == expected
+        assert rcode_of(first) == expected
         assert sock.recv(65535)[:2] == struct.pack("!H", SENTINEL_ID)
 
 
@@ -173,7 +182,7 @@ def test_malformed_query_over_tcp(
         reply = read_framed(sock)
         assert reply is not None, f"{name}: closed without a reply"
         check_reply(packet, reply)
-        assert dns.message.from_wire(reply).rcode() == expected
+        assert rcode_of(reply) == expected
         # A malformed message does not end the conversation.
         sock.sendall(framed(valid_query(7)))
         after = read_framed(sock)

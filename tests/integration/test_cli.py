@@ -41,6 +41,12 @@ BAD_ZONES = [
         r"CNAME at www\.bad\.test\. next to other data \(A\)",
     ),
     ("outside-the-zone", "www.example.com.  A  127.0.0.1\n", 5, r"outside the zone bad\.test\."),
+    (
+        "rrset-over-64k",  # no message could carry it: TC over TCP was a dead end
+        "".join(f"big   AAAA 2001:db8::{i:x}\n" for i in range(3000)),
+        5,
+        r"the AAAA RRset at big\.bad\.test\. takes 84,\d{3} octets on the wire",
+    ),
 ]
 
 

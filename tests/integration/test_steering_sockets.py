@@ -53,7 +53,8 @@ def start(directory: Path, factory: ServerFactory) -> Steered:
     zones = copy_example_zones(directory / "zones")
     with (zones / f"{ZONE}.steering.toml").open("a", encoding="utf-8") as handle:
         handle.write(SPREAD)
-    mmdb = build_fixture_mmdb(directory / "geo")
+    # The operator's own database, placing private and documentation blocks in Japan.
+    mmdb = build_fixture_mmdb(directory / "geo", traps=True)
     server = factory(zones, config={"watch_interval": 0.2}, extra=["--geoip", str(mmdb)])
     return Steered(server, zones, mmdb)
 
@@ -127,6 +128,18 @@ ECS_CASES = [
     ("23.200.0.0/24", "US", "us-east", 9),
     ("40.1.2.0/24", "unknown", "us-east", 5),  # in no database network: default
     ("10.1.2.0/24", "private", "eu-west", 8),  # the example's CIDR rule 10.0.0.0/8
+    # Special-purpose blocks (RFC 6890) the database places in Japan: located nowhere,
+    # so the default; the scope is the whole block.
+    ("192.168.7.0/24", "special", "us-east", 16),
+    ("172.20.1.0/24", "special", "us-east", 12),
+    ("100.64.9.0/24", "special", "us-east", 10),
+    ("198.18.3.0/24", "special", "us-east", 15),
+    ("203.0.113.0/24", "special", "us-east", 24),
+    ("240.1.2.0/24", "special", "us-east", 4),
+    ("2001:db8:1::/48", "special", "us-east", 32),
+    ("fd00:9::/48", "special", "us-east", 7),
+    ("fe80::/64", "special", "us-east", 10),
+    ("64:ff9b::/120", "special", "us-east", 96),
     ("2400:1:2::/48", "JP", "ap-northeast", 12),
     ("2a00:1:2::/48", "GB", "eu-west", 12),
     ("20.0.0.0/6", "JP", "ap-northeast", 6),  # never longer than the source prefix

@@ -235,3 +235,64 @@ def test_sigterm_closes_idle_connections_and_lets_a_half_sent_query_finish(
         partial.close()  # the conversation is over; nothing holds the server now
         assert server.process.wait(5) == 0
         assert time.monotonic() - started < 4
+
+
+def test_a_client_trickling_one_byte_at_a_time_is_closed_by_the_message_deadline(
+    gtm_server: ServerFactory, zones_dir: Path
+) -> None:
+    """Each byte used to restart the idle timer, so the connection lived forever. The
+    idle timeout here (30 s) never fires: only the per-message deadline can end it."""
+    server = gtm_server(zones_dir, config={"tcp_idle_timeout": 30.0,
+                                           "tcp_message_timeout": 1.0, "watch_interval": 0})
+    message = framed(query_wire("www.example.test.", "A", qid=41))
+    with tcp_connect(server.address) as slow:
+        closed = False
+        for byte in message:  # about 40 bytes, one every 0.25 s: 10 s for the message
+            try:
+                slow.sendall(bytes((byte,)))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            if wait_closed_by_peer(slow, timeout=0.25):
+                closed = True
+                break
+        assert closed, "the server answered a message trickled in over ten seconds"
+        # Meanwhile a client sending whole messages is served on the same server.
+        assert server.query("www.example.test.", "A", tcp=True).rcode() == dns.rcode.NOERROR
+
+
+def test_connections_per_client_address_are_capped(
+    gtm_server: ServerFactory, zones_dir: Path
+) -> None:
+    server = gtm_server(zones_dir, config={"tcp_connections_per_client": 3,
+                                           "watch_interval": 0})
+    message = framed(query_wire("www.example.test.", "A", qid=51))
+
+    def answered(sock: socket.socket) -> bool:
+        try:
+            sock.sendall(message)
+            return read_framed(sock) is not None
+        except (OSError, AssertionError):
+            return False
+
+    held = [tcp_connect(server.address) for _ in range(3)]
+    try:
+        assert all(answered(sock) for sock in held)
+        with tcp_connect(server.address) as fourth:
+            assert wait_closed_by_peer(fourth, timeout=2.0), "a fourth connection was kept"
+        # Another client address is not affected by this one's connections.
+        with socket.create_connection(server.address, timeout=2.0,
+                                      source_address=("127.0.0.2", 0)) as other:
+            assert answered(other)
+        held.pop().close()  # a place comes free once the server sees the close
+        deadline = time.monotonic() + 5.0
+        while True:
+            with tcp_connect(server.address) as again:
+                if answered(again):
+                    break
+            assert time.monotonic() < deadline, "the freed place was never given back"
+            time.sleep(0.05)
+        assert all(answered(sock) for sock in held)  # those held were never disturbed
+    finally:
+        for sock in held:
+            sock.close()

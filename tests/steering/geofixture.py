@@ -36,6 +36,15 @@ NETWORKS: dict[str, tuple[str, str, str, float, float]] = {
     "2600::/12": ("US", "NA", "US-VA", 38.95, -77.45),
 }
 
+# Rows a careless or registry-derived database holds for special-purpose blocks (RFC
+# 6890): all say Japan. The server must locate none of them, whatever the file says.
+SPECIAL_PURPOSE_TRAPS: dict[str, tuple[str, str, str, float, float]] = {
+    network: ("JP", "AS", "", 35.68, 139.69)
+    for network in ("10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16",
+                    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+                    "2001:db8::/32", "fc00::/7", "fe80::/10", "64:ff9b::/96")
+}
+
 # An address known to no row of the database (and not special-purpose either).
 UNKNOWN_V4 = "40.1.2.3"
 
@@ -49,17 +58,19 @@ EXAMPLE_REGION_ADDRESSES = {
 }
 
 
-def write_csv(path: Path) -> Path:
+def write_csv(path: Path, traps: bool = False) -> Path:
     lines = ["network,country,continent,subdivision,latitude,longitude"]
-    for network, (country, continent, subdivision, lat, lon) in NETWORKS.items():
+    rows = {**NETWORKS, **SPECIAL_PURPOSE_TRAPS} if traps else NETWORKS
+    for network, (country, continent, subdivision, lat, lon) in rows.items():
         lines.append(f"{network},{country},{continent},{subdivision},{lat},{lon}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def build_fixture_mmdb(directory: Path) -> Path:
-    """Write the fixture CSV and the mmdb built from it into directory; the mmdb path."""
+def build_fixture_mmdb(directory: Path, traps: bool = False) -> Path:
+    """Write the fixture CSV and the mmdb built from it into directory; the mmdb path.
+    With traps, the database also places special-purpose blocks in Japan."""
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / "steering-fixture.mmdb"
-    build_mmdb(write_csv(directory / "steering-fixture.csv"), out)
+    build_mmdb(write_csv(directory / "steering-fixture.csv", traps), out)
     return out

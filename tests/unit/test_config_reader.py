@@ -95,3 +95,21 @@ def test_dns_settings_errors_name_the_indexed_key(tmp_path: Path) -> None:
     settings = load_dns_settings(path)
     assert (settings.workers, settings.zones_dir, settings.udp_batch) == (3, tmp_path / "z",
                                                                           False)
+
+
+def test_tcp_limits_and_cache_memory_are_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "gtm.toml"
+    path.write_text("[dns]\ntcp_message_timeout = 2.5\ntcp_connections_per_client = 4\n"
+                    "cache_megabytes = 8\n")
+    settings = load_dns_settings(path)
+    assert (settings.tcp_message_timeout, settings.tcp_connections_per_client,
+            settings.cache_megabytes) == (2.5, 4, 8)
+    defaults = load_dns_settings(None)
+    assert (defaults.tcp_message_timeout, defaults.tcp_connections_per_client,
+            defaults.cache_megabytes) == (3.0, 16, 16.0)
+    for line, reason in (("tcp_message_timeout = 0", "dns.tcp_message_timeout: must be above 0"),
+                         ("tcp_connections_per_client = -1",
+                          "dns.tcp_connections_per_client: must be 0 (no cap) or more"),
+                         ("cache_megabytes = -1", "dns.cache_megabytes: must be 0 or more")):
+        path.write_text(f"[dns]\n{line}\n")
+        assert _refusal(lambda: load_dns_settings(path)) == f"{path}:{reason}"

@@ -286,6 +286,38 @@ def test_any_for_a_missing_name_is_nxdomain(engine):
     assert ask(engine, "nope.example.test.", "ANY").rcode() == dns.rcode.NXDOMAIN
 
 
+@pytest.mark.parametrize("qname", ["alias.example.test.", "chain1.example.test.",
+                                   "outside.example.test."])
+def test_any_at_a_cname_owner_is_the_cname_alone(engine, qname):
+    """RFC 8482 practice, and what Knot answers: the chain is not followed for ANY."""
+    reply = ask(engine, qname, "ANY")
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert is_aa(reply)
+    assert rrsets_of(reply.answer) == [(qname, "CNAME")]
+    assert reply.authority == []
+
+
+@pytest.mark.parametrize("rdtype", ["RRSIG", "NSEC"])
+@pytest.mark.parametrize("qname", ["alias.example.test.", "outside.example.test."])
+def test_dnssec_records_at_a_cname_owner_are_nodata_without_the_cname(engine, qname, rdtype):
+    """They would sit beside the CNAME (RFC 4035 2.5): the question is about the owner."""
+    reply = ask(engine, qname, rdtype)
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert is_aa(reply)
+    assert reply.answer == []
+    assert rrsets_of(reply.authority) == [("example.test.", "SOA")]
+
+
+@pytest.mark.parametrize("rdtype", ["MAILA", "MAILB", "OPT", "TSIG", "TKEY", "MD", "NULL"])
+def test_meta_and_obsolete_types_get_nodata(engine, rdtype):
+    """As Knot answers (BIND's NOTIMP for MAILA/MAILB rests on no RFC): none is stored."""
+    reply = ask(engine, "www.example.test.", rdtype)
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert is_aa(reply)
+    assert reply.answer == []
+    assert rrsets_of(reply.authority) == [("example.test.", "SOA")]
+
+
 @pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
 def test_zone_transfers_are_refused(engine, rdtype):
     assert ask(engine, "example.test.", rdtype).rcode() == dns.rcode.REFUSED

@@ -6,9 +6,13 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rrset
 import pytest
 
+from gtm.dns.answer import Answer
 from gtm.dns.engine import Engine
+from gtm.dns.render import TCP_LIMIT, ServerIdentity, render
+from gtm.dns.wire import parse_query
 from tests.dnsutil import (
     ask,
     ecs_option,
@@ -239,3 +243,17 @@ def test_nsid_is_absent_when_not_configured(engine):
     reply = ask(engine, "www.example.test.", use_edns=0, options=[request])
     assert reply.rcode() == dns.rcode.NOERROR
     assert reply.options == ()
+
+
+def test_an_rrset_no_tcp_message_can_carry_gets_servfail_not_tc():
+    """TC tells a client to retry over TCP; over TCP that is a dead end."""
+    big = dns.rrset.from_text_list("big.example.test.", 300, "IN", "AAAA",
+                                   [f"2001:db8::{i:x}" for i in range(3000)])
+    wire = dns.message.make_query("big.example.test.", "AAAA", use_edns=0).to_wire()
+    reply = dns.message.from_wire(render(parse_query(wire), Answer(dns.rcode.NOERROR, True, (big,)),
+                                         ServerIdentity(), TCP_LIMIT))
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert not reply.flags & dns.flags.TC
+    assert reply.answer == []
+    assert [q.to_text() for q in reply.question] == ["big.example.test. IN AAAA"]
+    assert reply.edns == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.opcode
@@ -9,12 +10,17 @@ import dns.rcode
 import pytest
 
 from gtm.dns.answer import ZoneSet
+from gtm.dns.cookies import Cookies
 from gtm.dns.engine import Engine
+from gtm.dns.render import ServerIdentity
 from tests.dnsutil import (
     ask,
+    ecs_payload,
     engine_for,
     exchange,
     header,
+    opt_record,
+    option,
     question,
     raw_reply,
     rrset_texts,
@@ -75,8 +81,10 @@ def test_formerr_keeps_the_rd_bit_and_never_sets_ra(engine):
     assert not reply.flags & dns.flags.RA
 
 
-def test_opt_as_query_type_is_formerr(engine):
-    assert ask(engine, "www.example.test.", "OPT").rcode() == dns.rcode.FORMERR
+def test_opt_as_query_type_is_nodata_as_knot_answers(engine):
+    reply = ask(engine, "www.example.test.", "OPT")
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert reply.answer == []
 
 
 @pytest.mark.parametrize("length", range(12))
@@ -143,3 +151,82 @@ def test_swap_to_no_zones_refuses_what_was_served(engine):
     assert ask(engine, "www.example.test.").rcode() == dns.rcode.NOERROR
     engine.swap(ZoneSet.of([]))
     assert ask(engine, "www.example.test.").rcode() == dns.rcode.REFUSED
+
+
+# Error replies keep what parsed: the question, and an OPT record when the query had one
+# (RFC 6891 section 7), so a client tells a format error from a server without EDNS.
+
+def test_formerr_keeps_the_question_and_answers_edns_with_edns(engine):
+    query = dns.message.make_query("www.example.test.", "A", use_edns=0, want_dnssec=True)
+    reply = raw_reply(engine, query.to_wire() + b"\x00")  # one octet after the last record
+    assert reply.rcode() == dns.rcode.FORMERR
+    assert [q.to_text() for q in reply.question] == ["www.example.test. IN A"]
+    assert reply.edns == 0
+    assert reply.ednsflags & dns.flags.DO  # as asked (RFC 3225)
+    assert reply.payload == 1232
+    assert not reply.options
+
+
+def test_formerr_without_edns_has_no_opt(engine):
+    wire = dns.message.make_query("Www.Example.test.", "TXT").to_wire() + b"\x00"
+    reply = raw_reply(engine, wire)
+    assert reply.rcode() == dns.rcode.FORMERR
+    assert [q.to_text() for q in reply.question] == ["Www.Example.test. IN TXT"]
+    assert reply.edns == -1
+
+
+def test_formerr_about_the_opt_record_itself_carries_an_opt(engine):
+    bad_ecs = option(8, ecs_payload(3, 24, 0, b"\xc0\x00\x02"))  # family 3 does not exist
+    wire = header(qid=80, arcount=1) + question() + opt_record(bad_ecs)
+    reply = raw_reply(engine, wire)
+    assert reply.rcode() == dns.rcode.FORMERR
+    assert reply.edns == 0
+    assert not reply.options  # the bad option is not echoed
+    assert len(reply.question) == 1
+
+
+def test_two_opt_records_get_formerr_with_one_opt(engine):
+    wire = header(qid=81, arcount=2) + question() + opt_record() + opt_record()
+    reply = raw_reply(engine, wire)
+    assert reply.rcode() == dns.rcode.FORMERR
+    assert reply.edns == 0
+
+
+def test_notimp_keeps_the_question_and_the_opt(engine):
+    message = dns.message.make_query("example.test.", "SOA", use_edns=0)
+    message.set_opcode(7)
+    reply = exchange(engine, message)
+    assert reply.rcode() == dns.rcode.NOTIMP
+    assert [q.to_text() for q in reply.question] == ["example.test. IN SOA"]
+    assert reply.edns == 0
+
+
+def test_a_question_count_of_two_is_answered_without_a_question(engine):
+    wire = header(qid=82, qdcount=2, arcount=1) + question() * 2 + opt_record()
+    reply = raw_reply(engine, wire)
+    assert reply.rcode() == dns.rcode.FORMERR
+    assert reply.question == []
+
+
+def test_refused_keeps_the_question_and_the_opt(engine):
+    reply = ask(engine, "www.example.com.", "A", use_edns=0)
+    assert reply.rcode() == dns.rcode.REFUSED
+    assert [q.to_text() for q in reply.question] == ["www.example.com. IN A"]
+    assert reply.edns == 0
+
+
+def test_an_error_reply_to_a_query_with_a_cookie_carries_our_cookie():
+    cookies = Cookies([bytes(range(16))])
+    server = Engine(ZoneSet.of([zone_from_text("example.test.", ZONE)]), ServerIdentity(),
+                    cookies=cookies)
+    client = bytes.fromhex("2464c4abcf10c957")
+    message = dns.message.make_query("example.test.", "SOA", use_edns=0,
+                                     options=[dns.edns.GenericOption(10, client)])
+    message.set_opcode(7)
+    wire = server.respond(message.to_wire(), tcp=False, peer="198.51.100.7")
+    assert wire is not None
+    reply = dns.message.from_wire(wire)
+    assert reply.rcode() == dns.rcode.NOTIMP
+    (cookie,) = [o for o in reply.options if o.otype == dns.edns.OptionType.COOKIE]
+    assert cookie.to_wire()[:8] == client
+    assert len(cookie.to_wire()) == 24  # the client's cookie and a server cookie of 16

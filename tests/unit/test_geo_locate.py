@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from gtm.config.settings import DnsSettings
 from gtm.errors import ConfigError
 from gtm.geo import DEFAULT_DATABASE, Location, Locator, MmdbWriter
 from gtm.geo.countries import CENTROID_BY_COUNTRY
+from gtm.node import open_locator
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +74,30 @@ def test_ipv4_mapped_address_is_located_as_ipv4(shipped: Locator) -> None:
         ("2001:db8::1", 32),  # also "JP" in the NRO data
         ("ff02::1", 8),
         ("::ffff:10.0.0.1", 104),
+        ("192.0.0.9", 24),
+        ("192.0.2.7", 24),
+        ("198.18.0.1", 15),
+        ("198.51.100.7", 24),
+        ("203.0.113.9", 24),
+        ("240.0.0.1", 4),
+        ("64:ff9b::c000:201", 96),  # NAT64: the IPv4 address inside says nothing either
+        ("2001:2::1", 23),  # benchmarking, inside the IETF protocol block
+        ("3fff::1", 20),  # documentation (RFC 9637)
     ],
 )
 def test_special_addresses_are_unknown(shipped: Locator, ip: str, prefix_len: int) -> None:
     assert shipped.locate(ip) == Location(prefix_len=prefix_len)
+
+
+def test_the_node_never_locates_special_addresses_even_when_the_file_is_named() -> None:
+    """Naming the shipped file (or any other) with geoip_database used to trust its
+    records for private and documentation blocks (192.168.0.0/16 was in AU)."""
+    locator = open_locator(DnsSettings(geoip_database=DEFAULT_DATABASE))
+    assert locator is not None
+    with locator:
+        assert locator.locate("192.168.1.1") == Location(prefix_len=16)
+        assert locator.locate("2001:db8::1") == Location(prefix_len=32)
+        assert locator.locate("8.8.8.8").country == "US"
 
 
 def test_trust_private_uses_the_database_records() -> None:
