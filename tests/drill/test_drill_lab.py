@@ -30,7 +30,7 @@ from gtm.lab.faults import LabControl
 from gtm.lab.state import STATE_FILE
 from tests.integration.servers import gtm_command, subprocess_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 PREFIX = f"gtmt{os.getpid() % 100000}d-"
 ZONE = "gslb.example.test"

@@ -23,7 +23,7 @@ import pytest
 from gtm.lab.faults import LabControl
 from gtm.lab.state import STATE_FILE, Lab
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+pytestmark = [pytest.mark.integration]
 PREFIX = f"gtmt{os.getpid()}-"
 ZONE_NAME = "www.gslb.example.test"
 # The steering of examples/lab/regions.toml: each country's resolver gets this region.
