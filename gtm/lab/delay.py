@@ -62,6 +62,9 @@ class Counters:
     in_flight: int = field(default=0)
 
 
+TIMER_SLACK = 0.001  # seconds: see DelayLine._take
+
+
 class DelayLine:
     """One region's path; ``region_net`` is its /24 (three packed octets)."""
 
@@ -112,7 +115,9 @@ class DelayLine:
         peer = packet[12:16] if destination[:3] == self.region_net else destination
         delay = settings.round_trip_ms(peer) / 2000.0  # half the round trip each way
         self.counters.in_flight += 1
-        self._loop.call_later(delay, self._write, packet)
+        # uvloop's timers count whole milliseconds of a cached clock and can fire up to
+        # 1 ms early: a packet must never beat the path's latency, so wait 1 ms longer.
+        self._loop.call_later(delay + TIMER_SLACK if delay else 0.0, self._write, packet)
 
     def _write(self, packet: bytes) -> None:
         self.counters.in_flight = max(0, self.counters.in_flight - 1)
