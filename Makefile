@@ -8,11 +8,18 @@ BIN := $(VENV)/bin
 up: $(VENV)/.installed
 	$(BIN)/gtm up
 
-# Two phases: everything else on two workers, then the tests that need something of the
-# machine to themselves (marker `serial`: fixed addresses, network namespaces) one by one.
+# Two runs side by side: the tests that need something of this machine to themselves
+# (marker `serial`: the example regions' fixed addresses) one by one in the background,
+# and the rest on three workers; most of both wait on sockets and processes, not the
+# CPU. The serial run's report follows the other's; either failing fails the target.
 test: $(VENV)/.installed lint
-	$(BIN)/pytest -m "not serial"
-	$(BIN)/pytest -n 0 -m serial
+	@$(BIN)/pytest -n 0 -m serial -p no:cacheprovider > .pytest-serial.log 2>&1 & \
+	serial=$$!; trap 'kill $$serial 2>/dev/null' INT TERM; \
+	$(BIN)/pytest -n 3 -m "not serial"; rest=$$?; \
+	wait $$serial; alone=$$?; \
+	echo "--- tests marked serial (one at a time, alongside the run above):"; \
+	cat .pytest-serial.log; \
+	exit $$(( rest != 0 || alone != 0 ))
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
