@@ -115,6 +115,34 @@ class ResponseLimiter:
         bucket.tokens = tokens - 1.0 if tokens > -self.burst else -self.burst
         return self._per_name(prefix, len(packed) == 4, reply, now)
 
+    def reserve(self, packed: bytes, most: int) -> int:
+        """Take up to ``most`` whole tokens of ``packed``'s prefix ahead, right after
+        :meth:`limit` let one of its replies through: a batch of datagrams then answers
+        that client's next ones without asking again (the limiter's cost, paid once per
+        client and batch). What a batch does not use goes back with :meth:`refund`."""
+        if len(packed) == 4:
+            bucket = self.prefixes4.get(self.v4.cut(packed))
+        else:
+            bucket = self.prefixes6.get(self.v6.cut(packed))
+        if bucket is None or bucket.exempt:
+            return 0  # whitelisted prefixes take the plain path: nothing to reserve
+        whole = int(bucket.tokens)
+        if whole <= 0:
+            return 0
+        taken = whole if whole < most else most
+        bucket.tokens -= taken
+        return taken
+
+    def refund(self, packed: bytes, count: int) -> None:
+        """Give back tokens :meth:`reserve` took and a batch did not use."""
+        if len(packed) == 4:
+            bucket = self.prefixes4.get(self.v4.cut(packed))
+        else:
+            bucket = self.prefixes6.get(self.v6.cut(packed))
+        if bucket is not None:
+            tokens = bucket.tokens + count
+            bucket.tokens = tokens if tokens < self.burst else self.burst
+
     def _per_name(self, prefix: bytes, v4: bool, reply: bytes, now: float) -> bytes | None:
         kind, name = classify(reply)
         key = (b"4" if v4 else b"6") + prefix + _CLASS_BYTES[kind] + name

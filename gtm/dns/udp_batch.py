@@ -157,6 +157,7 @@ class BatchedUdp:
         buckets = engine.buckets_udp
         limiter = engine.limiter
         now = time.monotonic() if limiter is not None else 0.0
+        credit: dict[bytes, int] = {}  # client address -> tokens taken ahead (RRL)
         v4 = self.family == socket.AF_INET
         unpack_len = _unpack_uint.unpack_from
         pack_size = _pack_size.pack_into
@@ -178,8 +179,17 @@ class BatchedUdp:
             if reply is not None and limiter is not None and not trusted:
                 # The address straight from the sockaddr: sin_addr, or sin6_addr.
                 name = i * NAME
-                packed = names[name + 4 : name + 8] if v4 else names[name + 8 : name + 24]
-                reply = limiter.limit(packed.tobytes(), reply, now)
+                packed = (names[name + 4 : name + 8] if v4
+                          else names[name + 8 : name + 24]).tobytes()
+                left = credit.get(packed, 0)
+                if left > 0:  # tokens this batch took ahead for this client
+                    credit[packed] = left - 1
+                else:
+                    passed = limiter.limit(packed, reply, now)
+                    # Let through in full (not slipped): take tokens ahead, once a batch.
+                    if passed is reply and packed not in credit and i + 1 < count:
+                        credit[packed] = limiter.reserve(packed, count - i - 1)
+                    reply = passed
             if reply is None:
                 continue
             size = len(reply)
@@ -190,6 +200,11 @@ class BatchedUdp:
             namelen = unpack_len(msgs, i * MMSG_SIZE + NAMELEN_OFFSET)[0]
             pack_uint(out_msgs, replies * MMSG_SIZE + NAMELEN_OFFSET, namelen)
             replies += 1
+        if credit:
+            assert limiter is not None  # credit is only taken from a limiter
+            for packed, left in credit.items():
+                if left:
+                    limiter.refund(packed, left)
         return replies
 
     def _slow(self, query: bytes, name: bytes) -> bytes | None:

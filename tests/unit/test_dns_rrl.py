@@ -118,3 +118,25 @@ def test_the_table_is_bounded() -> None:
     for n in range(5000):
         limiter.limit((n << 8).to_bytes(4, "big"), WWW, 100.0)
     assert len(limiter.prefixes4) == 1000
+
+
+def test_tokens_taken_ahead_for_a_batch_are_the_same_tokens() -> None:
+    """A batch of datagrams takes a client's tokens ahead once (reserve) and gives back
+    what it did not use (refund): the prefix is charged exactly the replies it got, so
+    what follows is the same as when every reply asked the limiter."""
+    batched, plain = ResponseLimiter(SETTINGS), ResponseLimiter(SETTINGS)
+    client = packed("198.51.100.7")
+    assert batched.limit(client, WWW, 100.0) == WWW   # 10 tokens: 9 left
+    assert batched.reserve(client, 5) == 5            # 4 left in the bucket
+    batched.refund(client, 2)                         # the batch used 3 of its 5
+    assert flood(plain, "198.51.100.7", WWW, 4) == (4, 0, 0)  # the same 4 replies
+    for limiter in (batched, plain):                  # from here on, alike
+        assert flood(limiter, "198.51.100.7", WWW, 40) == (16, 12, 12)
+    assert batched.reserve(client, 5) == 0            # spent: nothing to take ahead
+    batched.refund(client, 100)                       # never above the burst
+    assert flood(batched, "198.51.100.7", WWW, 20, now=100.0)[0] == 10
+    assert batched.reserve(packed("203.0.113.1"), 5) == 0  # no bucket yet
+    whitelisted = ResponseLimiter(replace(SETTINGS, whitelist=(
+        ipaddress.ip_network("192.0.2.0/24"),)))
+    assert whitelisted.limit(packed("192.0.2.9"), WWW, 100.0) == WWW
+    assert whitelisted.reserve(packed("192.0.2.9"), 5) == 0  # never charged: none taken
