@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,19 @@ def start_up(work: Path, dns_port: int) -> tuple[subprocess.Popen[bytes], str, s
 
 
 def set_ttl(api: str, token: str, ttl: int | None) -> int | None:
-    """Set www's TTL (None: the steering file's default); the TTL it had."""
+    """Set www's TTL (None: the steering file's default); the TTL it had. A version made
+    meanwhile (gtm up still storing its first ones) is read again and the write retried."""
+    for _ in range(20):
+        try:
+            return _set_ttl_once(api, token, ttl)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+            time.sleep(0.25)
+    raise SystemExit("the steering section kept changing under the benchmark (409 x 20)")
+
+
+def _set_ttl_once(api: str, token: str, ttl: int | None) -> int | None:
     live = api_call(api, token, "GET", "/v1/config")
     steering = live["document"]["steering"]
     key = next(k for k in steering if k.rstrip(".") == "gslb.example.test")

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from gtm.dns.cache import DEFAULT_CACHE_BYTES, REPLY_OVERHEAD, TRIM_TO
 from gtm.dns.stats import Tally
-from gtm.dns.wire import OPTION_ECS, TYPE_OPT
+from gtm.dns.wire import OPTION_ECS, plain_opt
 
-_COUNTS_ONE_QUESTION_ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
-_OPT_OWNER_AND_TYPE = b"\x00" + TYPE_OPT.to_bytes(2, "big")
 _ECS_CODE = OPTION_ECS.to_bytes(2, "big")
 # Estimated bytes beyond the replies' own: a bucket (its _Replies, the bodies' tuple,
 # the int key and the table slot), and a question's _Entry with its key.
@@ -30,17 +28,12 @@ ENTRY_OVERHEAD = 512
 def ecs_shape(data: bytes) -> tuple[int, int, int] | None:
     """(offset of the ECS address, address width, address as int) for a plain query
     whose one EDNS option is a valid ECS; None for anything else."""
-    if len(data) < 12 or data[2] & 0xF8 or data[4:12] != _COUNTS_ONE_QUESTION_ONE_ADDITIONAL:
+    if len(data) < 12 or data[2] & 0xF8:
         return None
-    position = 12
+    opt = plain_opt(data)
+    if opt is None:
+        return None
     try:
-        while (length := data[position]) != 0:
-            if length > 63:
-                return None
-            position += length + 1
-        opt = position + 5  # past the root label, QTYPE and QCLASS
-        if data[opt : opt + 3] != _OPT_OWNER_AND_TYPE:
-            return None
         option = opt + 11
         rdlength = (data[opt + 9] << 8) | data[opt + 10]
         option_length = (data[option + 2] << 8) | data[option + 3]

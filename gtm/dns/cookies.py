@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from siphashc import siphash
 
-from gtm.dns.wire import FormErr, skip_records
+from gtm.dns.wire import FormErr, plain_opt, skip_records
 
 OPTION_COOKIE = 10
 CLIENT_COOKIE_LEN = 8
@@ -125,7 +125,6 @@ class Cookies:
                    for secret in self.accepted)
 
 
-_COUNTS_ONE_QUESTION_ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _OPT_OWNER_AND_TYPE = b"\x00\x00\x29"
 
 
@@ -133,17 +132,10 @@ def find_cookie(data: bytes) -> tuple[int, int, int] | None:
     """Where the COOKIE option of a plain query is: (offset of the OPT's RDLENGTH, start
     and end of the option), for a query with one question and an OPT as its only other
     record; None for any other shape (the full path handles those) or no cookie."""
-    if len(data) < 12 or data[4:12] != _COUNTS_ONE_QUESTION_ONE_ADDITIONAL:
+    opt = plain_opt(data)
+    if opt is None:
         return None
-    position = 12
     try:
-        while (length := data[position]) != 0:
-            if length > 63:
-                return None
-            position += length + 1
-        opt = position + 5  # past the root label, QTYPE and QCLASS
-        if data[opt : opt + 3] != _OPT_OWNER_AND_TYPE:
-            return None
         rdlength_at = opt + 9
         option = rdlength_at + 2
         end = option + ((data[rdlength_at] << 8) | data[rdlength_at + 1])

@@ -90,6 +90,28 @@ class Query:
     edns: Edns | None
 
 
+_COUNTS_ONE_QUESTION_ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_OPT_OWNER_AND_TYPE = b"\x00" + TYPE_OPT.to_bytes(2, "big")
+
+
+def plain_opt(data: bytes) -> int | None:
+    """Where the OPT record of a plain query starts (its root owner): a query of one
+    question whose only other record is an OPT. None for any other shape, which the full
+    parser handles. The fast paths (ECS buckets, cookies) find their option from here."""
+    if len(data) < 12 or data[4:12] != _COUNTS_ONE_QUESTION_ONE_ADDITIONAL:
+        return None
+    position = 12
+    try:
+        while (length := data[position]) != 0:
+            if length > 63:
+                return None
+            position += length + 1
+    except IndexError:
+        return None
+    opt = position + 5  # past the root label, QTYPE and QCLASS
+    return opt if data[opt : opt + 3] == _OPT_OWNER_AND_TYPE else None
+
+
 def opcode_of(flags: int) -> int:
     return (flags >> 11) & 0xF
 

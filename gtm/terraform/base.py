@@ -60,8 +60,9 @@ def fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class GtmResource(Resource):
-    """A resource of this provider; ``kind`` names it (``zone`` is ``gtm_zone``)."""
+class Described:
+    """What resources and data sources of this provider share: their provider, their
+    name (``kind``: ``zone`` is ``gtm_zone``) and a schema made from ``attributes``."""
 
     kind: ClassVar[str]
     attributes: ClassVar[list[Attribute]]
@@ -77,6 +78,10 @@ class GtmResource(Resource):
     @classmethod
     def get_schema(cls) -> Schema:
         return Schema(attributes=cls.attributes, description=cls.description)
+
+
+class GtmResource(Described, Resource):
+    """A resource of this provider."""
 
     def upgrade(self, ctx: UpgradeContext, version: int, old: State) -> State | None:
         # One schema version so far, which grows: an attribute added since the state was

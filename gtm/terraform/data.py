@@ -6,31 +6,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tf import types
 from tf.iface import DataSource, ReadDataContext
-from tf.schema import Attribute, Schema
+from tf.schema import Attribute
 
 from gtm.errors import ConfigError
-from gtm.terraform.base import guarded
+from gtm.terraform.base import Described, guarded
 from gtm.terraform.schema import Num
 
 if TYPE_CHECKING:
-    from gtm.terraform.provider import GtmProvider
+    pass
 
 
-class GtmDataSource(DataSource):
-    kind: ClassVar[str]
-    attributes: ClassVar[list[Attribute]]
-    description: ClassVar[str] = ""
-
-    def __init__(self, provider: GtmProvider):
-        self.provider = provider
-
-    @classmethod
-    def get_name(cls) -> str:
-        return cls.kind
-
-    @classmethod
-    def get_schema(cls) -> Schema:
-        return Schema(attributes=cls.attributes, description=cls.description)
+class GtmDataSource(Described, DataSource):
+    """A data source of this provider."""
 
 
 class ConfigData(GtmDataSource):
