@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from gtm.control.client import Client
 from gtm.lab.faults import LabControl
 from gtm.lab.state import STATE_FILE
 from tests.integration.servers import gtm_command, subprocess_env
+from tests.lab.harness import lab_down, lab_requirements, lab_up, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -39,25 +39,6 @@ VANTAGE = ("gb", "jp", "us", "br")
 HOME = {"gb": "eu-west", "jp": "ap-northeast", "us": "us-east", "br": "sa-east"}
 FALLBACK = "us-east"  # the second region of every country's list in the lab's steering
 FORCE = ("--force", "--reason", "lab test: concurrent drills on separate regions")
-
-
-def _requirements() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    missing = [tool for tool in ("ip", "nft", "dig") if shutil.which(tool) is None]
-    if missing:
-        return f"missing {', '.join(missing)}: apt-get install iproute2 nftables bind9-dnsutils"
-    return None
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -104,49 +85,21 @@ def _set_ttl(api: Client, ttl: int) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    reason = _requirements()
+    reason = lab_requirements(("ip", "nft", "dig"))
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"gtm drill lab tests: {reason}")
         pytest.skip(f"SKIPPED gtm drill lab tests: {reason}")
     work = tmp_path_factory.mktemp("drill-lab")
     state_dir = work / "lab"
-    log = open(work / "up.out", "wb")  # noqa: SIM115 - closed at the end
-    up = subprocess.Popen(gtm_command("lab", "up", "--prefix", PREFIX, "--state-dir",
-                                      str(state_dir)), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait(lambda: _ready(state_dir) or up.poll() is not None, 60, "the lab to be ready")
-        assert up.poll() is None, (work / "up.out").read_text()
+    with lab_up(PREFIX, state_dir, work / "up.out", 60) as up:
         running = Lab(LabControl.connect(state_dir), up, state_dir, work)
         # A 1 s TTL on www, so the resolvers' caches turn over within a second.
         _set_ttl(running.api, 1)
         for vantage, region in HOME.items():
-            _wait(lambda v=vantage, r=region: running.answered(v) == r, 20,
+            wait(lambda v=vantage, r=region: running.answered(v) == r, 20,
                   f"{vantage} answered with {region}")
         yield running
-    finally:
-        if up.poll() is None:
-            up.send_signal(signal.SIGTERM)
-            try:
-                up.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait()
-        _down(state_dir)
-        log.close()
-
-
-def _ready(state_dir: Path) -> bool:
-    try:
-        return bool(json.loads((state_dir / STATE_FILE).read_text())["ready"])
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-def _down(state_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(gtm_command("lab", "down", "--prefix", PREFIX, "--state-dir",
-                                      str(state_dir)), capture_output=True, text=True,
-                          timeout=60, check=False)
 
 
 def plan(name: str, region: str, fault: dict[str, Any], **sections: Any) -> dict[str, Any]:
@@ -240,7 +193,7 @@ def test_cut_link_latency_and_stopped_backends_move_clients_and_bring_them_back(
                 and described.latency_ms["ap-northeast"]["133.1.1.1"] == 1500
                 and "backends:sa-east" in described.faults["stopped"])
 
-    _wait(in_force, 20, "the three faults in force in the lab")
+    wait(in_force, 20, "the three faults in force in the lab")
     reports = finish(runners)
     assert_moved_and_returned(reports["cut"], "gb")
     assert_moved_and_returned(reports["latency"], "jp")
@@ -285,7 +238,7 @@ def test_partition_and_loss_move_clients_and_bring_them_back(lab: Lab) -> None:
         return (described.faults["partitions"] == {"eu-west": ["dns1", "dns2"]}
                 and described.loss["ap-northeast"] == 1.0)
 
-    _wait(in_force, 20, "both faults in force in the lab")
+    wait(in_force, 20, "both faults in force in the lab")
     reports = finish(runners)
     assert_moved_and_returned(reports["partition"], "gb")
     assert not failures(reports["partition"], "gb")
@@ -305,14 +258,14 @@ def test_stopped_node_keeps_answers_while_a_killed_runners_cut_is_restored_by_ex
     killed = lab.drill(plan("lab-killed", "eu-west", {"type": "cut_link", "duration": 1.5},
                             restore={"expiry_grace": 0.5, "settle": 1}), *FORCE)
     try:
-        _wait(lambda: lab.control.refresh().faults["cut"] == ["eu-west"], 20, "the link cut")
+        wait(lambda: lab.control.refresh().faults["cut"] == ["eu-west"], 20, "the link cut")
     finally:
         killed.send_signal(signal.SIGKILL)
         killed.communicate(timeout=10)
     drill_id = next(d["id"] for d in lab.api.get("/v1/drills?active=true")["items"]
                     if d["name"] == "lab-killed")
     assert lab.control.refresh().faults["cut"] == ["eu-west"]  # outlives its runner, for now
-    _wait(lambda: lab.api.get(f"/v1/drills/{drill_id}")["overrides"][0]["restored_at"], 20,
+    wait(lambda: lab.api.get(f"/v1/drills/{drill_id}")["overrides"][0]["restored_at"], 20,
           "the control plane to restore the link at expiry")
     assert lab.control.refresh().faults["cut"] == []
     override = lab.api.get(f"/v1/drills/{drill_id}")["overrides"][0]
@@ -320,7 +273,7 @@ def test_stopped_node_keeps_answers_while_a_killed_runners_cut_is_restored_by_ex
     assert override["restored_by"] == "control-plane"
     assert override["restore_reason"] == "expired"
     assert override["restored_at"] >= override["expires_at"]
-    _wait(lambda: lab.api.get(f"/v1/drills/{drill_id}")["status"] == "abandoned", 10,
+    wait(lambda: lab.api.get(f"/v1/drills/{drill_id}")["status"] == "abandoned", 10,
           "the killed drill to end abandoned")
 
     node = finish({"node": node_runner})["node"]
@@ -333,15 +286,15 @@ def test_stopped_node_keeps_answers_while_a_killed_runners_cut_is_restored_by_ex
     assert not [o for o in node["observations"] if o["error"] == "no DNS answer"]
     assert not failures(node, "us")  # each resolver went on with dns2
     assert_lab_clean(lab)
-    _wait(lambda: lab.answered("us") == "us-east", 20, "dns1 answering again")
-    _wait(lambda: lab.answered("gb") == "eu-west", 20, "GB back on eu-west")
+    wait(lambda: lab.answered("us") == "us-east", 20, "dns1 answering again")
+    wait(lambda: lab.answered("gb") == "eu-west", 20, "GB back on eu-west")
 
 
 def test_lab_down_after_the_drills_leaves_nothing(lab: Lab) -> None:
     recorded = lab.control.refresh()
     lab.up.send_signal(signal.SIGTERM)
     lab.up.wait(timeout=40)
-    result = _down(lab.state_dir)
+    result = lab_down(PREFIX, lab.state_dir)
     assert result.returncode == 0, result.stderr
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert PREFIX not in netns

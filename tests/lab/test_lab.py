@@ -7,14 +7,11 @@ skipped loudly without them, failed under CI=true.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import pytest
 
 from gtm.lab.faults import LabControl
 from gtm.lab.state import STATE_FILE, Lab
+from tests.lab.harness import lab_down, lab_requirements, lab_up, wait
 
 pytestmark = [pytest.mark.integration]
 PREFIX = f"gtmt{os.getpid()}-"
@@ -30,60 +28,16 @@ ZONE_NAME = "www.gslb.example.test"
 EXPECTED = {"gb": "eu-west", "jp": "ap-northeast", "us": "us-east", "br": "sa-east"}
 
 
-def _requirements() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    missing = [tool for tool in ("ip", "nft", "dig", "curl") if shutil.which(tool) is None]
-    if missing:
-        return f"missing {', '.join(missing)}: apt-get install iproute2 nftables " \
-               "bind9-dnsutils curl"
-    return None
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabControl, Any]]:
-    reason = _requirements()
+    reason = lab_requirements(("ip", "nft", "dig", "curl"))
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"gtm lab tests: {reason}")
         pytest.skip(f"SKIPPED gtm lab tests: {reason}")
     state_dir = tmp_path_factory.mktemp("lab")
-    log = open(state_dir / "up.out", "wb")  # noqa: SIM115 - closed at the end
-    up = subprocess.Popen([sys.executable, "-m", "gtm.cli", "lab", "up", "--prefix", PREFIX,
-                           "--state-dir", str(state_dir)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait(lambda: _ready(state_dir) or up.poll() is not None, 50, "the lab to be ready")
-        assert up.poll() is None, (state_dir / "up.out").read_text()
+    with lab_up(PREFIX, state_dir, state_dir / "up.out", 50) as up:
         yield LabControl.connect(state_dir), up
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        _down(state_dir)
-        log.close()
-
-
-def _ready(state_dir: Path) -> bool:
-    try:
-        return bool(json.loads((state_dir / STATE_FILE).read_text())["ready"])
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-def _down(state_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gtm.cli", "lab", "down", "--prefix", PREFIX,
-                           "--state-dir", str(state_dir)], capture_output=True, text=True,
-                          timeout=40, check=False)
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _answer(control: LabControl, vantage: str, node: str = "dns1") -> list[str]:
@@ -122,7 +76,7 @@ def _http(control: LabControl, vantage: str, address: str) -> subprocess.Complet
 def test_each_country_resolves_to_its_region_and_fetches_through_the_balancer(lab) -> None:
     control, _ = lab
     for vantage, region in EXPECTED.items():
-        _wait(lambda v=vantage, r=region: all(_answered_region(control, v, n) == r
+        wait(lambda v=vantage, r=region: all(_answered_region(control, v, n) == r
                                               for n in control.description.nodes),
               10, f"{vantage} to be answered with {region} by every DNS node")
     address = _answer(control, "gb")[0]
@@ -160,7 +114,7 @@ def test_loss_drops_udp_on_the_path_and_bad_values_change_nothing(lab) -> None:
         code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 f"for _ in range(5): s.sendto(b'x', ({address!r}, 9999))")
         assert control.run_in("br", [sys.executable, "-c", code]).returncode == 0
-        _wait(lambda: control.counters()["sa-east"]["dropped_loss"] >= before + 5, 5,
+        wait(lambda: control.counters()["sa-east"]["dropped_loss"] >= before + 5, 5,
               "the delay line to drop the datagrams")
     finally:
         control.set_loss("sa-east", 0)
@@ -172,13 +126,13 @@ def test_a_link_cut_takes_the_region_out_and_a_restore_brings_it_back(lab) -> No
     control.cut_link("eu-west")
     try:
         # Health checks from the DNS nodes fail; GB moves to its second region.
-        _wait(lambda: _answered_region(control, "gb") == "us-east", 15,
+        wait(lambda: _answered_region(control, "gb") == "us-east", 15,
               "GB's answer to move to us-east")
         assert _http(control, "gb", eu).returncode != 0
         assert control.refresh().faults["cut"] == ["eu-west"]
     finally:
         control.restore_link("eu-west")
-    _wait(lambda: _answered_region(control, "gb") == "eu-west", 15,
+    wait(lambda: _answered_region(control, "gb") == "eu-west", 15,
           "GB's answer to come back to eu-west")
     assert _http(control, "gb", eu).returncode == 0
 
@@ -196,7 +150,7 @@ def test_killed_lab_is_removed_by_down_with_nothing_left(lab) -> None:
     up.wait()
     assert all(p.id.alive() for p in recorded.processes)  # orphans, still running
 
-    first = _down(state_dir)
+    first = lab_down(PREFIX, state_dir)
     assert first.returncode == 0, first.stderr
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert PREFIX not in netns
@@ -206,5 +160,5 @@ def test_killed_lab_is_removed_by_down_with_nothing_left(lab) -> None:
     assert "gtmlab" not in host_tables.stdout
     assert not any(p.id.alive() for p in recorded.processes)
     assert not (state_dir / STATE_FILE).exists()
-    again = _down(state_dir)  # idempotent
+    again = lab_down(PREFIX, state_dir)  # idempotent
     assert again.returncode == 0, again.stderr
