@@ -21,9 +21,8 @@ from tests.integration.servers import (
     EXAMPLE_ZONES,
     GtmServer,
     ServerFactory,
-    free_port,
 )
-from tests.integration.test_up_health_view import gtm
+from tests.integration.test_up_health_view import gtm, region_file
 
 # gtm up probes the example endpoints, which the example regions of other tests serve.
 pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(90),
@@ -50,29 +49,6 @@ def require_browser() -> None:
     pytest.skip(f"!!! SKIPPED: {message} !!!")
 
 
-def region_file(path: Path) -> Path:
-    """A balancer for region us-east with one demo backend: the page gets its reports."""
-    admin, listener, backend = (free_port((HOST,)) for _ in range(3))
-    path.write_text(f"""[lb]
-region = "us-east"
-admin = "{HOST}:{admin}"
-admin_token = "test-token"
-demo_backends = ["{HOST}:{backend}"]
-access_log = "off"
-report_interval = 0.5
-
-[[lb.listeners]]
-name = "web"
-bind = "{HOST}:{listener}"
-pool = "web"
-
-[[lb.pools]]
-name = "web"
-backends = ["{HOST}:{backend}"]
-""")
-    return path
-
-
 def api_url(server: GtmServer) -> str:
     match = re.search(r"status page: (http://\S+)/status", server.log())
     assert match, server.log()
@@ -93,7 +69,8 @@ def test_the_status_page_shows_four_regions_and_a_region_set_down_within_3_s(
     require_browser()
     from playwright.sync_api import sync_playwright
 
-    region = region_file(tmp_path / "us-east.toml")
+    region = region_file(tmp_path / "us-east.toml", "us-east", HOST,
+                         "report_interval = 0.5")
     server = gtm_server(EXAMPLE_ZONES, workers=None, subcommand="up", extra=[
         "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--region", str(region)])
     api = api_url(server)

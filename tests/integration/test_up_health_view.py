@@ -27,24 +27,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.serial,
 HOST = "127.0.77.1"  # this test's own loopback address: no clash with the example regions
 
 
-def region_file(path: Path) -> Path:
-    """A balancer for region eu-west of the example zone, on ports of its own."""
-    admin, listener, backend = (free_port((HOST,)) for _ in range(3))
+def region_file(path: Path, region: str = "eu-west", host: str = HOST,
+                extra: str = "") -> Path:
+    """A balancer for a region of the example zone, on ports of its own (``extra``: more
+    lines of its [lb] table)."""
+    admin, listener, backend = (free_port((host,)) for _ in range(3))
     path.write_text(f"""[lb]
-region = "eu-west"
-admin = "{HOST}:{admin}"
+region = "{region}"
+admin = "{host}:{admin}"
 admin_token = "test-token"
-demo_backends = ["{HOST}:{backend}"]
+demo_backends = ["{host}:{backend}"]
 access_log = "off"
+{extra}
 
 [[lb.listeners]]
 name = "web"
-bind = "{HOST}:{listener}"
+bind = "{host}:{listener}"
 pool = "web"
 
 [[lb.pools]]
 name = "web"
-backends = ["{HOST}:{backend}"]
+backends = ["{host}:{backend}"]
 """)
     return path
 
