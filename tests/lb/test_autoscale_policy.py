@@ -154,6 +154,35 @@ def test_the_forecast_schedules_capacity_before_a_daily_peak() -> None:
                         10.0) == math.ceil(40 * 1.5 / 10)
 
 
+def test_a_short_daily_peak_is_forecast_at_its_height() -> None:
+    # Three minutes a day at 60 among 5s: a mean over +/- 2 minutes would say 38 at most
+    # and leave the peak with 4 backends of the 6 it needs.
+    now = 1_800_000_000.0
+    minute_now = int(now // 60)
+    history = {m: 60.0 if 4 <= (m - minute_now) % 1440 < 7 else 5.0
+               for m in range(minute_now - 7 * 1440, minute_now)}
+    points = forecast(history, now, 900)
+    assert max(v for _, v in points) == pytest.approx(60.0)
+    assert backends_for(points, now, 600, 10.0) == 6
+    # A peak a minute later or earlier from one day to the next is still covered.
+    shifted = {m: 60.0 if 5 <= (m - minute_now) % 1440 < 8 else 5.0 for m in history}
+    assert backends_for(forecast(shifted, now, 900), now, 300, 10.0) == 6
+
+
+def test_a_level_from_a_few_minutes_of_load_is_not_applied() -> None:
+    # A balancer that has seen five quiet minutes: its level would say 0.5 (the clamp)
+    # and halve the forecast of the peak; ten minutes or more are needed.
+    now = 1_800_000_000.0
+    minute_now = int(now // 60)
+    history = {m: v for m, v in week_with_a_daily_peak(now, 10, 10.0, 40.0).items()
+               if m < minute_now - 30}
+    quiet = {m: 4.0 for m in range(minute_now - 5, minute_now)}
+    assert backends_for(forecast({**history, **quiet}, now, 3600), now, 900, 10.0) == 4
+    quieter_week = {m: 4.0 for m in range(minute_now - 30, minute_now)}
+    assert backends_for(forecast({**history, **quieter_week}, now, 3600), now, 900,
+                        10.0) == 2
+
+
 def test_gtm_scale_status_shows_the_forecast_beside_the_actual_load() -> None:
     from gtm.control.scale_cli import render_status
 
