@@ -1,10 +1,20 @@
 """The figures a policy tracks, from every balancer's facts of the region.
 
 A balancer's facts per backend: ``[in_flight, requests, responses_5xx, admin_state,
-latency_buckets]`` (counters since it started). Rates are the differences between two
-facts of one balancer over the time between them, added up over the balancers, so a
-region of N balancers is measured as one. Per-backend metrics divide by the *warm*
-backends (past warm-up) and count only their numbers.
+latency_buckets, mean_in_flight]`` (counters since it started). Rates are the
+differences between two facts of one balancer over the time between them, added up over
+the balancers, so a region of N balancers is measured as one. Per-backend metrics divide
+by the *warm* backends (past warm-up) and count only their numbers.
+
+``in_flight`` is the count when the facts were taken (a drain waits for it to be 0, a
+scale-in picks the backends with the fewest); ``mean_in_flight`` is its mean over the
+samples taken every SAMPLE_EVERY seconds since the previous facts, and is what the
+``in_flight_per_backend`` metric tracks. One count a decision would be noise: at 10 in
+flight per backend, a Poisson load's count is off by 30 % or more one time in ten, and
+with a scale-out window of 0 the first such sample past the tolerance band acted
+(bench/autoscale.py saw scale-outs 4 to 8 s before the load's one-second mean needed
+them). Facts from a balancer of an earlier version, without the mean, count their
+``in_flight``.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from regional_lb.report import percentile
 from regional_lb.snapshot import Snapshot
 
 MAX_BODY = 1 << 16  # bytes read from a backend's load report or Prometheus's answer
+SAMPLE_EVERY = 0.1  # seconds between samples of the requests in flight (at most)
 Counters = tuple[int, int, list[int]]
 
 
@@ -29,25 +40,47 @@ class Sampler:
         self.outbound = outbound  # where Prometheus may be ([lb.autoscale] outbound_networks)
         self.previous: dict[tuple[str, str, str], tuple[float, Counters]] = {}
         self.in_flight: dict[str, dict[str, int]] = {}  # pool -> backend -> in flight
+        self.in_flight_sums: dict[tuple[str, str], int] = {}  # since the last facts
+        self.samples = 0
+
+    def sample(self, snapshot: Snapshot, pools: set[str]) -> None:
+        """Count what is in flight now, towards the next facts' means."""
+        sums = self.in_flight_sums
+        for name, pool in snapshot.pools.items():
+            if name in pools:
+                for b in pool.backends:
+                    key = (name, b.key)
+                    sums[key] = sums.get(key, 0) + b.active
+        self.samples += 1
 
     def facts(self, snapshot: Snapshot, pools: set[str]) -> dict[str, Any]:
+        sums, samples = self.in_flight_sums, self.samples
+        self.in_flight_sums, self.samples = {}, 0
+
+        def mean(pool: str, backend: Any) -> float:
+            # A backend added since the last sample has none yet: its count now.
+            total = sums.get((pool, backend.key))
+            return round(total / samples, 3) if total is not None else float(backend.active)
         return {"pools": {
             name: {b.key: [b.active, b.requests, b.responses[5], b.admin,
-                           list(b.latency_buckets)] for b in pool.backends}
+                           list(b.latency_buckets), mean(name, b)] for b in pool.backends}
             for name, pool in snapshot.pools.items() if name in pools}}
 
     async def metric(self, policy: ScalePolicy, pool: str, facts: dict[str, Any],
                      warm: list[str], serving: list[str], now: float) -> float | None:
         in_flight: dict[str, int] = {}
+        mean_in_flight: dict[str, float] = {}
         requests = errors = 0.0
         buckets: list[int] = []
         counted = set(warm)
         rated = False
         for member, member_facts in facts.items():
             at = float(member_facts["at"])
-            for address, (active, total, fives, _state, lat) in \
-                    member_facts.get("pools", {}).get(pool, {}).items():
-                in_flight[address] = in_flight.get(address, 0) + int(active)
+            for address, seen in member_facts.get("pools", {}).get(pool, {}).items():
+                active, total, fives, lat = int(seen[0]), seen[1], seen[2], seen[4]
+                in_flight[address] = in_flight.get(address, 0) + active
+                mean = float(seen[5]) if len(seen) > 5 else float(active)
+                mean_in_flight[address] = mean_in_flight.get(address, 0.0) + mean
                 key = (member, pool, address)
                 before = self.previous.get(key)
                 self.previous[key] = (at, (total, fives, lat))
@@ -69,7 +102,7 @@ class Sampler:
         if kind == "in_flight_per_backend":
             if not facts or not warm_count:
                 return None
-            return sum(in_flight.get(k, 0) for k in warm) / warm_count
+            return sum(mean_in_flight.get(k, 0.0) for k in warm) / warm_count
         if kind == "requests_per_backend":
             return requests / warm_count if rated and warm_count else None
         if kind == "p95_latency_ms":

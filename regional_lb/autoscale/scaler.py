@@ -55,7 +55,7 @@ from regional_lb.autoscale.decide import Decision, Memory, Observation, decide, 
 from regional_lb.autoscale.files import state_dir
 from regional_lb.autoscale.forecast import backends_for, forecast
 from regional_lb.autoscale.layer import Layer
-from regional_lb.autoscale.metrics import Sampler
+from regional_lb.autoscale.metrics import SAMPLE_EVERY, Sampler
 from regional_lb.config import LbConfig
 from regional_lb.config_autoscale import PER_BACKEND, ScalePolicy
 from regional_lb.snapshot import Snapshot
@@ -112,6 +112,7 @@ class Scaler:
         self.pools: dict[str, PoolRun] = {}
         self.sampler = Sampler(handle.snapshot.config.autoscale.outbound_networks)
         self.task: asyncio.Task[None] | None = None
+        self.sampling: asyncio.Task[None] | None = None
         self.actuators: dict[str, Actuator] = {}
         self.notifying: set[asyncio.Task[None]] = set()
         self.ticks = 0
@@ -130,11 +131,13 @@ class Scaler:
         return {p.name: p.autoscale for p in self.handle.base.pools if p.autoscale is not None}
 
     async def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self.sampling = loop.create_task(self._sample())
+        self.task = loop.create_task(self._run())
 
     async def stop(self) -> None:
-        await cancel_and_wait(self.task, *(run.task for run in self.pools.values()),
-                              *self.notifying)
+        await cancel_and_wait(self.sampling, self.task,
+                              *(run.task for run in self.pools.values()), *self.notifying)
         if self.token is not None:
             with contextlib.suppress(Exception):
                 await self.store.release(self.region, self.member)
@@ -153,6 +156,13 @@ class Scaler:
                 self.last_ok = time.time()
             self.ticks += 1
             await asyncio.sleep(self.config.autoscale.interval)
+
+    async def _sample(self) -> None:
+        """In-flight counts between two facts, for their means (see metrics.Sampler)."""
+        every = min(SAMPLE_EVERY, self.config.autoscale.interval / 5)
+        while True:
+            self.sampler.sample(self.handle.snapshot, set(self.policies()))
+            await asyncio.sleep(every)
 
     async def tick(self) -> None:
         settings = self.config.autoscale

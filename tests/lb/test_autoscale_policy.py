@@ -4,6 +4,7 @@ the control plane's lb section alike), flapping, and the forecast."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -12,9 +13,12 @@ import pytest
 from gtm.errors import ConfigError
 from regional_lb.autoscale.decide import Memory, Observation, decide, remember_action
 from regional_lb.autoscale.forecast import backends_for, forecast
+from regional_lb.autoscale.metrics import Sampler
+from regional_lb.balancing.state import LATENCY_BUCKETS
 from regional_lb.config import build_config
 from regional_lb.config_autoscale import ScalePolicy
 from regional_lb.sections import validate_lb
+from regional_lb.snapshot import compile_snapshot
 
 
 def table(**policy: Any) -> dict[str, Any]:
@@ -125,6 +129,30 @@ def test_step_scaling_with_percent_and_min_step() -> None:
                max=20, scale_in={"window": 0, "backends": 5})
     assert decide(p, Observation(0.0, 10, 10, 25.0), Memory()).desired == 15
     assert decide(p, Observation(0.0, 10, 10, 2.0), Memory()).desired == 8  # min_step 2
+
+
+def test_in_flight_per_backend_tracks_the_mean_between_decisions_not_one_count() -> None:
+    # A pool whose backend holds 10 in flight on average, counted at a moment it held 30:
+    # the decision sees 10 (one count would scale out 3 times over).
+    config = build_config(table(), "lb.toml")
+    snapshot = compile_snapshot(config, None)
+    backend = snapshot.pools["app"].backends[0]
+    sampler = Sampler()
+    for count in (4, 8, 10, 12, 16, 10, 30):
+        backend.active = count
+        sampler.sample(snapshot, {"app"})
+    facts = {"m1": {"at": 100.0, **sampler.facts(snapshot, {"app"})}}
+    assert facts["m1"]["pools"]["app"][backend.key][0] == 30  # what a drain waits on
+    policy = config.pools[0].autoscale
+    assert policy is not None
+    value = asyncio.run(sampler.metric(policy, "app", facts, [backend.key], [backend.key],
+                                       100.0))
+    assert value == pytest.approx(90 / 7, abs=0.001)
+    # A balancer of an earlier version sends no mean: its count is the figure.
+    older = {"m1": {"at": 101.0, "pools": {"app": {backend.key: [
+        12, 0, 0, "enabled", [0] * len(LATENCY_BUCKETS)]}}}}
+    assert asyncio.run(sampler.metric(policy, "app", older, [backend.key], [backend.key],
+                                      101.0)) == 12
 
 
 def week_with_a_daily_peak(now: float, peak_in: int, base: float, peak: float
