@@ -716,11 +716,11 @@ def svg_chart(args: argparse.Namespace, result: dict[str, Any]) -> str:
             f'<rect width="{width}" height="{height}" fill="white" stroke="#ccc"/>'
             + line.format(rate, "#999", "")
             + line.format(needed, "#2a9d3a", ' stroke-dasharray="2,3"')
-            + line.format(backends, "#1f5fbf", "")
             + (line.format(forecast, "#e07000", ' stroke-dasharray="5,3"') if forecast else "")
-            + f'<text x="{pad}" y="16" font-size="12">{result["mode"]}: offered req/s (grey, '
-            f'top {args.high:g}); backends serving (blue), needed at the target (green), '
-            f'forecast (orange); top {top_backends}</text>'
+            + line.format(backends, "#1f5fbf", "")  # last: on top of a forecast it matches
+            + f'<text x="{pad}" y="16" font-size="12">{result["mode"]}: req/s (grey, top '
+            f'{args.high:g}); backends: serving (blue), needed (green), forecast (orange), '
+            f'top {top_backends}</text>'
             f'<text x="{pad}" y="{height - 8}" font-size="11">0 s</text>'
             f'<text x="{width - pad - 20}" y="{height - 8}" font-size="11">{end:g} s</text>'
             '</svg>')
