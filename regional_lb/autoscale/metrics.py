@@ -9,11 +9,11 @@ by the *warm* backends (past warm-up) and count only their numbers.
 ``in_flight`` is the count when the facts were taken (a drain waits for it to be 0, a
 scale-in picks the backends with the fewest); ``mean_in_flight`` is its mean over the
 samples taken every SAMPLE_EVERY seconds since the previous facts, and is what the
-``in_flight_per_backend`` metric tracks. One count a decision would be noise: at 10 in
-flight per backend, a Poisson load's count is off by 30 % or more one time in ten, and
-with a scale-out window of 0 the first such sample past the tolerance band acted
-(bench/autoscale.py saw scale-outs 4 to 8 s before the load's one-second mean needed
-them). Facts from a balancer of an earlier version, without the mean, count their
+``in_flight_per_backend`` metric tracks. One count a decision would be noise: with a
+Poisson load whose mean is exactly the target of 10 per backend, one count in three
+(one backend; one in four with four) lies past the 10 % tolerance band, and with a
+scale-out window of 0 the first such count acted (bench/autoscale.py saw scale-outs
+seconds before the load's mean needed them). Facts from a balancer of an earlier version, without the mean, count their
 ``in_flight``.
 """
 
