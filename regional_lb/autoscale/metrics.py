@@ -12,8 +12,8 @@ samples taken every SAMPLE_EVERY seconds since the previous facts, and is what t
 ``in_flight_per_backend`` metric tracks. One count a decision would be noise: with a
 Poisson load whose mean is exactly the target of 10 per backend, one count in three
 (one backend; one in four with four) lies past the 10 % tolerance band, and with a
-scale-out window of 0 the first such count acted. Facts from a balancer of an earlier version, without the mean, count their
-``in_flight``.
+scale-out window of 0 the first such count acted. Facts from a balancer of an earlier
+version, without the mean, count their ``in_flight``.
 """
 
 from __future__ import annotations
