@@ -23,7 +23,7 @@ import pytest
 from gtm.control.plane import ControlSettings
 from tests.control.conftest import example_document, running
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.long, pytest.mark.timeout(120)]
 
 EXAMPLES = 20  # per operation and phase; about 12 s per store on this machine
 SEED = 20261202
