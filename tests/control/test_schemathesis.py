@@ -25,7 +25,7 @@ from tests.control.conftest import example_document, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.long, pytest.mark.timeout(120)]
 
-EXAMPLES = 20  # per operation and phase; about 12 s per store on this machine
+EXAMPLES = 10  # per operation and phase; about 17 s per store on this machine
 SEED = 20261202
 
 # 428 Precondition Required is what RFC 6585 defines for a write without If-Match.
