@@ -31,8 +31,9 @@ failed requests (not a 200, a reset, or no answer within 10 s); scaling actions 
 the run; backend-seconds (the capacity's cost). ``--report FILE.html`` writes the
 figures with an inline SVG chart per mode.
 
-Bounded: the load stops at the end of its shape, a mode is abandoned 60 s after that,
-and SIGINT or SIGTERM stop the balancer and every backend (by PID) before exiting. A
+Bounded: the load stops at the end of its shape, the run has a deadline (each mode's
+shape plus 60 s), and the deadline, SIGINT, SIGTERM or SIGHUP stop the balancer and
+every backend (by PID) before exiting (bench/common.py's stop handlers and Servers). A
 smoke run: ``--low 20 --high 200 --ramp 5 --hold 2 --warm 3 --max 3 --mode reactive``.
 """
 
@@ -51,23 +52,26 @@ import tempfile
 import time
 from array import array
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import (  # noqa: E402  (bench/'s scripts find it beside them)
+    Deadline,
+    Interrupted,
+    Servers,
+    free_port,
+    install_stop_handlers,
+)
 
 ANSWER_TIMEOUT = 10.0   # seconds a request may wait for its answer before it failed
-OVERTIME = 60.0         # seconds a mode may run past its load's shape
+OVERTIME = 60.0         # seconds a mode may take beyond its load's shape (start, stop)
 TRACE_STEP = 0.1        # seconds between samples of the requests in flight
 TICK = 0.005            # seconds between the client's sends
 SMOOTHING = 10          # samples averaged into the in-flight load (1 s)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def free_range(count: int) -> tuple[int, int]:
@@ -482,6 +486,8 @@ def percentile(ordered: list[float], share: float) -> float:
 
 def run_mode(args: argparse.Namespace, work: Path, predictive: bool,
              measured: list[float] | None = None) -> dict[str, Any]:
+    """One mode: the balancer (stopped by PID with whatever it started, however the
+    mode ends), the load and the scaler's view of it, summarised."""
     from gtm.scalestore import SqliteScaleStore
 
     port, ports = free_port(), free_range(args.max + 4)
@@ -493,11 +499,11 @@ def run_mode(args: argparse.Namespace, work: Path, predictive: bool,
                      measured)
     print(f"[{label}] starting the balancer on 127.0.0.1:{port}, backends in "
           f"{ports[0]}-{ports[1]}", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "gtm.cli", "lb", "serve", "--config",
-                             str(path)], cwd=ROOT, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    servers = Servers()
     try:
-        _wait_serving(port, proc)
+        balancer = servers.start("balancer", [sys.executable, "-m", "gtm.cli", "lb", "serve",
+                                              "--config", str(path)], work / "lb.log", ROOT)
+        _wait_serving(port, balancer.process, balancer.log_tail)
         if predictive:
             time.sleep(args.lead)  # the forecast's buffer starts counting before the shape
         load = Load(port, args.connections)
@@ -506,18 +512,19 @@ def run_mode(args: argparse.Namespace, work: Path, predictive: bool,
         async def both() -> tuple[float, float]:
             loop = asyncio.get_running_loop()
             start, wall = loop.time(), time.time()
-            async with asyncio.timeout(duration(args) + OVERTIME), asyncio.TaskGroup() as tg:
+            async with asyncio.TaskGroup() as tg:
                 tg.create_task(load.run(args, start))
                 tg.create_task(observer.run(start, start + duration(args)))
             return start, wall
         start, wall = asyncio.run(both())
     finally:
-        _stop(proc)
+        servers.stop_all()
         _stop_backends(work / "scale" / "processes")
     return summarise(args, load, observer, start, wall, label)
 
 
-def _wait_serving(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_serving(port: int, proc: subprocess.Popen[bytes],
+                  log_tail: Callable[[], str]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -529,17 +536,8 @@ def _wait_serving(port: int, proc: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit("the balancer did not serve within 30 s"
-                     + ("" if proc.poll() is None else f" (it exited {proc.returncode})"))
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+                     + ("" if proc.poll() is None else f" (it exited {proc.returncode})")
+                     + f"; its log ends:\n{log_tail()}")
 
 
 def _stop_backends(directory: Path) -> None:
@@ -773,9 +771,10 @@ def main() -> int:
     if args.backend:
         run_backend(args.backend, args.service_ms / 1000, args.slots)
         return 0
-    # SIGTERM (timeout, kill) unwinds like ^C, so every `finally` stops what it started.
-    signal.signal(signal.SIGTERM, _interrupted)
     modes = {"reactive": [False], "predictive": [True], "both": [False, True]}[args.mode]
+    # Stop signals and the run's deadline raise Interrupted, so every `finally` stops
+    # what it started.
+    install_stop_handlers(Deadline(len(modes) * (duration(args) + args.lead + OVERTIME)))
     results: list[dict[str, Any]] = []
     for predictive in modes:
         with tempfile.TemporaryDirectory(prefix="gtm-autoscale-bench-") as work:
@@ -795,13 +794,9 @@ def main() -> int:
     return 1 if any(r["failed"] for r in results) else 0
 
 
-def _interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 if __name__ == "__main__":
     try:
         raise SystemExit(main())
-    except KeyboardInterrupt:
-        print("interrupted: the balancer and its backends are stopped", file=sys.stderr)
+    except Interrupted as stopped:
+        print(f"{stopped}: the balancer and its backends are stopped", file=sys.stderr)
         raise SystemExit(130) from None
