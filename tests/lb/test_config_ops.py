@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from gtm import metrics
 from gtm.errors import ConfigError
 from gtm.health.reports import REPORTS
-from regional_lb.config import build_config, load_config
+from regional_lb.config import LbConfig, build_config, load_config
 from tests.integration.servers import example_regions_held
 from tests.lb.conftest import Env, connect, exchange, read_response, status_of
 from tests.lb.process import free_port
@@ -204,20 +204,26 @@ def test_region_report_published_to_redis(env: Env, tmp_path: Path) -> None:
 
 
 @pytest.mark.serial
-def test_example_regions_serve_in_one_loop(env: Env) -> None:
+def test_example_regions_serve_in_one_loop(env: Env, tmp_path: Path) -> None:
     """What `gtm up` runs: the four example regions in one event loop, demo backends too."""
     with example_regions_held():  # their addresses are fixed: one test at a time
-        _example_regions_serve_in_one_loop(env)
+        _example_regions_serve_in_one_loop(env, tmp_path)
 
 
-def _example_regions_serve_in_one_loop(env: Env) -> None:
+def _example_regions_serve_in_one_loop(env: Env, state: Path) -> None:
     from gtm.errors import ServeError
+    from regional_lb.autoscale.start import with_scale_store
     from regional_lb.node import start_regions
 
     paths = [REPO / f"examples/lb/{r}.toml" for r in ("eu-west", "us-east", "ap-northeast",
                                                        "sa-east")]
+
+    def load(path: Path) -> LbConfig:
+        # sa-east scales: its scale store goes here, as gtm up puts it in its state
+        # directory, not beside the example in the repository.
+        return with_scale_store(load_config(path), None, directory=state)
     try:
-        handles = env.loop.run(start_regions(paths))
+        handles = env.loop.run(start_regions(paths, loader=load))
     except ServeError as exc:  # someone runs the examples on this machine right now
         pytest.skip(str(exc))
     try:
